@@ -1,0 +1,47 @@
+//! The HTTP surface of `kairo serve`: health and readiness now; the `/v1` API
+//! and the webhook join this router as they are built.
+//!
+//! Invariant: handlers never send internals to clients; an error becomes a
+//! JSON body with a code and a message.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+}
+
+/// The whole HTTP application, ready to serve.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The database answers and every migration has run: 200, else 503 with
+/// what is missing.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.store.readiness().await;
+    let body = json!({
+        "status": if readiness.is_ready() { "ready" } else { "not_ready" },
+        "database": if readiness.database_reachable { "reachable" } else { "unreachable" },
+        "pending_migrations": readiness.pending_migrations,
+    });
+    let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}

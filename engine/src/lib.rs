@@ -1,0 +1,20 @@
+//! Kairo's engine: the workflow model, the runtime, the store, the inbox,
+//! contacts and consent, triggers and the HTTP API.
+//!
+//! The engine knows actions and the WhatsApp channel only through traits it
+//! owns; it never parses WhatsApp's wire format. Only [`store`] speaks SQL and
+//! only [`clock`] reads the system time.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod ids;
+pub mod secret;
+pub mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use config::{Config, ConfigError};
+pub use secret::Secret;
+pub use store::{Store, StoreError};

@@ -1,0 +1,139 @@
+//! Contacts and their consent, with its audit trail.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use uuid::Uuid;
+
+use super::entities::{consent, consent_event, contact};
+use super::status::{ConsentSource, ConsentStatus};
+use super::{Store, StoreError};
+use crate::ids::{ContactId, PhoneNumberId, Wamid};
+
+pub type Contact = contact::Model;
+pub type Consent = consent::Model;
+pub type ConsentEvent = consent_event::Model;
+
+/// A contact to create. Phone numbers are already normalised (digits of the
+/// international form).
+#[derive(Debug, Clone, Default)]
+pub struct NewContact {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub mobile_phone: Option<String>,
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub properties: serde_json::Value,
+}
+
+/// A change of a contact's consent on one business number.
+#[derive(Debug, Clone)]
+pub struct ConsentChange {
+    pub contact_id: ContactId,
+    pub phone_number_id: PhoneNumberId,
+    pub status: ConsentStatus,
+    pub source: ConsentSource,
+    pub keyword: Option<String>,
+    pub wamid: Option<Wamid>,
+}
+
+impl Store {
+    pub async fn insert_contact(&self, new: NewContact, now: DateTime<Utc>) -> Result<Contact, StoreError> {
+        let row = contact::ActiveModel {
+            id: Set(ContactId::new()),
+            name: Set(new.name),
+            phone: Set(new.phone),
+            mobile_phone: Set(new.mobile_phone),
+            wa_id: Set(new.wa_id),
+            user_id: Set(new.user_id),
+            properties: Set(if new.properties.is_null() { serde_json::json!({}) } else { new.properties }),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        contact::Entity::insert(row).exec_with_returning(&self.db).await.map_err(|e| self.query_error(e))
+    }
+
+    pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        contact::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
+    }
+
+    /// Contacts whose `phone` or `mobile_phone` is this normalised number,
+    /// oldest first.
+    pub async fn contacts_by_phone(&self, normalized: &str) -> Result<Vec<Contact>, StoreError> {
+        contact::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(contact::Column::Phone.eq(normalized))
+                    .add(contact::Column::MobilePhone.eq(normalized)),
+            )
+            .order_by_asc(contact::Column::CreatedAt)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// Records a consent change and its audit entry in one transaction.
+    /// Idempotent in effect: a change to the state already held still leaves
+    /// an audit entry (who said YES twice is worth knowing) but changes nothing.
+    pub async fn record_consent(&self, change: ConsentChange, now: DateTime<Utc>) -> Result<Consent, StoreError> {
+        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let current = consent::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(change.contact_id),
+            phone_number_id: Set(change.phone_number_id),
+            status: Set(change.status),
+            changed_at: Set(now),
+        };
+        use consent::Column as C;
+        consent::Entity::insert(current)
+            .on_conflict(
+                OnConflict::columns([C::ContactId, C::PhoneNumberId])
+                    .update_columns([C::Status, C::ChangedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let audit = consent_event::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(change.contact_id),
+            phone_number_id: Set(change.phone_number_id),
+            status: Set(change.status),
+            source: Set(change.source),
+            keyword: Set(change.keyword),
+            wamid: Set(change.wamid),
+            occurred_at: Set(now),
+        };
+        consent_event::Entity::insert(audit).exec_without_returning(&txn).await.map_err(|e| self.query_error(e))?;
+        txn.commit().await.map_err(|e| self.query_error(e))?;
+        self.consent(change.contact_id, change.phone_number_id)
+            .await?
+            .ok_or_else(|| self.missing("consent just recorded"))
+    }
+
+    /// The contact's current consent on this number; `None` means never asked.
+    pub async fn consent(&self, contact: ContactId, number: PhoneNumberId) -> Result<Option<Consent>, StoreError> {
+        consent::Entity::find()
+            .filter(consent::Column::ContactId.eq(contact))
+            .filter(consent::Column::PhoneNumberId.eq(number))
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// The audit trail of the contact's consent on this number, oldest first.
+    pub async fn consent_history(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+    ) -> Result<Vec<ConsentEvent>, StoreError> {
+        consent_event::Entity::find()
+            .filter(consent_event::Column::ContactId.eq(contact))
+            .filter(consent_event::Column::PhoneNumberId.eq(number))
+            .order_by_asc(consent_event::Column::OccurredAt)
+            .order_by_asc(consent_event::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+}

@@ -1,0 +1,66 @@
+//! The event log: inbound events (messages, statuses, consent changes)
+//! appended by the webhook and applied to workflow triggers.
+//!
+//! Invariant: an event's `dedup_key` is unique, so a delivery Meta repeats is
+//! appended once; `applied_at` is set when its effects commit.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entities::event;
+use super::{Store, StoreError};
+use crate::ids::{ContactId, EventId, PhoneNumberId};
+
+pub type Event = event::Model;
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// `inbound_message`, `message_status`, `opt_in`, `opt_out`, …
+    pub kind: String,
+    /// What makes two deliveries the same event (`message:<wamid>`, …).
+    pub dedup_key: String,
+    pub phone_number_id: Option<PhoneNumberId>,
+    pub contact_id: Option<ContactId>,
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Appends an event. Returns `None` when an event with the same dedup key
+    /// is already in the log (a repeated delivery).
+    pub async fn append_event(&self, new: NewEvent, now: DateTime<Utc>) -> Result<Option<Event>, StoreError> {
+        let row = event::ActiveModel {
+            id: Set(EventId::new()),
+            kind: Set(new.kind),
+            dedup_key: Set(new.dedup_key),
+            phone_number_id: Set(new.phone_number_id),
+            contact_id: Set(new.contact_id),
+            payload: Set(new.payload),
+            attempts: Set(0),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            occurred_at: Set(new.occurred_at),
+            created_at: Set(now),
+            applied_at: Set(None),
+        };
+        match event::Entity::insert(row).exec_with_returning(&self.db).await {
+            Ok(event) => Ok(Some(event)),
+            Err(e) => match self.insert_error(e, String::new) {
+                StoreError::Duplicate { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Events not applied yet, oldest first.
+    pub async fn unapplied_events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {
+        event::Entity::find()
+            .filter(event::Column::AppliedAt.is_null())
+            .order_by_asc(event::Column::OccurredAt)
+            .order_by_asc(event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+}

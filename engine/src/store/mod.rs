@@ -1,0 +1,339 @@
+//! Durable state: the only module that speaks SQL.
+//!
+//! One [`Store`] is opened from a URL, `sqlite://PATH` (the embedded default:
+//! the file is created if absent) or `postgres://…` (the scale-out path). Both
+//! run the same migrations and the same sea-orm queries; where the backends
+//! must differ, one function holds the `match` and says why.
+//!
+//! Invariants:
+//! - SQLite connections all run in WAL mode with `synchronous=FULL`, a busy
+//!   timeout and foreign keys on, so a commit survives a power cut.
+//! - Timestamps are UTC; a state change and its event commit together.
+//! - Errors name the database by its redacted URL: a password never appears.
+
+mod api;
+mod contacts;
+mod entities;
+mod events;
+mod inbox;
+pub mod status;
+mod url;
+mod whatsapp;
+mod workflows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use kairo_migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use self::api::{ApiToken, IdempotencyRecord, NewApiToken, NewIdempotencyRecord};
+pub use self::contacts::{Consent, ConsentChange, ConsentEvent, Contact, NewContact};
+pub use self::events::{Event, NewEvent};
+pub use self::inbox::{
+    AssignmentRule, Message, NewAssignmentRule, NewMessage, NewSavedView, NewThread, NewUser, PendingStatus, SavedView,
+    Team, Thread, User,
+};
+pub use self::url::DatabaseUrl;
+pub use self::whatsapp::{
+    Account, NewAccount, NewPhoneNumber, NewPortfolio, NewTemplate, PhoneNumber, Portfolio, Template,
+};
+pub use self::workflows::{
+    Enrollment, NewEnrollment, NewStepExecution, NewTimer, SavedVersion, StepExecution, Timer, Workflow,
+    WorkflowVersion,
+};
+
+/// How long a query waits for a connection from the pool, and how long a
+/// SQLite writer waits for the file lock, before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL `{url}`: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
+    UnsupportedUrl { url: DatabaseUrl },
+    #[error("invalid database URL `{url}`: {reason}")]
+    InvalidUrl { url: DatabaseUrl, reason: String },
+    #[error("cannot connect to database {url}: {reason}")]
+    Connect { url: DatabaseUrl, reason: String },
+    #[error("migrating database {url}: {source}")]
+    Migrate { url: DatabaseUrl, source: DbErr },
+    #[error("database {url}: {source}")]
+    Query { url: DatabaseUrl, source: DbErr },
+    /// A uniqueness rule of the product was broken (a second row with the
+    /// same wamid, token name, …): the caller decides what a duplicate means.
+    #[error("database {url}: {what} already exists")]
+    Duplicate { url: DatabaseUrl, what: String },
+}
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One migration and whether it has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    pub name: String,
+    pub applied: bool,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub database_reachable: bool,
+    pub pending_migrations: Vec<String>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.database_reachable && self.pending_migrations.is_empty()
+    }
+}
+
+/// The handle to Kairo's database; cheap to clone (a pool inside).
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    url: DatabaseUrl,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (and for SQLite, creates) the database at `url`. Does not migrate.
+    pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        let url = url.clone();
+        let scheme = url.scheme();
+        match scheme.as_str() {
+            "sqlite" => Self::open_sqlite(url).await,
+            "postgres" | "postgresql" => Self::open_postgres(url).await,
+            _ => Err(StoreError::UnsupportedUrl { url }),
+        }
+    }
+
+    async fn open_sqlite(url: DatabaseUrl) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str(url.expose())
+            .map_err(|err| StoreError::InvalidUrl { url: url.clone(), reason: url.scrub(&err.to_string()) })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|err| StoreError::Connect { url: url.clone(), reason: url.scrub(&err.to_string()) })?;
+        let db = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+        Ok(Store { db, url, backend: Backend::Sqlite })
+    }
+
+    async fn open_postgres(url: DatabaseUrl) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(|err| StoreError::InvalidUrl { url: url.clone(), reason: url.scrub(&err.to_string()) })?;
+        // One direct attempt first: a pool retries until its timeout and then
+        // reports only "timed out", hiding "connection refused" or "password
+        // authentication failed", which tell the operator what to fix.
+        let connect_error = |reason: String| StoreError::Connect { url: url.clone(), reason: url.scrub(&reason) };
+        let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| connect_error(format!("no answer within {}s", ACQUIRE_TIMEOUT.as_secs())))?
+            .map_err(|err| connect_error(err.to_string()))?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|err| connect_error(err.to_string()))?;
+        let db = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+        Ok(Store { db, url, backend: Backend::Postgres })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database URL with any password replaced, fit for logs.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None).await.map_err(|source| StoreError::Migrate { url: self.url.clone(), source })
+    }
+
+    /// Every migration Kairo knows, in order, and whether it has run here.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationState>, StoreError> {
+        let pending: Vec<String> = Migrator::get_pending_migrations(&self.db)
+            .await
+            .map_err(|source| StoreError::Migrate { url: self.url.clone(), source })?
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
+        Ok(Migrator::migrations()
+            .iter()
+            .map(|m| {
+                let name = m.name().to_string();
+                let applied = !pending.contains(&name);
+                MigrationState { name, applied }
+            })
+            .collect())
+    }
+
+    /// Whether the database answers and every migration has run.
+    pub async fn readiness(&self) -> Readiness {
+        let database_reachable = self.db.execute_unprepared("SELECT 1").await.is_ok();
+        let pending_migrations = match self.migration_status().await {
+            Ok(states) => states.into_iter().filter(|m| !m.applied).map(|m| m.name).collect(),
+            Err(_) => Migrator::migrations().iter().map(|m| m.name().to_string()).collect(),
+        };
+        Readiness { database_reachable, pending_migrations }
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(self) {
+        if let Err(err) = self.db.close().await {
+            tracing::warn!(%err, url = %self.url, "closing the database pool");
+        }
+    }
+
+    /// The schema as the database reports it, normalised so that SQLite's and
+    /// PostgreSQL's can be compared: tables with their columns (name and
+    /// nullability) and indexes (name, columns, uniqueness), Kairo's tables only.
+    pub async fn describe_schema(&self) -> Result<SchemaDescription, StoreError> {
+        let rows = match self.backend {
+            // SQLite keeps the schema in sqlite_master and pragma functions;
+            // PostgreSQL in its catalogs. Each query yields the same rows:
+            // (kind, table, name, detail).
+            Backend::Sqlite => {
+                self.query_rows(
+                    "SELECT 'column', m.name, p.name, CASE WHEN p.\"notnull\" = 1 OR p.pk > 0 THEN 'not null' ELSE 'null' END \
+                     FROM sqlite_master m, pragma_table_info(m.name) p \
+                     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> 'seaql_migrations' \
+                     UNION ALL \
+                     SELECT 'index', m.name, il.name, \
+                       (CASE WHEN il.\"unique\" = 1 THEN 'unique ' ELSE '' END) || \
+                       (SELECT group_concat(name, ',') FROM (SELECT ii.name FROM pragma_index_info(il.name) ii ORDER BY ii.seqno)) \
+                     FROM sqlite_master m, pragma_index_list(m.name) il \
+                     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> 'seaql_migrations' AND il.origin <> 'pk'",
+                )
+                .await?
+            }
+            Backend::Postgres => {
+                self.query_rows(
+                    "SELECT 'column', c.table_name::text, c.column_name::text, \
+                       CASE WHEN c.is_nullable = 'NO' THEN 'not null' ELSE 'null' END \
+                     FROM information_schema.columns c \
+                     WHERE c.table_schema = current_schema() AND c.table_name <> 'seaql_migrations' \
+                     UNION ALL \
+                     SELECT 'index', t.relname::text, i.relname::text, \
+                       (CASE WHEN ix.indisunique THEN 'unique ' ELSE '' END) || \
+                       (SELECT string_agg(a.attname, ',' ORDER BY k.ord) \
+                        FROM unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord) \
+                        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum) \
+                     FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid \
+                     JOIN pg_class t ON t.oid = ix.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+                     WHERE n.nspname = current_schema() AND t.relname <> 'seaql_migrations' AND NOT ix.indisprimary",
+                )
+                .await?
+            }
+        };
+        let mut schema = SchemaDescription::default();
+        for (kind, table, name, detail) in rows {
+            let entry = format!("{table}.{name}: {detail}");
+            match kind.as_str() {
+                "column" => schema.columns.push(entry),
+                _ => schema.indexes.push(entry),
+            }
+        }
+        schema.columns.sort();
+        schema.indexes.sort();
+        Ok(schema)
+    }
+
+    /// The durability settings of a SQLite connection, as SQLite reports
+    /// them (an error on PostgreSQL).
+    pub async fn sqlite_pragmas(&self) -> Result<SqlitePragmas, StoreError> {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT (SELECT journal_mode FROM pragma_journal_mode), (SELECT synchronous FROM pragma_synchronous), \
+                 (SELECT foreign_keys FROM pragma_foreign_keys), (SELECT timeout FROM pragma_busy_timeout)",
+            ))
+            .await
+            .map_err(|e| self.query_error(e))?
+            .ok_or_else(|| self.missing("pragma row"))?;
+        let read = || -> Result<SqlitePragmas, DbErr> {
+            Ok(SqlitePragmas {
+                journal_mode: row.try_get_by_index(0)?,
+                synchronous: row.try_get_by_index(1)?,
+                foreign_keys: row.try_get_by_index::<i64>(2)? == 1,
+                busy_timeout_ms: row.try_get_by_index(3)?,
+            })
+        };
+        read().map_err(|e| self.query_error(e))
+    }
+
+    async fn query_rows(&self, sql: &str) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let backend: DbBackend = self.db.get_database_backend();
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(backend, sql))
+            .await
+            .map_err(|source| self.query_error(source))?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get_by_index::<String>(0)?,
+                    row.try_get_by_index::<String>(1)?,
+                    row.try_get_by_index::<String>(2)?,
+                    row.try_get_by_index::<String>(3)?,
+                ))
+            })
+            .collect::<Result<_, DbErr>>()
+            .map_err(|source| self.query_error(source))
+    }
+
+    fn query_error(&self, source: DbErr) -> StoreError {
+        StoreError::Query { url: self.url.clone(), source }
+    }
+
+    /// Maps an insert error to [`StoreError::Duplicate`] when a unique index refused it.
+    fn insert_error(&self, source: DbErr, what: impl FnOnce() -> String) -> StoreError {
+        match source.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                StoreError::Duplicate { url: self.url.clone(), what: what() }
+            }
+            _ => self.query_error(source),
+        }
+    }
+}
+
+/// A backend-neutral picture of the schema, for comparing SQLite and PostgreSQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaDescription {
+    /// `table.column: null|not null`, sorted.
+    pub columns: Vec<String>,
+    /// `table.index: [unique ]col1,col2`, sorted.
+    pub indexes: Vec<String>,
+}
+
+/// What [`Store::sqlite_pragmas`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlitePragmas {
+    pub journal_mode: String,
+    /// 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+    pub synchronous: i64,
+    pub foreign_keys: bool,
+    pub busy_timeout_ms: i64,
+}

@@ -1,0 +1,135 @@
+//! The lowercase names that status columns hold, as enums.
+//!
+//! The store maps rows to these in one place (sea-orm's active enums), so no
+//! other code compares status strings.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Whether a contact may be sent templates from one business number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentStatus {
+    #[sea_orm(string_value = "opted_in")]
+    OptedIn,
+    #[sea_orm(string_value = "opted_out")]
+    OptedOut,
+}
+
+/// Where a consent change came from, for the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentSource {
+    /// An inbound message whose whole text was an opt-in or opt-out keyword.
+    #[sea_orm(string_value = "keyword")]
+    Keyword,
+    /// The HTTP API or an import.
+    #[sea_orm(string_value = "api")]
+    Api,
+    /// An operator, by hand.
+    #[sea_orm(string_value = "operator")]
+    Operator,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadStatus {
+    #[sea_orm(string_value = "open")]
+    Open,
+    #[sea_orm(string_value = "closed")]
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[sea_orm(string_value = "inbound")]
+    Inbound,
+    #[sea_orm(string_value = "outbound")]
+    Outbound,
+}
+
+/// A message's delivery status. Outbound messages move forward only:
+/// sending, sent, delivered, read (or failed); inbound ones are `received`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    #[sea_orm(string_value = "received")]
+    Received,
+    /// Recorded before the request leaves; still `sending` after a crash means
+    /// the outcome is unknown.
+    #[sea_orm(string_value = "sending")]
+    Sending,
+    #[sea_orm(string_value = "sent")]
+    Sent,
+    #[sea_orm(string_value = "delivered")]
+    Delivered,
+    #[sea_orm(string_value = "read")]
+    Read,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+}
+
+/// Where an enrollment stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollmentStatus {
+    /// A step is due or running.
+    #[sea_orm(string_value = "active")]
+    Active,
+    /// Parked on a durable timer or an event.
+    #[sea_orm(string_value = "waiting")]
+    Waiting,
+    #[sea_orm(string_value = "completed")]
+    Completed,
+    #[sea_orm(string_value = "goal_met")]
+    GoalMet,
+    /// Left through an exit condition or an exit step.
+    #[sea_orm(string_value = "exited")]
+    Exited,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+}
+
+/// Where one attempt of one step stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "claimed")]
+    Claimed,
+    /// An external call (a send, an HTTP request) may have left.
+    #[sea_orm(string_value = "attempting")]
+    Attempting,
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    #[sea_orm(string_value = "skipped")]
+    Skipped,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// Found `attempting` after a crash: never guessed, never repeated by default.
+    #[sea_orm(string_value = "uncertain")]
+    Uncertain,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum TimerState {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "fired")]
+    Fired,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+}

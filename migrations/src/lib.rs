@@ -1,0 +1,29 @@
+//! Kairo's database schema, as sea-orm-migration migrations.
+//!
+//! One migration set serves SQLite and PostgreSQL: tables are described with
+//! sea-query's builder, which renders each backend's types (`uuid` vs. a blob,
+//! `jsonb` vs. JSON text, `timestamptz` vs. text). The only hand-written SQL is
+//! for partial indexes, whose syntax the two backends share.
+//!
+//! Invariants:
+//! - Migrations are append-only: a migration that has shipped is never edited;
+//!   a change is a new migration.
+//! - No table is called `jobs` or `workers`: apalis-sqlite owns those names in
+//!   the same SQLite schema, and SQLite names are case-insensitive.
+//! - No secret (access token, app secret, verify token, API token) is stored in
+//!   clear: accounts keep their ids only, API tokens keep a SHA-256 hash.
+
+pub use sea_orm_migration::{MigratorTrait, sea_orm};
+
+mod m20261125_000001_initial;
+
+/// The ordered list of Kairo's migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        vec![Box::new(m20261125_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,196 @@
+//! The `kairo` binary: command-line parsing and wiring only. Every capability
+//! lives in the `kairo-engine` and `kairo-actions` crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kairo_engine::config::{Config, LogFormat, Overrides};
+use kairo_engine::{Store, api};
+use tokio_util::sync::CancellationToken;
+
+/// Durable workflow automation for WhatsApp business messaging.
+#[derive(Debug, Parser)]
+#[command(name = "kairo", version, about, propagate_version = true)]
+struct Cli {
+    /// Configuration file [default: ./kairo.toml when present].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH (created if absent) or postgres://USER:PASSWORD@HOST/DB
+    /// [default: sqlite://kairo.db].
+    #[arg(long, global = true, value_name = "URL", env = "KAIRO_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API, the webhook and the workers in one process (migrates first).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "ADDR", env = "KAIRO_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Run a worker daemon that executes workflow steps (migrates first).
+    Worker,
+    /// Apply or inspect database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Check workflow files and report every problem with file:line:column.
+    Validate {
+        /// Workflow files or folders [default: the configured workflows folder].
+        paths: Vec<PathBuf>,
+    },
+    /// Run a workflow for one contact on an in-memory store, with a fake clock.
+    Simulate {
+        /// The workflow file.
+        workflow: PathBuf,
+    },
+    /// Print the version of kairo and of its database schema.
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration (the default).
+    Up,
+    /// List migrations and whether each has been applied.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the chain of contexts, outermost first.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides { database_url: cli.database.clone(), listen };
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    init_logging(config.log_format);
+    match cli.command {
+        Command::Serve { .. } => serve(&config).await,
+        Command::Worker => worker(&config).await,
+        Command::Migrate { action } => migrate(&config, action.unwrap_or(MigrateAction::Up)).await,
+        Command::Validate { .. } => not_built("kairo validate", "the workflow language (issue #3)"),
+        Command::Simulate { .. } => not_built("kairo simulate", "the durable runtime (issue #4)"),
+        Command::Version => {
+            println!("kairo {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
+
+fn not_built(command: &str, capability: &str) -> Result<()> {
+    bail!("{command} is not available in this build yet: it arrives with {capability}")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn open_migrated(config: &Config) -> Result<Store> {
+    let store = Store::open(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn migrate(config: &Config, action: MigrateAction) -> Result<()> {
+    let store = Store::open(&config.database_url).await?;
+    match action {
+        MigrateAction::Up => {
+            let before = store.migration_status().await?;
+            store.migrate().await?;
+            let applied = before.iter().filter(|m| !m.applied).count();
+            println!("{} migration(s) applied to {}; schema is up to date", applied, store.url());
+        }
+        MigrateAction::Status => {
+            for m in store.migration_status().await? {
+                println!("{:<8} {}", if m.applied { "applied" } else { "pending" }, m.name);
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn serve(config: &Config) -> Result<()> {
+    let store = open_migrated(config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another process using it? set --listen", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(database = %store.url(), "database ready");
+    println!("kairo listening on http://{addr}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let app = api::router(api::AppState { store: store.clone() });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("shut down cleanly");
+    store.close().await;
+    Ok(())
+}
+
+async fn worker(config: &Config) -> Result<()> {
+    let store = open_migrated(config).await?;
+    store.close().await;
+    not_built("kairo worker", "the durable runtime (issue #4); the database was migrated")
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
