@@ -125,3 +125,85 @@ fn describe(err: figment::Error) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("kairo.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_configured() {
+        let config = Config::load(None, &Overrides::default()).expect("defaults");
+        assert_eq!(config.database_url.to_string(), "sqlite://kairo.db");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.workflows_dir, PathBuf::from("workflows"));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_values_are_read_and_flags_override_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path =
+            write(&dir, "database_url = \"sqlite://from-file.db\"\nlisten = \"0.0.0.0:9000\"\nlog_format = \"json\"\n");
+        let config = Config::load(Some(&path), &Overrides::default()).expect("file");
+        assert_eq!(config.database_url.to_string(), "sqlite://from-file.db");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.log_format, LogFormat::Json);
+        let overrides =
+            Overrides { database_url: Some("sqlite://from-flag.db".into()), listen: Some("127.0.0.1:7000".into()) };
+        let config = Config::load(Some(&path), &overrides).expect("file + flags");
+        assert_eq!(config.database_url.to_string(), "sqlite://from-flag.db");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_with_its_key_and_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, "listen = \"not-an-address\"\n");
+        let err = Config::load(Some(&path), &Overrides::default()).expect_err("bad listen").to_string();
+        assert!(err.contains("key `listen`"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_with_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, "databse_url = \"sqlite://x.db\"\n");
+        let err = Config::load(Some(&path), &Overrides::default()).expect_err("typo").to_string();
+        assert!(err.contains("databse_url"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_does_not_quote_the_value_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, "database_url = 12345678\n");
+        let err = Config::load(Some(&path), &Overrides::default()).expect_err("wrong type").to_string();
+        assert!(err.contains("key `database_url`"), "{err}");
+        assert!(!err.contains("12345678"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_given_explicitly_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/kairo.toml")), &Overrides::default())
+            .expect_err("missing")
+            .to_string();
+        assert_eq!(err, "config file /nonexistent/kairo.toml does not exist: create it or leave out --config");
+    }
+
+    #[test]
+    fn debug_output_of_the_config_hides_the_database_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, "database_url = \"postgres://kairo:pa55word@db/kairo\"\n");
+        let config = Config::load(Some(&path), &Overrides::default()).expect("config");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("pa55word"), "{shown}");
+        assert!(shown.contains("postgres://kairo:***@db/kairo"), "{shown}");
+    }
+}

@@ -57,9 +57,23 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// PostgreSQL only: drops the database now, while clients may still be
+    /// connected, to see how they cope with losing it.
+    pub fn destroy(&mut self) {
+        drop_database(self.postgres.take());
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin, name)) = self.postgres.take() else { return };
+        drop_database(self.postgres.take());
+    }
+}
+
+fn drop_database(postgres: Option<(String, String)>) {
+    {
+        let Some((admin, name)) = postgres else { return };
         // Drop runs outside any runtime guarantee: use a thread of its own.
         let dropped = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

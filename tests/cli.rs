@@ -1,0 +1,161 @@
+//! The `kairo` command line: every command answers --help, migrations run
+//! on a fresh database, and bad input gets one precise line, never a panic.
+
+mod util;
+
+use kairo_engine::testing::TestDb;
+use predicates::prelude::*;
+use util::kairo;
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for command in [
+        &[][..],
+        &["serve"],
+        &["worker"],
+        &["migrate"],
+        &["migrate", "status"],
+        &["validate"],
+        &["simulate"],
+        &["version"],
+    ] {
+        let mut args: Vec<&str> = command.to_vec();
+        args.push("--help");
+        kairo(dir.path()).args(&args).assert().success().stdout(predicate::str::contains("Usage: kairo"));
+    }
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path()).arg("version").assert().success().stdout(format!("kairo {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn migrate_creates_kairo_db_in_the_working_directory_by_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path())
+        .arg("migrate")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 migration(s) applied to sqlite://kairo.db"));
+    assert!(dir.path().join("kairo.db").exists());
+    kairo(dir.path())
+        .args(["migrate", "status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("applied  m20261125_000001_initial"));
+    // A second run has nothing left to do.
+    kairo(dir.path()).args(["migrate", "up"]).assert().success().stdout(predicate::str::contains("0 migration(s)"));
+}
+
+#[test]
+fn migrate_status_lists_pending_migrations_before_the_first_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path())
+        .args(["migrate", "status", "--database", "sqlite://fresh.db"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("pending  m20261125_000001_initial"));
+}
+
+#[tokio::test]
+async fn migrate_runs_on_postgres_named_by_the_environment() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path())
+        .env("KAIRO_DATABASE_URL", db.raw_url())
+        .arg("migrate")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 migration(s) applied to postgres://"))
+        .stdout(predicate::str::contains("kairo_test:***@"));
+    let store = kairo_engine::Store::open(&db.url).await.expect("open");
+    assert!(store.readiness().await.is_ready());
+}
+
+#[test]
+fn an_unreachable_database_is_one_line_naming_the_url_without_its_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let assert = kairo(dir.path())
+        .args(["migrate", "--database", "postgres://kairo:hunter2@127.0.0.1:1/kairo"])
+        .assert()
+        .failure()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: cannot connect to database postgres://kairo:***@127.0.0.1:1/kairo"), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn a_malformed_database_url_is_rejected_with_what_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path())
+        .args(["migrate", "--database", "kairo.db"])
+        .assert()
+        .failure()
+        .stderr("error: unsupported database URL `kairo.db`: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB\n");
+}
+
+#[test]
+fn a_bad_config_file_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("kairo.toml"), "listen = 8080\n").expect("write");
+    kairo(dir.path())
+        .arg("migrate")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("key `listen`"))
+        .stderr(predicate::str::contains("kairo.toml"))
+        .stderr(predicate::str::contains("panicked").not());
+}
+
+#[test]
+fn a_missing_config_file_given_with_config_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path())
+        .args(["--config", "nope.toml", "version"])
+        .assert()
+        .failure()
+        .stderr("error: config file nope.toml does not exist: create it or leave out --config\n");
+}
+
+#[test]
+fn commands_not_built_yet_fail_with_a_message_and_no_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, says) in [
+        (&["validate"][..], "kairo validate is not available in this build yet"),
+        (&["simulate", "welcome.yaml"][..], "kairo simulate is not available in this build yet"),
+    ] {
+        kairo(dir.path())
+            .args(args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(says))
+            .stderr(predicate::str::contains("panicked").not());
+    }
+}
+
+#[test]
+fn worker_migrates_before_saying_it_has_nothing_to_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path())
+        .arg("worker")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("kairo worker is not available in this build yet"));
+    kairo(dir.path())
+        .args(["migrate", "status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("applied  m20261125_000001_initial"));
+}
+
+#[test]
+fn an_unknown_command_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path()).arg("frobnicate").assert().code(2).stderr(predicate::str::contains("unrecognized subcommand"));
+}

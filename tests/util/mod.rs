@@ -1,0 +1,95 @@
+//! Driving the real `kairo` binary: run a command to completion, or start
+//! `kairo serve` on a loopback port and talk HTTP to it.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+
+/// Guards against hangs only; nothing here measures speed.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+pub const KAIRO: &str = env!("CARGO_BIN_EXE_kairo");
+
+/// A `kairo` command in `dir`, with no stray KAIRO_* settings from the caller.
+pub fn kairo(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(KAIRO);
+    cmd.current_dir(dir)
+        .env_remove("KAIRO_DATABASE_URL")
+        .env_remove("KAIRO_LISTEN")
+        .env_remove("RUST_LOG")
+        .timeout(HANG_GUARD);
+    cmd
+}
+
+/// A running `kairo serve`; killed on drop if still running.
+pub struct Server {
+    pub child: Child,
+    pub base_url: String,
+    stderr: Option<ChildStderr>,
+}
+
+impl Server {
+    /// Starts `kairo serve` on an ephemeral loopback port and waits for it to
+    /// say where it listens.
+    pub async fn start(dir: &Path, database_url: &str) -> Server {
+        let mut child = Command::new(KAIRO)
+            .current_dir(dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database_url])
+            .env_remove("KAIRO_DATABASE_URL")
+            .env_remove("KAIRO_LISTEN")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kairo serve starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(HANG_GUARD, lines.next_line())
+            .await
+            .expect("kairo serve announces its address in time")
+            .expect("stdout is readable")
+            .expect("kairo serve printed a line before exiting");
+        let base_url = line
+            .strip_prefix("kairo listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        let stderr = child.stderr.take();
+        Server { child, base_url, stderr }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = client().get(format!("{}{path}", self.base_url)).send().await.expect("request is answered");
+        let status = response.status().as_u16();
+        let body = response.json().await.expect("the body is JSON");
+        (status, body)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code and all
+    /// that was logged.
+    pub async fn terminate(mut self) -> (Option<i32>, String) {
+        let pid = self.child.id().expect("the server is still running");
+        let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
+        assert!(killed.success());
+        let status = tokio::time::timeout(HANG_GUARD, self.child.wait())
+            .await
+            .expect("kairo serve stops after SIGTERM")
+            .expect("wait works");
+        let mut logs = String::new();
+        if let Some(mut stderr) = self.stderr.take() {
+            stderr.read_to_string(&mut logs).await.expect("stderr is readable");
+        }
+        (status.code(), logs)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider; install ring once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(HANG_GUARD).build().expect("HTTP client")
+}
