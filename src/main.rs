@@ -1,6 +1,8 @@
 //! The `kairo` binary: command-line parsing and wiring only. Every capability
 //! lives in the `kairo-engine` and `kairo-actions` crates.
 
+mod validate;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,10 +43,22 @@ enum Command {
         action: Option<MigrateAction>,
     },
     /// Check workflow files and report every problem with file:line:column.
+    ///
+    /// Exit status: 0 when every file is valid, 1 when a file has problems,
+    /// 2 on a usage error (a path or catalogue that cannot be read).
     Validate {
         /// Workflow files or folders [default: the configured workflows folder].
         paths: Vec<PathBuf>,
+        /// Check numbers and templates against this catalogue file (JSON)
+        /// instead of the one synced into the database.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
+    /// Print the JSON Schema of workflow files, for editors.
+    Schema,
     /// Run a workflow for one contact on an in-memory store, with a fake clock.
     Simulate {
         /// The workflow file.
@@ -53,6 +67,17 @@ enum Command {
     /// Print the version of kairo and of its database schema.
     Version,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// An error that exits with status 2: the command was used wrongly.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 enum MigrateAction {
@@ -72,16 +97,16 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // One line: the chain of contexts, outermost first.
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<UsageError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<ExitCode> {
     let listen = match &cli.command {
         Command::Serve { listen } => listen.clone(),
         _ => None,
@@ -90,14 +115,25 @@ async fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
     match cli.command {
-        Command::Serve { .. } => serve(&config).await,
-        Command::Worker => worker(&config).await,
-        Command::Migrate { action } => migrate(&config, action.unwrap_or(MigrateAction::Up)).await,
-        Command::Validate { .. } => not_built("kairo validate", "the workflow language (issue #3)"),
-        Command::Simulate { .. } => not_built("kairo simulate", "the durable runtime (issue #4)"),
+        Command::Serve { .. } => serve(&config).await.map(|()| ExitCode::SUCCESS),
+        Command::Worker => worker(&config).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate { action } => {
+            migrate(&config, action.unwrap_or(MigrateAction::Up)).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Validate { paths, catalog, format } => {
+            validate::run(&config, paths, catalog.as_deref(), format == Format::Json).await
+        }
+        Command::Schema => {
+            let schema = kairo_engine::workflow::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema).context("printing the schema")?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { .. } => {
+            not_built("kairo simulate", "the durable runtime (issue #4)").map(|()| ExitCode::SUCCESS)
+        }
         Command::Version => {
             println!("kairo {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod secret;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod workflow;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{Config, ConfigError};

@@ -216,6 +216,38 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
+    /// Every account with its numbers and templates, for validating send steps.
+    pub async fn catalog(&self) -> Result<crate::workflow::Catalog, StoreError> {
+        use crate::workflow::catalog::{CatalogAccount, CatalogNumber, CatalogTemplate};
+        let accounts = whatsapp_account::Entity::find().all(&self.db).await.map_err(|e| self.query_error(e))?;
+        let numbers = phone_number::Entity::find().all(&self.db).await.map_err(|e| self.query_error(e))?;
+        let templates = template::Entity::find().all(&self.db).await.map_err(|e| self.query_error(e))?;
+        let accounts = accounts
+            .into_iter()
+            .map(|account| CatalogAccount {
+                waba_id: account.waba_id.clone(),
+                numbers: numbers
+                    .iter()
+                    .filter(|n| n.account_id == account.id)
+                    .map(|n| CatalogNumber { id: n.graph_id.clone(), display_phone_number: n.display_number.clone() })
+                    .collect(),
+                templates: templates
+                    .iter()
+                    .filter(|t| t.account_id == account.id)
+                    .map(|t| CatalogTemplate {
+                        name: t.name.clone(),
+                        language: t.language.clone(),
+                        status: t.status.clone(),
+                        category: t.category.clone(),
+                        parameter_format: t.parameter_format.clone(),
+                        components: t.components.as_array().cloned().unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(crate::workflow::Catalog { accounts })
+    }
+
     pub(super) fn missing(&self, what: &str) -> StoreError {
         self.query_error(sea_orm::DbErr::RecordNotFound(what.to_string()))
     }

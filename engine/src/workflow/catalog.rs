@@ -1,0 +1,198 @@
+//! The synced catalogue of business numbers and templates that send steps are
+//! checked against: read from the database, or from a JSON file (`--catalog`)
+//! so validation runs offline in an editor or CI.
+//!
+//! The file holds, per account, its numbers and its templates as the Graph
+//! API lists them (`GET /{waba-id}/message_templates` items):
+//!
+//! ```json
+//! {"accounts": [{"waba_id": "102290129340398",
+//!   "numbers": [{"id": "106540352242922", "display_phone_number": "+1 555-010-0100"}],
+//!   "templates": [{"name": "order_update", "language": "en_US", "status": "APPROVED",
+//!                  "category": "UTILITY", "parameter_format": "POSITIONAL", "components": [...]}]}]}
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Catalog {
+    pub accounts: Vec<CatalogAccount>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CatalogAccount {
+    #[serde(default)]
+    pub waba_id: String,
+    #[serde(default)]
+    pub numbers: Vec<CatalogNumber>,
+    #[serde(default)]
+    pub templates: Vec<CatalogTemplate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CatalogNumber {
+    /// The Graph API phone-number id.
+    pub id: String,
+    pub display_phone_number: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CatalogTemplate {
+    pub name: String,
+    pub language: String,
+    pub status: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default = "positional")]
+    pub parameter_format: String,
+    #[serde(default)]
+    pub components: Vec<serde_json::Value>,
+}
+
+fn positional() -> String {
+    "POSITIONAL".into()
+}
+
+/// What a template needs at send time, read from its components (API.md 7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateNeeds {
+    pub named: bool,
+    pub header: HeaderNeed,
+    /// Positional: `{{1}}`..`{{n}}` gives n entries `"1"`..`"n"`; named: the names.
+    pub body: BTreeSet<String>,
+    /// Button index → what that button needs.
+    pub buttons: BTreeMap<usize, ButtonNeed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderNeed {
+    None,
+    /// A text header with a placeholder (positional `1`, or a name).
+    Text(String),
+    /// `IMAGE`, `VIDEO`, `DOCUMENT` or `LOCATION`.
+    Media(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ButtonNeed {
+    /// A URL button whose URL ends in `{{1}}`: the suffix is required.
+    UrlSuffix,
+    /// A copy-code button: the code is required.
+    CouponCode,
+    /// A quick-reply button: a payload is optional.
+    OptionalPayload,
+}
+
+static PLACEHOLDER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}").expect("the placeholder pattern is valid"));
+
+fn placeholders(text: &str) -> BTreeSet<String> {
+    PLACEHOLDER.captures_iter(text).map(|c| c[1].to_string()).collect()
+}
+
+impl CatalogTemplate {
+    pub fn needs(&self) -> TemplateNeeds {
+        let mut needs = TemplateNeeds {
+            named: self.parameter_format.eq_ignore_ascii_case("NAMED"),
+            header: HeaderNeed::None,
+            body: BTreeSet::new(),
+            buttons: BTreeMap::new(),
+        };
+        for component in &self.components {
+            let kind = component["type"].as_str().unwrap_or_default().to_ascii_uppercase();
+            let text = component["text"].as_str().unwrap_or_default();
+            match kind.as_str() {
+                "HEADER" => {
+                    let format = component["format"].as_str().unwrap_or("TEXT").to_ascii_uppercase();
+                    needs.header = if format == "TEXT" {
+                        placeholders(text).into_iter().next().map_or(HeaderNeed::None, HeaderNeed::Text)
+                    } else {
+                        HeaderNeed::Media(format)
+                    };
+                }
+                "BODY" => needs.body = placeholders(text),
+                "BUTTONS" => {
+                    let buttons = component["buttons"].as_array().cloned().unwrap_or_default();
+                    for (index, button) in buttons.iter().enumerate() {
+                        let need = match button["type"].as_str().unwrap_or_default().to_ascii_uppercase().as_str() {
+                            "URL" if !placeholders(button["url"].as_str().unwrap_or_default()).is_empty() => {
+                                Some(ButtonNeed::UrlSuffix)
+                            }
+                            "COPY_CODE" => Some(ButtonNeed::CouponCode),
+                            "QUICK_REPLY" => Some(ButtonNeed::OptionalPayload),
+                            _ => None,
+                        };
+                        if let Some(need) = need {
+                            needs.buttons.insert(index, need);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        needs
+    }
+}
+
+/// Digits only, for comparing numbers however they are written.
+pub fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
+}
+
+impl Catalog {
+    /// The account and number a workflow names, by Graph id, display form or digits.
+    pub fn find_number(&self, reference: &str) -> Option<(&CatalogAccount, &CatalogNumber)> {
+        let wanted = digits(reference);
+        if wanted.is_empty() {
+            return None;
+        }
+        self.accounts.iter().find_map(|account| {
+            account
+                .numbers
+                .iter()
+                .find(|n| n.id == reference.trim() || digits(&n.display_phone_number) == wanted)
+                .map(|n| (account, n))
+        })
+    }
+
+    pub fn numbers(&self) -> impl Iterator<Item = &CatalogNumber> {
+        self.accounts.iter().flat_map(|a| a.numbers.iter())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.accounts.iter().all(|a| a.numbers.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn needs_follow_the_components() {
+        let template: CatalogTemplate = serde_json::from_value(json!({
+            "name": "order_update", "language": "en_US", "status": "APPROVED",
+            "components": [
+                {"type": "HEADER", "format": "IMAGE"},
+                {"type": "BODY", "text": "Hi {{1}}, order {{2}} ({{1}})"},
+                {"type": "FOOTER", "text": "Shop"},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "QUICK_REPLY", "text": "Talk"},
+                    {"type": "URL", "text": "Track", "url": "https://x.test/t/{{1}}"},
+                    {"type": "URL", "text": "Home", "url": "https://x.test/"}
+                ]}
+            ]
+        }))
+        .expect("template");
+        let needs = template.needs();
+        assert!(!needs.named);
+        assert_eq!(needs.header, HeaderNeed::Media("IMAGE".into()));
+        assert_eq!(needs.body, BTreeSet::from(["1".to_string(), "2".to_string()]));
+        assert_eq!(needs.buttons, BTreeMap::from([(0, ButtonNeed::OptionalPayload), (1, ButtonNeed::UrlSuffix)]));
+    }
+}

@@ -1,0 +1,746 @@
+//! Every check of a parsed workflow, collecting all problems in one run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::catalog::{ButtonNeed, Catalog, HeaderNeed};
+use super::condition::{Condition, ROOTS};
+use super::duration::parse_duration;
+use super::located::{Located, Pos};
+use super::model::*;
+use super::{Diagnostic, closest, list};
+
+/// Helpers expressions may call (see docs/workflows.md).
+const HELPERS: &[&str] = &["default", "upper", "lower", "date"];
+/// Block keywords handlebars itself understands.
+const KEYWORDS: &[&str] = &["if", "unless", "each", "with", "else", "this", "lookup"];
+const ACTIONS: &[&str] = &[
+    "send_template",
+    "ensure_thread",
+    "assign_owner",
+    "wait",
+    "wait_for_reply",
+    "branch",
+    "split",
+    "set_property",
+    "http",
+    "exit",
+];
+
+static ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9_-]*$").expect("valid pattern"));
+static MUSTACHE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{\{?([^}]*)\}?\}\}").expect("valid pattern"));
+static STRING_LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#""[^"]*"|'[^']*'"#).expect("valid pattern"));
+static HHMM: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([01][0-9]|2[0-3]):[0-5][0-9]$").expect("valid pattern"));
+
+struct Checker<'a> {
+    path: &'a Path,
+    catalog: Option<&'a Catalog>,
+    step_ids: BTreeSet<String>,
+    problems: Vec<Diagnostic>,
+}
+
+pub(super) fn validate(workflow: &Workflow, path: &Path, catalog: Option<&Catalog>) -> Vec<Diagnostic> {
+    let step_ids = workflow.steps.iter().map(|s| s.id.value.clone()).collect();
+    let mut checker = Checker { path, catalog, step_ids, problems: Vec::new() };
+    checker.workflow(workflow);
+    checker.problems.sort_by_key(|d| (d.line, d.column));
+    checker.problems
+}
+
+impl Checker<'_> {
+    fn report(&mut self, pos: Pos, message: impl Into<String>) {
+        self.problems.push(Diagnostic::new(self.path, pos, message));
+    }
+
+    fn workflow(&mut self, workflow: &Workflow) {
+        if !ID.is_match(&workflow.id) {
+            self.report(
+                workflow.id.pos,
+                format!("invalid workflow id `{}`: use lower-case letters, digits, `-` and `_`", *workflow.id),
+            );
+        }
+        if workflow.triggers.is_empty() {
+            self.report(workflow.triggers.pos, "a workflow needs at least one trigger");
+        }
+        for trigger in workflow.triggers.iter() {
+            self.trigger(trigger, workflow.triggers.pos);
+        }
+        if let Reenroll::After(period) = &workflow.enrollment.reenroll {
+            self.duration(period);
+        }
+        if let Some(suppress) = &workflow.enrollment.suppress {
+            self.condition(suppress);
+        }
+        for exit in &workflow.exit_when {
+            let set = [exit.opted_out.is_some(), exit.condition.is_some(), exit.replied_on.is_some()];
+            if set.iter().filter(|s| **s).count() != 1 {
+                let pos = exit.condition.as_ref().or(exit.replied_on.as_ref()).map_or(workflow.steps.pos, |c| c.pos);
+                self.report(pos, "each `exit_when` entry takes exactly one of `opted_out`, `when`, `replied_on`");
+            }
+            if let Some(condition) = &exit.condition {
+                self.condition(condition);
+            }
+            if let Some(number) = &exit.replied_on {
+                self.number(number);
+            }
+        }
+        if let Some(goal) = &workflow.goal {
+            self.condition(&goal.condition);
+        }
+        if let Some(quiet) = &workflow.quiet_hours {
+            for time in [&quiet.from, &quiet.to] {
+                self.time_of_day(time);
+            }
+        }
+        self.steps(&workflow.steps);
+    }
+
+    fn trigger(&mut self, trigger: &Trigger, list_pos: Pos) {
+        let set = [
+            trigger.inbound_message.is_some(),
+            trigger.opt_in.is_some(),
+            trigger.opt_out.is_some(),
+            trigger.message_status.is_some(),
+            trigger.schedule.is_some(),
+            trigger.api.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            self.report(
+                list_pos,
+                "each trigger takes exactly one of `inbound_message`, `opt_in`, `opt_out`, `message_status`, `schedule`, `api`",
+            );
+        }
+        if let Some(inbound) = &trigger.inbound_message {
+            self.number(&inbound.number);
+            if inbound.keywords.iter().any(|k| k.trim().is_empty()) {
+                self.report(inbound.number.pos, "a keyword is empty");
+            }
+            if let Some(text) = &inbound.text {
+                let set = [text.exact.is_some(), text.contains.is_some(), text.regex.is_some()];
+                if set.iter().filter(|s| **s).count() != 1 {
+                    self.report(inbound.number.pos, "`text` takes exactly one of `exact`, `contains`, `regex`");
+                }
+                if let Some(pattern) = &text.regex
+                    && let Err(err) = Regex::new(pattern)
+                {
+                    let reason = err.to_string().lines().last().unwrap_or_default().trim().to_string();
+                    self.report(pattern.pos, format!("invalid regular expression `{}`: {reason}", pattern.value));
+                }
+            }
+        }
+        for number in [&trigger.opt_in, &trigger.opt_out].into_iter().flatten() {
+            self.number(&number.number);
+        }
+        if let Some(status) = &trigger.message_status {
+            self.number(&status.number);
+        }
+        if let Some(schedule) = &trigger.schedule {
+            if let Err(err) = schedule.cron.parse::<croner::Cron>() {
+                self.report(schedule.cron.pos, format!("invalid cron expression `{}`: {err}", *schedule.cron));
+            }
+            self.timezone(&schedule.timezone);
+            if let Some(number) = &schedule.contacts.opted_in_on {
+                self.number(number);
+            }
+            if let Some(filter) = &schedule.contacts.filter {
+                self.condition(filter);
+            }
+        }
+    }
+
+    fn steps(&mut self, steps: &Located<Vec<Step>>) {
+        if steps.is_empty() {
+            self.report(steps.pos, "a workflow needs at least one step");
+            return;
+        }
+        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        for step in steps.iter() {
+            if !ID.is_match(&step.id) {
+                self.report(
+                    step.id.pos,
+                    format!("invalid step id `{}`: use lower-case letters, digits, `-` and `_`", *step.id),
+                );
+            }
+            if let Some(first) = seen.insert(&step.id, step.id.pos) {
+                self.report(
+                    step.id.pos,
+                    format!("duplicate step id `{}` (first used at line {})", *step.id, first.line),
+                );
+            }
+        }
+        for (index, step) in steps.iter().enumerate() {
+            self.step(step, &steps[..index]);
+        }
+        self.reachability(steps);
+    }
+
+    fn step(&mut self, step: &Step, earlier: &[Step]) {
+        let present = step_actions(step);
+        match present.len() {
+            1 => {}
+            0 => self.report(
+                step.id.pos,
+                format!("step `{}` has no action: add one of {}", *step.id, list(ACTIONS.iter().copied())),
+            ),
+            _ => self.report(
+                step.id.pos,
+                format!(
+                    "step `{}` has several actions ({}): split it into one step per action",
+                    *step.id,
+                    list(present.iter().copied())
+                ),
+            ),
+        }
+        let earlier: BTreeSet<&str> = earlier.iter().map(|s| s.id.value.as_str()).collect();
+        if let Some(send) = &step.send_template {
+            self.send_template(send, &earlier);
+        }
+        if let Some(thread) = &step.ensure_thread {
+            self.number(&thread.number);
+            if let Some(owner) = &thread.owner {
+                self.owner(owner, step.id.pos);
+            }
+        }
+        if let Some(owner) = &step.assign_owner {
+            self.owner(owner, step.id.pos);
+        }
+        if let Some(wait) = &step.wait {
+            self.wait(wait, step.id.pos);
+        }
+        if let Some(reply) = &step.wait_for_reply {
+            self.number(&reply.number);
+            self.duration(&reply.timeout);
+            self.step_ref(&reply.on_timeout);
+            if let Some(on_reply) = &reply.on_reply {
+                self.step_ref(on_reply);
+            }
+        }
+        if let Some(arms) = &step.branch {
+            self.branch(arms);
+        }
+        if let Some(arms) = &step.split {
+            let total: u32 = arms.iter().map(|a| *a.percent).sum();
+            if total != 100 {
+                self.report(arms.pos, format!("split percentages add up to {total}, not 100"));
+            }
+            for arm in arms.iter() {
+                self.step_ref(&arm.then);
+            }
+        }
+        if let Some(properties) = &step.set_property {
+            for value in properties.values() {
+                self.expression(value, &earlier);
+            }
+        }
+        if let Some(http) = &step.http {
+            self.expression(&http.url, &earlier);
+            let url = http.url.split("{{").next().unwrap_or_default();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                self.report(http.url.pos, format!("URL `{}` must start with https:// or http://", *http.url));
+            }
+            for value in http.headers.values() {
+                self.expression(value, &earlier);
+            }
+            if let Some(timeout) = &http.timeout {
+                self.duration(timeout);
+            }
+            if let Some(body) = &http.body {
+                let mut strings = Vec::new();
+                json_strings(body, &mut strings);
+                for text in strings {
+                    self.expression(&Located::new(text, http.url.pos), &earlier);
+                }
+            }
+        }
+        if let Some(next) = &step.next {
+            self.step_ref(next);
+        }
+        if let Some(retry) = &step.retry {
+            if retry.max_attempts == 0 {
+                self.report(step.id.pos, "`retry.max_attempts` counts the first attempt: it is at least 1");
+            }
+            if let Some(backoff) = &retry.backoff {
+                self.duration(backoff);
+            }
+        }
+    }
+
+    fn send_template(&mut self, send: &SendTemplate, earlier: &BTreeSet<&str>) {
+        let mut texts: Vec<Located<String>> = Vec::new();
+        if let Some(header) = &send.header {
+            match &header.value {
+                HeaderParam::Text(text) => texts.push(Located::new(text.clone(), header.pos)),
+                HeaderParam::Media(media) => {
+                    let links = [&media.image, &media.video, &media.document];
+                    if links.iter().filter(|l| l.is_some()).count() != 1 {
+                        self.report(header.pos, "a media header takes exactly one of `image`, `video`, `document`");
+                    }
+                    for link in links.into_iter().flatten() {
+                        texts.push(Located::new(link.clone(), header.pos));
+                    }
+                }
+            }
+        }
+        if let Some(body) = &send.body {
+            match &body.value {
+                Params::Positional(values) => texts.extend(values.iter().map(|v| Located::new(v.clone(), body.pos))),
+                Params::Named(values) => texts.extend(values.values().map(|v| Located::new(v.clone(), body.pos))),
+            }
+        }
+        for button in &send.buttons {
+            let values = [&button.text, &button.payload, &button.coupon_code];
+            if values.iter().filter(|v| v.is_some()).count() != 1 {
+                self.report(button.pos, "a button parameter takes exactly one of `text`, `payload`, `coupon_code`");
+            }
+            texts.extend(values.into_iter().flatten().map(|v| Located::new(v.clone(), button.pos)));
+        }
+        if let Some(window) = &send.when_window_open {
+            texts.push(window.text.clone());
+        }
+        for text in &texts {
+            self.expression(text, earlier);
+        }
+        self.against_catalog(send);
+    }
+
+    fn against_catalog(&mut self, send: &SendTemplate) {
+        let Some(catalog) = self.catalog else { return };
+        let name = &send.template;
+        if name.starts_with("sample_") {
+            self.report(
+                name.pos,
+                format!("template `{}` is one of Meta's sample templates, which Kairo never sends", **name),
+            );
+            return;
+        }
+        let Some((account, number)) = catalog.find_number(&send.number) else {
+            self.unknown_number(&send.number, catalog);
+            return;
+        };
+        let same_name: Vec<_> = account.templates.iter().filter(|t| t.name == **name).collect();
+        if same_name.is_empty() {
+            let names: BTreeSet<&str> =
+                account.templates.iter().map(|t| t.name.as_str()).filter(|n| !n.starts_with("sample_")).collect();
+            let hint =
+                closest(name, names.iter().copied()).map(|b| format!(": did you mean `{b}`?")).unwrap_or_default();
+            self.report(
+                name.pos,
+                format!("unknown template `{}` on number {}{hint}", **name, number.display_phone_number),
+            );
+            return;
+        }
+        let Some(template) = same_name.iter().find(|t| t.language == *send.language) else {
+            let languages: Vec<&str> = same_name.iter().map(|t| t.language.as_str()).collect();
+            self.report(
+                send.language.pos,
+                format!(
+                    "template `{}` has no language `{}`; it has {}",
+                    **name,
+                    *send.language,
+                    list(languages.into_iter())
+                ),
+            );
+            return;
+        };
+        if template.status != "APPROVED" {
+            self.report(
+                name.pos,
+                format!(
+                    "template `{}` ({}) is {}, not APPROVED: only approved templates can be sent",
+                    **name, template.language, template.status
+                ),
+            );
+        }
+        let needs = template.needs();
+        let at = send.body.as_ref().map_or(name.pos, |b| b.pos);
+        match (&send.body, needs.named) {
+            (None, _) if !needs.body.is_empty() => self.report(
+                name.pos,
+                format!(
+                    "template `{}` takes {} body parameters ({}); add `body`",
+                    **name,
+                    needs.body.len(),
+                    list(needs.body.iter().map(String::as_str))
+                ),
+            ),
+            (None, _) => {}
+            (Some(body), false) => match &body.value {
+                Params::Positional(values) if values.len() != needs.body.len() => self.report(
+                    at,
+                    format!("template `{}` takes {} body parameters, found {}", **name, needs.body.len(), values.len()),
+                ),
+                Params::Positional(_) => {}
+                Params::Named(_) => self.report(
+                    at,
+                    format!("template `{}` uses positional parameters: write `body` as a list, in order", **name),
+                ),
+            },
+            (Some(body), true) => match &body.value {
+                Params::Named(values) => {
+                    let given: BTreeSet<String> = values.keys().cloned().collect();
+                    let missing: Vec<&str> = needs.body.difference(&given).map(String::as_str).collect();
+                    let unknown: Vec<&str> = given.difference(&needs.body).map(String::as_str).collect();
+                    if !missing.is_empty() {
+                        self.report(
+                            at,
+                            format!("template `{}` needs body parameter(s) {}", **name, list(missing.into_iter())),
+                        );
+                    }
+                    if !unknown.is_empty() {
+                        self.report(
+                            at,
+                            format!(
+                                "template `{}` has no body parameter(s) {}; it takes {}",
+                                **name,
+                                list(unknown.into_iter()),
+                                list(needs.body.iter().map(String::as_str))
+                            ),
+                        );
+                    }
+                }
+                Params::Positional(_) => self.report(
+                    at,
+                    format!(
+                        "template `{}` uses named parameters: write `body` as a map of {}",
+                        **name,
+                        list(needs.body.iter().map(String::as_str))
+                    ),
+                ),
+            },
+        }
+        match (&needs.header, &send.header) {
+            (HeaderNeed::None, Some(header)) => {
+                self.report(header.pos, format!("template `{}` has no header parameter: remove `header`", **name))
+            }
+            (HeaderNeed::Text(_), None) => {
+                self.report(name.pos, format!("template `{}` needs a text `header` parameter", **name))
+            }
+            (HeaderNeed::Media(kind), None) => self.report(
+                name.pos,
+                format!(
+                    "template `{}` has a {} header: add `header: {{{}: <link>}}`",
+                    **name,
+                    kind,
+                    kind.to_lowercase()
+                ),
+            ),
+            (HeaderNeed::Text(_), Some(header)) if !matches!(header.value, HeaderParam::Text(_)) => {
+                self.report(header.pos, format!("template `{}` has a text header: write `header` as text", **name))
+            }
+            (HeaderNeed::Media(kind), Some(header)) if matches!(header.value, HeaderParam::Text(_)) => self.report(
+                header.pos,
+                format!(
+                    "template `{}` has a {} header: write `header: {{{}: <link>}}`",
+                    **name,
+                    kind,
+                    kind.to_lowercase()
+                ),
+            ),
+            _ => {}
+        }
+        let given: BTreeMap<usize, &Located<ButtonParam>> = send.buttons.iter().map(|b| (b.index, b)).collect();
+        for (index, need) in &needs.buttons {
+            let missing = !given.contains_key(index);
+            match need {
+                ButtonNeed::UrlSuffix if missing => self.report(
+                    name.pos,
+                    format!("template `{}` button {index} is a URL with a variable: add `buttons: [{{index: {index}, text: …}}]`", **name),
+                ),
+                ButtonNeed::CouponCode if missing => self.report(
+                    name.pos,
+                    format!("template `{}` button {index} is a copy-code button: add `buttons: [{{index: {index}, coupon_code: …}}]`", **name),
+                ),
+                _ => {}
+            }
+        }
+        for (index, button) in given {
+            if !needs.buttons.contains_key(&index) {
+                self.report(button.pos, format!("template `{}` has no button {index} that takes a parameter", **name));
+            }
+        }
+    }
+
+    fn unknown_number(&mut self, reference: &Located<String>, catalog: &Catalog) {
+        let known: Vec<&str> = catalog.numbers().map(|n| n.display_phone_number.as_str()).collect();
+        let known = if known.is_empty() {
+            "none are synced (run `kairo sync` or pass --catalog)".to_string()
+        } else {
+            list(known.into_iter())
+        };
+        self.report(reference.pos, format!("unknown sending number `{}`; known numbers: {known}", **reference));
+    }
+
+    fn number(&mut self, reference: &Located<String>) {
+        if reference.trim().is_empty() {
+            self.report(reference.pos, "a business number is empty");
+            return;
+        }
+        if let Some(catalog) = self.catalog
+            && catalog.find_number(reference).is_none()
+        {
+            self.unknown_number(reference, catalog);
+        }
+    }
+
+    fn owner(&mut self, owner: &Owner, pos: Pos) {
+        let set = [owner.user.is_some(), owner.team.is_some(), owner.round_robin.is_some()];
+        if set.iter().filter(|s| **s).count() != 1 {
+            self.report(pos, "an owner takes exactly one of `user`, `team`, `round_robin`");
+        }
+    }
+
+    fn wait(&mut self, wait: &Wait, pos: Pos) {
+        let kinds = [wait.duration.is_some(), wait.until.is_some(), wait.until_time.is_some(), wait.event.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            self.report(pos, "`wait` takes exactly one of `for`, `until`, `until_time`, `event`");
+        }
+        if let Some(duration) = &wait.duration {
+            self.duration(duration);
+        }
+        if let Some(until) = &wait.until
+            && chrono::DateTime::parse_from_rfc3339(until).is_err()
+        {
+            self.report(
+                until.pos,
+                format!("invalid date-time `{}`: write RFC 3339, e.g. 2026-12-24T09:00:00+01:00", **until),
+            );
+        }
+        if let Some(time) = &wait.until_time {
+            self.time_of_day(time);
+            match &wait.timezone {
+                Some(zone) => self.timezone(zone),
+                None => self.report(time.pos, "`until_time` needs a `timezone`"),
+            }
+        }
+        if let Some(event) = &wait.event {
+            match (&wait.timeout, &wait.on_timeout) {
+                (Some(timeout), Some(on_timeout)) => {
+                    self.duration(timeout);
+                    self.step_ref(on_timeout);
+                }
+                _ => self.report(event.pos, "waiting for an event needs a `timeout` and an `on_timeout` step"),
+            }
+        }
+    }
+
+    fn branch(&mut self, arms: &Located<Vec<BranchArm>>) {
+        if arms.is_empty() {
+            self.report(arms.pos, "`branch` needs at least one `if`");
+        }
+        for (i, arm) in arms.iter().enumerate() {
+            match (&arm.condition, &arm.then, &arm.otherwise) {
+                (Some(condition), Some(then), None) => {
+                    self.condition(condition);
+                    self.step_ref(then);
+                }
+                (None, None, Some(otherwise)) => {
+                    if i + 1 != arms.len() {
+                        self.report(otherwise.pos, "`else` must be the last arm of a branch");
+                    }
+                    self.step_ref(otherwise);
+                }
+                _ => {
+                    let pos = arm
+                        .condition
+                        .as_ref()
+                        .or(arm.then.as_ref())
+                        .or(arm.otherwise.as_ref())
+                        .map_or(arms.pos, |p| p.pos);
+                    self.report(pos, "a branch arm is either `if:` with `then:`, or a last `else:`");
+                }
+            }
+        }
+    }
+
+    fn step_ref(&mut self, target: &Located<String>) {
+        if !self.step_ids.contains(&target.value) {
+            let hint = closest(target, self.step_ids.iter().map(String::as_str))
+                .map(|b| format!(": did you mean `{b}`?"))
+                .unwrap_or_default();
+            self.report(target.pos, format!("no step has the id `{}`{hint}", **target));
+        }
+    }
+
+    fn duration(&mut self, text: &Located<String>) {
+        if let Err(message) = parse_duration(text) {
+            self.report(text.pos, message);
+        }
+    }
+
+    fn time_of_day(&mut self, text: &Located<String>) {
+        if !HHMM.is_match(text) {
+            self.report(
+                text.pos,
+                format!("invalid time of day `{}`: write HH:MM, 24-hour, e.g. 09:00 or 20:30", **text),
+            );
+        }
+    }
+
+    fn timezone(&mut self, zone: &Located<String>) {
+        if zone.parse::<chrono_tz::Tz>().is_err() {
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
+            let hint = closest(zone, names).map(|b| format!(": did you mean `{b}`?")).unwrap_or_default();
+            self.report(
+                zone.pos,
+                format!("unknown time zone `{}`{hint} (use an IANA name such as Europe/Paris)", **zone),
+            );
+        }
+    }
+
+    fn condition(&mut self, text: &Located<String>) {
+        match Condition::parse(text) {
+            Ok(condition) => {
+                for path in condition.paths() {
+                    if path[0] == "steps" {
+                        self.steps_path(path, text.pos);
+                    }
+                }
+            }
+            Err(err) => {
+                let pos = Pos { line: text.pos.line, column: text.pos.column + err.offset };
+                self.report(pos, format!("invalid condition: {}", err.message));
+            }
+        }
+    }
+
+    fn steps_path(&mut self, path: &[String], pos: Pos) {
+        match path.get(1) {
+            Some(id) if self.step_ids.contains(id) => {}
+            Some(id) => self.report(pos, format!("`steps.{id}` refers to no step")),
+            None => self.report(pos, "`steps` needs a step id: steps.<id>.output"),
+        }
+    }
+
+    /// A handlebars expression: its syntax, and the variables it reads.
+    fn expression(&mut self, text: &Located<String>, earlier: &BTreeSet<&str>) {
+        if let Err(err) = handlebars::Template::compile(text) {
+            let reason = err.reason().to_string();
+            self.report(text.pos, format!("invalid expression `{}`: {reason}", **text));
+            return;
+        }
+        for block in MUSTACHE.captures_iter(text) {
+            let inner = block[1].trim().trim_start_matches(['#', '/', '^', '~', '&']).trim_end_matches('~');
+            let inner = STRING_LITERAL.replace_all(inner, "\"\"");
+            for (i, token) in inner.split_whitespace().enumerate() {
+                if i == 0 && (HELPERS.contains(&token) || KEYWORDS.contains(&token)) {
+                    continue;
+                }
+                if !looks_like_path(token) {
+                    continue;
+                }
+                let root = token.split('.').next().unwrap_or_default();
+                if !ROOTS.contains(&root) {
+                    self.report(
+                        text.pos,
+                        format!("unknown variable `{token}` in `{}`: expressions read contact, trigger, steps.<id>.output, workflow and now", **text),
+                    );
+                    continue;
+                }
+                if root == "steps" {
+                    let id = token.split('.').nth(1).unwrap_or_default();
+                    if !self.step_ids.contains(id) {
+                        self.report(text.pos, format!("`steps.{id}` in `{}` refers to no step", **text));
+                    } else if !earlier.contains(id) {
+                        self.report(
+                            text.pos,
+                            format!("`steps.{id}` in `{}` refers to a step that has not run yet", **text),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which steps the flow can reach from the first one.
+    fn reachability(&mut self, steps: &[Step]) {
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.value.as_str(), i)).collect();
+        let mut reached = vec![false; steps.len()];
+        let mut todo = vec![0usize];
+        while let Some(i) = todo.pop() {
+            if std::mem::replace(&mut reached[i], true) {
+                continue;
+            }
+            for target in successors(steps, i) {
+                if let Some(&j) = index.get(target) {
+                    todo.push(j);
+                }
+            }
+        }
+        for (step, reached) in steps.iter().zip(reached) {
+            if !reached {
+                self.report(step.id.pos, format!("step `{}` can never run: no step leads to it", *step.id));
+            }
+        }
+    }
+}
+
+fn step_actions(step: &Step) -> Vec<&'static str> {
+    let present = [
+        step.send_template.is_some(),
+        step.ensure_thread.is_some(),
+        step.assign_owner.is_some(),
+        step.wait.is_some(),
+        step.wait_for_reply.is_some(),
+        step.branch.is_some(),
+        step.split.is_some(),
+        step.set_property.is_some(),
+        step.http.is_some(),
+        step.exit.is_some(),
+    ];
+    ACTIONS.iter().zip(present).filter(|(_, p)| *p).map(|(a, _)| *a).collect()
+}
+
+/// The ids of the steps that may follow step `i`.
+fn successors(steps: &[Step], i: usize) -> Vec<&str> {
+    let step = &steps[i];
+    let fallthrough =
+        step.next.as_ref().map(|n| n.value.as_str()).or_else(|| steps.get(i + 1).map(|s| s.id.value.as_str()));
+    let mut out = Vec::new();
+    if step.exit.is_some() {
+        return out;
+    }
+    if let Some(arms) = &step.branch {
+        out.extend(arms.iter().filter_map(|a| a.then.as_ref().or(a.otherwise.as_ref())).map(|t| t.value.as_str()));
+        if !arms.iter().any(|a| a.otherwise.is_some()) {
+            out.extend(fallthrough);
+        }
+        return out;
+    }
+    if let Some(arms) = &step.split {
+        out.extend(arms.iter().map(|a| a.then.value.as_str()));
+        return out;
+    }
+    if let Some(reply) = &step.wait_for_reply {
+        out.push(reply.on_timeout.value.as_str());
+        match &reply.on_reply {
+            Some(on_reply) => out.push(on_reply.value.as_str()),
+            None => out.extend(fallthrough),
+        }
+        return out;
+    }
+    if let Some(on_timeout) = step.wait.as_ref().and_then(|w| w.on_timeout.as_ref()) {
+        out.push(on_timeout.value.as_str());
+    }
+    out.extend(fallthrough);
+    out
+}
+
+fn looks_like_path(token: &str) -> bool {
+    let first = token.chars().next().unwrap_or('0');
+    (first.is_alphabetic() || first == '_')
+        && !token.contains('=')
+        && !matches!(token, "true" | "false" | "null")
+        && token.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn json_strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
+        _ => {}
+    }
+}

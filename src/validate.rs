@@ -1,0 +1,96 @@
+//! `kairo validate`: check workflow files, print every problem, exit 0/1/2.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use kairo_engine::config::Config;
+use kairo_engine::workflow::{self, Catalog, Diagnostic};
+use kairo_engine::{Store, StoreError};
+use serde_json::json;
+
+use crate::UsageError;
+
+pub async fn run(config: &Config, paths: Vec<PathBuf>, catalog: Option<&Path>, as_json: bool) -> Result<ExitCode> {
+    let paths = if paths.is_empty() { vec![config.workflows_dir.clone()] } else { paths };
+    for path in &paths {
+        if !path.exists() {
+            return Err(UsageError(format!("{} does not exist", path.display())).into());
+        }
+    }
+    let files = workflow::discover(&paths).with_context(|| "reading the workflow folders")?;
+    let catalog = match catalog {
+        Some(file) => Some(read_catalog(file)?),
+        None => synced_catalog(config).await?,
+    };
+    if catalog.is_none() && !as_json {
+        eprintln!(
+            "note: no synced catalogue: numbers and templates are not checked (run `kairo sync` or pass --catalog FILE)"
+        );
+    }
+    let mut reports = Vec::new();
+    for file in &files {
+        let source = std::fs::read_to_string(file)
+            .map_err(|err| UsageError(format!("cannot read {}: {err}", file.display())))?;
+        let outcome = workflow::check(file, &source, catalog.as_ref());
+        reports.push((file, source, outcome));
+    }
+    let problems: usize = reports.iter().map(|(_, _, o)| o.as_ref().err().map_or(0, Vec::len)).sum();
+    let invalid = reports.iter().filter(|(_, _, o)| o.is_err()).count();
+    if as_json {
+        let files: Vec<_> = reports
+            .iter()
+            .map(|(file, _, outcome)| match outcome {
+                Ok(valid) => {
+                    json!({"path": file, "valid": true, "content_hash": valid.content_hash, "diagnostics": []})
+                }
+                Err(diagnostics) => json!({"path": file, "valid": false, "diagnostics": diagnostics}),
+            })
+            .collect();
+        let report = json!({"valid": invalid == 0, "catalog_checked": catalog.is_some(), "files": files});
+        println!("{}", serde_json::to_string_pretty(&report).context("printing the report")?);
+    } else {
+        for (_, source, outcome) in &reports {
+            for diagnostic in outcome.as_ref().err().into_iter().flatten() {
+                println!("{}\n", render(diagnostic, source));
+            }
+        }
+        if invalid == 0 {
+            println!("{} workflow file(s) valid", files.len());
+        } else {
+            println!("{problems} problem(s) in {invalid} of {} workflow file(s)", files.len());
+        }
+    }
+    Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn render(diagnostic: &Diagnostic, source: &str) -> String {
+    format!("error: {}", diagnostic.render(source))
+}
+
+fn read_catalog(file: &Path) -> Result<Catalog> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| UsageError(format!("cannot read catalogue {}: {err}", file.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|err| UsageError(format!("catalogue {} is not valid: {err}", file.display())).into())
+}
+
+/// The catalogue synced into the database, if there is one. A SQLite file
+/// that does not exist yet is not created just to find it empty.
+async fn synced_catalog(config: &Config) -> Result<Option<Catalog>> {
+    let url = &config.database_url;
+    if url.scheme() == "sqlite" {
+        let path = url.to_string().trim_start_matches("sqlite://").trim_start_matches("sqlite:").to_string();
+        let path = path.split('?').next().unwrap_or_default().to_string();
+        if !Path::new(&path).exists() {
+            return Ok(None);
+        }
+    }
+    let store = Store::open(url).await?;
+    if !store.readiness().await.is_ready() {
+        return Ok(None);
+    }
+    let catalog = store.catalog().await.map_err(|err: StoreError| anyhow::anyhow!(err))?;
+    store.close().await;
+    Ok(Some(catalog).filter(|c| !c.is_empty()))
+}
