@@ -118,9 +118,17 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> String {
             // serde-saphyr appends " at line L, column C"; the prefix says it already.
             let text = other.to_string();
             let text = text.lines().next().unwrap_or_default().to_string();
-            match text.rfind(" at line ") {
+            let text = match text.rfind(" at line ") {
                 Some(i) => text[..i].to_string(),
                 None => text,
+            };
+            match text.as_str() {
+                "invalid u8" | "invalid u16" | "invalid u32" | "invalid u64" | "invalid usize" => {
+                    "expected a whole number (0 or more)".to_string()
+                }
+                "invalid i32" | "invalid i64" => "expected a whole number".to_string(),
+                "invalid bool" => "expected true or false".to_string(),
+                _ => text,
             }
         }
     }
@@ -130,7 +138,7 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> String {
 pub(crate) fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(distance, c)| *distance <= (c.len() / 3).max(2))
+        .filter(|(distance, c)| *distance <= (c.len() / 3).max(1) && *distance < word.len().min(c.len()))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
 }

@@ -40,11 +40,14 @@ struct Checker<'a> {
     catalog: Option<&'a Catalog>,
     step_ids: BTreeSet<String>,
     problems: Vec<Diagnostic>,
+    /// Reachability is only meaningful when ids are unique and every
+    /// reference resolves; otherwise it would repeat those errors.
+    flow_broken: bool,
 }
 
 pub(super) fn validate(workflow: &Workflow, path: &Path, catalog: Option<&Catalog>) -> Vec<Diagnostic> {
     let step_ids = workflow.steps.iter().map(|s| s.id.value.clone()).collect();
-    let mut checker = Checker { path, catalog, step_ids, problems: Vec::new() };
+    let mut checker = Checker { path, catalog, step_ids, problems: Vec::new(), flow_broken: false };
     checker.workflow(workflow);
     checker.problems.sort_by_key(|d| (d.line, d.column));
     checker.problems
@@ -165,6 +168,7 @@ impl Checker<'_> {
                 );
             }
             if let Some(first) = seen.insert(&step.id, step.id.pos) {
+                self.flow_broken = true;
                 self.report(
                     step.id.pos,
                     format!("duplicate step id `{}` (first used at line {})", *step.id, first.line),
@@ -174,7 +178,9 @@ impl Checker<'_> {
         for (index, step) in steps.iter().enumerate() {
             self.step(step, &steps[..index]);
         }
-        self.reachability(steps);
+        if !self.flow_broken {
+            self.reachability(steps);
+        }
     }
 
     fn step(&mut self, step: &Step, earlier: &[Step]) {
@@ -557,6 +563,7 @@ impl Checker<'_> {
 
     fn step_ref(&mut self, target: &Located<String>) {
         if !self.step_ids.contains(&target.value) {
+            self.flow_broken = true;
             let hint = closest(target, self.step_ids.iter().map(String::as_str))
                 .map(|b| format!(": did you mean `{b}`?"))
                 .unwrap_or_default();
