@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kairo_engine::config::{Config, LogFormat, Overrides};
-use kairo_engine::{Store, api};
+use kairo_engine::{Clock, Store, api};
 use tokio_util::sync::CancellationToken;
 
 /// Durable workflow automation for WhatsApp business messaging.
@@ -182,6 +182,7 @@ async fn migrate(config: &Config, action: MigrateAction) -> Result<()> {
 
 async fn serve(config: &Config) -> Result<()> {
     let store = open_migrated(config).await?;
+    load_workflows(&store, config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}: is another process using it? set --listen", config.listen))?;
@@ -197,6 +198,34 @@ async fn serve(config: &Config) -> Result<()> {
         .context("HTTP server failed")?;
     tracing::info!("shut down cleanly");
     store.close().await;
+    Ok(())
+}
+
+/// Loads the workflow folder: valid files become versions; invalid ones are
+/// reported with their positions and not loaded.
+async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
+    let dir = &config.workflows_dir;
+    if !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "workflow folder not found: no workflows loaded");
+        return Ok(());
+    }
+    let catalog = Some(store.catalog().await?).filter(|c| !c.is_empty());
+    let report = store.load_workflows(dir, catalog.as_ref(), kairo_engine::SystemClock.now()).await?;
+    for saved in &report.new_versions {
+        tracing::info!(workflow = %saved.workflow.key, version = saved.version.version, "workflow version loaded");
+    }
+    for (file, problems) in &report.rejected {
+        for problem in problems {
+            tracing::warn!(file = %file.display(), "workflow not loaded: {problem}");
+        }
+    }
+    tracing::info!(
+        new = report.new_versions.len(),
+        unchanged = report.unchanged.len(),
+        rejected = report.rejected.len(),
+        dir = %dir.display(),
+        "workflows loaded"
+    );
     Ok(())
 }
 

@@ -63,3 +63,27 @@ async fn serve_refuses_a_port_in_use_with_a_hint() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("error: cannot listen on {addr}")), "{stderr}");
 }
+
+#[tokio::test]
+async fn serve_loads_valid_workflows_and_reports_invalid_ones_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workflows = dir.path().join("workflows");
+    std::fs::create_dir(&workflows).expect("mkdir");
+    std::fs::write(
+        workflows.join("good.yaml"),
+        "id: good\nname: Good\ntriggers:\n  - api: {}\nsteps:\n  - id: a\n    exit: {}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        workflows.join("bad.yaml"),
+        "id: bad\nname: Bad\ntriggers:\n  - api: {}\nsteps:\n  - id: a\n    wait: {for: later}\n",
+    )
+    .expect("write");
+    let server = Server::start(dir.path(), "sqlite://kairo.db").await;
+    assert_eq!(server.get("/readyz").await.0, 200);
+    let (code, logs) = server.terminate().await;
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("workflow version loaded workflow=good version=1"), "{logs}");
+    assert!(logs.contains("workflows/bad.yaml:7:17: invalid duration `later`"), "{logs}");
+    assert!(logs.contains("new=1 unchanged=0 rejected=1"), "{logs}");
+}

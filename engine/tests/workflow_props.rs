@@ -68,3 +68,34 @@ store_test!(a_changed_file_becomes_a_new_version, |store| {
     // The stored definition is the canonical content, positions left out.
     assert_eq!(second.version.definition["steps"][0]["wait"]["for"], serde_json::json!("2h"));
 });
+
+store_test!(an_invalid_file_is_not_loaded_and_the_previous_version_stays, |store| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cart.yaml");
+    std::fs::write(&file, EXAMPLE).expect("write");
+    let now = chrono::Utc::now();
+    let first = store.load_workflows(dir.path(), None, now).await.expect("load");
+    assert_eq!(first.new_versions.len(), 1, "{:?}", first.rejected);
+    let v1 = first.new_versions[0].version.id;
+    std::fs::write(&file, EXAMPLE.replace("for: 1h", "for: an hour")).expect("break it");
+    let second = store.load_workflows(dir.path(), None, now).await.expect("load again");
+    assert!(second.new_versions.is_empty());
+    assert_eq!(second.rejected.len(), 1);
+    assert!(
+        second.rejected[0].1[0].to_string().contains("cart.yaml:22:12: invalid duration `an hour`"),
+        "{:?}",
+        second.rejected
+    );
+    let current = store.workflow_by_key("abandoned-cart").await.expect("find").expect("still there");
+    assert_eq!(current.current_version_id, Some(v1));
+});
+
+store_test!(every_example_workflow_loads, |store| {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows"));
+    let report = store.load_workflows(dir, Some(&catalog()), chrono::Utc::now()).await.expect("load");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert!(report.new_versions.len() >= 6);
+    let again = store.load_workflows(dir, Some(&catalog()), chrono::Utc::now()).await.expect("reload");
+    assert!(again.new_versions.is_empty());
+    assert_eq!(again.unchanged.len(), report.new_versions.len());
+});

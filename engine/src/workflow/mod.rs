@@ -13,7 +13,9 @@
 pub mod catalog;
 pub mod condition;
 pub mod duration;
+pub mod expr;
 pub mod located;
+pub mod matching;
 pub mod model;
 mod validate;
 
@@ -198,5 +200,74 @@ impl Store {
             now,
         )
         .await
+    }
+}
+
+/// What [`Store::load_workflows`] did with a folder of workflow files.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Files whose content became a new version.
+    pub new_versions: Vec<SavedVersion>,
+    /// Files whose content was already the stored version.
+    pub unchanged: Vec<PathBuf>,
+    /// Files that failed validation: not stored; any previous version stays current.
+    pub rejected: Vec<(PathBuf, Vec<Diagnostic>)>,
+}
+
+impl Store {
+    /// Validates every workflow file in `dir` and stores each valid one as a
+    /// version. An invalid file is reported and skipped: the workflow's
+    /// previous version stays current.
+    pub async fn load_workflows(
+        &self,
+        dir: &Path,
+        catalog: Option<&Catalog>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<LoadReport, StoreError> {
+        let mut report = LoadReport::default();
+        let files = match discover(&[dir.to_path_buf()]) {
+            Ok(files) => files,
+            Err(err) => {
+                let problem =
+                    Diagnostic::new(dir, Pos { line: 1, column: 1 }, format!("cannot read the folder: {err}"));
+                report.rejected.push((dir.to_path_buf(), vec![problem]));
+                return Ok(report);
+            }
+        };
+        let mut seen_ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+        for file in files {
+            let source = match std::fs::read_to_string(&file) {
+                Ok(source) => source,
+                Err(err) => {
+                    let problem =
+                        Diagnostic::new(&file, Pos { line: 1, column: 1 }, format!("cannot read the file: {err}"));
+                    report.rejected.push((file, vec![problem]));
+                    continue;
+                }
+            };
+            let valid = match check(&file, &source, catalog) {
+                Ok(valid) => valid,
+                Err(problems) => {
+                    report.rejected.push((file, problems));
+                    continue;
+                }
+            };
+            if let Some(other) = seen_ids.insert(valid.workflow.id.value.clone(), file.clone()) {
+                let problem = Diagnostic::new(
+                    &file,
+                    valid.workflow.id.pos,
+                    format!("workflow id `{}` is already used by {}", *valid.workflow.id, other.display()),
+                );
+                report.rejected.push((file, vec![problem]));
+                continue;
+            }
+            let saved = self.register_workflow(&valid, now).await?;
+            if saved.created {
+                report.new_versions.push(saved);
+            } else {
+                report.unchanged.push(file);
+            }
+        }
+        Ok(report)
     }
 }

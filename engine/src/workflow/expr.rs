@@ -1,0 +1,127 @@
+//! Expressions: handlebars templates over the step context.
+//!
+//! The context is one JSON object with `contact` (id, name, phone, …,
+//! `properties`' keys too), `trigger` (the trigger data), `steps.<id>.output`,
+//! `workflow` (id, name, version) and `now` (RFC 3339). Rendering is strict:
+//! a variable that is missing is an error, unless wrapped in `default`.
+//! Nothing is HTML-escaped: the output goes to WhatsApp, not a browser.
+//!
+//! Helpers:
+//! - `{{default contact.name "there"}}`: the value, or the fallback when missing or empty;
+//! - `{{upper x}}`, `{{lower x}}`;
+//! - `{{date trigger.delivery_at "%A %-d %B" "Europe/Paris"}}`: a date-time
+//!   (RFC 3339) formatted with strftime codes in a time zone (UTC when omitted).
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+    handlebars_helper,
+};
+use serde_json::Value;
+
+/// Renders expressions; build one and reuse it.
+#[derive(Debug)]
+pub struct Renderer {
+    registry: Handlebars<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+handlebars_helper!(upper: |s: str| s.to_uppercase());
+handlebars_helper!(lower: |s: str| s.to_lowercase());
+
+struct DefaultHelper;
+
+impl HelperDef for DefaultHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let value = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
+        let fallback = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
+        let empty = matches!(&value, Value::Null) || value.as_str().is_some_and(str::is_empty);
+        Ok(ScopedJson::Derived(if empty { fallback } else { value }))
+    }
+}
+
+struct DateHelper;
+
+impl HelperDef for DateHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let invalid = |why: String| RenderError::from(RenderErrorReason::Other(why));
+        let value = h
+            .param(0)
+            .and_then(|p| p.value().as_str().map(str::to_string))
+            .ok_or_else(|| invalid("`date` needs a date-time (RFC 3339 text) as its first parameter".to_string()))?;
+        let format = h.param(1).and_then(|p| p.value().as_str().map(str::to_string)).unwrap_or("%Y-%m-%d %H:%M".into());
+        let zone = h.param(2).and_then(|p| p.value().as_str().map(str::to_string)).unwrap_or("UTC".into());
+        let at = chrono::DateTime::parse_from_rfc3339(&value)
+            .map_err(|_| invalid(format!("`date`: `{value}` is not an RFC 3339 date-time")))?;
+        let tz: chrono_tz::Tz = zone.parse().map_err(|_| invalid(format!("`date`: unknown time zone `{zone}`")))?;
+        let mut out = String::new();
+        use std::fmt::Write;
+        write!(out, "{}", at.with_timezone(&tz).format(&format))
+            .map_err(|_| invalid(format!("`date`: invalid format `{format}`")))?;
+        Ok(ScopedJson::Derived(Value::String(out)))
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Self {
+        let mut registry = Handlebars::new();
+        registry.set_strict_mode(true);
+        registry.register_escape_fn(handlebars::no_escape);
+        registry.register_helper("upper", Box::new(upper));
+        registry.register_helper("lower", Box::new(lower));
+        registry.register_helper("default", Box::new(DefaultHelper));
+        registry.register_helper("date", Box::new(DateHelper));
+        Renderer { registry }
+    }
+
+    /// Renders `template` against `context`; the error says what was missing or wrong.
+    pub fn render(&self, template: &str, context: &Value) -> Result<String, String> {
+        self.registry.render_template(template, context).map_err(|err| match err.reason() {
+            RenderErrorReason::MissingVariable(Some(path)) => format!("`{path}` has no value for this contact"),
+            other => other.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Value {
+        json!({"contact": {"name": "Ana", "city": ""}, "trigger": {"at": "2026-12-24T08:30:00Z"}, "now": "2026-12-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn helpers_render() {
+        let r = Renderer::new();
+        assert_eq!(r.render("Hi {{upper contact.name}}", &ctx()), Ok("Hi ANA".into()));
+        assert_eq!(r.render("{{lower \"ÉTÉ\"}}", &ctx()), Ok("été".into()));
+        assert_eq!(r.render("{{default contact.missing \"there\"}}", &ctx()), Ok("there".into()));
+        assert_eq!(r.render("{{default contact.city \"nowhere\"}}", &ctx()), Ok("nowhere".into()));
+        assert_eq!(r.render("{{date trigger.at \"%H:%M %Z\" \"Europe/Paris\"}}", &ctx()), Ok("09:30 CET".into()));
+        assert_eq!(r.render("<b>{{contact.name}} & co</b>", &ctx()), Ok("<b>Ana & co</b>".into()));
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error_naming_it() {
+        let err = Renderer::new().render("Hi {{contact.surname}}", &ctx()).expect_err("strict");
+        assert!(err.contains("contact.surname"), "{err}");
+    }
+}
