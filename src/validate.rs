@@ -28,13 +28,7 @@ pub async fn run(config: &Config, paths: Vec<PathBuf>, catalog: Option<&Path>, a
             "note: no synced catalogue: numbers and templates are not checked (run `kairo sync` or pass --catalog FILE)"
         );
     }
-    let mut reports = Vec::new();
-    for file in &files {
-        let source = std::fs::read_to_string(file)
-            .map_err(|err| UsageError(format!("cannot read {}: {err}", file.display())))?;
-        let outcome = workflow::check(file, &source, catalog.as_ref());
-        reports.push((file, source, outcome));
-    }
+    let reports = check_all(&files, catalog.as_ref())?;
     let problems: usize = reports.iter().map(|(_, _, o)| o.as_ref().err().map_or(0, Vec::len)).sum();
     let invalid = reports.iter().filter(|(_, _, o)| o.is_err()).count();
     if as_json {
@@ -62,6 +56,37 @@ pub async fn run(config: &Config, paths: Vec<PathBuf>, catalog: Option<&Path>, a
         }
     }
     Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+type Outcome = Result<workflow::ValidWorkflow, Vec<Diagnostic>>;
+
+/// Checks the files on every core: each file is independent.
+fn check_all<'a>(files: &'a [PathBuf], catalog: Option<&Catalog>) -> Result<Vec<(&'a PathBuf, String, Outcome)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Vec<_>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|file| {
+                            let source = std::fs::read_to_string(file)
+                                .map_err(|err| UsageError(format!("cannot read {}: {err}", file.display())))?;
+                            let outcome = workflow::check(file, &source, catalog);
+                            Ok((file, source, outcome))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a validation thread does not panic")).collect()
+    });
+    let mut all = Vec::with_capacity(files.len());
+    for part in results {
+        all.extend(part?);
+    }
+    Ok(all)
 }
 
 fn render(diagnostic: &Diagnostic, source: &str) -> String {
