@@ -5,10 +5,14 @@ mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use kairo_actions::whatsapp::WhatsAppWebhook;
+use kairo_engine::api::webhook::Ingestor;
 use kairo_engine::config::{Config, LogFormat, Overrides};
+use kairo_engine::store::{Keywords, NewAccount, NewPhoneNumber};
 use kairo_engine::{Clock, Store, api};
 use tokio_util::sync::CancellationToken;
 
@@ -191,7 +195,8 @@ async fn serve(config: &Config) -> Result<()> {
     println!("kairo listening on http://{addr}");
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let app = api::router(api::AppState { store: store.clone() });
+    let webhook = webhook(&store, config).await?;
+    let app = api::router(api::AppState { store: store.clone(), webhook });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -199,6 +204,48 @@ async fn serve(config: &Config) -> Result<()> {
     tracing::info!("shut down cleanly");
     store.close().await;
     Ok(())
+}
+
+/// Registers the configured accounts and numbers, and builds the webhook
+/// when an app secret is configured.
+async fn webhook(store: &Store, config: &Config) -> Result<Option<api::webhook::WebhookState>> {
+    let now = kairo_engine::SystemClock.now();
+    let whatsapp = &config.whatsapp;
+    for account in &whatsapp.accounts {
+        let name = if account.name.is_empty() { account.waba_id.clone() } else { account.name.clone() };
+        let stored = store
+            .upsert_account(NewAccount { waba_id: account.waba_id.clone(), name, portfolio_id: None }, now)
+            .await?;
+        for number in &account.numbers {
+            let digits: String = number.display_number.chars().filter(char::is_ascii_digit).collect();
+            store
+                .upsert_phone_number(
+                    NewPhoneNumber {
+                        account_id: stored.id,
+                        graph_id: number.id.clone(),
+                        display_number: number.display_number.clone(),
+                        normalized_number: digits,
+                        verified_name: None,
+                        quality_rating: None,
+                        throughput_mps: 80,
+                        messaging_limit_tier: None,
+                    },
+                    now,
+                )
+                .await?;
+        }
+    }
+    if whatsapp.app_secret.is_none() {
+        tracing::warn!("no whatsapp.app_secret configured: the webhook answers 503 until one is set");
+        return Ok(None);
+    }
+    let channel = Arc::new(WhatsAppWebhook {
+        app_secret: whatsapp.app_secret.clone(),
+        verify_token: whatsapp.verify_token.clone(),
+    });
+    let keywords = Keywords::new(&whatsapp.opt_in_keywords, &whatsapp.opt_out_keywords);
+    let (ingestor, _writer) = Ingestor::spawn(store.clone(), keywords, Arc::new(kairo_engine::SystemClock));
+    Ok(Some(api::webhook::WebhookState { channel, ingestor }))
 }
 
 /// Loads the workflow folder: valid files become versions; invalid ones are

@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
+use crate::Secret;
 use crate::store::DatabaseUrl;
 
 /// The file read when `--config` is not given, if it exists.
@@ -22,6 +23,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Environment variables read, each `KAIRO_` + a key in upper case.
 const ENV_KEYS: &[&str] = &["database_url", "listen", "workflows_dir", "log_format"];
+/// Secrets read from the environment: `KAIRO_` + the name, and where they go.
+const SECRET_ENV_KEYS: &[(&str, &str)] =
+    &[("whatsapp_app_secret", "whatsapp.app_secret"), ("whatsapp_verify_token", "whatsapp.verify_token")];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +41,74 @@ pub struct Config {
     pub workflows_dir: PathBuf,
     #[serde(default)]
     pub log_format: LogFormat,
+    #[serde(default)]
+    pub whatsapp: WhatsAppConfig,
+}
+
+/// A WABA holds at most this many phone numbers (API.md, section 8).
+pub const MAX_NUMBERS_PER_ACCOUNT: usize = 25;
+
+/// The Meta app whose webhook Kairo receives, and its WhatsApp accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppConfig {
+    /// HMAC key of webhook signatures (env `KAIRO_WHATSAPP_APP_SECRET`).
+    #[serde(default)]
+    pub app_secret: Option<Secret>,
+    /// Token of the GET verification handshake (env `KAIRO_WHATSAPP_VERIFY_TOKEN`).
+    #[serde(default)]
+    pub verify_token: Option<Secret>,
+    /// Whole-message keywords that opt a contact in (matched trimmed, NFKC, any case).
+    #[serde(default = "default_opt_in")]
+    pub opt_in_keywords: Vec<String>,
+    /// Whole-message keywords that opt a contact out.
+    #[serde(default = "default_opt_out")]
+    pub opt_out_keywords: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+}
+
+impl Default for WhatsAppConfig {
+    fn default() -> Self {
+        Self {
+            app_secret: None,
+            verify_token: None,
+            opt_in_keywords: default_opt_in(),
+            opt_out_keywords: default_opt_out(),
+            accounts: Vec::new(),
+        }
+    }
+}
+
+fn default_opt_in() -> Vec<String> {
+    ["YES", "START", "SUBSCRIBE"].map(String::from).to_vec()
+}
+
+fn default_opt_out() -> Vec<String> {
+    ["STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPALL"].map(String::from).to_vec()
+}
+
+/// One WhatsApp Business Account and the numbers Kairo serves on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub waba_id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The Graph API access token (or env `KAIRO_WHATSAPP_ACCESS_TOKEN` for all accounts).
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    #[serde(default)]
+    pub numbers: Vec<NumberConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberConfig {
+    /// The Graph API phone-number id.
+    pub id: String,
+    /// As displayed, e.g. `+1 555-000-1111`.
+    pub display_number: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -58,6 +130,10 @@ pub struct Overrides {
 pub enum ConfigError {
     #[error("config file {path} does not exist: create it or leave out --config")]
     MissingFile { path: PathBuf },
+    #[error(
+        "invalid configuration: whatsapp account {waba_id} lists {count} numbers; WhatsApp allows at most {MAX_NUMBERS_PER_ACCOUNT} per account"
+    )]
+    TooManyNumbers { waba_id: String, count: usize },
     /// figment's message names the key and where its value came from (the
     /// file, or the environment variable).
     #[error("invalid configuration: {0}")]
@@ -89,14 +165,35 @@ impl Config {
         if let Some(path) = path {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("KAIRO_").filter(|key| ENV_KEYS.contains(&key.as_str())));
+        figment = figment.merge(Env::prefixed("KAIRO_").filter_map(|key| {
+            let key = key.as_str();
+            if ENV_KEYS.contains(&key) {
+                Some(key.to_string().into())
+            } else {
+                SECRET_ENV_KEYS.iter().find(|(env, _)| *env == key).map(|(_, path)| path.to_string().into())
+            }
+        }));
         if let Some(url) = &overrides.database_url {
             figment = figment.merge(Serialized::default("database_url", url));
         }
         if let Some(listen) = &overrides.listen {
             figment = figment.merge(Serialized::default("listen", listen));
         }
-        figment.extract().map_err(|err| ConfigError::Invalid(describe(err)))
+        let mut config: Config = figment.extract().map_err(|err| ConfigError::Invalid(describe(err)))?;
+        if let Ok(token) = std::env::var("KAIRO_WHATSAPP_ACCESS_TOKEN") {
+            for account in config.whatsapp.accounts.iter_mut().filter(|a| a.access_token.is_none()) {
+                account.access_token = Some(Secret::new(token.clone()));
+            }
+        }
+        for account in &config.whatsapp.accounts {
+            if account.numbers.len() > MAX_NUMBERS_PER_ACCOUNT {
+                return Err(ConfigError::TooManyNumbers {
+                    waba_id: account.waba_id.clone(),
+                    count: account.numbers.len(),
+                });
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -195,6 +292,37 @@ mod tests {
             .expect_err("missing")
             .to_string();
         assert_eq!(err, "config file /nonexistent/kairo.toml does not exist: create it or leave out --config");
+    }
+
+    #[test]
+    fn whatsapp_secrets_and_accounts_are_read_and_never_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(
+            &dir,
+            "[whatsapp]\napp_secret = \"s3cret-app\"\nverify_token = \"v3rify\"\n\n[[whatsapp.accounts]]\nwaba_id = \"1\"\naccess_token = \"EAAG-token\"\nnumbers = [{id = \"106540352242922\", display_number = \"+1 555-000-1111\"}]\n",
+        );
+        let config = Config::load(Some(&path), &Overrides::default()).expect("config");
+        assert_eq!(config.whatsapp.app_secret.as_ref().map(Secret::expose), Some("s3cret-app"));
+        assert_eq!(config.whatsapp.accounts[0].numbers[0].id, "106540352242922");
+        assert_eq!(config.whatsapp.opt_in_keywords, ["YES", "START", "SUBSCRIBE"]);
+        let shown = format!("{config:?}");
+        for secret in ["s3cret-app", "v3rify", "EAAG-token"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+    }
+
+    #[test]
+    fn more_than_25_numbers_in_an_account_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let numbers: Vec<String> =
+            (0..26).map(|i| format!("{{id = \"{i}\", display_number = \"+1 555 000 {i:04}\"}}")).collect();
+        let path =
+            write(&dir, &format!("[[whatsapp.accounts]]\nwaba_id = \"77\"\nnumbers = [{}]\n", numbers.join(", ")));
+        let err = Config::load(Some(&path), &Overrides::default()).expect_err("26 numbers").to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: whatsapp account 77 lists 26 numbers; WhatsApp allows at most 25 per account"
+        );
     }
 
     #[test]

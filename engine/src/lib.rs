@@ -6,6 +6,7 @@
 //! only [`clock`] reads the system time.
 
 pub mod api;
+pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod ids;

@@ -1,9 +1,10 @@
-//! The HTTP surface of `kairo serve`: health and readiness now; the `/v1` API
-//! and the webhook join this router as they are built.
+//! The HTTP surface of `kairo serve`: health, readiness and the WhatsApp
+//! webhook; the `/v1` API joins this router as it is built.
 //!
 //! Invariant: handlers never send internals to clients; an error becomes a
 //! JSON body with a code and a message.
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,10 +14,14 @@ use serde_json::json;
 
 use crate::store::Store;
 
+pub mod webhook;
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    /// `None` when no WhatsApp app is configured: the webhook answers 503.
+    pub webhook: Option<webhook::WebhookState>,
 }
 
 /// The whole HTTP application, ready to serve.
@@ -24,6 +29,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/webhooks/whatsapp",
+            get(webhook::handshake).post(webhook::deliver).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
+        )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -16,6 +16,7 @@ mod contacts;
 mod entities;
 mod events;
 mod inbox;
+mod ingest;
 pub mod status;
 mod url;
 mod whatsapp;
@@ -37,6 +38,7 @@ pub use self::inbox::{
     AssignmentRule, Message, NewAssignmentRule, NewMessage, NewSavedView, NewThread, NewUser, PendingStatus, SavedView,
     Team, Thread, User,
 };
+pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::url::DatabaseUrl;
 pub use self::whatsapp::{
     Account, NewAccount, NewPhoneNumber, NewPortfolio, NewTemplate, PhoneNumber, Portfolio, Template,

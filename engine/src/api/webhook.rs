@@ -1,0 +1,149 @@
+//! `GET` and `POST /webhooks/whatsapp`: the handshake, signature check,
+//! parsing, and a durable commit before the 200.
+//!
+//! Invariants:
+//! - Nothing is stored unless the signature matches the raw body.
+//! - The 200 goes back only after the delivery's transaction committed; a
+//!   database failure answers 503 so that Meta delivers again.
+//! - Deliveries arriving together commit together (group commit): one
+//!   writer task drains what is queued into one transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::AppState;
+use crate::channel::{Channel, InboundEvent, WebhookError};
+use crate::clock::Clock;
+use crate::store::{IngestReport, Keywords, Store};
+
+/// The largest webhook body accepted; Meta's are well under this.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// How many deliveries one transaction takes at most.
+const MAX_BATCH: usize = 256;
+
+/// What the webhook routes need.
+#[derive(Debug, Clone)]
+pub struct WebhookState {
+    pub channel: Arc<dyn Channel>,
+    pub ingestor: Ingestor,
+}
+
+struct Job {
+    events: Vec<InboundEvent>,
+    done: oneshot::Sender<Result<IngestReport, String>>,
+}
+
+/// The group-commit writer's handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingestor {
+    queue: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("events", &self.events.len()).finish()
+    }
+}
+
+impl Ingestor {
+    /// Starts the writer task; it ends when every handle is dropped.
+    pub fn spawn(store: Store, keywords: Keywords, clock: Arc<dyn Clock>) -> (Ingestor, tokio::task::JoinHandle<()>) {
+        let (queue, mut jobs) = mpsc::channel::<Job>(4 * MAX_BATCH);
+        let writer = tokio::spawn(async move {
+            while let Some(first) = jobs.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let (deliveries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.events, j.done)).unzip();
+                match store.ingest(&deliveries, &keywords, clock.now()).await {
+                    Ok(reports) => {
+                        for (waiter, report) in waiters.into_iter().zip(reports) {
+                            let _ = waiter.send(Ok(report));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, deliveries = deliveries.len(), "webhook ingest failed; Meta will deliver again");
+                        for waiter in waiters {
+                            let _ = waiter.send(Err(err.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        (Ingestor { queue }, writer)
+    }
+
+    /// Commits one delivery's events (with whatever else is queued).
+    pub async fn submit(&self, events: Vec<InboundEvent>) -> Result<IngestReport, String> {
+        let (done, wait) = oneshot::channel();
+        self.queue.send(Job { events, done }).await.map_err(|_| "the ingest writer has stopped".to_string())?;
+        wait.await.map_err(|_| "the ingest writer has stopped".to_string())?
+    }
+}
+
+pub(super) async fn handshake(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(webhook) = &state.webhook else { return not_configured() };
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+    match webhook.channel.verify_handshake(get("hub.mode"), get("hub.verify_token"), get("hub.challenge")) {
+        Ok(challenge) => ([(header::CONTENT_TYPE, "text/plain")], challenge).into_response(),
+        Err(err) => refuse(err),
+    }
+}
+
+pub(super) async fn deliver(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(webhook) = &state.webhook else { return not_configured() };
+    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    if let Err(err) = webhook.channel.verify_signature(signature, &body) {
+        return refuse(err);
+    }
+    let events = match webhook.channel.parse(&body) {
+        Ok(events) => events,
+        Err(err) => return refuse(err),
+    };
+    match webhook.ingestor.submit(events).await {
+        Ok(report) => {
+            tracing::debug!(?report, "webhook delivery stored");
+            StatusCode::OK.into_response()
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the delivery could not be stored; retry later",
+        ),
+    }
+}
+
+fn refuse(err: WebhookError) -> Response {
+    let (status, code) = match &err {
+        WebhookError::MissingSignature => (StatusCode::UNAUTHORIZED, "missing_signature"),
+        WebhookError::BadSignature => (StatusCode::FORBIDDEN, "bad_signature"),
+        WebhookError::BadVerifyToken => (StatusCode::FORBIDDEN, "bad_verify_token"),
+        WebhookError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
+        WebhookError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "webhook_not_configured"),
+    };
+    // The body is never logged: it is the sender's data, and a refused one is unverified.
+    tracing::warn!(%err, status = status.as_u16(), "webhook refused");
+    error(status, code, &err.to_string())
+}
+
+fn not_configured() -> Response {
+    refuse(WebhookError::NotConfigured("no WhatsApp app is configured".into()))
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}

@@ -1,0 +1,127 @@
+//! The engine's view of a messaging channel: what it sends and what its
+//! webhook delivers, in the engine's own terms.
+//!
+//! Invariant: the engine never parses a channel's wire format. The
+//! `kairo-actions` crate implements [`Channel`] for the WhatsApp Cloud API and
+//! turns webhook bodies into [`InboundEvent`]s; everything after that speaks
+//! these types.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::store::status::DeliveryStatus;
+
+/// Why a webhook request was refused; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// 401: no signature header at all.
+    #[error("missing X-Hub-Signature-256 header")]
+    MissingSignature,
+    /// 403: a signature that does not match the body.
+    #[error("signature does not match the body")]
+    BadSignature,
+    /// 403: the verification handshake named the wrong token or mode.
+    #[error("verification handshake refused: wrong hub.mode or hub.verify_token")]
+    BadVerifyToken,
+    /// 400: the body is not a webhook delivery this channel understands.
+    #[error("malformed webhook body: {0}")]
+    Malformed(String),
+    /// 503: the webhook cannot be checked because it is not configured.
+    #[error("webhook is not configured: {0}")]
+    NotConfigured(String),
+}
+
+/// A channel's webhook: verification and parsing.
+pub trait Channel: Send + Sync + std::fmt::Debug {
+    /// Answers the GET handshake: the challenge to echo, or a refusal.
+    fn verify_handshake(&self, mode: &str, verify_token: &str, challenge: &str) -> Result<String, WebhookError>;
+    /// Checks the signature header against the raw body bytes.
+    fn verify_signature(&self, signature: Option<&str>, body: &[u8]) -> Result<(), WebhookError>;
+    /// Turns a verified body into events; every part of a batch is kept.
+    fn parse(&self, body: &[u8]) -> Result<Vec<InboundEvent>, WebhookError>;
+}
+
+/// One thing a webhook delivery said.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InboundEvent {
+    Message(InboundMessage),
+    Status(StatusUpdate),
+    TemplateStatus(TemplateStatusChange),
+    NumberQuality(NumberQualityChange),
+    /// Anything else the channel reported (account notices, out-of-band
+    /// errors, unknown fields): kept in the event log, never dropped.
+    Notice(Notice),
+}
+
+/// A message from a contact to a business number.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InboundMessage {
+    /// The business number that received it (the channel's id for it).
+    pub number_id: String,
+    pub wamid: String,
+    /// The sender's WhatsApp id (digits of their number), when shared.
+    pub from: Option<String>,
+    /// The sender's business-scoped user id, when sent.
+    pub from_user_id: Option<String>,
+    /// The sender's WhatsApp profile name.
+    pub profile_name: Option<String>,
+    /// `text`, `image`, `location`, … or whatever new type the channel sent.
+    pub message_type: String,
+    /// The text a person reads: the text body, a caption, a button title.
+    pub text: Option<String>,
+    /// The message object as delivered.
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A delivery status of a message the business sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusUpdate {
+    pub number_id: String,
+    pub wamid: String,
+    pub status: DeliveryStatus,
+    pub recipient: Option<String>,
+    pub error: Option<DeliveryError>,
+    /// What the send put in `biz_opaque_callback_data`.
+    pub callback_data: Option<String>,
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryError {
+    pub code: i32,
+    pub title: String,
+    pub details: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TemplateStatusChange {
+    pub account_id: String,
+    pub template_name: String,
+    pub language: String,
+    /// What happened: APPROVED, PAUSED, REJECTED, …
+    pub event: String,
+    pub reason: Option<String>,
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NumberQualityChange {
+    /// Digits of the display number (quality webhooks carry no number id).
+    pub display_number: String,
+    pub event: String,
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notice {
+    pub account_id: String,
+    /// The webhook field (`account_update`, `messages` errors, …).
+    pub field: String,
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}

@@ -1,0 +1,760 @@
+//! Webhook ingest: inbound events applied to the inbox, consent and the
+//! event log, several deliveries in one transaction (a group commit).
+//!
+//! Invariants:
+//! - Everything a batch of deliveries changes commits together, before any
+//!   of them is answered; a failure rolls all of it back (Meta retries).
+//! - A wamid is stored once; a status is logged once per (wamid, status).
+//! - Delivery status only moves forward: sending < sent < delivered < read;
+//!   `failed` wins only over sending and sent. A status for an unknown wamid
+//!   is kept and applied when the message is recorded.
+//! - Only messages to connected numbers (registered from the configuration
+//!   or a sync) are recorded; others are counted as ignored. Meta pushes no
+//!   history, so what arrives after a number is connected is all there is.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::entities::{
+    assignment_rule, consent, consent_event, contact, event, message, pending_status, phone_number, team, team_member,
+    template, thread, user, whatsapp_account,
+};
+use super::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
+use super::{Store, StoreError};
+use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
+use crate::ids::*;
+use crate::workflow::matching::normalize;
+
+/// How long a contact's message keeps the customer service window open.
+pub const SESSION_WINDOW: Duration = Duration::hours(24);
+
+/// The consent keywords, already normalised (trimmed, NFKC, lower case).
+#[derive(Debug, Clone)]
+pub struct Keywords {
+    pub opt_in: Vec<String>,
+    pub opt_out: Vec<String>,
+}
+
+impl Keywords {
+    pub fn new(opt_in: &[String], opt_out: &[String]) -> Self {
+        Self {
+            opt_in: opt_in.iter().map(|k| normalize(k)).collect(),
+            opt_out: opt_out.iter().map(|k| normalize(k)).collect(),
+        }
+    }
+}
+
+impl Default for Keywords {
+    fn default() -> Self {
+        let words = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Self::new(
+            &words(&["YES", "START", "SUBSCRIBE"]),
+            &words(&["STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPALL"]),
+        )
+    }
+}
+
+/// What one delivery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    pub messages: usize,
+    pub duplicates: usize,
+    pub statuses: usize,
+    /// Statuses kept for a wamid not recorded yet.
+    pub pending_statuses: usize,
+    /// Messages to numbers not connected, or from before the connection.
+    pub ignored: usize,
+    pub other: usize,
+}
+
+impl Store {
+    /// Applies several deliveries in one transaction and reports on each.
+    pub async fn ingest(
+        &self,
+        deliveries: &[Vec<InboundEvent>],
+        keywords: &Keywords,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IngestReport>, StoreError> {
+        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let mut reports = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let mut report = IngestReport::default();
+            for event in delivery {
+                self.apply(&txn, event, keywords, now, &mut report).await?;
+            }
+            reports.push(report);
+        }
+        txn.commit().await.map_err(|e| self.query_error(e))?;
+        Ok(reports)
+    }
+
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        event: &InboundEvent,
+        keywords: &Keywords,
+        now: DateTime<Utc>,
+        report: &mut IngestReport,
+    ) -> Result<(), StoreError> {
+        match event {
+            InboundEvent::Message(message) => self.ingest_message(txn, message, keywords, now, report).await,
+            InboundEvent::Status(status) => self.ingest_status(txn, status, now, report).await,
+            InboundEvent::TemplateStatus(change) => {
+                report.other += 1;
+                self.apply_template_status(
+                    txn,
+                    &change.account_id,
+                    &change.template_name,
+                    &change.language,
+                    &change.event,
+                    now,
+                )
+                .await?;
+                let payload = serde_json::to_value(change).expect("events serialise");
+                self.log_event(
+                    txn,
+                    "template_status",
+                    &dedup("template_status", &payload),
+                    None,
+                    None,
+                    payload,
+                    change.occurred_at,
+                    now,
+                )
+                .await
+                .map(|_| ())
+            }
+            InboundEvent::NumberQuality(change) => {
+                report.other += 1;
+                let payload = serde_json::to_value(change).expect("events serialise");
+                self.log_event(
+                    txn,
+                    "number_quality",
+                    &dedup("number_quality", &payload),
+                    None,
+                    None,
+                    payload,
+                    change.occurred_at,
+                    now,
+                )
+                .await
+                .map(|_| ())
+            }
+            InboundEvent::Notice(notice) => {
+                report.other += 1;
+                let payload = serde_json::to_value(notice).expect("events serialise");
+                let kind = format!("notice:{}", notice.field);
+                self.log_event(txn, &kind, &dedup(&kind, &payload), None, None, payload, notice.occurred_at, now)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
+    async fn ingest_message(
+        &self,
+        txn: &DatabaseTransaction,
+        inbound: &InboundMessage,
+        keywords: &Keywords,
+        now: DateTime<Utc>,
+        report: &mut IngestReport,
+    ) -> Result<(), StoreError> {
+        let q = |e| self.query_error(e);
+        let Some(number) = phone_number::Entity::find()
+            .filter(phone_number::Column::GraphId.eq(&inbound.number_id))
+            .one(txn)
+            .await
+            .map_err(q)?
+        else {
+            report.ignored += 1;
+            return Ok(());
+        };
+        let wamid = Wamid(inbound.wamid.clone());
+        let known =
+            message::Entity::find().filter(message::Column::Wamid.eq(wamid.clone())).one(txn).await.map_err(q)?;
+        if known.is_some() {
+            report.duplicates += 1;
+            return Ok(());
+        }
+        let contact = self.contact_for_sender(txn, inbound, now).await?;
+        let (thread, opened) = self.thread_for(txn, &contact, &number, inbound, now).await?;
+        let row = message::ActiveModel {
+            id: Set(MessageId::new()),
+            thread_id: Set(thread.id),
+            direction: Set(Direction::Inbound),
+            wamid: Set(Some(wamid.clone())),
+            message_type: Set(inbound.message_type.clone()),
+            body: Set(inbound.text.clone()),
+            payload: Set(inbound.payload.clone()),
+            status: Set(DeliveryStatus::Received),
+            error_code: Set(None),
+            error_title: Set(None),
+            error_details: Set(None),
+            template_name: Set(None),
+            template_language: Set(None),
+            template_params: Set(None),
+            enrollment_id: Set(None),
+            step_execution_id: Set(None),
+            occurred_at: Set(inbound.occurred_at),
+            sent_at: Set(None),
+            delivered_at: Set(None),
+            read_at: Set(None),
+            failed_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        message::Entity::insert(row).exec_without_returning(txn).await.map_err(q)?;
+        // The window runs 24 h from the contact's latest message; a message
+        // delivered late does not shorten it.
+        let closes = inbound.occurred_at + SESSION_WINDOW;
+        let mut refreshed = thread.clone().into_active_model();
+        if thread.window_closes_at.is_none_or(|c| c < closes) {
+            refreshed.window_closes_at = Set(Some(closes));
+        }
+        if thread.last_inbound_at.is_none_or(|t| t < inbound.occurred_at) {
+            refreshed.last_inbound_at = Set(Some(inbound.occurred_at));
+        }
+        refreshed.updated_at = Set(now);
+        refreshed.update(txn).await.map_err(q)?;
+        report.messages += 1;
+
+        let payload = serde_json::json!({
+            "wamid": inbound.wamid, "thread_id": thread.id, "new_thread": opened, "from": inbound.from,
+            "type": inbound.message_type, "text": inbound.text, "number_id": inbound.number_id,
+        });
+        self.log_event(
+            txn,
+            "inbound_message",
+            &format!("message:{}", inbound.wamid),
+            Some(number.id),
+            Some(contact.id),
+            payload,
+            inbound.occurred_at,
+            now,
+        )
+        .await?;
+        if let Some(text) = &inbound.text {
+            let said = normalize(text);
+            let change = if keywords.opt_in.contains(&said) {
+                Some(ConsentStatus::OptedIn)
+            } else if keywords.opt_out.contains(&said) {
+                Some(ConsentStatus::OptedOut)
+            } else {
+                None
+            };
+            if let Some(status) = change {
+                self.keyword_consent(txn, &contact, &number, status, text.trim(), &wamid, inbound.occurred_at, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The contact a sender is: matched by phone, then by WhatsApp user id;
+    /// otherwise a new contact named by the WhatsApp profile.
+    async fn contact_for_sender(
+        &self,
+        txn: &DatabaseTransaction,
+        inbound: &InboundMessage,
+        now: DateTime<Utc>,
+    ) -> Result<contact::Model, StoreError> {
+        let q = |e| self.query_error(e);
+        let digits: Option<String> = inbound
+            .from
+            .as_ref()
+            .map(|f| f.chars().filter(char::is_ascii_digit).collect())
+            .filter(|d: &String| !d.is_empty());
+        let mut found = None;
+        if let Some(digits) = &digits {
+            found = contact::Entity::find()
+                .filter(
+                    Condition::any()
+                        .add(contact::Column::Phone.eq(digits))
+                        .add(contact::Column::MobilePhone.eq(digits)),
+                )
+                .order_by_asc(contact::Column::CreatedAt)
+                .one(txn)
+                .await
+                .map_err(q)?;
+        }
+        if found.is_none()
+            && let Some(user_id) = &inbound.from_user_id
+        {
+            found = contact::Entity::find().filter(contact::Column::UserId.eq(user_id)).one(txn).await.map_err(q)?;
+        }
+        match found {
+            Some(existing) => {
+                let learn_wa_id = existing.wa_id.is_none() && digits.is_some();
+                let learn_user_id = existing.user_id.is_none() && inbound.from_user_id.is_some();
+                if !(learn_wa_id || learn_user_id) {
+                    return Ok(existing);
+                }
+                let mut row = existing.into_active_model();
+                if learn_wa_id {
+                    row.wa_id = Set(digits);
+                }
+                if learn_user_id {
+                    row.user_id = Set(inbound.from_user_id.clone());
+                }
+                row.updated_at = Set(now);
+                row.update(txn).await.map_err(q)
+            }
+            None => contact::ActiveModel {
+                id: Set(ContactId::new()),
+                name: Set(inbound.profile_name.clone()),
+                phone: Set(digits.clone()),
+                mobile_phone: Set(None),
+                wa_id: Set(digits),
+                user_id: Set(inbound.from_user_id.clone()),
+                properties: Set(serde_json::json!({})),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(txn)
+            .await
+            .map_err(q),
+        }
+    }
+
+    /// The contact's open thread on the number, or a new one assigned by the
+    /// number's rules. Returns whether it was opened now.
+    async fn thread_for(
+        &self,
+        txn: &DatabaseTransaction,
+        contact: &contact::Model,
+        number: &phone_number::Model,
+        inbound: &InboundMessage,
+        now: DateTime<Utc>,
+    ) -> Result<(thread::Model, bool), StoreError> {
+        let q = |e| self.query_error(e);
+        let open = thread::Entity::find()
+            .filter(thread::Column::ContactId.eq(contact.id))
+            .filter(thread::Column::PhoneNumberId.eq(number.id))
+            .filter(thread::Column::Status.eq(ThreadStatus::Open))
+            .one(txn)
+            .await
+            .map_err(q)?;
+        if let Some(open) = open {
+            return Ok((open, false));
+        }
+        let (owner_user_id, owner_team_id) = self.assign_new_thread(txn, number.id).await?;
+        let customer = inbound.from.clone().or_else(|| inbound.from_user_id.clone()).unwrap_or_default();
+        let row = thread::ActiveModel {
+            id: Set(ThreadId::new()),
+            contact_id: Set(contact.id),
+            phone_number_id: Set(number.id),
+            customer_wa_id: Set(customer),
+            status: Set(ThreadStatus::Open),
+            owner_user_id: Set(owner_user_id),
+            owner_team_id: Set(owner_team_id),
+            window_closes_at: Set(None),
+            last_inbound_at: Set(None),
+            last_outbound_at: Set(None),
+            first_response_at: Set(None),
+            opened_at: Set(inbound.occurred_at),
+            closed_at: Set(None),
+            updated_at: Set(now),
+        };
+        Ok((row.insert(txn).await.map_err(q)?, true))
+    }
+
+    /// Applies the number's first assignment rule: a user, or the next active
+    /// member of a team after the one assigned last (round-robin).
+    async fn assign_new_thread(
+        &self,
+        txn: &DatabaseTransaction,
+        number: PhoneNumberId,
+    ) -> Result<(Option<UserId>, Option<TeamId>), StoreError> {
+        let q = |e| self.query_error(e);
+        let Some(rule) = assignment_rule::Entity::find()
+            .filter(assignment_rule::Column::PhoneNumberId.eq(number))
+            .order_by_asc(assignment_rule::Column::Position)
+            .one(txn)
+            .await
+            .map_err(q)?
+        else {
+            return Ok((None, None));
+        };
+        if let Some(user) = rule.user_id {
+            return Ok((Some(user), None));
+        }
+        let Some(team_id) = rule.team_id else { return Ok((None, None)) };
+        let Some(team) = team::Entity::find_by_id(team_id).one(txn).await.map_err(q)? else { return Ok((None, None)) };
+        let members: Vec<UserId> = team_member::Entity::find()
+            .filter(team_member::Column::TeamId.eq(team_id))
+            .order_by_asc(team_member::Column::AddedAt)
+            .order_by_asc(team_member::Column::UserId)
+            .all(txn)
+            .await
+            .map_err(q)?
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
+        let active: Vec<UserId> = user::Entity::find()
+            .filter(user::Column::Id.is_in(members.clone()))
+            .filter(user::Column::DeactivatedAt.is_null())
+            .all(txn)
+            .await
+            .map_err(q)?
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        let in_turn: Vec<UserId> = members.into_iter().filter(|m| active.contains(m)).collect();
+        if in_turn.is_empty() {
+            return Ok((None, Some(team_id)));
+        }
+        let next = match team.last_assigned_user_id.and_then(|last| in_turn.iter().position(|m| *m == last)) {
+            Some(i) => in_turn[(i + 1) % in_turn.len()],
+            None => in_turn[0],
+        };
+        let mut cursor = team.into_active_model();
+        cursor.last_assigned_user_id = Set(Some(next));
+        cursor.update(txn).await.map_err(q)?;
+        Ok((Some(next), Some(team_id)))
+    }
+
+    #[allow(clippy::too_many_arguments)] // one audit entry's facts, all required
+    async fn keyword_consent(
+        &self,
+        txn: &DatabaseTransaction,
+        contact: &contact::Model,
+        number: &phone_number::Model,
+        status: ConsentStatus,
+        keyword: &str,
+        wamid: &Wamid,
+        occurred_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let q = |e| self.query_error(e);
+        let current = consent::Entity::find()
+            .filter(consent::Column::ContactId.eq(contact.id))
+            .filter(consent::Column::PhoneNumberId.eq(number.id))
+            .one(txn)
+            .await
+            .map_err(q)?;
+        // A keyword older than the current state (a delivery that arrived
+        // late) is audited but does not undo a newer decision.
+        let newer = current.as_ref().is_none_or(|c| c.changed_at <= occurred_at);
+        let changed = newer && current.as_ref().is_none_or(|c| c.status != status);
+        if newer {
+            self.upsert_consent(txn, contact.id, number.id, status, occurred_at).await?;
+        }
+        consent_event::Entity::insert(consent_event::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(contact.id),
+            phone_number_id: Set(number.id),
+            status: Set(status),
+            source: Set(ConsentSource::Keyword),
+            keyword: Set(Some(keyword.to_string())),
+            wamid: Set(Some(wamid.clone())),
+            occurred_at: Set(occurred_at),
+        })
+        .exec_without_returning(txn)
+        .await
+        .map_err(q)?;
+        // Saying YES twice is recorded in the audit trail but triggers nothing new.
+        if changed {
+            let kind = match status {
+                ConsentStatus::OptedIn => "opt_in",
+                ConsentStatus::OptedOut => "opt_out",
+            };
+            let payload = serde_json::json!({"keyword": keyword, "wamid": wamid, "number_id": number.graph_id});
+            self.log_event(
+                txn,
+                kind,
+                &format!("{kind}:{wamid}"),
+                Some(number.id),
+                Some(contact.id),
+                payload,
+                occurred_at,
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_consent(
+        &self,
+        txn: &DatabaseTransaction,
+        contact: ContactId,
+        number: PhoneNumberId,
+        status: ConsentStatus,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        consent::Entity::insert(consent::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(contact),
+            phone_number_id: Set(number),
+            status: Set(status),
+            changed_at: Set(at),
+        })
+        .on_conflict(
+            OnConflict::columns([consent::Column::ContactId, consent::Column::PhoneNumberId])
+                .update_columns([consent::Column::Status, consent::Column::ChangedAt])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map_err(|e| self.query_error(e))?;
+        Ok(())
+    }
+
+    async fn ingest_status(
+        &self,
+        txn: &DatabaseTransaction,
+        update: &StatusUpdate,
+        now: DateTime<Utc>,
+        report: &mut IngestReport,
+    ) -> Result<(), StoreError> {
+        let q = |e| self.query_error(e);
+        let payload = serde_json::to_value(update).expect("events serialise");
+        let key = format!("status:{}:{}", update.wamid, status_name(update.status));
+        let first_time =
+            self.log_event(txn, "message_status", &key, None, None, payload, update.occurred_at, now).await?;
+        if !first_time {
+            report.duplicates += 1;
+            return Ok(());
+        }
+        let wamid = Wamid(update.wamid.clone());
+        match message::Entity::find().filter(message::Column::Wamid.eq(wamid.clone())).one(txn).await.map_err(q)? {
+            Some(found) => {
+                apply_status(txn, found, update.status, update.error.as_ref(), update.occurred_at, now)
+                    .await
+                    .map_err(q)?;
+                report.statuses += 1;
+            }
+            None => {
+                pending_status::Entity::insert(pending_status::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    wamid: Set(wamid),
+                    status: Set(update.status),
+                    payload: Set(serde_json::to_value(update).expect("events serialise")),
+                    occurred_at: Set(update.occurred_at),
+                    received_at: Set(now),
+                })
+                .exec_without_returning(txn)
+                .await
+                .map_err(q)?;
+                report.pending_statuses += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies statuses that arrived before their message was recorded.
+    /// Returns how many were applied.
+    pub async fn settle_pending_statuses(&self, wamid: &Wamid, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let q = |e| self.query_error(e);
+        let txn = self.db.begin().await.map_err(q)?;
+        let Some(mut found) =
+            message::Entity::find().filter(message::Column::Wamid.eq(wamid.clone())).one(&txn).await.map_err(q)?
+        else {
+            return Ok(0);
+        };
+        let pending = pending_status::Entity::find()
+            .filter(pending_status::Column::Wamid.eq(wamid.clone()))
+            .order_by_asc(pending_status::Column::OccurredAt)
+            .all(&txn)
+            .await
+            .map_err(q)?;
+        for status in &pending {
+            let update: Option<StatusUpdateRecord> = serde_json::from_value(status.payload.clone()).ok();
+            let error = update.and_then(|u| u.error).map(|e| crate::channel::DeliveryError {
+                code: e.code,
+                title: e.title,
+                details: e.details,
+            });
+            found =
+                apply_status(&txn, found, status.status, error.as_ref(), status.occurred_at, now).await.map_err(q)?;
+        }
+        pending_status::Entity::delete_many()
+            .filter(pending_status::Column::Wamid.eq(wamid.clone()))
+            .exec(&txn)
+            .await
+            .map_err(q)?;
+        txn.commit().await.map_err(q)?;
+        Ok(pending.len())
+    }
+
+    async fn apply_template_status(
+        &self,
+        txn: &DatabaseTransaction,
+        waba_id: &str,
+        name: &str,
+        language: &str,
+        event: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // Events that are a resulting status; others (FLAGGED, UNARCHIVED, …)
+        // leave the status as it is.
+        const STATUSES: &[&str] = &[
+            "APPROVED",
+            "PENDING",
+            "REJECTED",
+            "PAUSED",
+            "DISABLED",
+            "IN_APPEAL",
+            "PENDING_DELETION",
+            "DELETED",
+            "LIMIT_EXCEEDED",
+            "ARCHIVED",
+            "LOCKED",
+        ];
+        if !STATUSES.contains(&event) {
+            return Ok(());
+        }
+        let q = |e| self.query_error(e);
+        let Some(account) = whatsapp_account::Entity::find()
+            .filter(whatsapp_account::Column::WabaId.eq(waba_id))
+            .one(txn)
+            .await
+            .map_err(q)?
+        else {
+            return Ok(());
+        };
+        template::Entity::update_many()
+            .col_expr(template::Column::Status, sea_orm::sea_query::Expr::value(event))
+            .col_expr(template::Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
+            .filter(template::Column::AccountId.eq(account.id))
+            .filter(template::Column::Name.eq(name))
+            .filter(template::Column::Language.eq(language))
+            .exec(txn)
+            .await
+            .map_err(q)?;
+        Ok(())
+    }
+
+    /// Appends to the event log unless the dedup key is there; true when appended.
+    #[allow(clippy::too_many_arguments)] // the columns of one event row
+    async fn log_event(
+        &self,
+        txn: &impl ConnectionTrait,
+        kind: &str,
+        dedup_key: &str,
+        number: Option<PhoneNumberId>,
+        contact: Option<ContactId>,
+        payload: serde_json::Value,
+        occurred_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let row = event::ActiveModel {
+            id: Set(EventId::new()),
+            kind: Set(kind.to_string()),
+            dedup_key: Set(dedup_key.to_string()),
+            phone_number_id: Set(number),
+            contact_id: Set(contact),
+            payload: Set(payload),
+            attempts: Set(0),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            occurred_at: Set(occurred_at),
+            created_at: Set(now),
+            applied_at: Set(None),
+        };
+        let inserted = event::Entity::insert(row)
+            .on_conflict(OnConflict::column(event::Column::DedupKey).do_nothing().to_owned())
+            .exec_without_returning(txn)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(inserted == 1)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StatusUpdateRecord {
+    error: Option<ErrorRecord>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorRecord {
+    code: i32,
+    title: String,
+    details: Option<String>,
+}
+
+fn status_name(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Received => "received",
+        DeliveryStatus::Sending => "sending",
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Read => "read",
+        DeliveryStatus::Failed => "failed",
+    }
+}
+
+/// Where a status sits in the forward-only order; `None` for statuses that
+/// are not part of it.
+fn rank(status: DeliveryStatus) -> Option<u8> {
+    match status {
+        DeliveryStatus::Sending => Some(0),
+        DeliveryStatus::Sent => Some(1),
+        DeliveryStatus::Delivered => Some(2),
+        DeliveryStatus::Read => Some(3),
+        DeliveryStatus::Received | DeliveryStatus::Failed => None,
+    }
+}
+
+/// Moves an outbound message's status forward; records the time of each
+/// status whatever the order, and `failed` only over sending or sent.
+async fn apply_status(
+    txn: &DatabaseTransaction,
+    found: message::Model,
+    status: DeliveryStatus,
+    error: Option<&crate::channel::DeliveryError>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<message::Model, sea_orm::DbErr> {
+    let current = found.status;
+    let mut row = found.clone().into_active_model();
+    match status {
+        DeliveryStatus::Sent => {
+            row.sent_at = Set(found.sent_at.or(Some(at)));
+        }
+        DeliveryStatus::Delivered => {
+            row.delivered_at = Set(found.delivered_at.or(Some(at)));
+        }
+        DeliveryStatus::Read => {
+            row.read_at = Set(found.read_at.or(Some(at)));
+            // Read implies delivered, even when `delivered` never comes.
+            row.delivered_at = Set(found.delivered_at.or(Some(at)));
+        }
+        DeliveryStatus::Failed | DeliveryStatus::Received | DeliveryStatus::Sending => {}
+    }
+    let next = match (status, rank(current), rank(status)) {
+        (DeliveryStatus::Failed, Some(r), _) if r <= 1 => Some(DeliveryStatus::Failed),
+        (DeliveryStatus::Failed, _, _) => {
+            tracing::warn!(wamid = ?found.wamid, current = ?current, "failed status after delivery: recorded, status kept");
+            None
+        }
+        (_, Some(now_rank), Some(new_rank)) if new_rank > now_rank => Some(status),
+        _ => None,
+    };
+    if let Some(next) = next {
+        row.status = Set(next);
+    }
+    if status == DeliveryStatus::Failed {
+        row.failed_at = Set(Some(at));
+        if let Some(error) = error {
+            row.error_code = Set(Some(error.code));
+            row.error_title = Set(Some(error.title.clone()));
+            row.error_details = Set(error.details.clone());
+        }
+    }
+    row.updated_at = Set(now);
+    row.update(txn).await
+}
+
+/// A dedup key for events whose payload is their identity.
+fn dedup(kind: &str, payload: &serde_json::Value) -> String {
+    let digest = Sha256::digest(payload.to_string().as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{hex}")
+}
