@@ -30,7 +30,9 @@ pub fn kairo(dir: &Path) -> assert_cmd::Command {
 pub struct Server {
     pub child: Child,
     pub base_url: String,
-    stderr: Option<ChildStderr>,
+    /// Everything the server logs, read continuously so that a full pipe
+    /// never blocks it.
+    logs: tokio::task::JoinHandle<String>,
 }
 
 impl Server {
@@ -42,7 +44,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database_url])
             .env_remove("KAIRO_DATABASE_URL")
             .env_remove("KAIRO_LISTEN")
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "info,kairo_engine=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -59,8 +61,26 @@ impl Server {
             .strip_prefix("kairo listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_string();
-        let stderr = child.stderr.take();
-        Server { child, base_url, stderr }
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = tokio::spawn(drain(stderr));
+        Server { child, base_url, logs }
+    }
+
+    /// Posts raw bytes with the given headers; returns the status and the body text.
+    pub async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, String) {
+        let mut request = client().post(format!("{}{path}", self.base_url)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.expect("request is answered");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = client().get(format!("{}{path}", self.base_url)).send().await.expect("request is answered");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
@@ -80,12 +100,18 @@ impl Server {
             .await
             .expect("kairo serve stops after SIGTERM")
             .expect("wait works");
-        let mut logs = String::new();
-        if let Some(mut stderr) = self.stderr.take() {
-            stderr.read_to_string(&mut logs).await.expect("stderr is readable");
-        }
+        let logs = tokio::time::timeout(HANG_GUARD, &mut self.logs)
+            .await
+            .expect("the log pipe closes with the process")
+            .expect("the log reader does not panic");
         (status.code(), logs)
     }
+}
+
+async fn drain(mut stderr: ChildStderr) -> String {
+    let mut logs = String::new();
+    let _ = stderr.read_to_string(&mut logs).await;
+    logs
 }
 
 pub fn client() -> reqwest::Client {
