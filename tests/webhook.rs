@@ -233,3 +233,30 @@ async fn a_database_failure_answers_503_and_the_retry_stores_the_delivery() {
     store.close().await;
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn a_postgres_failure_answers_503_and_the_retry_stores_the_delivery() {
+    use raw_sql::exec;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    config(dir.path());
+    let server = Server::start(dir.path(), &db.raw_url()).await;
+    // The table the ingest writes first disappears for a moment.
+    exec(&db.raw_url(), "ALTER TABLE messages RENAME TO messages_away").await;
+    let (status, body) = post(&server, fixture("webhook_text_message.json")).await;
+    assert_eq!(status, 503, "{body}");
+    exec(&db.raw_url(), "ALTER TABLE messages_away RENAME TO messages").await;
+    assert_eq!(stored_messages(&db.raw_url()).await, 0, "the failed delivery left nothing behind");
+    assert_eq!(post(&server, fixture("webhook_text_message.json")).await.0, 200);
+    assert_eq!(stored_messages(&db.raw_url()).await, 1);
+    server.terminate().await;
+}
+
+/// Raw SQL against a test database, from outside the server.
+mod raw_sql {
+    pub async fn exec(url: &str, sql: &'static str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::raw_sql(sql).execute(&mut conn).await.expect("statement runs");
+    }
+}
