@@ -187,15 +187,15 @@ async fn migrate(config: &Config, action: MigrateAction) -> Result<()> {
 async fn serve(config: &Config) -> Result<()> {
     let store = open_migrated(config).await?;
     load_workflows(&store, config).await?;
+    let shutdown = CancellationToken::new();
+    let webhook = webhook(&store, config, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}: is another process using it? set --listen", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(database = %store.url(), "database ready");
     println!("kairo listening on http://{addr}");
-    let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let webhook = webhook(&store, config).await?;
     let app = api::router(api::AppState { store: store.clone(), webhook });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -208,7 +208,11 @@ async fn serve(config: &Config) -> Result<()> {
 
 /// Registers the configured accounts and numbers, and builds the webhook
 /// when an app secret is configured.
-async fn webhook(store: &Store, config: &Config) -> Result<Option<api::webhook::WebhookState>> {
+async fn webhook(
+    store: &Store,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<Option<api::webhook::WebhookState>> {
     let now = kairo_engine::SystemClock.now();
     let whatsapp = &config.whatsapp;
     for account in &whatsapp.accounts {
@@ -244,7 +248,7 @@ async fn webhook(store: &Store, config: &Config) -> Result<Option<api::webhook::
         verify_token: whatsapp.verify_token.clone(),
     });
     let keywords = Keywords::new(&whatsapp.opt_in_keywords, &whatsapp.opt_out_keywords);
-    let (ingestor, _writer) = Ingestor::spawn(store.clone(), keywords, Arc::new(kairo_engine::SystemClock));
+    let ingestor = Ingestor::spawn(store.clone(), keywords, Arc::new(kairo_engine::SystemClock), shutdown);
     Ok(Some(api::webhook::WebhookState { channel, ingestor }))
 }
 

@@ -50,7 +50,19 @@ async fn post(server: &Server, body: Vec<u8>) -> (u16, String) {
     server.post("/webhooks/whatsapp", &[("x-hub-signature-256", signature)], body).await
 }
 
+/// Waits (under the hang guard) until the applier has emptied the journal.
+async fn settled(url: &str) {
+    let store = Store::open(&DatabaseUrl::new(url)).await.expect("open");
+    let deadline = tokio::time::Instant::now() + util::HANG_GUARD;
+    while store.unapplied_deliveries().await.expect("count") > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the journal was not applied in time");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    store.close().await;
+}
+
 async fn stored_messages(url: &str) -> usize {
+    settled(url).await;
     let store = Store::open(&DatabaseUrl::new(url)).await.expect("open");
     let events = store.unapplied_events(10_000).await.expect("events");
     store.close().await;
@@ -58,8 +70,10 @@ async fn stored_messages(url: &str) -> usize {
 }
 
 async fn event_count(url: &str) -> usize {
+    settled(url).await;
     let store = Store::open(&DatabaseUrl::new(url)).await.expect("open");
-    let events = store.unapplied_events(10_000).await.expect("events").len();
+    let events = store.unapplied_events(10_000).await.expect("events").len()
+        + store.unapplied_deliveries().await.expect("count") as usize;
     store.close().await;
     events
 }
@@ -198,39 +212,31 @@ async fn a_database_failure_answers_503_and_the_retry_stores_the_delivery() {
     let path = dir.path().join("kairo.db");
     let url = format!("sqlite://{}", path.display());
     let server = Server::start(dir.path(), &url).await;
-    // Another process holds SQLite's write lock longer than the busy timeout.
-    let blocker = std::thread::spawn({
-        let path = path.clone();
-        move || {
-            let status = std::process::Command::new("python3")
-                .args([
-                    "-c",
-                    "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
-                     c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(7); c.execute('ROLLBACK')",
-                    &path.display().to_string(),
-                ])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("python3 runs");
-            status.wait_with_output().expect("blocker ends")
-        }
-    });
-    // Give the blocker time to take the lock: poll the database until it is busy.
-    let store = Store::open(&DatabaseUrl::new(&url)).await.expect("open");
-    for _ in 0..200 {
-        if !store.readiness().await.database_reachable {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Another process holds SQLite's write lock until we close its stdin,
+    // longer than the server's busy timeout.
+    let mut blocker = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read(); c.execute('ROLLBACK')",
+            &path.display().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(blocker.stdout.as_mut().expect("piped")), &mut line)
+        .expect("the blocker reports");
+    assert_eq!(line.trim(), "locked");
     let (status, body) = post(&server, fixture("webhook_text_message.json")).await;
     assert_eq!(status, 503, "{body}");
-    blocker.join().expect("blocker thread");
+    drop(blocker.stdin.take()); // releases the lock
+    blocker.wait().expect("blocker ends");
     assert_eq!(stored_messages(&url).await, 0);
     // Meta delivers again; now it is stored.
     assert_eq!(post(&server, fixture("webhook_text_message.json")).await.0, 200);
     assert_eq!(stored_messages(&url).await, 1);
-    store.close().await;
     server.terminate().await;
 }
 
@@ -241,15 +247,50 @@ async fn a_postgres_failure_answers_503_and_the_retry_stores_the_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
     config(dir.path());
     let server = Server::start(dir.path(), &db.raw_url()).await;
-    // The table the ingest writes first disappears for a moment.
-    exec(&db.raw_url(), "ALTER TABLE messages RENAME TO messages_away").await;
+    // The journal the webhook commits to disappears for a moment.
+    exec(&db.raw_url(), "ALTER TABLE webhook_deliveries RENAME TO webhook_deliveries_away").await;
     let (status, body) = post(&server, fixture("webhook_text_message.json")).await;
     assert_eq!(status, 503, "{body}");
-    exec(&db.raw_url(), "ALTER TABLE messages_away RENAME TO messages").await;
+    exec(&db.raw_url(), "ALTER TABLE webhook_deliveries_away RENAME TO webhook_deliveries").await;
     assert_eq!(stored_messages(&db.raw_url()).await, 0, "the failed delivery left nothing behind");
     assert_eq!(post(&server, fixture("webhook_text_message.json")).await.0, 200);
     assert_eq!(stored_messages(&db.raw_url()).await, 1);
     server.terminate().await;
+}
+
+#[tokio::test]
+async fn a_delivery_answered_200_is_applied_once_the_inbox_tables_are_back() {
+    use raw_sql::exec;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    config(dir.path());
+    let server = Server::start(dir.path(), &db.raw_url()).await;
+    exec(&db.raw_url(), "ALTER TABLE messages RENAME TO messages_away").await;
+    assert_eq!(post(&server, fixture("webhook_text_message.json")).await.0, 200, "journaled, so answered");
+    let store = Store::open(&DatabaseUrl::new(&db.raw_url())).await.expect("open");
+    assert_eq!(store.unapplied_deliveries().await.expect("count"), 1);
+    exec(&db.raw_url(), "ALTER TABLE messages_away RENAME TO messages").await;
+    assert_eq!(stored_messages(&db.raw_url()).await, 1, "applied after the failure, exactly once");
+    store.close().await;
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn a_journaled_delivery_survives_sigkill_and_is_applied_after_restart() {
+    use raw_sql::exec;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    config(dir.path());
+    let mut server = Server::start(dir.path(), &db.raw_url()).await;
+    // Keep the applier from finishing, so the delivery is only in the journal.
+    exec(&db.raw_url(), "ALTER TABLE messages RENAME TO messages_away").await;
+    assert_eq!(post(&server, fixture("webhook_text_message.json")).await.0, 200);
+    server.child.start_kill().expect("SIGKILL");
+    let _ = server.child.wait().await;
+    exec(&db.raw_url(), "ALTER TABLE messages_away RENAME TO messages").await;
+    let restarted = Server::start(dir.path(), &db.raw_url()).await;
+    assert_eq!(stored_messages(&db.raw_url()).await, 1);
+    restarted.terminate().await;
 }
 
 /// Raw SQL against a test database, from outside the server.

@@ -387,3 +387,23 @@ store_test!(template_status_webhooks_update_the_catalogue, |store| {
     ingest(&store, "webhook_template_status_update.json").await;
     assert_eq!(store.templates(account.id).await.expect("q")[0].status, "APPROVED");
 });
+
+store_test!(journaled_deliveries_are_applied_once_in_order, |store| {
+    connect(&store).await;
+    let deliveries = vec![
+        events("webhook_text_message.json"),
+        events("webhook_text_stop.json"),
+        events("webhook_text_message.json"),
+    ];
+    store.journal_deliveries("whatsapp", &deliveries, t0()).await.expect("journal");
+    assert_eq!(store.unapplied_deliveries().await.expect("count"), 3);
+    assert_eq!(store.apply_journal(&Keywords::default(), 2, t0()).await.expect("apply"), 2);
+    assert_eq!(store.apply_journal(&Keywords::default(), 10, t0()).await.expect("apply"), 1);
+    assert_eq!(store.apply_journal(&Keywords::default(), 10, t0()).await.expect("apply"), 0);
+    assert_eq!(store.unapplied_deliveries().await.expect("count"), 0);
+    let ana = ana(&store).await;
+    let number = store.phone_number_by_graph_id(NUMBER_1).await.expect("q").expect("n");
+    let thread = store.open_thread_of(ana.id, number.id).await.expect("q").expect("thread");
+    assert_eq!(store.messages(thread.id).await.expect("messages").len(), 2, "the repeated delivery is stored once");
+    assert_eq!(store.consent(ana.id, number.id).await.expect("q").map(|c| c.status), Some(ConsentStatus::OptedOut));
+});

@@ -7,7 +7,7 @@
 //! these types.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::status::DeliveryStatus;
 
@@ -42,7 +42,7 @@ pub trait Channel: Send + Sync + std::fmt::Debug {
 }
 
 /// One thing a webhook delivery said.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum InboundEvent {
     Message(InboundMessage),
@@ -55,7 +55,7 @@ pub enum InboundEvent {
 }
 
 /// A message from a contact to a business number.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundMessage {
     /// The business number that received it (the channel's id for it).
     pub number_id: String,
@@ -76,7 +76,7 @@ pub struct InboundMessage {
 }
 
 /// A delivery status of a message the business sent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusUpdate {
     pub number_id: String,
     pub wamid: String,
@@ -89,14 +89,14 @@ pub struct StatusUpdate {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryError {
     pub code: i32,
     pub title: String,
     pub details: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateStatusChange {
     pub account_id: String,
     pub template_name: String,
@@ -108,7 +108,7 @@ pub struct TemplateStatusChange {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumberQualityChange {
     /// Digits of the display number (quality webhooks carry no number id).
     pub display_number: String,
@@ -117,7 +117,7 @@ pub struct NumberQualityChange {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
     pub account_id: String,
     /// The webhook field (`account_update`, `messages` errors, …).

@@ -16,6 +16,7 @@
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
 
 mod m20261125_000001_initial;
+mod m20261125_000002_webhook_journal;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -24,6 +25,6 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(m20261125_000001_initial::Migration)]
+        vec![Box::new(m20261125_000001_initial::Migration), Box::new(m20261125_000002_webhook_journal::Migration)]
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! Invariants:
 //! - Nothing is stored unless the signature matches the raw body.
-//! - The 200 goes back only after the delivery's transaction committed; a
-//!   database failure answers 503 so that Meta delivers again.
+//! - The 200 goes back only after the delivery is committed to the journal;
+//!   a database failure answers 503 so that Meta delivers again.
 //! - Deliveries arriving together commit together (group commit): one
 //!   writer task drains what is queued into one transaction.
+//! - The inbox, consent and the event log are updated from the journal by
+//!   one applier task, in arrival order, each delivery exactly once; after a
+//!   crash it resumes with what was journaled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +19,15 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::channel::{Channel, InboundEvent, WebhookError};
 use crate::clock::Clock;
-use crate::store::{IngestReport, Keywords, Store};
+use crate::store::{Keywords, Store};
 
 /// The largest webhook body accepted; Meta's are well under this.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -37,7 +43,7 @@ pub struct WebhookState {
 
 struct Job {
     events: Vec<InboundEvent>,
-    done: oneshot::Sender<Result<IngestReport, String>>,
+    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// The group-commit writer's handle; cheap to clone.
@@ -52,11 +58,20 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// How often the applier looks at the journal when nothing wakes it.
+const APPLY_POLL: Duration = Duration::from_millis(500);
+
 impl Ingestor {
-    /// Starts the writer task; it ends when every handle is dropped.
-    pub fn spawn(store: Store, keywords: Keywords, clock: Arc<dyn Clock>) -> (Ingestor, tokio::task::JoinHandle<()>) {
+    /// Starts the journal writer and the applier that carries journaled
+    /// deliveries into the inbox. The writer ends when every handle is
+    /// dropped; the applier when `shutdown` is cancelled.
+    pub fn spawn(store: Store, keywords: Keywords, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Ingestor {
         let (queue, mut jobs) = mpsc::channel::<Job>(4 * MAX_BATCH);
-        let writer = tokio::spawn(async move {
+        let wake = Arc::new(Notify::new());
+        let writer_store = store.clone();
+        let writer_clock = clock.clone();
+        let writer_wake = wake.clone();
+        tokio::spawn(async move {
             while let Some(first) = jobs.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -66,29 +81,43 @@ impl Ingestor {
                     }
                 }
                 let (deliveries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.events, j.done)).unzip();
-                match store.ingest(&deliveries, &keywords, clock.now()).await {
-                    Ok(reports) => {
-                        for (waiter, report) in waiters.into_iter().zip(reports) {
-                            let _ = waiter.send(Ok(report));
-                        }
-                    }
-                    Err(err) => {
-                        tracing::error!(%err, deliveries = deliveries.len(), "webhook ingest failed; Meta will deliver again");
-                        for waiter in waiters {
-                            let _ = waiter.send(Err(err.to_string()));
+                let outcome = writer_store.journal_deliveries("whatsapp", &deliveries, writer_clock.now()).await;
+                if let Err(err) = &outcome {
+                    tracing::error!(%err, deliveries = deliveries.len(), "webhook deliveries not stored; Meta will deliver again");
+                }
+                for waiter in waiters {
+                    let _ = waiter.send(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                }
+                writer_wake.notify_one();
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(APPLY_POLL) => {}
+                }
+                loop {
+                    match store.apply_journal(&keywords, MAX_BATCH as u64, clock.now()).await {
+                        Ok(0) => break,
+                        Ok(_) => continue,
+                        Err(err) => {
+                            tracing::warn!(%err, "applying webhook deliveries failed; retrying shortly");
+                            break;
                         }
                     }
                 }
             }
         });
-        (Ingestor { queue }, writer)
+        Ingestor { queue }
     }
 
-    /// Commits one delivery's events (with whatever else is queued).
-    pub async fn submit(&self, events: Vec<InboundEvent>) -> Result<IngestReport, String> {
+    /// Commits one delivery to the journal (with whatever else is queued).
+    pub async fn submit(&self, events: Vec<InboundEvent>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(Job { events, done }).await.map_err(|_| "the ingest writer has stopped".to_string())?;
-        wait.await.map_err(|_| "the ingest writer has stopped".to_string())?
+        self.queue.send(Job { events, done }).await.map_err(|_| "the journal writer has stopped".to_string())?;
+        wait.await.map_err(|_| "the journal writer has stopped".to_string())?
     }
 }
 
@@ -115,10 +144,7 @@ pub(super) async fn deliver(State(state): State<AppState>, headers: HeaderMap, b
         Err(err) => return refuse(err),
     };
     match webhook.ingestor.submit(events).await {
-        Ok(report) => {
-            tracing::debug!(?report, "webhook delivery stored");
-            StatusCode::OK.into_response()
-        }
+        Ok(()) => StatusCode::OK.into_response(),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",

@@ -331,3 +331,14 @@ entity!(saved_view, "saved_views", {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 });
+
+entity!(webhook_delivery, "webhook_deliveries", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub channel: String,
+    pub events: Json,
+    pub received_at: DateTimeUtc,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub applied_at: Option<DateTimeUtc>,
+});

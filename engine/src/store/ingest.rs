@@ -94,7 +94,7 @@ impl Store {
         Ok(reports)
     }
 
-    async fn apply(
+    pub(super) async fn apply(
         &self,
         txn: &DatabaseTransaction,
         event: &InboundEvent,

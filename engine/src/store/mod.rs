@@ -17,6 +17,7 @@ mod entities;
 mod events;
 mod inbox;
 mod ingest;
+mod journal;
 pub mod status;
 mod url;
 mod whatsapp;
@@ -39,6 +40,7 @@ pub use self::inbox::{
     Team, Thread, User,
 };
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
+pub use self::journal::MAX_APPLY_ATTEMPTS;
 pub use self::url::DatabaseUrl;
 pub use self::whatsapp::{
     Account, NewAccount, NewPhoneNumber, NewPortfolio, NewTemplate, PhoneNumber, Portfolio, Template,
