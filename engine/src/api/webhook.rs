@@ -31,8 +31,12 @@ use crate::store::{Keywords, Store};
 
 /// The largest webhook body accepted; Meta's are well under this.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// How many deliveries one transaction takes at most.
+/// How many deliveries one journal transaction takes at most.
 const MAX_BATCH: usize = 256;
+/// How many deliveries one apply transaction takes: small enough that on
+/// SQLite the journal writer, which the webhook's 200 waits for, never
+/// queues long behind the applier for the single write lock.
+const APPLY_BATCH: u64 = 16;
 
 /// What the webhook routes need.
 #[derive(Debug, Clone)]
@@ -99,7 +103,7 @@ impl Ingestor {
                     _ = tokio::time::sleep(APPLY_POLL) => {}
                 }
                 loop {
-                    match store.apply_journal(&keywords, MAX_BATCH as u64, clock.now()).await {
+                    match store.apply_journal(&keywords, APPLY_BATCH, clock.now()).await {
                         Ok(0) => break,
                         Ok(_) => continue,
                         Err(err) => {

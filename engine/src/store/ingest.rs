@@ -116,45 +116,31 @@ impl Store {
                     now,
                 )
                 .await?;
-                let payload = serde_json::to_value(change).expect("events serialise");
-                self.log_event(
-                    txn,
-                    "template_status",
-                    &dedup("template_status", &payload),
-                    None,
-                    None,
-                    payload,
-                    change.occurred_at,
-                    now,
-                )
-                .await
-                .map(|_| ())
+                self.log_payload_event(txn, "template_status", change, change.occurred_at, now).await
             }
             InboundEvent::NumberQuality(change) => {
                 report.other += 1;
-                let payload = serde_json::to_value(change).expect("events serialise");
-                self.log_event(
-                    txn,
-                    "number_quality",
-                    &dedup("number_quality", &payload),
-                    None,
-                    None,
-                    payload,
-                    change.occurred_at,
-                    now,
-                )
-                .await
-                .map(|_| ())
+                self.log_payload_event(txn, "number_quality", change, change.occurred_at, now).await
             }
             InboundEvent::Notice(notice) => {
                 report.other += 1;
-                let payload = serde_json::to_value(notice).expect("events serialise");
-                let kind = format!("notice:{}", notice.field);
-                self.log_event(txn, &kind, &dedup(&kind, &payload), None, None, payload, notice.occurred_at, now)
-                    .await
-                    .map(|_| ())
+                self.log_payload_event(txn, &format!("notice:{}", notice.field), notice, notice.occurred_at, now).await
             }
         }
+    }
+
+    /// Logs an event whose whole payload is its identity.
+    async fn log_payload_event(
+        &self,
+        txn: &DatabaseTransaction,
+        kind: &str,
+        event: &impl serde::Serialize,
+        occurred_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let payload = serde_json::to_value(event).expect("events serialise");
+        let key = dedup(kind, &payload);
+        self.log_event(txn, kind, &key, None, None, payload, occurred_at, now).await.map(|_| ())
     }
 
     async fn ingest_message(
