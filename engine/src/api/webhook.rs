@@ -33,10 +33,10 @@ use crate::store::{Keywords, Store};
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// How many deliveries one journal transaction takes at most.
 const MAX_BATCH: usize = 256;
-/// How many deliveries one apply transaction takes: small enough that on
-/// SQLite the journal writer, which the webhook's 200 waits for, never
-/// queues long behind the applier for the single write lock.
-const APPLY_BATCH: u64 = 16;
+/// How many deliveries one apply transaction takes: small enough that the
+/// journal writer, which the webhook's 200 waits for, never queues long
+/// behind the applier for SQLite's single write lock.
+const APPLY_BATCH: u64 = 32;
 
 /// What the webhook routes need.
 #[derive(Debug, Clone)]

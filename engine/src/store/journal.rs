@@ -47,6 +47,7 @@ impl Store {
             applied_at: Set(None),
         });
         // One statement for the whole batch; the transaction makes it one fsync.
+        let _turn = self.write_turn().await;
         let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
         webhook_delivery::Entity::insert_many(rows)
             .exec_without_returning(&txn)
@@ -82,6 +83,7 @@ impl Store {
     }
 
     async fn apply_batch(&self, keywords: &Keywords, limit: u64, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let _turn = self.write_turn().await;
         let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
         let rows = self.claim_deliveries(&txn, limit).await?;
         for row in &rows {
@@ -94,6 +96,7 @@ impl Store {
     async fn apply_one_by_one(&self, keywords: &Keywords, limit: u64, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut applied = 0;
         for _ in 0..limit {
+            let _turn = self.write_turn().await;
             let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
             let Some(row) = self.claim_deliveries(&txn, 1).await?.pop() else { break };
             match self.apply_delivery(&txn, &row, keywords, now).await {
