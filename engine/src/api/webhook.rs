@@ -19,6 +19,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -36,7 +37,10 @@ const MAX_BATCH: usize = 256;
 /// How many deliveries one apply transaction takes: small enough that the
 /// journal writer, which the webhook's 200 waits for, never queues long
 /// behind the applier for SQLite's single write lock.
-const APPLY_BATCH: u64 = 32;
+const APPLY_BATCH: u64 = 8;
+/// The batch the applier takes when it stops deferring to webhooks: under
+/// sustained load the inbox gets about a quarter of the writer's time.
+const DEFERRED_APPLY_BATCH: u64 = 32;
 
 /// What the webhook routes need.
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct Ingestor {
     queue: mpsc::Sender<Job>,
+    /// Webhook requests waiting for their journal commit: while there are
+    /// some, the applier steps aside (for at most [`MAX_APPLY_DEFERRAL`]).
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Job {
@@ -64,6 +71,9 @@ impl std::fmt::Debug for Job {
 
 /// How often the applier looks at the journal when nothing wakes it.
 const APPLY_POLL: Duration = Duration::from_millis(500);
+/// The longest the applier defers to waiting webhook requests: under
+/// sustained load the inbox still moves at least this often.
+const MAX_APPLY_DEFERRAL: Duration = Duration::from_millis(100);
 
 impl Ingestor {
     /// Starts the journal writer and the applier that carries journaled
@@ -72,6 +82,8 @@ impl Ingestor {
     pub fn spawn(store: Store, keywords: Keywords, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Ingestor {
         let (queue, mut jobs) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let wake = Arc::new(Notify::new());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let waiting = in_flight.clone();
         let writer_store = store.clone();
         let writer_clock = clock.clone();
         let writer_wake = wake.clone();
@@ -102,8 +114,17 @@ impl Ingestor {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(APPLY_POLL) => {}
                 }
+                let mut last_applied = tokio::time::Instant::now();
                 loop {
-                    match store.apply_journal(&keywords, APPLY_BATCH, clock.now()).await {
+                    // Webhooks first: their 200 waits for the journal, the inbox can lag a little.
+                    let busy = waiting.load(Ordering::Acquire) > 0;
+                    if busy && last_applied.elapsed() < MAX_APPLY_DEFERRAL {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        continue;
+                    }
+                    let batch = if busy { DEFERRED_APPLY_BATCH } else { APPLY_BATCH };
+                    last_applied = tokio::time::Instant::now();
+                    match store.apply_journal(&keywords, batch, clock.now()).await {
                         Ok(0) => break,
                         Ok(_) => continue,
                         Err(err) => {
@@ -114,11 +135,18 @@ impl Ingestor {
                 }
             }
         });
-        Ingestor { queue }
+        Ingestor { queue, in_flight }
     }
 
     /// Commits one delivery to the journal (with whatever else is queued).
     pub async fn submit(&self, events: Vec<InboundEvent>) -> Result<(), String> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let outcome = self.journal(events).await;
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        outcome
+    }
+
+    async fn journal(&self, events: Vec<InboundEvent>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.queue.send(Job { events, done }).await.map_err(|_| "the journal writer has stopped".to_string())?;
         wait.await.map_err(|_| "the journal writer has stopped".to_string())?
