@@ -65,8 +65,9 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
-    /// Applies up to `limit` journaled deliveries, oldest first. Returns how
-    /// many were applied (0: nothing was waiting).
+    /// Applies up to `limit` journaled deliveries, oldest first, stopping
+    /// early once `limit` events have been applied. Returns how many
+    /// deliveries were applied (0: nothing was waiting).
     pub async fn apply_journal(
         &self,
         keywords: &Keywords,
@@ -86,11 +87,18 @@ impl Store {
         let _turn = self.write_turn().await;
         let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
         let rows = self.claim_deliveries(&txn, limit).await?;
+        // The budget counts events, not deliveries: a batch of 10-message
+        // deliveries must not hold the write lock ten times longer.
+        let (mut applied, mut events) = (0, 0);
         for row in &rows {
-            self.apply_delivery(&txn, row, keywords, now).await?;
+            events += self.apply_delivery(&txn, row, keywords, now).await?;
+            applied += 1;
+            if events >= limit as usize {
+                break;
+            }
         }
         txn.commit().await.map_err(|e| self.query_error(e))?;
-        Ok(rows.len())
+        Ok(applied)
     }
 
     async fn apply_one_by_one(&self, keywords: &Keywords, limit: u64, now: DateTime<Utc>) -> Result<usize, StoreError> {
@@ -100,7 +108,7 @@ impl Store {
             let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
             let Some(row) = self.claim_deliveries(&txn, 1).await?.pop() else { break };
             match self.apply_delivery(&txn, &row, keywords, now).await {
-                Ok(()) => {
+                Ok(_) => {
                     txn.commit().await.map_err(|e| self.query_error(e))?;
                     applied += 1;
                 }
@@ -152,7 +160,7 @@ impl Store {
         row: &webhook_delivery::Model,
         keywords: &Keywords,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         let events: Vec<InboundEvent> = serde_json::from_value(row.events.clone()).map_err(|e| {
             self.query_error(sea_orm::DbErr::Custom(format!("webhook delivery {} is unreadable: {e}", row.id)))
         })?;
@@ -166,6 +174,6 @@ impl Store {
             .exec(txn)
             .await
             .map_err(|e| self.query_error(e))?;
-        Ok(())
+        Ok(events.len())
     }
 }
