@@ -199,31 +199,7 @@ impl Store {
     /// stored once.
     pub async fn record_message(&self, new: NewMessage, now: DateTime<Utc>) -> Result<Message, StoreError> {
         let wamid = new.wamid.clone();
-        let row = message::ActiveModel {
-            id: Set(MessageId::new()),
-            thread_id: Set(new.thread_id),
-            direction: Set(new.direction),
-            wamid: Set(new.wamid),
-            message_type: Set(new.message_type),
-            body: Set(new.body),
-            payload: Set(new.payload),
-            status: Set(new.status),
-            error_code: Set(None),
-            error_title: Set(None),
-            error_details: Set(None),
-            template_name: Set(new.template_name),
-            template_language: Set(new.template_language),
-            template_params: Set(new.template_params),
-            enrollment_id: Set(new.enrollment_id),
-            step_execution_id: Set(new.step_execution_id),
-            occurred_at: Set(new.occurred_at),
-            sent_at: Set(None),
-            delivered_at: Set(None),
-            read_at: Set(None),
-            failed_at: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
+        let row = message_row(new, now);
         message::Entity::insert(row)
             .exec_with_returning(&self.db)
             .await
@@ -300,5 +276,34 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| self.query_error(e))
+    }
+}
+
+/// A new message row, in the state it is first recorded in.
+pub(super) fn message_row(new: NewMessage, now: DateTime<Utc>) -> message::ActiveModel {
+    message::ActiveModel {
+        id: Set(MessageId::new()),
+        thread_id: Set(new.thread_id),
+        direction: Set(new.direction),
+        wamid: Set(new.wamid),
+        message_type: Set(new.message_type),
+        body: Set(new.body),
+        payload: Set(new.payload),
+        status: Set(new.status),
+        error_code: Set(None),
+        error_title: Set(None),
+        error_details: Set(None),
+        template_name: Set(new.template_name),
+        template_language: Set(new.template_language),
+        template_params: Set(new.template_params),
+        enrollment_id: Set(new.enrollment_id),
+        step_execution_id: Set(new.step_execution_id),
+        occurred_at: Set(new.occurred_at),
+        sent_at: Set(None),
+        delivered_at: Set(None),
+        read_at: Set(None),
+        failed_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
     }
 }

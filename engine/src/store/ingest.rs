@@ -25,8 +25,9 @@ use super::entities::{
     assignment_rule, consent, consent_event, contact, event, message, pending_status, phone_number, team, team_member,
     template, thread, user, whatsapp_account,
 };
+use super::inbox::message_row;
 use super::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
-use super::{Store, StoreError};
+use super::{NewMessage, Store, StoreError};
 use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
 use crate::ids::*;
 use crate::workflow::matching::normalize;
@@ -170,31 +171,24 @@ impl Store {
         }
         let contact = self.contact_for_sender(txn, inbound, now).await?;
         let (thread, opened) = self.thread_for(txn, &contact, &number, inbound, now).await?;
-        let row = message::ActiveModel {
-            id: Set(MessageId::new()),
-            thread_id: Set(thread.id),
-            direction: Set(Direction::Inbound),
-            wamid: Set(Some(wamid.clone())),
-            message_type: Set(inbound.message_type.clone()),
-            body: Set(inbound.text.clone()),
-            payload: Set(inbound.payload.clone()),
-            status: Set(DeliveryStatus::Received),
-            error_code: Set(None),
-            error_title: Set(None),
-            error_details: Set(None),
-            template_name: Set(None),
-            template_language: Set(None),
-            template_params: Set(None),
-            enrollment_id: Set(None),
-            step_execution_id: Set(None),
-            occurred_at: Set(inbound.occurred_at),
-            sent_at: Set(None),
-            delivered_at: Set(None),
-            read_at: Set(None),
-            failed_at: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
+        let row = message_row(
+            NewMessage {
+                thread_id: thread.id,
+                direction: Direction::Inbound,
+                wamid: Some(wamid.clone()),
+                message_type: inbound.message_type.clone(),
+                body: inbound.text.clone(),
+                payload: inbound.payload.clone(),
+                status: DeliveryStatus::Received,
+                template_name: None,
+                template_language: None,
+                template_params: None,
+                enrollment_id: None,
+                step_execution_id: None,
+                occurred_at: inbound.occurred_at,
+            },
+            now,
+        );
         message::Entity::insert(row).exec_without_returning(txn).await.map_err(q)?;
         // The window runs 24 h from the contact's latest message; a message
         // delivered late does not shorten it.
