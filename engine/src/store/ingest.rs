@@ -346,7 +346,7 @@ impl Store {
 
     /// Applies the number's first assignment rule: a user, or the next active
     /// member of a team after the one assigned last (round-robin).
-    async fn assign_new_thread(
+    pub(super) async fn assign_new_thread(
         &self,
         txn: &DatabaseTransaction,
         number: PhoneNumberId,
@@ -365,6 +365,17 @@ impl Store {
             return Ok((Some(user), None));
         }
         let Some(team_id) = rule.team_id else { return Ok((None, None)) };
+        self.round_robin(txn, team_id).await
+    }
+
+    /// The next active member of a team after the one assigned last, and
+    /// the team; the team alone when no member is active.
+    pub(super) async fn round_robin(
+        &self,
+        txn: &DatabaseTransaction,
+        team_id: TeamId,
+    ) -> Result<(Option<UserId>, Option<TeamId>), StoreError> {
+        let q = |e| self.query_error(e);
         let Some(team) = team::Entity::find_by_id(team_id).one(txn).await.map_err(q)? else { return Ok((None, None)) };
         let members: Vec<UserId> = team_member::Entity::find()
             .filter(team_member::Column::TeamId.eq(team_id))

@@ -18,6 +18,7 @@ mod events;
 mod inbox;
 mod ingest;
 mod journal;
+mod runtime;
 pub mod status;
 mod url;
 mod whatsapp;
@@ -41,6 +42,9 @@ pub use self::inbox::{
 };
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
+pub use self::runtime::{
+    DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, OwnerChoice, RunRows, StepRecord, Tx,
+};
 pub use self::url::DatabaseUrl;
 pub use self::whatsapp::{
     Account, NewAccount, NewPhoneNumber, NewPortfolio, NewTemplate, PhoneNumber, Portfolio, Template,

@@ -106,11 +106,16 @@ pub enum EnrollmentStatus {
 pub enum StepState {
     #[sea_orm(string_value = "pending")]
     Pending,
+    /// Held by one worker under a lease; nothing external has happened yet.
     #[sea_orm(string_value = "claimed")]
     Claimed,
     /// An external call (a send, an HTTP request) may have left.
     #[sea_orm(string_value = "attempting")]
     Attempting,
+    /// A wait step parked on its timer (and maybe an event); the timer or the
+    /// event moves it to `succeeded`.
+    #[sea_orm(string_value = "waiting")]
+    Waiting,
     #[sea_orm(string_value = "succeeded")]
     Succeeded,
     #[sea_orm(string_value = "skipped")]
@@ -120,6 +125,9 @@ pub enum StepState {
     /// Found `attempting` after a crash: never guessed, never repeated by default.
     #[sea_orm(string_value = "uncertain")]
     Uncertain,
+    /// The enrollment ended (cancelled, exited, goal met) before this ran.
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]

@@ -1,0 +1,219 @@
+//! Writing what steps decided: a batch of outcomes in one transaction, each
+//! outcome conditional on this worker still holding its step.
+
+use chrono::{DateTime, Utc};
+
+use super::Engine;
+use super::context::RunContext;
+use super::step::{Effect, Outcome, Then};
+use crate::store::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
+use crate::store::{EnrollmentChange, NewMessage, StepExecution, StoreError, Tx};
+
+/// A step that ran, with what it decided.
+#[derive(Debug)]
+pub(super) struct Finished {
+    pub claim: StepExecution,
+    pub ctx: RunContext,
+    pub outcome: Outcome,
+}
+
+/// A step this worker holds and can run at once: the successor of a step it
+/// just committed, or a fresh claim.
+#[derive(Debug)]
+pub(super) struct Claimed {
+    pub claim: StepExecution,
+    pub ctx: RunContext,
+}
+
+impl Engine {
+    /// Commits a batch of outcomes; returns the successors to run now. When
+    /// the batch cannot commit, each outcome is tried alone so one bad row
+    /// does not hold back the others; one that still fails keeps its claim
+    /// until the lease runs out and is then taken over.
+    pub(super) async fn commit(&self, batch: Vec<Finished>) -> Vec<Claimed> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        match self.commit_batch(&batch).await {
+            Ok(chained) => chained,
+            Err(err) => {
+                tracing::warn!(%err, steps = batch.len(), "committing a batch of steps failed; committing them one by one");
+                let mut chained = Vec::new();
+                for finished in &batch {
+                    match self.commit_batch(std::slice::from_ref(finished)).await {
+                        Ok(next) => chained.extend(next),
+                        Err(err) => tracing::error!(
+                            %err,
+                            enrollment = %finished.claim.enrollment_id,
+                            step = %finished.claim.step_id,
+                            "cannot commit a step's result; it is retried when its lease runs out"
+                        ),
+                    }
+                }
+                chained
+            }
+        }
+    }
+
+    async fn commit_batch(&self, batch: &[Finished]) -> Result<Vec<Claimed>, StoreError> {
+        let now = self.now();
+        let lease_until = now + self.lease();
+        let tx = self.store.begin().await?;
+        let mut chained = Vec::new();
+        for finished in batch {
+            if let Some(next) = self.write_outcome(&tx, finished, now, lease_until).await? {
+                chained.push(next);
+            }
+        }
+        tx.commit().await?;
+        Ok(chained)
+    }
+
+    pub(super) fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.lease).expect("a lease is a few seconds or minutes")
+    }
+
+    async fn write_outcome(
+        &self,
+        tx: &Tx,
+        finished: &Finished,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let owner = self.owner();
+        let claim = &finished.claim;
+        let enrollment = claim.enrollment_id;
+        let from = [StepState::Claimed, StepState::Attempting];
+        match &finished.outcome {
+            Outcome::Lost => Ok(None),
+            Outcome::Defer { due_at } => {
+                tx.defer_step(claim.id, owner, *due_at).await?;
+                Ok(None)
+            }
+            Outcome::Park { output, timer_kind, wake_at } => {
+                if !tx.park_step(claim.id, owner, output.clone()).await? {
+                    return Ok(None);
+                }
+                tx.insert_timer(enrollment, claim.id, timer_kind, *wake_at, now).await?;
+                let change = running(EnrollmentStatus::Waiting, &claim.step_id);
+                if !tx.change_enrollment(enrollment, change, now).await? {
+                    tx.cancel_scheduled(enrollment, now).await?;
+                }
+                Ok(None)
+            }
+            Outcome::Retry { record, due_at } => {
+                if !tx.finish_step(claim.id, Some(owner), &from, record.clone(), now).await? {
+                    return Ok(None);
+                }
+                if tx.change_enrollment(enrollment, running(EnrollmentStatus::Active, &claim.step_id), now).await? {
+                    let attempt = finished.ctx.last_attempt(&claim.step_id).max(claim.attempt) + 1;
+                    tx.insert_step(enrollment, &claim.step_id, attempt, *due_at, None, now).await?;
+                }
+                Ok(None)
+            }
+            Outcome::Done { record, then, effects } => {
+                if !tx.finish_step(claim.id, Some(owner), &from, record.clone(), now).await? {
+                    return Ok(None);
+                }
+                let mut ctx = finished.ctx.clone();
+                for effect in effects {
+                    self.apply_effect(tx, &mut ctx, claim, effect, now).await?;
+                }
+                match then {
+                    Then::Step(next) => {
+                        if !tx.change_enrollment(enrollment, running(EnrollmentStatus::Active, next), now).await? {
+                            return Ok(None);
+                        }
+                        let attempt = ctx.last_attempt(next) + 1;
+                        let row =
+                            tx.insert_step(enrollment, next, attempt, now, Some((owner, lease_until)), now).await?;
+                        ctx.record(claim, record.output.clone());
+                        ctx.record_attempt(&row);
+                        Ok(Some(Claimed { claim: row, ctx }))
+                    }
+                    Then::Finish { status, reason, error } => {
+                        let change = EnrollmentChange {
+                            status: *status,
+                            current_step: Some(claim.step_id.clone()),
+                            exit_reason: reason.clone(),
+                            error: error.clone(),
+                        };
+                        tx.change_enrollment(enrollment, change, now).await?;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_effect(
+        &self,
+        tx: &Tx,
+        ctx: &mut RunContext,
+        claim: &StepExecution,
+        effect: &Effect,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match effect {
+            Effect::SetProperties(patch) => {
+                tx.set_contact_properties(ctx.contact.id, patch, now).await?;
+                if let serde_json::Value::Object(properties) = &mut ctx.contact.properties {
+                    properties.extend(patch.clone());
+                } else {
+                    ctx.contact.properties = serde_json::Value::Object(patch.clone());
+                }
+            }
+            Effect::EnsureThread { number, owner } => {
+                let (thread, _) = tx.ensure_thread(&ctx.contact, *number, now).await?;
+                if let Some(owner) = owner
+                    && let Err(problem) = tx.assign_owner(thread.id, owner, now).await?
+                {
+                    tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "{problem}");
+                }
+            }
+            Effect::AssignOwner(owner) => match tx.open_threads(ctx.contact.id).await?.first() {
+                Some(thread) => {
+                    if let Err(problem) = tx.assign_owner(thread.id, owner, now).await? {
+                        tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "{problem}");
+                    }
+                }
+                None => tracing::info!(
+                    enrollment = %claim.enrollment_id,
+                    step = %claim.step_id,
+                    "assign_owner: the contact has no open thread; nothing to assign"
+                ),
+            },
+            Effect::RecordSend(send) => {
+                let (thread, _) = tx.ensure_thread(&ctx.contact, send.number, now).await?;
+                let (template_name, template_language, template_params) = match &send.template {
+                    Some((name, language, params)) => {
+                        (Some(name.clone()), Some(language.clone()), Some(params.clone()))
+                    }
+                    None => (None, None, None),
+                };
+                let message = NewMessage {
+                    thread_id: thread.id,
+                    direction: Direction::Outbound,
+                    wamid: Some(crate::ids::Wamid(send.wamid.clone())),
+                    message_type: send.message_type.clone(),
+                    body: send.body.clone(),
+                    payload: serde_json::json!({}),
+                    status: DeliveryStatus::Sent,
+                    template_name,
+                    template_language,
+                    template_params,
+                    enrollment_id: Some(claim.enrollment_id),
+                    step_execution_id: Some(claim.id),
+                    occurred_at: now,
+                };
+                tx.record_message(message, now).await?;
+                tx.touch_outbound(thread.id, now).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn running(status: EnrollmentStatus, step: &str) -> EnrollmentChange {
+    EnrollmentChange { status, current_step: Some(step.to_string()), exit_reason: None, error: None }
+}

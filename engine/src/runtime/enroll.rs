@@ -1,0 +1,136 @@
+//! Enrolling a contact: the workflow's enrollment rules (suppression,
+//! re-enrollment, one running enrollment at a time), then the enrollment
+//! and its first step in the caller's transaction.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::context::contact_json;
+use super::plan::Plan;
+use super::{Engine, EngineError};
+use crate::ids::{ContactId, EnrollmentId};
+use crate::store::status::EnrollmentStatus;
+use crate::store::{Contact, EnrollmentChange, NewEnrollment, Tx};
+use crate::workflow::condition::Condition;
+use crate::workflow::duration::parse_duration;
+use crate::workflow::model::Reenroll;
+
+/// An enrollment through the API (or any caller that names the workflow).
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub workflow: String,
+    pub contact: ContactId,
+    pub trigger_data: serde_json::Value,
+}
+
+/// What enrolling did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Enrolled {
+    Enrolled { enrollment: EnrollmentId },
+    Skipped { reason: SkipReason },
+}
+
+/// Why a contact was not enrolled: not an error, a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The workflow's `suppress` condition holds for the contact.
+    Suppressed,
+    /// `reenroll: never` and the contact was enrolled before.
+    AlreadyEnrolled,
+    /// `reenroll: {after: …}` and the last enrollment is more recent.
+    TooSoon,
+    /// The contact is still going through the workflow (`concurrent: false`).
+    StillRunning,
+}
+
+impl Engine {
+    /// Enrolls a contact through the API trigger of the newest version of a
+    /// workflow. The trigger's required fields must be in `trigger_data`.
+    pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EngineError> {
+        let plan = self
+            .current_plan(&request.workflow)
+            .ok_or_else(|| EngineError::UnknownWorkflow(request.workflow.clone()))?;
+        let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
+            return Err(EngineError::NotApiEnrollable { workflow: request.workflow });
+        };
+        let missing: Vec<String> = api
+            .required
+            .iter()
+            .filter(|f| request.trigger_data.get(f.as_str()).is_none_or(|v| v.is_null()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(EngineError::MissingTriggerData { workflow: request.workflow, missing });
+        }
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let contact = tx.contact(request.contact).await?.ok_or(EngineError::UnknownContact(request.contact))?;
+        let result = self.enroll_in(&tx, &plan, &contact, "api", request.trigger_data, now).await?;
+        tx.commit().await?;
+        self.notify();
+        Ok(result)
+    }
+
+    /// Applies the enrollment rules and, when they allow it, writes the
+    /// enrollment and its first step (due now) in `tx`.
+    pub(super) async fn enroll_in(
+        &self,
+        tx: &Tx,
+        plan: &Arc<Plan>,
+        contact: &Contact,
+        trigger_kind: &str,
+        trigger_data: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<Enrolled, EngineError> {
+        let rules = &plan.model.enrollment;
+        if let Some(suppress) = &rules.suppress {
+            let context = serde_json::json!({ "contact": contact_json(contact), "trigger": trigger_data });
+            if Condition::parse(suppress).is_ok_and(|c| c.evaluate(&context)) {
+                return Ok(Enrolled::Skipped { reason: SkipReason::Suppressed });
+            }
+        }
+        let history = tx.enrollment_history(contact.id, plan.workflow_id).await?;
+        match &rules.reenroll {
+            Reenroll::Never if history.total > 0 => {
+                return Ok(Enrolled::Skipped { reason: SkipReason::AlreadyEnrolled });
+            }
+            Reenroll::After(period) => {
+                let period = parse_duration(period).map_err(|e| EngineError::BrokenVersion(plan.version_id, e))?;
+                let period = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::MAX);
+                if history.last_enrolled_at.is_some_and(|last| last + period > now) {
+                    return Ok(Enrolled::Skipped { reason: SkipReason::TooSoon });
+                }
+            }
+            Reenroll::Never | Reenroll::Always => {}
+        }
+        if !rules.concurrent && history.running > 0 {
+            return Ok(Enrolled::Skipped { reason: SkipReason::StillRunning });
+        }
+        let enrollment = tx
+            .insert_enrollment(
+                NewEnrollment {
+                    workflow_id: plan.workflow_id,
+                    workflow_version_id: plan.version_id,
+                    contact_id: contact.id,
+                    trigger_kind: trigger_kind.to_string(),
+                    trigger_data,
+                },
+                now,
+            )
+            .await?;
+        let first = plan.first_step();
+        tx.insert_step(enrollment.id, first, 1, now, None, now).await?;
+        let change = EnrollmentChange {
+            status: EnrollmentStatus::Active,
+            current_step: Some(first.to_string()),
+            exit_reason: None,
+            error: None,
+        };
+        tx.change_enrollment(enrollment.id, change, now).await?;
+        Ok(Enrolled::Enrolled { enrollment: enrollment.id })
+    }
+}

@@ -1,0 +1,679 @@
+//! Running one claimed step: what each action does, decided as an
+//! [`Outcome`] that the commit writes. Only sends and HTTP requests leave
+//! the process; they write `attempting` first.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use serde_json::{Map, Value, json};
+
+use super::Engine;
+use super::context::RunContext;
+use super::outbound::{CallError, HttpCall, OutboundTemplate, OutboundText};
+use super::plan::resolve_number;
+use crate::ids::PhoneNumberId;
+use crate::store::status::{EnrollmentStatus, StepState};
+use crate::store::{OwnerChoice, StepExecution, StepRecord};
+use crate::workflow::condition::Condition;
+use crate::workflow::duration::parse_duration;
+use crate::workflow::model::{
+    EventName, HeaderParam, HttpRequest, Owner, Params, RetryPolicy, SendTemplate, Step, UnknownOutcome, Wait,
+    WaitForReply,
+};
+
+/// A wait for an event with no timeout ends this far in the future.
+const FOREVER: chrono::Duration = chrono::Duration::days(365 * 100);
+/// Default retries of a temporary failure: attempts in all, first delay.
+const DEFAULT_ATTEMPTS: u32 = 3;
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What running a step decided; [`Engine::commit`] writes it.
+#[derive(Debug, Clone)]
+pub(super) enum Outcome {
+    /// The step finished (succeeded, skipped, failed, uncertain, cancelled).
+    Done { record: StepRecord, then: Then, effects: Vec<Effect> },
+    /// Park on a timer (`wait`, `wait_for_reply`).
+    Park { output: Value, timer_kind: String, wake_at: DateTime<Utc> },
+    /// Run this same attempt later (quiet hours).
+    Defer { due_at: DateTime<Utc> },
+    /// A temporary failure: this attempt failed, a new one is due at `due_at`.
+    Retry { record: StepRecord, due_at: DateTime<Utc> },
+    /// The claim was lost before anything happened: write nothing.
+    Lost,
+}
+
+/// Where the enrollment goes after a finished step.
+#[derive(Debug, Clone)]
+pub(super) enum Then {
+    Step(String),
+    Finish { status: EnrollmentStatus, reason: Option<String>, error: Option<String> },
+}
+
+/// Database changes a step makes, committed with its result.
+#[derive(Debug, Clone)]
+pub(super) enum Effect {
+    SetProperties(Map<String, Value>),
+    EnsureThread { number: PhoneNumberId, owner: Option<OwnerChoice> },
+    AssignOwner(OwnerChoice),
+    RecordSend(RecordedSend),
+}
+
+/// An outbound message that left, for the inbox.
+#[derive(Debug, Clone)]
+pub(super) struct RecordedSend {
+    pub number: PhoneNumberId,
+    pub wamid: String,
+    pub message_type: String,
+    pub body: Option<String>,
+    pub template: Option<(String, String, Value)>,
+}
+
+fn record(state: StepState, output: Value, error: Option<String>) -> StepRecord {
+    StepRecord { state, output: Some(output), error }
+}
+
+impl Engine {
+    /// Runs one claimed step of one enrollment.
+    pub(super) async fn run_step(&self, claim: &StepExecution, ctx: &RunContext) -> Outcome {
+        let now = self.now();
+        let Some(step) = ctx.plan.step(&claim.step_id) else {
+            let error = format!("step `{}` is not in version {} of the workflow", claim.step_id, ctx.plan.version);
+            return failed(Value::Null, error);
+        };
+        if let Some(then) = self.exit_check(ctx, now) {
+            let reason = match &then {
+                Then::Finish { reason, .. } => reason.clone(),
+                Then::Step(_) => None,
+            };
+            return Outcome::Done {
+                record: record(StepState::Cancelled, json!({ "reason": reason }), None),
+                then,
+                effects: vec![],
+            };
+        }
+        let after = |output: Value, effects: Vec<Effect>| Outcome::Done {
+            record: record(StepState::Succeeded, output, None),
+            then: self.then_after(ctx, &step.id),
+            effects,
+        };
+        if let Some(send) = &step.send_template {
+            return self.send_template(claim, ctx, step, send, now).await;
+        }
+        if let Some(http) = &step.http {
+            return self.http_step(claim, ctx, step, http, now).await;
+        }
+        if let Some(ensure) = &step.ensure_thread {
+            let Some(number) = resolve_number(&self.numbers(), &ensure.number).map(|n| n.id) else {
+                return failed(Value::Null, format!("business number `{}` is not connected", *ensure.number));
+            };
+            let owner = ensure.owner.as_ref().and_then(owner_choice);
+            return after(json!({}), vec![Effect::EnsureThread { number, owner }]);
+        }
+        if let Some(owner) = &step.assign_owner {
+            let Some(choice) = owner_choice(owner) else {
+                return failed(Value::Null, "assign_owner names no user, team or round_robin".into());
+            };
+            return after(json!({}), vec![Effect::AssignOwner(choice)]);
+        }
+        if let Some(wait) = &step.wait {
+            return self.wait_step(wait, now);
+        }
+        if let Some(reply) = &step.wait_for_reply {
+            return self.wait_for_reply(reply, now);
+        }
+        if let Some(arms) = &step.branch {
+            let context = ctx.json(now);
+            let mut taken = None;
+            for (i, arm) in arms.iter().enumerate() {
+                if let (Some(condition), Some(then)) = (&arm.condition, &arm.then) {
+                    if Condition::parse(condition).is_ok_and(|c| c.evaluate(&context)) {
+                        taken = Some((i, then.value.clone()));
+                        break;
+                    }
+                } else if let Some(otherwise) = &arm.otherwise {
+                    taken = Some((i, otherwise.value.clone()));
+                    break;
+                }
+            }
+            return match taken {
+                Some((arm, to)) => Outcome::Done {
+                    record: record(StepState::Succeeded, json!({ "arm": arm, "next": to }), None),
+                    then: Then::Step(to),
+                    effects: vec![],
+                },
+                None => after(json!({ "arm": null, "next": ctx.plan.after(&step.id) }), vec![]),
+            };
+        }
+        if let Some(arms) = &step.split {
+            let bucket = split_bucket(&ctx.enrollment.id.to_string(), &step.id);
+            let mut upto = 0;
+            for arm in arms.iter() {
+                upto += *arm.percent;
+                if bucket < upto {
+                    return Outcome::Done {
+                        record: record(StepState::Succeeded, json!({ "bucket": bucket, "next": *arm.then }), None),
+                        then: Then::Step(arm.then.value.clone()),
+                        effects: vec![],
+                    };
+                }
+            }
+            return after(json!({ "bucket": bucket }), vec![]);
+        }
+        if let Some(properties) = &step.set_property {
+            let context = ctx.json(now);
+            let mut patch = Map::new();
+            for (name, expression) in properties {
+                match self.renderer.render(expression, &context) {
+                    Ok(value) => patch.insert(name.clone(), Value::String(value)),
+                    Err(e) => return failed(Value::Null, format!("set_property `{name}`: {e}")),
+                };
+            }
+            return after(Value::Object(patch.clone()), vec![Effect::SetProperties(patch)]);
+        }
+        if let Some(exit) = &step.exit {
+            return Outcome::Done {
+                record: record(StepState::Succeeded, json!({ "reason": exit.reason }), None),
+                then: Then::Finish { status: EnrollmentStatus::Exited, reason: exit.reason.clone(), error: None },
+                effects: vec![],
+            };
+        }
+        failed(Value::Null, format!("step `{}` names no action", *step.id))
+    }
+
+    /// The goal and the exit conditions, checked before every step.
+    pub(super) fn exit_check(&self, ctx: &RunContext, now: DateTime<Utc>) -> Option<Then> {
+        let model = &ctx.plan.model;
+        let context = ctx.json(now);
+        if let Some(goal) = &model.goal
+            && Condition::parse(&goal.condition).is_ok_and(|c| c.evaluate(&context))
+        {
+            return Some(Then::Finish {
+                status: EnrollmentStatus::GoalMet,
+                reason: Some("goal met".into()),
+                error: None,
+            });
+        }
+        for exit in &model.exit_when {
+            if exit.opted_out == Some(true) && ctx.opted_out_anywhere() {
+                return Some(Then::Finish {
+                    status: EnrollmentStatus::Exited,
+                    reason: Some("opted out".into()),
+                    error: None,
+                });
+            }
+            if let Some(condition) = &exit.condition
+                && Condition::parse(condition).is_ok_and(|c| c.evaluate(&context))
+            {
+                let reason = format!("exit condition `{}` held", condition.value);
+                return Some(Then::Finish { status: EnrollmentStatus::Exited, reason: Some(reason), error: None });
+            }
+        }
+        None
+    }
+
+    /// The step after `id`, or the end of the workflow.
+    pub(super) fn then_after(&self, ctx: &RunContext, id: &str) -> Then {
+        match ctx.plan.after(id) {
+            Some(next) => Then::Step(next.to_string()),
+            None => Then::Finish { status: EnrollmentStatus::Completed, reason: None, error: None },
+        }
+    }
+
+    fn wait_step(&self, wait: &Wait, now: DateTime<Utc>) -> Outcome {
+        let wake_at = match wait_until(wait, now) {
+            Ok(at) => at,
+            Err(e) => return failed(Value::Null, e),
+        };
+        let (kind, output) = match &wait.event {
+            Some(event) => {
+                (format!("event:{}", event_name(**event)), json!({ "until": wake_at, "event": event_name(**event) }))
+            }
+            None => ("wait".to_string(), json!({ "until": wake_at })),
+        };
+        Outcome::Park { output, timer_kind: kind, wake_at }
+    }
+
+    fn wait_for_reply(&self, reply: &WaitForReply, now: DateTime<Utc>) -> Outcome {
+        let numbers = self.numbers();
+        let Some(number) = resolve_number(&numbers, &reply.number) else {
+            return failed(Value::Null, format!("business number `{}` is not connected", *reply.number));
+        };
+        let timeout = match parse_duration(&reply.timeout) {
+            Ok(d) => chrono::Duration::from_std(d).unwrap_or(FOREVER),
+            Err(e) => return failed(Value::Null, e),
+        };
+        let wake_at = now + timeout;
+        Outcome::Park {
+            output: json!({ "until": wake_at, "number": number.display_number }),
+            timer_kind: format!("reply:{}", number.id),
+            wake_at,
+        }
+    }
+
+    async fn send_template(
+        &self,
+        claim: &StepExecution,
+        ctx: &RunContext,
+        step: &Step,
+        send: &SendTemplate,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let Some(number) = resolve_number(&self.numbers(), &send.number).cloned() else {
+            return failed(Value::Null, format!("business number `{}` is not connected", *send.number));
+        };
+        if !ctx.opted_in(number.id) {
+            return Outcome::Done {
+                record: record(
+                    StepState::Skipped,
+                    json!({ "reason": "not_opted_in", "number": number.display_number }),
+                    None,
+                ),
+                then: self.then_after(ctx, &step.id),
+                effects: vec![],
+            };
+        }
+        let Some(to) = recipient(ctx) else {
+            return Outcome::Done {
+                record: record(StepState::Skipped, json!({ "reason": "no_phone_number" }), None),
+                then: self.then_after(ctx, &step.id),
+                effects: vec![],
+            };
+        };
+        if let Some(quiet) = &ctx.plan.model.quiet_hours
+            && let Some(due_at) = quiet_hours_wait(quiet, ctx, now)
+        {
+            return Outcome::Defer { due_at };
+        }
+        let context = ctx.json(now);
+        let window_text = match &send.when_window_open {
+            Some(text) if self.window_open(ctx, number.id, now).await => Some(text),
+            _ => None,
+        };
+        let key = format!("{}:{}", claim.enrollment_id, claim.id);
+        let callback_data = format!("kairo:{}:{}", claim.enrollment_id, claim.step_id);
+        if let Some(text) = window_text {
+            let text = match self.renderer.render(&text.text, &context) {
+                Ok(text) => text,
+                Err(e) => return failed(Value::Null, format!("when_window_open text: {e}")),
+            };
+            let message = OutboundText {
+                idempotency_key: key,
+                number_id: number.graph_id.clone(),
+                to,
+                text: text.clone(),
+                callback_data,
+            };
+            if !self.attempt(claim, now).await {
+                return Outcome::Lost;
+            }
+            let sent = self.outbound.send_text(&message).await;
+            return self.sent(claim, ctx, step, sent, |wamid| RecordedSend {
+                number: number.id,
+                wamid,
+                message_type: "text".into(),
+                body: Some(text.clone()),
+                template: None,
+            });
+        }
+        let rendered = match self.render_template_params(send, &context) {
+            Ok(r) => r,
+            Err(e) => return failed(Value::Null, e),
+        };
+        let message = OutboundTemplate {
+            idempotency_key: key,
+            number_id: number.graph_id.clone(),
+            to,
+            template: send.template.value.clone(),
+            language: send.language.value.clone(),
+            header: rendered.0,
+            body: rendered.1,
+            buttons: rendered.2,
+            callback_data,
+        };
+        if !self.attempt(claim, now).await {
+            return Outcome::Lost;
+        }
+        let sent = self.outbound.send_template(&message).await;
+        let params = json!({ "header": message.header, "body": message.body, "buttons": message.buttons });
+        self.sent(claim, ctx, step, sent, |wamid| RecordedSend {
+            number: number.id,
+            wamid,
+            message_type: "template".into(),
+            body: None,
+            template: Some((message.template.clone(), message.language.clone(), params.clone())),
+        })
+    }
+
+    /// Writes `attempting` before a call leaves; false when the claim is gone.
+    async fn attempt(&self, claim: &StepExecution, now: DateTime<Utc>) -> bool {
+        match self.store.mark_attempting(claim.id, self.owner(), now).await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::warn!(%err, step = %claim.id, "cannot record the attempt; the call is not made");
+                false
+            }
+        }
+    }
+
+    /// The outcome of a send the channel answered.
+    fn sent(
+        &self,
+        claim: &StepExecution,
+        ctx: &RunContext,
+        step: &Step,
+        sent: Result<super::SendReceipt, CallError>,
+        recorded: impl FnOnce(String) -> RecordedSend,
+    ) -> Outcome {
+        match sent {
+            Ok(receipt) => {
+                let send = recorded(receipt.wamid.clone());
+                let mut output = json!({ "wamid": receipt.wamid, "type": send.message_type });
+                if let Some((template, language, params)) = &send.template {
+                    output["template"] = json!(template);
+                    output["language"] = json!(language);
+                    output["params"] = params.clone();
+                }
+                if let Some(body) = &send.body {
+                    output["text"] = json!(body);
+                }
+                Outcome::Done {
+                    record: record(StepState::Succeeded, output, None),
+                    then: self.then_after(ctx, &step.id),
+                    effects: vec![Effect::RecordSend(send)],
+                }
+            }
+            Err(error) => self.call_failed(claim, ctx, step, error),
+        }
+    }
+
+    /// A failed external call: retried with backoff while attempts remain
+    /// when temporary, else the step (and the enrollment) fails.
+    fn call_failed(&self, claim: &StepExecution, ctx: &RunContext, step: &Step, error: CallError) -> Outcome {
+        let now = self.now();
+        if error.retryable {
+            let policy = step.retry.clone().unwrap_or(RetryPolicy { max_attempts: DEFAULT_ATTEMPTS, backoff: None });
+            if (claim.attempt as u32) < policy.max_attempts {
+                let first = policy.backoff.as_deref().and_then(|b| parse_duration(b).ok()).unwrap_or(DEFAULT_BACKOFF);
+                let factor = 2u32.saturating_pow((claim.attempt as u32).saturating_sub(1));
+                let delay = error.retry_after.unwrap_or(first.saturating_mul(factor));
+                let due_at = now + chrono::Duration::from_std(delay).unwrap_or(FOREVER);
+                return Outcome::Retry {
+                    record: record(StepState::Failed, json!({ "retry_at": due_at }), Some(error.message)),
+                    due_at,
+                };
+            }
+        }
+        let message = format!("step `{}` failed: {}", *step.id, error.message);
+        let _ = ctx;
+        failed(Value::Null, message)
+    }
+
+    async fn window_open(&self, ctx: &RunContext, number: PhoneNumberId, now: DateTime<Utc>) -> bool {
+        match self.store.open_thread_of(ctx.contact.id, number).await {
+            Ok(Some(thread)) => thread.window_closes_at.is_some_and(|closes| closes > now),
+            _ => false,
+        }
+    }
+
+    /// Header, body and button parameters, rendered.
+    #[allow(clippy::type_complexity)] // the three parts of one template message
+    fn render_template_params(
+        &self,
+        send: &SendTemplate,
+        context: &Value,
+    ) -> Result<(Option<Value>, Option<Value>, Vec<Value>), String> {
+        let render =
+            |what: &str, text: &str| self.renderer.render(text, context).map_err(|e| format!("rendering {what}: {e}"));
+        let header = match send.header.as_deref() {
+            None => None,
+            Some(HeaderParam::Text(text)) => Some(json!({ "text": render("the header", text)? })),
+            Some(HeaderParam::Media(media)) => {
+                let mut out = Map::new();
+                for (kind, link) in [("image", &media.image), ("video", &media.video), ("document", &media.document)] {
+                    if let Some(link) = link {
+                        out.insert(kind.into(), json!({ "link": render("the header link", link)? }));
+                    }
+                }
+                Some(Value::Object(out))
+            }
+        };
+        let body = match send.body.as_deref() {
+            None => None,
+            Some(Params::Positional(list)) => {
+                let mut out = Vec::new();
+                for (i, text) in list.iter().enumerate() {
+                    out.push(Value::String(render(&format!("body parameter {}", i + 1), text)?));
+                }
+                Some(Value::Array(out))
+            }
+            Some(Params::Named(map)) => {
+                let mut out = Map::new();
+                for (name, text) in map {
+                    out.insert(name.clone(), Value::String(render(&format!("body parameter `{name}`"), text)?));
+                }
+                Some(Value::Object(out))
+            }
+        };
+        let mut buttons = Vec::new();
+        for button in &send.buttons {
+            let mut out = Map::new();
+            out.insert("index".into(), json!(button.index));
+            for (kind, value) in
+                [("text", &button.text), ("payload", &button.payload), ("coupon_code", &button.coupon_code)]
+            {
+                if let Some(value) = value {
+                    out.insert(kind.into(), Value::String(render(&format!("button {}", button.index), value)?));
+                }
+            }
+            buttons.push(Value::Object(out));
+        }
+        Ok((header, body, buttons))
+    }
+
+    async fn http_step(
+        &self,
+        claim: &StepExecution,
+        ctx: &RunContext,
+        step: &Step,
+        http: &HttpRequest,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let context = ctx.json(now);
+        let render = |what: &str, text: &str| self.renderer.render(text, &context).map_err(|e| format!("{what}: {e}"));
+        let call = (|| -> Result<HttpCall, String> {
+            let url = render("url", &http.url)?;
+            let mut headers = Vec::new();
+            for (name, value) in &http.headers {
+                headers.push((name.clone(), render(&format!("header `{name}`"), value)?));
+            }
+            let body = match &http.body {
+                Some(body) => Some(render_json(body, &|t| render("body", t))?),
+                None => None,
+            };
+            let timeout = match &http.timeout {
+                Some(t) => parse_duration(t)?,
+                None => Duration::from_secs(10),
+            };
+            Ok(HttpCall { method: format!("{:?}", http.method).to_uppercase(), url, headers, body, timeout })
+        })();
+        let call = match call {
+            Ok(call) => call,
+            Err(e) => return failed(Value::Null, e),
+        };
+        if !self.attempt(claim, now).await {
+            return Outcome::Lost;
+        }
+        match self.http.call(&call).await {
+            Ok(answer) if (200..300).contains(&answer.status) => Outcome::Done {
+                record: record(StepState::Succeeded, json!({ "status": answer.status, "body": answer.body }), None),
+                then: self.then_after(ctx, &step.id),
+                effects: vec![],
+            },
+            Ok(answer) => {
+                let retryable = answer.status == 429 || answer.status >= 500;
+                let message = format!("{} {} answered {}", call.method, call.url, answer.status);
+                self.call_failed(claim, ctx, step, CallError { message, retryable, retry_after: None })
+            }
+            Err(error) => self.call_failed(claim, ctx, step, error),
+        }
+    }
+
+    /// What to do with a step found `attempting` after its worker's lease
+    /// ran out: the call may or may not have reached the other side.
+    pub(super) fn unknown_outcome(&self, claim: &StepExecution, ctx: &RunContext) -> Outcome {
+        let policy = ctx.plan.step(&claim.step_id).map(|s| s.on_unknown_outcome).unwrap_or_default();
+        let error = "outcome unknown: the worker stopped while the call was in flight".to_string();
+        let output = json!({ "policy": policy });
+        match policy {
+            UnknownOutcome::Continue => Outcome::Done {
+                record: record(StepState::Uncertain, output, Some(error)),
+                then: self.then_after(ctx, &claim.step_id),
+                effects: vec![],
+            },
+            UnknownOutcome::Fail => Outcome::Done {
+                record: record(StepState::Uncertain, output, Some(error.clone())),
+                then: Then::Finish { status: EnrollmentStatus::Failed, reason: None, error: Some(error) },
+                effects: vec![],
+            },
+            UnknownOutcome::Repeat => {
+                Outcome::Retry { record: record(StepState::Uncertain, output, Some(error)), due_at: self.now() }
+            }
+        }
+    }
+}
+
+fn failed(output: Value, error: String) -> Outcome {
+    Outcome::Done {
+        record: record(StepState::Failed, output, Some(error.clone())),
+        then: Then::Finish { status: EnrollmentStatus::Failed, reason: None, error: Some(error) },
+        effects: vec![],
+    }
+}
+
+fn owner_choice(owner: &Owner) -> Option<OwnerChoice> {
+    owner
+        .user
+        .clone()
+        .map(OwnerChoice::User)
+        .or_else(|| owner.team.clone().map(OwnerChoice::Team))
+        .or_else(|| owner.round_robin.clone().map(OwnerChoice::RoundRobin))
+}
+
+pub(super) fn event_name(event: EventName) -> &'static str {
+    match event {
+        EventName::InboundMessage => "inbound_message",
+        EventName::OptIn => "opt_in",
+        EventName::OptOut => "opt_out",
+        EventName::Delivered => "delivered",
+        EventName::Read => "read",
+        EventName::Failed => "failed",
+    }
+}
+
+/// When a `wait` ends.
+fn wait_until(wait: &Wait, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Some(duration) = &wait.duration {
+        let d = parse_duration(duration)?;
+        return Ok(now + chrono::Duration::from_std(d).unwrap_or(FOREVER));
+    }
+    if let Some(until) = &wait.until {
+        return DateTime::parse_from_rfc3339(until)
+            .map(|t| t.to_utc())
+            .map_err(|e| format!("wait until `{}`: {e}", until.value));
+    }
+    if let Some(time) = &wait.until_time {
+        let zone: chrono_tz::Tz = match &wait.timezone {
+            Some(zone) => zone.parse().map_err(|_| format!("unknown time zone `{}`", zone.value))?,
+            None => chrono_tz::UTC,
+        };
+        let at = NaiveTime::parse_from_str(time, "%H:%M").map_err(|e| format!("until_time `{}`: {e}", time.value))?;
+        return Ok(next_local_time(zone, at, now));
+    }
+    if wait.event.is_some() {
+        let timeout = match &wait.timeout {
+            Some(t) => chrono::Duration::from_std(parse_duration(t)?).unwrap_or(FOREVER),
+            None => FOREVER,
+        };
+        return Ok(now + timeout);
+    }
+    Err("`wait` needs `for`, `until`, `until_time` or `event`".into())
+}
+
+/// The next instant after `now` when the wall clock in `zone` reads `at`.
+/// A time skipped by a daylight-saving jump falls on the first instant after it.
+fn next_local_time(zone: chrono_tz::Tz, at: NaiveTime, now: DateTime<Utc>) -> DateTime<Utc> {
+    let local_today = now.with_timezone(&zone).date_naive();
+    for days in 0..3 {
+        let date = local_today + chrono::Duration::days(days);
+        let naive = date.and_time(at);
+        let candidate = match zone.from_local_datetime(&naive) {
+            chrono::LocalResult::Single(t) => t.to_utc(),
+            chrono::LocalResult::Ambiguous(first, _) => first.to_utc(),
+            chrono::LocalResult::None => {
+                let later = naive + chrono::Duration::hours(1);
+                match zone.from_local_datetime(&later) {
+                    chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.to_utc(),
+                    chrono::LocalResult::None => continue,
+                }
+            }
+        };
+        if candidate > now {
+            return candidate;
+        }
+    }
+    now + chrono::Duration::days(1)
+}
+
+/// When a send outside quiet hours' allowed window may go: `None` when now is inside it.
+fn quiet_hours_wait(
+    quiet: &crate::workflow::model::QuietHours,
+    ctx: &RunContext,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let from = NaiveTime::parse_from_str(&quiet.from, "%H:%M").ok()?;
+    let to = NaiveTime::parse_from_str(&quiet.to, "%H:%M").ok()?;
+    let zone: chrono_tz::Tz = quiet
+        .timezone_property
+        .as_ref()
+        .and_then(|p| ctx.contact.properties.get(p))
+        .and_then(Value::as_str)
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let local = now.with_timezone(&zone).time();
+    let inside = if from <= to { local >= from && local < to } else { local >= from || local < to };
+    if inside { None } else { Some(next_local_time(zone, from, now)) }
+}
+
+/// The recipient's WhatsApp id: what the contact's inbound messages came
+/// from, else the digits of their phone or mobile number.
+fn recipient(ctx: &RunContext) -> Option<String> {
+    let digits = |s: &String| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    ctx.contact
+        .wa_id
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or_else(|| ctx.contact.phone.as_ref().map(digits))
+        .or_else(|| ctx.contact.mobile_phone.as_ref().map(digits))
+        .filter(|d| !d.is_empty())
+}
+
+/// A stable bucket in 0..100 for a split: the same enrollment always takes
+/// the same arm.
+fn split_bucket(enrollment: &str, step: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{enrollment}:{step}").as_bytes());
+    let first = u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"));
+    (first % 100) as u32
+}
+
+/// Renders every string inside a JSON value.
+fn render_json(value: &Value, render: &dyn Fn(&str) -> Result<String, String>) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(s) => Value::String(render(s)?),
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, render)).collect::<Result<_, _>>()?),
+        Value::Object(map) => Value::Object(
+            map.iter().map(|(k, v)| Ok((k.clone(), render_json(v, render)?))).collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}

@@ -1,0 +1,377 @@
+//! What moves enrollments besides steps: due timers, events from the log
+//! (triggers, awaited events, exits, goals) and schedule ticks.
+//!
+//! Invariants:
+//! - An event is read at least once and applied exactly once: its effects
+//!   and its `applied_at` commit together; PostgreSQL appliers skip events
+//!   another one holds.
+//! - A timer fires once: firing is a conditional update from `pending`, and
+//!   an event that resolves the same wait cancels it the same way, so only
+//!   one of them moves the enrollment.
+//! - A schedule tick fires once however many workers see it (a unique row
+//!   per tick). Ticks missed while no worker ran are not replayed one by
+//!   one: the latest missed tick fires once, the older ones are skipped.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::commit::{Claimed, Finished};
+use super::context::contact_json;
+use super::plan::{Plan, resolve_number};
+use super::{Engine, EngineError};
+use crate::ids::PhoneNumberId;
+use crate::store::status::{EnrollmentStatus, StepState, TimerState};
+use crate::store::{DueTimer, EnrollmentChange, Event, StepRecord, Tx};
+use crate::workflow::condition::Condition;
+
+/// How a parked step was resumed.
+enum Resume<'a> {
+    Timer,
+    Event { kind: &'a str, payload: &'a Value },
+}
+
+/// An event as the triggers see it.
+struct Happening<'a> {
+    /// `inbound_message`, `opt_in`, `opt_out`, or a delivery status
+    /// (`sent`, `delivered`, `read`, `failed`).
+    name: String,
+    kind: &'a str,
+    number: Option<PhoneNumberId>,
+    payload: &'a Value,
+}
+
+impl Engine {
+    /// Fires up to `limit` due timers; returns how many fired.
+    pub(super) async fn fire_timers(&self, limit: u64) -> Result<usize, EngineError> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let due = tx.due_timers(now, limit).await?;
+        let mut fired = 0;
+        for timer in &due {
+            if self.resume(&tx, timer, Resume::Timer, now).await? {
+                fired += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(fired)
+    }
+
+    /// Moves a parked step on: the timer is settled, the step succeeds, the
+    /// enrollment goes to the next step (due now) or finishes.
+    async fn resume(&self, tx: &Tx, due: &DueTimer, by: Resume<'_>, now: DateTime<Utc>) -> Result<bool, EngineError> {
+        let settled = match by {
+            Resume::Timer => TimerState::Fired,
+            Resume::Event { .. } => TimerState::Cancelled,
+        };
+        if !tx.settle_timer(due.timer.id, settled, now).await? {
+            return Ok(false);
+        }
+        let plan = self.plan(due.enrollment.workflow_version_id).await?;
+        let step_id = due.step.step_id.as_str();
+        let step = plan.step(step_id);
+        let after = plan.after(step_id).map(str::to_string);
+        let next = match (&by, step) {
+            (Resume::Timer, Some(step)) => match (&step.wait, &step.wait_for_reply) {
+                (Some(wait), _) if wait.event.is_some() => wait.on_timeout.as_ref().map(|s| s.value.clone()).or(after),
+                (_, Some(reply)) => Some(reply.on_timeout.value.clone()),
+                _ => after,
+            },
+            (Resume::Event { .. }, Some(step)) => match &step.wait_for_reply {
+                Some(reply) => reply.on_reply.as_ref().map(|s| s.value.clone()).or(after),
+                None => after,
+            },
+            (_, None) => after,
+        };
+        let mut output = match due.step.output.clone() {
+            Some(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        match by {
+            Resume::Timer => {
+                output.insert("resumed_by".into(), json!("timer"));
+            }
+            Resume::Event { kind, payload } => {
+                output.insert("resumed_by".into(), json!("event"));
+                output.insert("event".into(), json!({ "kind": kind, "data": payload }));
+                if let Some(text) = payload.get("text") {
+                    output.insert("reply".into(), text.clone());
+                }
+            }
+        }
+        let record = StepRecord { state: StepState::Succeeded, output: Some(Value::Object(output)), error: None };
+        if !tx.finish_step(due.step.id, None, &[StepState::Waiting], record, now).await? {
+            return Ok(false);
+        }
+        let enrollment = due.enrollment.id;
+        match next {
+            Some(next) => {
+                let change = EnrollmentChange {
+                    status: EnrollmentStatus::Active,
+                    current_step: Some(next.clone()),
+                    exit_reason: None,
+                    error: None,
+                };
+                if tx.change_enrollment(enrollment, change, now).await? {
+                    let attempt = tx.last_execution(enrollment, Some(&next)).await?.map_or(0, |s| s.attempt) + 1;
+                    tx.insert_step(enrollment, &next, attempt, now, None, now).await?;
+                }
+            }
+            None => {
+                let change = EnrollmentChange {
+                    status: EnrollmentStatus::Completed,
+                    current_step: Some(step_id.to_string()),
+                    exit_reason: None,
+                    error: None,
+                };
+                tx.change_enrollment(enrollment, change, now).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies up to `limit` events from the log; returns how many.
+    pub(super) async fn apply_events(&self, limit: u64) -> Result<usize, EngineError> {
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let events = tx.unapplied_events(limit).await?;
+        for event in &events {
+            self.apply_event(&tx, event, now).await?;
+            tx.mark_event_applied(event.id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(events.len())
+    }
+
+    async fn apply_event(&self, tx: &Tx, event: &Event, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let (name, contact, number) = match event.kind.as_str() {
+            "inbound_message" | "opt_in" | "opt_out" => (event.kind.clone(), event.contact_id, event.phone_number_id),
+            "message_status" => {
+                let status = event.payload.get("status").and_then(Value::as_str).unwrap_or_default().to_string();
+                let wamid = event.payload.get("wamid").and_then(Value::as_str).unwrap_or_default();
+                match tx.message_origin(wamid).await? {
+                    Some(origin) => (status, Some(origin.contact_id), Some(origin.phone_number_id)),
+                    None => return Ok(()),
+                }
+            }
+            _ => return Ok(()),
+        };
+        let Some(contact) = (match contact {
+            Some(id) => tx.contact(id).await?,
+            None => None,
+        }) else {
+            return Ok(());
+        };
+        let happening = Happening { name, kind: &event.kind, number, payload: &event.payload };
+
+        for due in tx.event_timers(contact.id).await? {
+            if timer_awaits(&due.timer.kind, &happening) {
+                let by = Resume::Event { kind: &happening.name, payload: happening.payload };
+                self.resume(tx, &due, by, now).await?;
+            }
+        }
+        self.exit_on_event(tx, &contact, &happening, now).await?;
+        for plan in self.current_plans() {
+            if self.triggered_by(&plan, &happening) {
+                let data = trigger_data(&happening, &self.numbers());
+                self.enroll_in(tx, &plan, &contact, &happening.name, data, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends running enrollments of the contact whose exit conditions or goal
+    /// the event makes true.
+    async fn exit_on_event(
+        &self,
+        tx: &Tx,
+        contact: &crate::store::Contact,
+        happening: &Happening<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let numbers = self.numbers();
+        let context = json!({ "contact": contact_json(contact) });
+        for enrollment in tx.running_enrollments(contact.id).await? {
+            let plan = self.plan(enrollment.workflow_version_id).await?;
+            let model = &plan.model;
+            let mut finish = None;
+            if model.goal.as_ref().is_some_and(|g| Condition::parse(&g.condition).is_ok_and(|c| c.evaluate(&context))) {
+                finish = Some((EnrollmentStatus::GoalMet, "goal met".to_string()));
+            }
+            for exit in &model.exit_when {
+                if finish.is_some() {
+                    break;
+                }
+                if exit.opted_out == Some(true) && happening.name == "opt_out" {
+                    finish = Some((EnrollmentStatus::Exited, "opted out".into()));
+                }
+                if let Some(on) = &exit.replied_on {
+                    let number = resolve_number(&numbers, on).map(|n| n.id);
+                    if happening.name == "inbound_message" && number.is_some() && number == happening.number {
+                        finish = Some((EnrollmentStatus::Exited, format!("replied on {}", on.value)));
+                    }
+                }
+            }
+            if let Some((status, reason)) = finish {
+                let change = EnrollmentChange {
+                    status,
+                    current_step: enrollment.current_step.clone(),
+                    exit_reason: Some(reason),
+                    error: None,
+                };
+                if tx.change_enrollment(enrollment.id, change, now).await? {
+                    tx.cancel_scheduled(enrollment.id, now).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn triggered_by(&self, plan: &Plan, happening: &Happening<'_>) -> bool {
+        let numbers = self.numbers();
+        let on = |written: &str| {
+            let number = resolve_number(&numbers, written).map(|n| n.id);
+            number.is_some() && number == happening.number
+        };
+        plan.model.triggers.iter().any(|trigger| {
+            if let Some(t) = &trigger.inbound_message {
+                let text = happening.payload.get("text").and_then(Value::as_str).unwrap_or_default();
+                if happening.name == "inbound_message" && on(&t.number) && t.matches(text) {
+                    return true;
+                }
+            }
+            if let Some(t) = &trigger.opt_in
+                && happening.name == "opt_in"
+                && on(&t.number)
+            {
+                return true;
+            }
+            if let Some(t) = &trigger.opt_out
+                && happening.name == "opt_out"
+                && on(&t.number)
+            {
+                return true;
+            }
+            if let Some(t) = &trigger.message_status {
+                let status_named = t.statuses.iter().any(|s| {
+                    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).as_deref()
+                        == Some(happening.name.as_str())
+                });
+                if happening.kind == "message_status" && status_named && on(&t.number) {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
+    /// Fires the schedule ticks that are due; returns how many fired.
+    pub(super) async fn fire_schedules(&self) -> Result<usize, EngineError> {
+        let now = self.now();
+        let mut fired = 0;
+        for plan in self.current_plans() {
+            for (i, trigger) in plan.model.triggers.iter().enumerate() {
+                let Some(schedule) = &trigger.schedule else { continue };
+                if self.fire_schedule(&plan, i, schedule, now).await? {
+                    fired += 1;
+                }
+            }
+        }
+        Ok(fired)
+    }
+
+    async fn fire_schedule(
+        &self,
+        plan: &Arc<Plan>,
+        index: usize,
+        schedule: &crate::workflow::model::ScheduleTrigger,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        let (Ok(cron), Ok(zone)) = (schedule.cron.parse::<croner::Cron>(), schedule.timezone.parse::<chrono_tz::Tz>())
+        else {
+            return Ok(false);
+        };
+        let Ok(latest) = cron.find_previous_occurrence(&now.with_timezone(&zone), true) else { return Ok(false) };
+        let tick_at = latest.to_utc();
+        let key = format!("schedule:{index}");
+        let tx = self.store.begin().await?;
+        let since = tx.last_schedule_tick(plan.workflow_id, &key).await?.unwrap_or(plan.registered_at);
+        if tick_at <= since || !tx.record_schedule_tick(plan.workflow_id, &key, tick_at, now).await? {
+            return Ok(false);
+        }
+        let numbers = self.numbers();
+        let number = match &schedule.contacts.opted_in_on {
+            Some(written) => match resolve_number(&numbers, written) {
+                Some(n) => Some(n.id),
+                None => {
+                    tracing::warn!(
+                        workflow = plan.key(),
+                        number = written.value,
+                        "schedule audience names a number that is not connected"
+                    );
+                    tx.commit().await?;
+                    return Ok(true);
+                }
+            },
+            None => None,
+        };
+        let filter = schedule.contacts.filter.as_ref().and_then(|f| Condition::parse(f).ok());
+        let data = json!({ "tick_at": tick_at, "cron": schedule.cron.value, "timezone": schedule.timezone.value });
+        for contact in tx.audience(number).await? {
+            let selected = filter.as_ref().is_none_or(|f| f.evaluate(&json!({ "contact": contact_json(&contact) })));
+            if selected {
+                self.enroll_in(&tx, plan, &contact, "schedule", data.clone(), now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Settles steps whose worker died mid-call, by each step's policy.
+    /// Returns the successors this worker now holds.
+    pub(super) async fn settle_unknown_outcomes(&self, limit: u64) -> Result<Vec<Claimed>, EngineError> {
+        let now = self.now();
+        let taken = self.store.take_over_unknown_outcomes(self.owner(), now, now + self.lease(), limit).await?;
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        let contexts = self.contexts(&taken).await?;
+        let mut finished = Vec::new();
+        for claim in taken {
+            let Some(ctx) = contexts.get(&claim.enrollment_id).cloned() else { continue };
+            tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "a call's outcome is unknown: its worker stopped mid-call");
+            let outcome = self.unknown_outcome(&claim, &ctx);
+            finished.push(Finished { claim, ctx, outcome });
+        }
+        Ok(self.commit(finished).await)
+    }
+}
+
+/// Whether a parked step's timer kind waits for this event.
+fn timer_awaits(kind: &str, happening: &Happening<'_>) -> bool {
+    if let Some(event) = kind.strip_prefix("event:") {
+        return event == happening.name;
+    }
+    if let Some(number) = kind.strip_prefix("reply:") {
+        return happening.name == "inbound_message" && happening.number.is_some_and(|n| n.to_string() == number);
+    }
+    false
+}
+
+/// The trigger data of an enrollment an event starts.
+fn trigger_data(happening: &Happening<'_>, numbers: &[crate::store::PhoneNumber]) -> Value {
+    let mut data = match happening.payload {
+        Value::Object(map) => map.clone(),
+        other => {
+            let mut map = serde_json::Map::new();
+            map.insert("payload".into(), other.clone());
+            map
+        }
+    };
+    data.insert("event".into(), json!(happening.name));
+    if let Some(number) = happening.number.and_then(|id| numbers.iter().find(|n| n.id == id)) {
+        data.insert("number".into(), json!(number.display_number));
+    }
+    Value::Object(data)
+}

@@ -1,0 +1,273 @@
+//! The worker loop: claim due steps in batches, run them in a bounded number
+//! of slots, commit their results in batches, keep leases alive, and do the
+//! periodic work (timers, events, schedules, steps left by dead workers).
+//!
+//! Shutdown: one `CancellationToken`. The loop stops claiming, lets running
+//! steps finish up to a grace period and commits them, then gives back the
+//! claims it still holds; a step cut off mid-call stays `attempting` and is
+//! settled by its unknown-outcome policy when its lease runs out.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::commit::{Claimed, Finished};
+use super::context::RunContext;
+use super::{Engine, EngineError};
+use crate::ids::EnrollmentId;
+use crate::store::StepExecution;
+
+/// How one worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Steps running at the same time in this process.
+    pub slots: usize,
+    /// How often an idle worker looks for due work.
+    pub poll_interval: Duration,
+    /// How often timers, events and schedules are looked at.
+    pub maintenance_interval: Duration,
+    /// How long running steps may take to finish after shutdown is asked.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            slots: 32,
+            poll_interval: Duration::from_millis(200),
+            maintenance_interval: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub steps: u64,
+}
+
+/// What one [`Engine::tick`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub steps: usize,
+    pub timers: usize,
+    pub events: usize,
+    pub schedules: usize,
+}
+
+impl TickReport {
+    pub fn is_idle(&self) -> bool {
+        *self == TickReport::default()
+    }
+}
+
+/// Most batches of timers or events one maintenance pass handles, so steps
+/// are not starved while a backlog drains.
+const MAINTENANCE_BATCHES: usize = 16;
+
+impl Engine {
+    /// The run contexts of a batch of claimed steps.
+    pub(super) async fn contexts(
+        &self,
+        claims: &[StepExecution],
+    ) -> Result<HashMap<EnrollmentId, RunContext>, EngineError> {
+        let ids: Vec<EnrollmentId> =
+            claims.iter().map(|c| c.enrollment_id).collect::<HashSet<_>>().into_iter().collect();
+        let rows = self.store.run_rows(&ids).await?;
+        for enrollment in &rows.enrollments {
+            self.plan(enrollment.workflow_version_id).await?;
+        }
+        let plans = self.plans.read().expect("plan cache lock is never poisoned").clone();
+        Ok(RunContext::from_rows(rows, &plans))
+    }
+
+    /// Claims up to `limit` due steps, with their contexts.
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, EngineError> {
+        let now = self.now();
+        let claims = self.store.claim_due_steps(self.owner(), now, now + self.lease(), limit as u64).await?;
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let contexts = self.contexts(&claims).await?;
+        Ok(claims
+            .into_iter()
+            .filter_map(|claim| match contexts.get(&claim.enrollment_id) {
+                Some(ctx) => Some(Claimed { ctx: ctx.clone(), claim }),
+                None => {
+                    tracing::error!(enrollment = %claim.enrollment_id, step = %claim.step_id, "claimed a step whose enrollment cannot be read");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// One pass over periodic work: steps left by dead workers, due timers,
+    /// new events and schedule ticks. Returns the steps it leaves claimed by
+    /// this worker, to run now.
+    async fn maintain(&self, report: &mut TickReport) -> Result<Vec<Claimed>, EngineError> {
+        let batch = self.config.batch as u64;
+        self.refresh().await?;
+        self.store.requeue_expired_claims(self.now()).await?;
+        let chained = self.settle_unknown_outcomes(batch).await?;
+        for _ in 0..MAINTENANCE_BATCHES {
+            let fired = self.fire_timers(batch).await?;
+            report.timers += fired;
+            if fired < batch as usize {
+                break;
+            }
+        }
+        for _ in 0..MAINTENANCE_BATCHES {
+            let applied = self.apply_events(batch).await?;
+            report.events += applied;
+            if applied < batch as usize {
+                break;
+            }
+        }
+        report.schedules += self.fire_schedules().await?;
+        Ok(chained)
+    }
+
+    /// Runs everything due now until nothing is left: periodic work, then
+    /// steps (and the steps they lead to), again until idle. Tests and
+    /// `kairo simulate` drive the engine with this and a fake clock.
+    pub async fn tick(self: &Arc<Self>) -> Result<TickReport, EngineError> {
+        let mut total = TickReport::default();
+        for _ in 0..10_000 {
+            let mut round = TickReport::default();
+            let mut ready: VecDeque<Claimed> = self.maintain(&mut round).await?.into();
+            loop {
+                if ready.is_empty() {
+                    ready.extend(self.claim(self.config.batch).await?);
+                }
+                if ready.is_empty() {
+                    break;
+                }
+                let mut running = JoinSet::new();
+                for claimed in ready.drain(..) {
+                    self.spawn_step(&mut running, claimed);
+                }
+                let finished = running.join_all().await;
+                round.steps += finished.len();
+                ready.extend(self.commit(finished).await);
+            }
+            total.steps += round.steps;
+            total.timers += round.timers;
+            total.events += round.events;
+            total.schedules += round.schedules;
+            if round.is_idle() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn spawn_step(self: &Arc<Self>, running: &mut JoinSet<Finished>, claimed: Claimed) {
+        let engine = self.clone();
+        running.spawn(async move {
+            let outcome = engine.run_step(&claimed.claim, &claimed.ctx).await;
+            Finished { claim: claimed.claim, ctx: claimed.ctx, outcome }
+        });
+    }
+
+    /// Runs steps until `shutdown` is cancelled.
+    pub async fn run(
+        self: &Arc<Self>,
+        config: WorkerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerReport, EngineError> {
+        self.refresh().await?;
+        let slots = config.slots.max(1);
+        let mut report = WorkerReport::default();
+        let mut running: JoinSet<Finished> = JoinSet::new();
+        let mut ready: VecDeque<Claimed> = VecDeque::new();
+        let mut last_maintenance: Option<Instant> = None;
+        let mut last_renewal = Instant::now();
+        let renew_every = self.config.lease / 3;
+        tracing::info!(owner = self.owner(), slots, "worker started");
+        while !shutdown.is_cancelled() {
+            if last_maintenance.is_none_or(|at| at.elapsed() >= config.maintenance_interval) {
+                let mut tick = TickReport::default();
+                match self.maintain(&mut tick).await {
+                    Ok(chained) => ready.extend(chained),
+                    Err(err) => tracing::warn!(%err, "periodic work failed; retrying"),
+                }
+                last_maintenance = Some(Instant::now());
+            }
+            if last_renewal.elapsed() >= renew_every {
+                let now = self.now();
+                if let Err(err) = self.store.renew_leases(self.owner(), now + self.lease()).await {
+                    tracing::warn!(%err, "cannot renew leases; retrying");
+                }
+                last_renewal = Instant::now();
+            }
+            while running.len() < slots {
+                let Some(claimed) = ready.pop_front() else { break };
+                self.spawn_step(&mut running, claimed);
+            }
+            if running.len() < slots {
+                match self.claim((slots - running.len()).min(self.config.batch)).await {
+                    Ok(claimed) => claimed.into_iter().for_each(|c| self.spawn_step(&mut running, c)),
+                    Err(err) => tracing::warn!(%err, "claiming steps failed; retrying"),
+                }
+            }
+            if running.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.wakeup.notified() => {}
+                    _ = tokio::time::sleep(config.poll_interval) => {}
+                }
+                continue;
+            }
+            let mut finished = Vec::new();
+            tokio::select! {
+                joined = running.join_next() => finished.extend(joined.and_then(log_join)),
+                _ = tokio::time::sleep(config.poll_interval) => {}
+            }
+            while let Some(joined) = running.try_join_next() {
+                finished.extend(log_join(joined));
+            }
+            report.steps += finished.len() as u64;
+            ready.extend(self.commit(finished).await);
+        }
+        self.drain(running, config.shutdown_grace, &mut report).await;
+        tracing::info!(owner = self.owner(), steps = report.steps, "worker stopped");
+        Ok(report)
+    }
+
+    /// Lets running steps finish within `grace`, commits them, and gives
+    /// back every claim this worker still holds.
+    async fn drain(&self, mut running: JoinSet<Finished>, grace: Duration, report: &mut WorkerReport) {
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let mut finished = Vec::new();
+        while !running.is_empty() {
+            tokio::select! {
+                joined = running.join_next() => finished.extend(joined.and_then(log_join)),
+                _ = &mut deadline => break,
+            }
+        }
+        running.abort_all();
+        report.steps += finished.len() as u64;
+        // Successors claimed by this last commit are given back below.
+        drop(self.commit(finished).await);
+        match self.store.release_claims(self.owner()).await {
+            Ok(released) if released > 0 => tracing::info!(released, "claims given back at shutdown"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "cannot give back claims; they return when their lease runs out"),
+        }
+    }
+}
+
+fn log_join(joined: Result<Finished, tokio::task::JoinError>) -> Option<Finished> {
+    match joined {
+        Ok(finished) => Some(finished),
+        Err(err) => {
+            tracing::error!(%err, "a step task ended abnormally; its step is retried when its lease runs out");
+            None
+        }
+    }
+}

@@ -1,0 +1,990 @@
+//! Durable runtime state: claiming due steps under a lease, completing them,
+//! timers, the event log cursor and enrollment rules.
+//!
+//! Invariants:
+//! - A step is claimed by one worker at most: a claim is a single conditional
+//!   UPDATE (with `FOR UPDATE SKIP LOCKED` on PostgreSQL, under SQLite's one
+//!   writer), never a read followed by a write.
+//! - A step's result, the enrollment's next state and the next step (or the
+//!   timer) commit in one transaction ([`Tx`]); a completion whose lease was
+//!   lost changes nothing.
+//! - A step with an external effect is written `attempting` (and committed)
+//!   before the call leaves; a row still `attempting` after its lease ran out
+//!   means "outcome unknown", never "run again".
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement, TransactionTrait, Value,
+};
+use uuid::Uuid;
+
+use super::entities::{
+    consent, contact, enrollment, event, message, phone_number, schedule_tick, step_execution, team, thread, timer,
+    user, workflow, workflow_version,
+};
+use super::status::{ConsentStatus, EnrollmentStatus, StepState, ThreadStatus, TimerState};
+use super::{Backend, Consent, Contact, Enrollment, Event, StepExecution, Store, StoreError, Timer};
+use crate::ids::{
+    ContactId, EnrollmentId, EventId, PhoneNumberId, StepExecutionId, TeamId, ThreadId, TimerId, UserId, WorkflowId,
+};
+
+/// Everything a step needs to know about the enrollments it runs in.
+#[derive(Debug, Clone, Default)]
+pub struct RunRows {
+    pub enrollments: Vec<Enrollment>,
+    pub contacts: Vec<Contact>,
+    pub consents: Vec<Consent>,
+    /// Every step execution of those enrollments, oldest first.
+    pub steps: Vec<StepExecution>,
+}
+
+/// What a finished step execution records.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub state: StepState,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// A change of an enrollment that is still running.
+#[derive(Debug, Clone)]
+pub struct EnrollmentChange {
+    pub status: EnrollmentStatus,
+    pub current_step: Option<String>,
+    pub exit_reason: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Who is already enrolled: what the re-enrollment rules look at.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollmentHistory {
+    /// Enrollments of this contact in this workflow, any status.
+    pub total: u64,
+    /// Of those, how many are still running (active or waiting).
+    pub running: u64,
+    pub last_enrolled_at: Option<DateTime<Utc>>,
+}
+
+/// A pending timer, the step execution it belongs to and its enrollment.
+#[derive(Debug, Clone)]
+pub struct DueTimer {
+    pub timer: Timer,
+    pub step: StepExecution,
+    pub enrollment: Enrollment,
+}
+
+/// Where an outbound message sits: what a status event resolves to.
+#[derive(Debug, Clone)]
+pub struct MessageOrigin {
+    pub contact_id: ContactId,
+    pub phone_number_id: PhoneNumberId,
+    pub enrollment_id: Option<EnrollmentId>,
+}
+
+/// The running statuses: what "not finished" means.
+const RUNNING: [EnrollmentStatus; 2] = [EnrollmentStatus::Active, EnrollmentStatus::Waiting];
+
+impl Store {
+    /// Claims up to `limit` due pending steps for `owner` until `lease_until`,
+    /// earliest due first.
+    pub async fn claim_due_steps(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<StepExecution>, StoreError> {
+        let _turn = self.write_turn().await;
+        // The subquery picks the rows and the UPDATE takes them in one
+        // statement. PostgreSQL workers skip rows another claim holds; SQLite
+        // runs one writer at a time, so there is nothing to skip.
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE step_executions SET state = 'claimed', lease_owner = $1, lease_expires_at = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE id IN (SELECT id FROM step_executions WHERE state = 'pending' AND due_at <= $3 \
+             ORDER BY due_at LIMIT $4{lock}) RETURNING *"
+        );
+        let values: Vec<Value> =
+            vec![owner.into(), lease_until.into(), now.into(), Value::BigInt(Some(limit.min(i64::MAX as u64) as i64))];
+        step_execution::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(self.db_backend(), sql, values))
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// The rows a batch of steps runs against.
+    pub async fn run_rows(&self, enrollments: &[EnrollmentId]) -> Result<RunRows, StoreError> {
+        if enrollments.is_empty() {
+            return Ok(RunRows::default());
+        }
+        let q = |e| self.query_error(e);
+        let enrollment_rows = enrollment::Entity::find()
+            .filter(enrollment::Column::Id.is_in(enrollments.iter().copied()))
+            .all(&self.db)
+            .await
+            .map_err(q)?;
+        let contact_ids: Vec<ContactId> = enrollment_rows.iter().map(|e| e.contact_id).collect();
+        let contacts = contact::Entity::find()
+            .filter(contact::Column::Id.is_in(contact_ids.clone()))
+            .all(&self.db)
+            .await
+            .map_err(q)?;
+        let consents = consent::Entity::find()
+            .filter(consent::Column::ContactId.is_in(contact_ids))
+            .all(&self.db)
+            .await
+            .map_err(q)?;
+        let steps = step_execution::Entity::find()
+            .filter(step_execution::Column::EnrollmentId.is_in(enrollments.iter().copied()))
+            .order_by_asc(step_execution::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(q)?;
+        Ok(RunRows { enrollments: enrollment_rows, contacts, consents, steps })
+    }
+
+    /// Records that a step's external call is about to leave. False when the
+    /// claim was lost (the lease ran out and another worker took the step):
+    /// then the call must not be made.
+    pub async fn mark_attempting(
+        &self,
+        step: StepExecutionId,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
+            .filter(step_execution::Column::Id.eq(step))
+            .filter(step_execution::Column::State.eq(StepState::Claimed))
+            .filter(step_execution::Column::LeaseOwner.eq(owner))
+            .filter(step_execution::Column::LeaseExpiresAt.gt(now))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Extends the lease of every step `owner` holds.
+    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(until))
+            .filter(step_execution::Column::LeaseOwner.eq(owner))
+            .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected)
+    }
+
+    /// Gives back the steps `owner` claimed but did not start an external
+    /// call for (at shutdown): they are pending again, due at once.
+    pub async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Pending))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(step_execution::Column::LeaseOwner.eq(owner))
+            .filter(step_execution::Column::State.eq(StepState::Claimed))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected)
+    }
+
+    /// Claimed steps whose worker stopped renewing its lease go back to
+    /// pending: nothing external happened for them, so running them again is
+    /// running them once.
+    pub async fn requeue_expired_claims(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Pending))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(step_execution::Column::State.eq(StepState::Claimed))
+            .filter(step_execution::Column::LeaseExpiresAt.lt(now))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected)
+    }
+
+    /// Takes over steps left `attempting` by a worker whose lease ran out, so
+    /// that `owner` settles them by the step's unknown-outcome policy.
+    pub async fn take_over_unknown_outcomes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<StepExecution>, StoreError> {
+        let _turn = self.write_turn().await;
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE step_executions SET lease_owner = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM step_executions WHERE state = 'attempting' AND lease_expires_at < $3 \
+             ORDER BY lease_expires_at LIMIT $4{lock}) RETURNING *"
+        );
+        let values: Vec<Value> =
+            vec![owner.into(), lease_until.into(), now.into(), Value::BigInt(Some(limit.min(i64::MAX as u64) as i64))];
+        step_execution::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(self.db_backend(), sql, values))
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// Starts a write transaction; on SQLite it waits for this process's turn.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let turn = match self.backend {
+            Backend::Sqlite => Some(self.write_gate.clone().lock_owned().await),
+            Backend::Postgres => None,
+        };
+        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        Ok(Tx { txn, store: self.clone(), _turn: turn })
+    }
+
+    /// Workflows with their newest version id: what the runtime keeps loaded.
+    pub async fn workflows(&self) -> Result<Vec<super::Workflow>, StoreError> {
+        workflow::Entity::find().all(&self.db).await.map_err(|e| self.query_error(e))
+    }
+
+    /// Counts of enrollments per status, for one workflow or all.
+    pub async fn enrollment_counts(
+        &self,
+        workflow: Option<WorkflowId>,
+    ) -> Result<Vec<(EnrollmentStatus, u64)>, StoreError> {
+        let mut query = enrollment::Entity::find()
+            .select_only()
+            .column(enrollment::Column::Status)
+            .column_as(enrollment::Column::Id.count(), "n")
+            .group_by(enrollment::Column::Status);
+        if let Some(workflow) = workflow {
+            query = query.filter(enrollment::Column::WorkflowId.eq(workflow));
+        }
+        query
+            .into_tuple::<(EnrollmentStatus, i64)>()
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+            .map(|rows| rows.into_iter().map(|(status, n)| (status, n.max(0) as u64)).collect())
+    }
+
+    /// The earliest pending timer: where a simulation jumps to.
+    pub async fn next_timer(&self) -> Result<Option<Timer>, StoreError> {
+        timer::Entity::find()
+            .filter(timer::Column::State.eq(TimerState::Pending))
+            .order_by_asc(timer::Column::WakeAt)
+            .limit(1)
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// The earliest due time of a pending step.
+    pub async fn next_due_step(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = step_execution::Entity::find()
+            .filter(step_execution::Column::State.eq(StepState::Pending))
+            .order_by_asc(step_execution::Column::DueAt)
+            .limit(1)
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(row.map(|r| r.due_at))
+    }
+
+    /// Timers of one enrollment, oldest first.
+    pub async fn timers_of(&self, enrollment: EnrollmentId) -> Result<Vec<Timer>, StoreError> {
+        timer::Entity::find()
+            .filter(timer::Column::EnrollmentId.eq(enrollment))
+            .order_by_asc(timer::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// Enrollments of a contact, oldest first.
+    pub async fn enrollments_of(&self, contact: ContactId) -> Result<Vec<Enrollment>, StoreError> {
+        enrollment::Entity::find()
+            .filter(enrollment::Column::ContactId.eq(contact))
+            .order_by_asc(enrollment::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    fn db_backend(&self) -> sea_orm::DbBackend {
+        self.db.get_database_backend()
+    }
+}
+
+/// A write transaction with the runtime's domain operations. Dropping it
+/// without [`Tx::commit`] rolls everything back.
+#[derive(Debug)]
+pub struct Tx {
+    txn: DatabaseTransaction,
+    store: Store,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.txn.commit().await.map_err(|e| self.store.query_error(e))
+    }
+
+    fn err(&self, e: sea_orm::DbErr) -> StoreError {
+        self.store.query_error(e)
+    }
+
+    /// Finishes a step execution that is in one of `from` (and, when `owner`
+    /// is given, still held by it). False: someone else moved it first, and
+    /// the caller must drop the whole completion.
+    pub async fn finish_step(
+        &self,
+        step: StepExecutionId,
+        owner: Option<&str>,
+        from: &[StepState],
+        record: StepRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut update = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(record.state))
+            .col_expr(step_execution::Column::Output, Expr::value(record.output))
+            .col_expr(step_execution::Column::Error, Expr::value(record.error))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(step_execution::Column::FinishedAt, Expr::value(Some(now)))
+            .filter(step_execution::Column::Id.eq(step))
+            .filter(step_execution::Column::State.is_in(from.iter().copied()));
+        if let Some(owner) = owner {
+            update = update.filter(step_execution::Column::LeaseOwner.eq(owner));
+        }
+        let res = update.exec(&self.txn).await.map_err(|e| self.err(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Parks a claimed step on its timer: state `waiting`, lease released.
+    pub async fn park_step(
+        &self,
+        step: StepExecutionId,
+        owner: &str,
+        output: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Waiting))
+            .col_expr(step_execution::Column::Output, Expr::value(Some(output)))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(step_execution::Column::Id.eq(step))
+            .filter(step_execution::Column::State.eq(StepState::Claimed))
+            .filter(step_execution::Column::LeaseOwner.eq(owner))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Puts a claimed step back to pending, due at `due_at` (quiet hours, a
+    /// paused number): the same attempt, not a new one.
+    pub async fn defer_step(
+        &self,
+        step: StepExecutionId,
+        owner: &str,
+        due_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Pending))
+            .col_expr(step_execution::Column::DueAt, Expr::value(due_at))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(step_execution::Column::Id.eq(step))
+            .filter(step_execution::Column::State.eq(StepState::Claimed))
+            .filter(step_execution::Column::LeaseOwner.eq(owner))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Inserts the next step execution: pending, or already claimed by
+    /// `claimed_by` (a worker running the enrollment on at once).
+    pub async fn insert_step(
+        &self,
+        enrollment: EnrollmentId,
+        step_id: &str,
+        attempt: i32,
+        due_at: DateTime<Utc>,
+        claimed_by: Option<(&str, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+    ) -> Result<StepExecution, StoreError> {
+        let (state, owner, lease, started) = match claimed_by {
+            Some((owner, until)) => (StepState::Claimed, Some(owner.to_string()), Some(until), Some(now)),
+            None => (StepState::Pending, None, None, None),
+        };
+        let row = step_execution::ActiveModel {
+            id: Set(StepExecutionId::new()),
+            enrollment_id: Set(enrollment),
+            step_id: Set(step_id.to_string()),
+            attempt: Set(attempt),
+            state: Set(state),
+            output: Set(None),
+            error: Set(None),
+            lease_owner: Set(owner),
+            lease_expires_at: Set(lease),
+            due_at: Set(due_at),
+            started_at: Set(started),
+            finished_at: Set(None),
+            created_at: Set(now),
+        };
+        step_execution::Entity::insert(row).exec_with_returning(&self.txn).await.map_err(|e| {
+            self.store.insert_error(e, || format!("enrollment {enrollment}, step {step_id}, attempt {attempt}"))
+        })
+    }
+
+    /// Moves a running enrollment to its next state. False when it had
+    /// already finished (cancelled by an operator, exited on an event).
+    pub async fn change_enrollment(
+        &self,
+        id: EnrollmentId,
+        change: EnrollmentChange,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let finished = !RUNNING.contains(&change.status);
+        let mut update = enrollment::Entity::update_many()
+            .col_expr(enrollment::Column::Status, Expr::value(change.status))
+            .col_expr(enrollment::Column::CurrentStep, Expr::value(change.current_step))
+            .col_expr(enrollment::Column::UpdatedAt, Expr::value(now))
+            .filter(enrollment::Column::Id.eq(id))
+            .filter(enrollment::Column::Status.is_in(RUNNING));
+        if finished {
+            update = update
+                .col_expr(enrollment::Column::FinishedAt, Expr::value(Some(now)))
+                .col_expr(enrollment::Column::ExitReason, Expr::value(change.exit_reason))
+                .col_expr(enrollment::Column::Error, Expr::value(change.error));
+        }
+        let res = update.exec(&self.txn).await.map_err(|e| self.err(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Ends what an enrollment still has scheduled: pending or parked steps
+    /// become `cancelled` and pending timers are cancelled.
+    pub async fn cancel_scheduled(&self, id: EnrollmentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Cancelled))
+            .col_expr(step_execution::Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(step_execution::Column::EnrollmentId.eq(id))
+            .filter(step_execution::Column::State.is_in([StepState::Pending, StepState::Waiting, StepState::Claimed]))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        timer::Entity::update_many()
+            .col_expr(timer::Column::State, Expr::value(TimerState::Cancelled))
+            .filter(timer::Column::EnrollmentId.eq(id))
+            .filter(timer::Column::State.eq(TimerState::Pending))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn insert_timer(
+        &self,
+        enrollment: EnrollmentId,
+        step: StepExecutionId,
+        kind: &str,
+        wake_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Timer, StoreError> {
+        let row = timer::ActiveModel {
+            id: Set(TimerId::new()),
+            enrollment_id: Set(enrollment),
+            step_execution_id: Set(Some(step)),
+            kind: Set(kind.to_string()),
+            state: Set(TimerState::Pending),
+            wake_at: Set(wake_at),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            fired_at: Set(None),
+            created_at: Set(now),
+        };
+        timer::Entity::insert(row).exec_with_returning(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Pending timers due at `now`, locked for this transaction (other
+    /// PostgreSQL workers skip them), with their steps and enrollments.
+    pub async fn due_timers(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<DueTimer>, StoreError> {
+        let mut query = timer::Entity::find()
+            .filter(timer::Column::State.eq(TimerState::Pending))
+            .filter(timer::Column::WakeAt.lte(now))
+            .order_by_asc(timer::Column::WakeAt)
+            .limit(limit);
+        if self.store.backend == Backend::Postgres {
+            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let timers = query.all(&self.txn).await.map_err(|e| self.err(e))?;
+        self.with_steps(timers).await
+    }
+
+    /// Pending timers of a contact's running enrollments that an event may
+    /// resolve, locked for this transaction.
+    pub async fn event_timers(&self, contact: ContactId) -> Result<Vec<DueTimer>, StoreError> {
+        let enrollments: Vec<EnrollmentId> = enrollment::Entity::find()
+            .select_only()
+            .column(enrollment::Column::Id)
+            .filter(enrollment::Column::ContactId.eq(contact))
+            .filter(enrollment::Column::Status.eq(EnrollmentStatus::Waiting))
+            .into_tuple()
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if enrollments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = timer::Entity::find()
+            .filter(timer::Column::EnrollmentId.is_in(enrollments))
+            .filter(timer::Column::State.eq(TimerState::Pending))
+            .filter(timer::Column::Kind.ne("wait"));
+        if self.store.backend == Backend::Postgres {
+            query = query.lock(LockType::Update);
+        }
+        let timers = query.all(&self.txn).await.map_err(|e| self.err(e))?;
+        self.with_steps(timers).await
+    }
+
+    async fn with_steps(&self, timers: Vec<Timer>) -> Result<Vec<DueTimer>, StoreError> {
+        let step_ids: Vec<StepExecutionId> = timers.iter().filter_map(|t| t.step_execution_id).collect();
+        let enrollment_ids: Vec<EnrollmentId> = timers.iter().map(|t| t.enrollment_id).collect();
+        let steps =
+            step_execution::Entity::find().filter(step_execution::Column::Id.is_in(step_ids)).all(&self.txn).await;
+        let steps = steps.map_err(|e| self.err(e))?;
+        let enrollments =
+            enrollment::Entity::find().filter(enrollment::Column::Id.is_in(enrollment_ids)).all(&self.txn).await;
+        let enrollments = enrollments.map_err(|e| self.err(e))?;
+        Ok(timers
+            .into_iter()
+            .filter_map(|timer| {
+                let step = steps.iter().find(|s| Some(s.id) == timer.step_execution_id)?.clone();
+                let enrollment = enrollments.iter().find(|e| e.id == timer.enrollment_id)?.clone();
+                Some(DueTimer { timer, step, enrollment })
+            })
+            .collect())
+    }
+
+    /// Makes a failed enrollment active again at `step` (an operator retry).
+    pub async fn reopen_enrollment(&self, id: EnrollmentId, step: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        enrollment::Entity::update_many()
+            .col_expr(enrollment::Column::Status, Expr::value(EnrollmentStatus::Active))
+            .col_expr(enrollment::Column::CurrentStep, Expr::value(Some(step.to_string())))
+            .col_expr(enrollment::Column::Error, Expr::value(Option::<String>::None))
+            .col_expr(enrollment::Column::FinishedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(enrollment::Column::UpdatedAt, Expr::value(now))
+            .filter(enrollment::Column::Id.eq(id))
+            .filter(enrollment::Column::Status.eq(EnrollmentStatus::Failed))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Marks a pending timer fired or cancelled. False when it was not pending.
+    pub async fn settle_timer(&self, id: TimerId, to: TimerState, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let res = timer::Entity::update_many()
+            .col_expr(timer::Column::State, Expr::value(to))
+            .col_expr(timer::Column::FiredAt, Expr::value(Some(now)))
+            .filter(timer::Column::Id.eq(id))
+            .filter(timer::Column::State.eq(TimerState::Pending))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// The enrollments of a contact in a workflow so far. On PostgreSQL the
+    /// contact row is locked first, so two triggers enrolling the same
+    /// contact at once take turns; SQLite has one writer anyway.
+    pub async fn enrollment_history(
+        &self,
+        contact: ContactId,
+        workflow: WorkflowId,
+    ) -> Result<EnrollmentHistory, StoreError> {
+        if self.store.backend == Backend::Postgres {
+            contact::Entity::find_by_id(contact)
+                .lock(LockType::Update)
+                .one(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let rows: Vec<(EnrollmentStatus, DateTime<Utc>)> = enrollment::Entity::find()
+            .select_only()
+            .column(enrollment::Column::Status)
+            .column(enrollment::Column::EnrolledAt)
+            .filter(enrollment::Column::ContactId.eq(contact))
+            .filter(enrollment::Column::WorkflowId.eq(workflow))
+            .into_tuple()
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(EnrollmentHistory {
+            total: rows.len() as u64,
+            running: rows.iter().filter(|(s, _)| RUNNING.contains(s)).count() as u64,
+            last_enrolled_at: rows.iter().map(|(_, at)| *at).max(),
+        })
+    }
+
+    pub async fn insert_enrollment(
+        &self,
+        new: super::NewEnrollment,
+        now: DateTime<Utc>,
+    ) -> Result<Enrollment, StoreError> {
+        let row = enrollment::ActiveModel {
+            id: Set(EnrollmentId::new()),
+            workflow_id: Set(new.workflow_id),
+            workflow_version_id: Set(new.workflow_version_id),
+            contact_id: Set(new.contact_id),
+            status: Set(EnrollmentStatus::Active),
+            trigger_kind: Set(new.trigger_kind),
+            trigger_data: Set(new.trigger_data),
+            current_step: Set(None),
+            exit_reason: Set(None),
+            error: Set(None),
+            enrolled_at: Set(now),
+            updated_at: Set(now),
+            finished_at: Set(None),
+        };
+        enrollment::Entity::insert(row).exec_with_returning(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
+        enrollment::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        contact::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn consents(&self, contact: ContactId) -> Result<Vec<Consent>, StoreError> {
+        consent::Entity::find()
+            .filter(consent::Column::ContactId.eq(contact))
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest execution of a step in an enrollment.
+    pub async fn last_execution(
+        &self,
+        enrollment: EnrollmentId,
+        step_id: Option<&str>,
+    ) -> Result<Option<StepExecution>, StoreError> {
+        let mut query = step_execution::Entity::find()
+            .filter(step_execution::Column::EnrollmentId.eq(enrollment))
+            .order_by_desc(step_execution::Column::CreatedAt)
+            .order_by_desc(step_execution::Column::Id);
+        if let Some(step_id) = step_id {
+            query = query.filter(step_execution::Column::StepId.eq(step_id));
+        }
+        query.one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Running enrollments of a contact.
+    pub async fn running_enrollments(&self, contact: ContactId) -> Result<Vec<Enrollment>, StoreError> {
+        enrollment::Entity::find()
+            .filter(enrollment::Column::ContactId.eq(contact))
+            .filter(enrollment::Column::Status.is_in(RUNNING))
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Merges `patch` into a contact's properties.
+    pub async fn set_contact_properties(
+        &self,
+        id: ContactId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(row) = self.contact(id).await? else { return Ok(()) };
+        let mut properties = match row.properties {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in patch {
+            properties.insert(k.clone(), v.clone());
+        }
+        contact::Entity::update_many()
+            .col_expr(contact::Column::Properties, Expr::value(serde_json::Value::Object(properties)))
+            .col_expr(contact::Column::UpdatedAt, Expr::value(now))
+            .filter(contact::Column::Id.eq(id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Unapplied events, oldest first, locked for this transaction (other
+    /// PostgreSQL appliers skip them).
+    pub async fn unapplied_events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {
+        let mut query = event::Entity::find()
+            .filter(event::Column::AppliedAt.is_null())
+            .order_by_asc(event::Column::CreatedAt)
+            .order_by_asc(event::Column::Id)
+            .limit(limit);
+        if self.store.backend == Backend::Postgres {
+            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        query.all(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn mark_event_applied(&self, id: EventId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        event::Entity::update_many()
+            .col_expr(event::Column::AppliedAt, Expr::value(Some(now)))
+            .filter(event::Column::Id.eq(id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Who an outbound message went to, found by its wamid.
+    pub async fn message_origin(&self, wamid: &str) -> Result<Option<MessageOrigin>, StoreError> {
+        let Some(found) = message::Entity::find()
+            .filter(message::Column::Wamid.eq(crate::ids::Wamid(wamid.to_string())))
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        let thread = thread::Entity::find_by_id(found.thread_id).one(&self.txn).await.map_err(|e| self.err(e))?;
+        Ok(thread.map(|t| MessageOrigin {
+            contact_id: t.contact_id,
+            phone_number_id: t.phone_number_id,
+            enrollment_id: found.enrollment_id,
+        }))
+    }
+
+    /// Every business number, for resolving the numbers workflows name.
+    pub async fn phone_numbers(&self) -> Result<Vec<super::PhoneNumber>, StoreError> {
+        phone_number::Entity::find().all(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Records a schedule tick; false when another worker already fired it.
+    pub async fn record_schedule_tick(
+        &self,
+        workflow: WorkflowId,
+        trigger_key: &str,
+        tick_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let row = schedule_tick::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            workflow_id: Set(workflow),
+            trigger_key: Set(trigger_key.to_string()),
+            tick_at: Set(tick_at),
+            fired_at: Set(now),
+        };
+        let inserted = schedule_tick::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    schedule_tick::Column::WorkflowId,
+                    schedule_tick::Column::TriggerKey,
+                    schedule_tick::Column::TickAt,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(inserted == 1)
+    }
+
+    /// The latest tick recorded for a schedule trigger.
+    pub async fn last_schedule_tick(
+        &self,
+        workflow: WorkflowId,
+        trigger_key: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = schedule_tick::Entity::find()
+            .filter(schedule_tick::Column::WorkflowId.eq(workflow))
+            .filter(schedule_tick::Column::TriggerKey.eq(trigger_key))
+            .order_by_desc(schedule_tick::Column::TickAt)
+            .limit(1)
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| r.tick_at))
+    }
+
+    /// Contacts opted in on a number (all contacts when `number` is None).
+    pub async fn audience(&self, number: Option<PhoneNumberId>) -> Result<Vec<Contact>, StoreError> {
+        match number {
+            None => contact::Entity::find().all(&self.txn).await.map_err(|e| self.err(e)),
+            Some(number) => {
+                let ids: Vec<ContactId> = consent::Entity::find()
+                    .select_only()
+                    .column(consent::Column::ContactId)
+                    .filter(consent::Column::PhoneNumberId.eq(number))
+                    .filter(consent::Column::Status.eq(ConsentStatus::OptedIn))
+                    .into_tuple()
+                    .all(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                contact::Entity::find()
+                    .filter(contact::Column::Id.is_in(ids))
+                    .order_by_asc(contact::Column::Id)
+                    .all(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))
+            }
+        }
+    }
+
+    /// The version an enrollment runs on.
+    pub async fn workflow_version(
+        &self,
+        id: crate::ids::WorkflowVersionId,
+    ) -> Result<Option<super::WorkflowVersion>, StoreError> {
+        workflow_version::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Runs an arbitrary insert of a message row (outbound sends).
+    pub async fn record_message(&self, new: super::NewMessage, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let row = super::inbox::message_row(new, now);
+        message::Entity::insert(row)
+            .on_conflict(OnConflict::column(message::Column::Wamid).do_nothing().to_owned())
+            .exec_without_returning(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The contact's open thread on the number, opened now when there is
+    /// none (owned by the number's assignment rules). True when opened now.
+    pub async fn ensure_thread(
+        &self,
+        contact: &Contact,
+        number: PhoneNumberId,
+        now: DateTime<Utc>,
+    ) -> Result<(super::Thread, bool), StoreError> {
+        let open = thread::Entity::find()
+            .filter(thread::Column::ContactId.eq(contact.id))
+            .filter(thread::Column::PhoneNumberId.eq(number))
+            .filter(thread::Column::Status.eq(ThreadStatus::Open))
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if let Some(open) = open {
+            return Ok((open, false));
+        }
+        let (owner_user_id, owner_team_id) = self.store.assign_new_thread(&self.txn, number).await?;
+        let customer = contact.wa_id.clone().or_else(|| contact.phone.clone()).unwrap_or_default();
+        let row = thread::ActiveModel {
+            id: Set(ThreadId::new()),
+            contact_id: Set(contact.id),
+            phone_number_id: Set(number),
+            customer_wa_id: Set(customer),
+            status: Set(ThreadStatus::Open),
+            owner_user_id: Set(owner_user_id),
+            owner_team_id: Set(owner_team_id),
+            window_closes_at: Set(None),
+            last_inbound_at: Set(None),
+            last_outbound_at: Set(None),
+            first_response_at: Set(None),
+            opened_at: Set(now),
+            closed_at: Set(None),
+            updated_at: Set(now),
+        };
+        Ok((row.insert(&self.txn).await.map_err(|e| self.err(e))?, true))
+    }
+
+    /// The contact's open threads (on any number), newest first.
+    pub async fn open_threads(&self, contact: ContactId) -> Result<Vec<super::Thread>, StoreError> {
+        thread::Entity::find()
+            .filter(thread::Column::ContactId.eq(contact))
+            .filter(thread::Column::Status.eq(ThreadStatus::Open))
+            .order_by_desc(thread::Column::Id)
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Gives a thread an owner: a user by e-mail, a team by name, or the next
+    /// member of a team in turn. Returns the owner set, or an error message
+    /// naming what was not found.
+    pub async fn assign_owner(
+        &self,
+        thread_id: ThreadId,
+        owner: &OwnerChoice,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(Option<UserId>, Option<TeamId>), String>, StoreError> {
+        let found = match owner {
+            OwnerChoice::User(email) => {
+                let found = user::Entity::find()
+                    .filter(user::Column::Email.eq(email.as_str()))
+                    .one(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                match found {
+                    Some(u) => (Some(u.id), None),
+                    None => return Ok(Err(format!("no user with e-mail `{email}`"))),
+                }
+            }
+            OwnerChoice::Team(name) | OwnerChoice::RoundRobin(name) => {
+                let found = team::Entity::find()
+                    .filter(team::Column::Name.eq(name.as_str()))
+                    .one(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let Some(team) = found else { return Ok(Err(format!("no team named `{name}`"))) };
+                match owner {
+                    OwnerChoice::RoundRobin(_) => self.store.round_robin(&self.txn, team.id).await?,
+                    _ => (None, Some(team.id)),
+                }
+            }
+        };
+        thread::Entity::update_many()
+            .col_expr(thread::Column::OwnerUserId, Expr::value(found.0))
+            .col_expr(thread::Column::OwnerTeamId, Expr::value(found.1))
+            .col_expr(thread::Column::UpdatedAt, Expr::value(now))
+            .filter(thread::Column::Id.eq(thread_id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Ok(found))
+    }
+
+    /// Notes an outbound message on its thread (last outbound time, first response).
+    pub async fn touch_outbound(&self, thread_id: ThreadId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        thread::Entity::update_many()
+            .col_expr(thread::Column::LastOutboundAt, Expr::value(Some(at)))
+            .col_expr(thread::Column::UpdatedAt, Expr::value(at))
+            .filter(thread::Column::Id.eq(thread_id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// Who a thread goes to (the `assign_owner` step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerChoice {
+    User(String),
+    Team(String),
+    RoundRobin(String),
+}

@@ -1,0 +1,652 @@
+//! The durable runtime on SQLite and PostgreSQL: every enrollment and step
+//! transition, waits under a fake clock, triggers, rules, versions, operator
+//! actions and unknown outcomes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kairo_engine::ids::*;
+use kairo_engine::runtime::*;
+use kairo_engine::store::status::*;
+use kairo_engine::store::*;
+use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb};
+use kairo_engine::{FakeClock, workflow};
+use serde_json::json;
+
+const DAY: u64 = 86_400;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z").expect("valid").to_utc()
+}
+
+/// An engine on a fresh database with one connected number (`+1 555-000-1111`),
+/// a fake clock at [`t0`] and recording channels.
+struct TestEngine {
+    _db: TestDb,
+    store: Store,
+    clock: FakeClock,
+    outbound: RecordingOutbound,
+    http: RecordingHttp,
+    engine: Arc<Engine>,
+    number: PhoneNumber,
+}
+
+impl TestEngine {
+    async fn new(db: TestDb) -> TestEngine {
+        let store = db.store().await;
+        let account = store
+            .upsert_account(NewAccount { waba_id: "1001".into(), name: "Acme".into(), portfolio_id: None }, t0())
+            .await
+            .expect("account");
+        let number = store
+            .upsert_phone_number(
+                NewPhoneNumber {
+                    account_id: account.id,
+                    graph_id: "111111111".into(),
+                    display_number: "+1 555-000-1111".into(),
+                    normalized_number: "15550001111".into(),
+                    verified_name: None,
+                    quality_rating: None,
+                    throughput_mps: 80,
+                    messaging_limit_tier: None,
+                },
+                t0(),
+            )
+            .await
+            .expect("number");
+        let clock = FakeClock::new(t0());
+        let outbound = RecordingOutbound::default();
+        let http = RecordingHttp::default();
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            Arc::new(outbound.clone()),
+            Arc::new(http.clone()),
+            EngineConfig { owner: "test-worker".into(), lease: Duration::from_secs(30), batch: 64 },
+        );
+        TestEngine { _db: db, store, clock, outbound, http, engine, number }
+    }
+
+    /// Registers a workflow (which must be valid) as its newest version.
+    async fn load(&self, yaml: &str) {
+        let valid = workflow::check(Path::new("test.yaml"), yaml, None)
+            .unwrap_or_else(|problems| panic!("test workflow is invalid: {problems:?}"));
+        self.store.register_workflow(&valid, self.clock.now_utc()).await.expect("registered");
+        self.engine.refresh().await.expect("refresh");
+    }
+
+    async fn contact(&self, phone: &str, opted_in: bool) -> Contact {
+        let contact = self
+            .store
+            .insert_contact(
+                NewContact {
+                    name: Some("Ada".into()),
+                    phone: Some(phone.into()),
+                    mobile_phone: None,
+                    wa_id: None,
+                    user_id: None,
+                    properties: json!({ "first_name": "Ada", "plan": "free" }),
+                },
+                self.clock.now_utc(),
+            )
+            .await
+            .expect("contact");
+        if opted_in {
+            self.consent(&contact, ConsentStatus::OptedIn).await;
+        }
+        contact
+    }
+
+    async fn consent(&self, contact: &Contact, status: ConsentStatus) {
+        self.store
+            .record_consent(
+                ConsentChange {
+                    contact_id: contact.id,
+                    phone_number_id: self.number.id,
+                    status,
+                    source: ConsentSource::Api,
+                    keyword: None,
+                    wamid: None,
+                },
+                self.clock.now_utc(),
+            )
+            .await
+            .expect("consent");
+    }
+
+    async fn enroll(&self, workflow: &str, contact: &Contact, data: serde_json::Value) -> Enrolled {
+        self.engine
+            .enroll(EnrollRequest { workflow: workflow.into(), contact: contact.id, trigger_data: data })
+            .await
+            .expect("enroll")
+    }
+
+    async fn enrolled(&self, workflow: &str, contact: &Contact) -> EnrollmentId {
+        match self.enroll(workflow, contact, json!({})).await {
+            Enrolled::Enrolled { enrollment } => enrollment,
+            other => panic!("expected an enrollment, got {other:?}"),
+        }
+    }
+
+    /// Moves the clock and runs everything that became due.
+    async fn advance(&self, by: Duration) -> TickReport {
+        self.clock.advance(by);
+        self.tick().await
+    }
+
+    async fn tick(&self) -> TickReport {
+        self.engine.tick().await.expect("tick")
+    }
+
+    async fn status(&self, id: EnrollmentId) -> EnrollmentStatus {
+        self.store.enrollment(id).await.expect("read").expect("exists").status
+    }
+
+    /// (step id, state, attempt) of every execution, in order.
+    async fn steps(&self, id: EnrollmentId) -> Vec<(String, StepState, i32)> {
+        self.store
+            .step_executions(id)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|s| (s.step_id, s.state, s.attempt))
+            .collect()
+    }
+
+    async fn append(&self, kind: &str, key: &str, contact: &Contact, payload: serde_json::Value) {
+        self.store
+            .append_event(
+                NewEvent {
+                    kind: kind.into(),
+                    dedup_key: key.into(),
+                    phone_number_id: Some(self.number.id),
+                    contact_id: Some(contact.id),
+                    payload,
+                    occurred_at: self.clock.now_utc(),
+                },
+                self.clock.now_utc(),
+            )
+            .await
+            .expect("event appended");
+    }
+}
+
+trait NowUtc {
+    fn now_utc(&self) -> DateTime<Utc>;
+}
+
+impl NowUtc for FakeClock {
+    fn now_utc(&self) -> DateTime<Utc> {
+        kairo_engine::Clock::now(self)
+    }
+}
+
+/// Runs a test body on SQLite and on PostgreSQL.
+macro_rules! engine_test {
+    ($name:ident, |$t:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let $t = TestEngine::new(TestDb::sqlite()).await;
+                $body
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let $t = TestEngine::new(TestDb::postgres().await).await;
+                $body
+            }
+        }
+    };
+}
+
+const SEND: &str = r#"
+  - id: hello
+    send_template:
+      number: "+1 555-000-1111"
+      template: welcome
+      language: en_US
+      body: ["{{contact.first_name}}"]
+"#;
+
+fn api_workflow(id: &str, extra: &str, steps: &str) -> String {
+    format!("id: {id}\nname: Test {id}\ntriggers:\n  - api: {{}}\n{extra}steps:{steps}")
+}
+
+engine_test!(send_then_complete_records_every_transition, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0100", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Active);
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Pending, 1)]);
+
+    let report = t.tick().await;
+    assert_eq!(report.steps, 1);
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    let rows = t.store.step_executions(id).await.expect("read");
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.state, StepState::Succeeded);
+    assert!(row.started_at.is_some() && row.finished_at.is_some());
+    assert_eq!(row.output.as_ref().expect("output")["wamid"], "wamid.test.1");
+    assert_eq!(row.output.as_ref().expect("output")["params"]["body"], json!(["Ada"]));
+    let sent = t.outbound.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["to"], "15550100");
+    assert_eq!(sent[0]["number_id"], "111111111");
+    assert_eq!(sent[0]["template"], "welcome");
+    // The send is in the inbox, on the contact's thread, tied to its step.
+    let message = t.store.message_by_wamid(&Wamid("wamid.test.1".into())).await.expect("read").expect("recorded");
+    assert_eq!(message.direction, Direction::Outbound);
+    assert_eq!(message.step_execution_id, Some(row.id));
+    let enrollment = t.store.enrollment(id).await.expect("read").expect("exists");
+    assert!(enrollment.finished_at.is_some());
+    // Nothing runs twice: another tick does nothing.
+    assert!(t.tick().await.is_idle());
+    assert_eq!(t.outbound.sent().len(), 1);
+});
+
+engine_test!(thirty_day_wait_completes_under_a_fake_clock, |t| {
+    let steps = format!("\n  - id: pause\n    wait:\n      for: 30d{SEND}");
+    t.load(&api_workflow("later", "", &steps)).await;
+    let ada = t.contact("+1 555 0101", true).await;
+    let id = t.enrolled("later", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Waiting);
+    assert_eq!(t.steps(id).await, vec![("pause".to_string(), StepState::Waiting, 1)]);
+    let timers = t.store.timers_of(id).await.expect("timers");
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].wake_at, t0() + chrono::Duration::days(30));
+
+    t.advance(Duration::from_secs(30 * DAY - 1)).await;
+    assert!(t.outbound.sent().is_empty(), "nothing is sent a second early");
+    assert_eq!(t.status(id).await, EnrollmentStatus::Waiting);
+
+    t.advance(Duration::from_secs(1)).await;
+    assert_eq!(t.outbound.sent().len(), 1);
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    assert_eq!(
+        t.steps(id).await,
+        vec![("pause".to_string(), StepState::Succeeded, 1), ("hello".to_string(), StepState::Succeeded, 1)]
+    );
+    assert_eq!(t.store.timers_of(id).await.expect("timers")[0].state, TimerState::Fired);
+});
+
+engine_test!(contact_not_opted_in_is_skipped_not_failed, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let bob = t.contact("+1 555 0102", false).await;
+    let id = t.enrolled("hello", &bob).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    let rows = t.store.step_executions(id).await.expect("read");
+    assert_eq!(rows[0].state, StepState::Skipped);
+    assert_eq!(rows[0].output.as_ref().expect("output")["reason"], "not_opted_in");
+    assert!(t.outbound.sent().is_empty());
+});
+
+engine_test!(branch_and_exit_step_take_the_matching_arm, |t| {
+    let steps = r#"
+  - id: route
+    branch:
+      - if: 'contact.plan == "pro"'
+        then: pro
+      - else: bye
+  - id: pro
+    set_property:
+      tier: gold
+  - id: bye
+    exit:
+      reason: not a pro
+"#;
+    t.load(&api_workflow("route", "", steps)).await;
+    let free = t.contact("+1 555 0103", true).await;
+    let id = t.enrolled("route", &free).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Exited);
+    let enrollment = t.store.enrollment(id).await.expect("read").expect("exists");
+    assert_eq!(enrollment.exit_reason.as_deref(), Some("not a pro"));
+    assert_eq!(
+        t.steps(id).await,
+        vec![("route".to_string(), StepState::Succeeded, 1), ("bye".to_string(), StepState::Succeeded, 1)]
+    );
+});
+
+engine_test!(goal_met_ends_the_enrollment_before_the_next_step, |t| {
+    let steps =
+        format!("\n  - id: mark\n    set_property:\n      plan: pro\n  - id: pause\n    wait:\n      for: 1d{SEND}");
+    let extra = "goal:\n  when: 'contact.plan == \"pro\"'\n";
+    t.load(&api_workflow("upgrade", extra, &steps)).await;
+    let ada = t.contact("+1 555 0104", true).await;
+    let id = t.enrolled("upgrade", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::GoalMet);
+    let contact = t.store.contact(ada.id).await.expect("read").expect("exists");
+    assert_eq!(contact.properties["plan"], "pro");
+    assert_eq!(
+        t.steps(id).await,
+        vec![("mark".to_string(), StepState::Succeeded, 1), ("pause".to_string(), StepState::Cancelled, 1)]
+    );
+    assert!(t.outbound.sent().is_empty());
+});
+
+engine_test!(opt_out_exits_a_waiting_enrollment, |t| {
+    let steps = format!("\n  - id: pause\n    wait:\n      for: 3d{SEND}");
+    t.load(&api_workflow("nudge", "exit_when:\n  - opted_out: true\n", &steps)).await;
+    let ada = t.contact("+1 555 0105", true).await;
+    let id = t.enrolled("nudge", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Waiting);
+
+    t.consent(&ada, ConsentStatus::OptedOut).await;
+    t.append("opt_out", "opt_out:1", &ada, json!({ "keyword": "STOP" })).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Exited);
+    assert_eq!(t.store.timers_of(id).await.expect("timers")[0].state, TimerState::Cancelled);
+    t.advance(Duration::from_secs(4 * DAY)).await;
+    assert!(t.outbound.sent().is_empty(), "an exited enrollment sends nothing");
+});
+
+engine_test!(wait_for_reply_takes_the_reply_or_the_timeout_path, |t| {
+    let steps = r#"
+  - id: ask
+    wait_for_reply:
+      number: "+1 555-000-1111"
+      timeout: 1d
+      on_reply: thanks
+      on_timeout: nudge
+  - id: thanks
+    set_property:
+      replied: "{{steps.ask.output.reply}}"
+    next: done
+  - id: nudge
+    set_property:
+      replied: "no"
+  - id: done
+    exit:
+      reason: asked
+"#;
+    t.load(&api_workflow("ask", "enrollment:\n  reenroll: always\n", steps)).await;
+    let ada = t.contact("+1 555 0106", true).await;
+    let replied = t.enrolled("ask", &ada).await;
+    t.tick().await;
+    t.append("inbound_message", "message:wamid.in.1", &ada, json!({ "text": "yes please", "wamid": "wamid.in.1" }))
+        .await;
+    t.tick().await;
+    assert_eq!(t.status(replied).await, EnrollmentStatus::Exited);
+    let contact = t.store.contact(ada.id).await.expect("read").expect("exists");
+    assert_eq!(contact.properties["replied"], "yes please");
+
+    let silent = t.enrolled("ask", &ada).await;
+    t.tick().await;
+    t.advance(Duration::from_secs(DAY)).await;
+    assert_eq!(t.status(silent).await, EnrollmentStatus::Exited);
+    let steps: Vec<String> = t.steps(silent).await.into_iter().map(|s| s.0).collect();
+    assert_eq!(steps, ["ask", "nudge", "done"]);
+});
+
+engine_test!(reenrollment_rules_are_enforced, |t| {
+    t.load(&api_workflow("once", "", SEND)).await;
+    t.load(&api_workflow("weekly", "enrollment:\n  reenroll:\n    after: 7d\n", SEND)).await;
+    let steps = format!("\n  - id: pause\n    wait:\n      for: 1d{SEND}");
+    t.load(&api_workflow("single", "enrollment:\n  reenroll: always\n", &steps)).await;
+    t.load(&api_workflow("vip-only", "enrollment:\n  suppress: 'contact.plan == \"free\"'\n", SEND)).await;
+    let ada = t.contact("+1 555 0107", true).await;
+
+    t.enrolled("once", &ada).await;
+    t.tick().await;
+    assert_eq!(t.enroll("once", &ada, json!({})).await, Enrolled::Skipped { reason: SkipReason::AlreadyEnrolled });
+
+    t.enrolled("weekly", &ada).await;
+    t.advance(Duration::from_secs(6 * DAY)).await;
+    assert_eq!(t.enroll("weekly", &ada, json!({})).await, Enrolled::Skipped { reason: SkipReason::TooSoon });
+    t.advance(Duration::from_secs(DAY)).await;
+    assert!(matches!(t.enroll("weekly", &ada, json!({})).await, Enrolled::Enrolled { .. }));
+
+    t.enrolled("single", &ada).await;
+    t.tick().await;
+    assert_eq!(t.enroll("single", &ada, json!({})).await, Enrolled::Skipped { reason: SkipReason::StillRunning });
+    t.advance(Duration::from_secs(DAY)).await;
+    assert!(matches!(t.enroll("single", &ada, json!({})).await, Enrolled::Enrolled { .. }));
+
+    assert_eq!(t.enroll("vip-only", &ada, json!({})).await, Enrolled::Skipped { reason: SkipReason::Suppressed });
+});
+
+engine_test!(api_enrollment_checks_required_trigger_data, |t| {
+    let yaml = format!("id: cart\nname: Cart\ntriggers:\n  - api:\n      required: [cart_id]\nsteps:{SEND}");
+    t.load(&yaml).await;
+    let ada = t.contact("+1 555 0108", true).await;
+    let err = t
+        .engine
+        .enroll(EnrollRequest { workflow: "cart".into(), contact: ada.id, trigger_data: json!({}) })
+        .await
+        .expect_err("missing data");
+    assert!(matches!(err, EngineError::MissingTriggerData { ref missing, .. } if missing == &["cart_id"]), "{err}");
+    let err = t
+        .engine
+        .enroll(EnrollRequest { workflow: "nope".into(), contact: ada.id, trigger_data: json!({}) })
+        .await
+        .expect_err("unknown workflow");
+    assert!(matches!(err, EngineError::UnknownWorkflow(_)));
+    assert!(matches!(t.enroll("cart", &ada, json!({ "cart_id": "c1" })).await, Enrolled::Enrolled { .. }));
+});
+
+engine_test!(temporary_errors_retry_with_backoff_then_succeed, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0109", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    t.outbound.fail_next(CallError::temporary("429 rate limited"));
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Active);
+    assert_eq!(
+        t.steps(id).await,
+        vec![("hello".to_string(), StepState::Failed, 1), ("hello".to_string(), StepState::Pending, 2)]
+    );
+    t.advance(Duration::from_secs(29)).await;
+    assert!(t.outbound.sent().is_empty(), "the retry waits for its backoff");
+    t.advance(Duration::from_secs(1)).await;
+    assert_eq!(t.outbound.sent().len(), 1);
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+});
+
+engine_test!(permanent_error_fails_and_operator_retry_resumes, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0110", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    t.outbound.fail_next(CallError::permanent("template paused"));
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Failed);
+    let enrollment = t.store.enrollment(id).await.expect("read").expect("exists");
+    assert!(enrollment.error.as_deref().is_some_and(|e| e.contains("template paused")), "{:?}", enrollment.error);
+
+    t.engine.retry(id).await.expect("retry");
+    assert_eq!(t.status(id).await, EnrollmentStatus::Active);
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    assert_eq!(
+        t.steps(id).await,
+        vec![("hello".to_string(), StepState::Failed, 1), ("hello".to_string(), StepState::Succeeded, 2)]
+    );
+    let err = t.engine.retry(id).await.expect_err("a completed enrollment cannot be retried");
+    assert!(matches!(err, EngineError::WrongState { .. }));
+});
+
+engine_test!(cancel_stops_a_waiting_enrollment, |t| {
+    let steps = format!("\n  - id: pause\n    wait:\n      for: 2h{SEND}");
+    t.load(&api_workflow("slow", "", &steps)).await;
+    let ada = t.contact("+1 555 0111", true).await;
+    let id = t.enrolled("slow", &ada).await;
+    t.tick().await;
+    t.engine.cancel(id, "operator").await.expect("cancel");
+    assert_eq!(t.status(id).await, EnrollmentStatus::Cancelled);
+    t.advance(Duration::from_secs(3 * 3600)).await;
+    assert!(t.outbound.sent().is_empty());
+    assert_eq!(t.steps(id).await, vec![("pause".to_string(), StepState::Cancelled, 1)]);
+    assert!(matches!(t.engine.cancel(id, "again").await, Err(EngineError::WrongState { .. })));
+});
+
+/// Leaves the enrollment's first step `attempting` under a worker that then
+/// "dies": what a SIGKILL mid-send leaves behind.
+async fn die_mid_send(t: &TestEngine, ids: &[EnrollmentId]) {
+    let now = t.clock.now_utc();
+    let claimed =
+        t.store.claim_due_steps("dead-worker", now, now + chrono::Duration::seconds(30), 10).await.expect("claim");
+    for id in ids {
+        let step = claimed.iter().find(|s| s.enrollment_id == *id).expect("claimed");
+        assert!(t.store.mark_attempting(step.id, "dead-worker", now).await.expect("attempting"));
+    }
+}
+
+engine_test!(unknown_outcome_follows_the_step_policy, |t| {
+    let two_sends = format!("{SEND}  - id: after\n    set_property:\n      done: \"yes\"\n");
+    t.load(&api_workflow("keep-going", "", &two_sends)).await;
+    let failing = two_sends.replace(
+        "      body: [\"{{contact.first_name}}\"]\n",
+        "      body: [\"{{contact.first_name}}\"]\n    on_unknown_outcome: fail\n",
+    );
+    t.load(&api_workflow("stop", "", &failing)).await;
+    let repeating = two_sends.replace(
+        "      body: [\"{{contact.first_name}}\"]\n",
+        "      body: [\"{{contact.first_name}}\"]\n    on_unknown_outcome: repeat\n",
+    );
+    t.load(&api_workflow("again", "", &repeating)).await;
+    let ada = t.contact("+1 555 0112", true).await;
+    let keep = t.enrolled("keep-going", &ada).await;
+    let stop = t.enrolled("stop", &ada).await;
+    let again = t.enrolled("again", &ada).await;
+    die_mid_send(&t, &[keep, stop, again]).await;
+    t.tick().await;
+    assert!(t.outbound.sent().is_empty(), "nothing is settled before the lease runs out");
+
+    t.advance(Duration::from_secs(31)).await;
+    assert_eq!(t.status(keep).await, EnrollmentStatus::Completed);
+    assert_eq!(
+        t.steps(keep).await,
+        vec![("hello".to_string(), StepState::Uncertain, 1), ("after".to_string(), StepState::Succeeded, 1)]
+    );
+    assert_eq!(t.status(stop).await, EnrollmentStatus::Failed);
+    assert_eq!(t.steps(stop).await, vec![("hello".to_string(), StepState::Uncertain, 1)]);
+    assert_eq!(t.status(again).await, EnrollmentStatus::Completed);
+    assert_eq!(t.outbound.sent().len(), 1, "only the `repeat` step sends again");
+});
+
+engine_test!(expired_claims_without_a_call_run_once_elsewhere, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0113", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    let now = t.clock.now_utc();
+    t.store.claim_due_steps("dead-worker", now, now + chrono::Duration::seconds(30), 10).await.expect("claim");
+    t.tick().await;
+    assert!(t.outbound.sent().is_empty(), "a held claim is not run by another worker");
+    t.advance(Duration::from_secs(31)).await;
+    assert_eq!(t.outbound.sent().len(), 1);
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Succeeded, 1)]);
+});
+
+engine_test!(running_enrollments_finish_on_their_version, |t| {
+    let v1 = format!("\n  - id: pause\n    wait:\n      for: 1h{SEND}");
+    t.load(&api_workflow("versioned", "enrollment:\n  reenroll: always\n  concurrent: true\n", &v1)).await;
+    let ada = t.contact("+1 555 0114", true).await;
+    let old = t.enrolled("versioned", &ada).await;
+    t.tick().await;
+    let v2 = v1.replace("template: welcome", "template: welcome_v2");
+    t.load(&api_workflow("versioned", "enrollment:\n  reenroll: always\n  concurrent: true\n", &v2)).await;
+    let new = t.enrolled("versioned", &ada).await;
+    t.tick().await;
+    t.advance(Duration::from_secs(3600)).await;
+    let templates: Vec<String> =
+        t.outbound.sent().iter().map(|m| m["template"].as_str().expect("template").to_string()).collect();
+    assert_eq!(templates.len(), 2);
+    assert!(templates.contains(&"welcome".to_string()) && templates.contains(&"welcome_v2".to_string()));
+    let old_row = t.store.enrollment(old).await.expect("read").expect("exists");
+    let new_row = t.store.enrollment(new).await.expect("read").expect("exists");
+    assert_ne!(old_row.workflow_version_id, new_row.workflow_version_id);
+    let old_send = t.store.step_executions(old).await.expect("read").pop().expect("send");
+    assert_eq!(old_send.output.expect("output")["template"], "welcome");
+});
+
+engine_test!(events_trigger_enrollments_exactly_once, |t| {
+    let yaml = format!(
+        "id: welcome\nname: Welcome\ntriggers:\n  - opt_in:\n      number: \"+1 555-000-1111\"\n  - inbound_message:\n      number: \"+1 555-000-1111\"\n      keywords: [PRICE]\nenrollment:\n  reenroll: always\n  concurrent: true\nsteps:{SEND}"
+    );
+    t.load(&yaml).await;
+    let ada = t.contact("+1 555 0115", true).await;
+    t.append("opt_in", "opt_in:wamid.1", &ada, json!({ "keyword": "YES" })).await;
+    t.append("inbound_message", "message:wamid.2", &ada, json!({ "text": "price", "wamid": "wamid.2" })).await;
+    t.append("inbound_message", "message:wamid.3", &ada, json!({ "text": "hello", "wamid": "wamid.3" })).await;
+    // A second engine (another worker) on the same database.
+    let other = Engine::new(
+        t.store.clone(),
+        Arc::new(t.clock.clone()),
+        Arc::new(t.outbound.clone()),
+        Arc::new(t.http.clone()),
+        EngineConfig { owner: "other-worker".into(), ..EngineConfig::default() },
+    );
+    let (a, b) = tokio::join!(t.engine.tick(), other.tick());
+    a.expect("tick");
+    b.expect("tick");
+    t.tick().await;
+    let enrollments = t.store.enrollments_of(ada.id).await.expect("read");
+    assert_eq!(enrollments.len(), 2, "opt-in and the PRICE keyword enroll; `hello` does not");
+    let mut kinds: Vec<&str> = enrollments.iter().map(|e| e.trigger_kind.as_str()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["inbound_message", "opt_in"]);
+    assert_eq!(t.outbound.sent().len(), 2);
+    assert!(t.store.unapplied_events(10).await.expect("read").is_empty());
+});
+
+engine_test!(schedule_fires_once_per_tick_across_workers, |t| {
+    let yaml = format!(
+        "id: weekly\nname: Weekly\ntriggers:\n  - schedule:\n      cron: \"0 9 * * 1\"\n      timezone: Europe/Paris\n      contacts:\n        opted_in_on: \"+1 555-000-1111\"\nenrollment:\n  reenroll: always\nsteps:{SEND}"
+    );
+    t.load(&yaml).await;
+    t.contact("+1 555 0116", true).await;
+    t.contact("+1 555 0117", false).await;
+    // t0 is Monday 2026-03-02 10:00 UTC = 11:00 in Paris: this week's tick
+    // (09:00) came before the workflow existed, so nothing fires.
+    assert_eq!(t.tick().await.schedules, 0);
+    let other = Engine::new(
+        t.store.clone(),
+        Arc::new(t.clock.clone()),
+        Arc::new(t.outbound.clone()),
+        Arc::new(t.http.clone()),
+        EngineConfig { owner: "other-worker".into(), ..EngineConfig::default() },
+    );
+    t.clock.advance(Duration::from_secs(7 * DAY));
+    let (a, b) = tokio::join!(t.engine.tick(), other.tick());
+    assert_eq!(a.expect("tick").schedules + b.expect("tick").schedules, 1, "one tick, fired once");
+    t.tick().await;
+    assert_eq!(t.outbound.sent().len(), 1, "only the opted-in contact is enrolled");
+    // Three weeks of downtime: the latest missed tick fires once, not three.
+    t.clock.advance(Duration::from_secs(21 * DAY));
+    assert_eq!(t.tick().await.schedules, 1);
+    assert_eq!(t.outbound.sent().len(), 2);
+});
+
+engine_test!(http_step_renders_and_records_its_answer, |t| {
+    let steps = r#"
+  - id: notify
+    http:
+      method: POST
+      url: "https://crm.example.com/contacts/{{contact.id}}"
+      headers:
+        X-Plan: "{{contact.plan}}"
+      body:
+        name: "{{contact.first_name}}"
+"#;
+    t.load(&api_workflow("crm", "", steps)).await;
+    let ada = t.contact("+1 555 0118", true).await;
+    let id = t.enrolled("crm", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    let calls = t.http.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].url, format!("https://crm.example.com/contacts/{}", ada.id));
+    assert_eq!(calls[0].headers, vec![("X-Plan".to_string(), "free".to_string())]);
+    assert_eq!(calls[0].body, Some(json!({ "name": "Ada" })));
+    let row = t.store.step_executions(id).await.expect("read").pop().expect("step");
+    assert_eq!(row.output.expect("output")["status"], 200);
+});
