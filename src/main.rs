@@ -6,12 +6,16 @@ mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use kairo_actions::http::ReqwestHttp;
+use kairo_actions::sandbox::SandboxChannel;
 use kairo_actions::whatsapp::WhatsAppWebhook;
 use kairo_engine::api::webhook::Ingestor;
 use kairo_engine::config::{Config, LogFormat, Overrides};
+use kairo_engine::runtime::{Engine, EngineConfig, WorkerConfig, default_owner};
 use kairo_engine::store::{Keywords, NewAccount, NewPhoneNumber};
 use kairo_engine::{Clock, Store, api};
 use tokio_util::sync::CancellationToken;
@@ -40,7 +44,15 @@ enum Command {
         listen: Option<String>,
     },
     /// Run a worker daemon that executes workflow steps (migrates first).
-    Worker,
+    ///
+    /// Many workers may run against one PostgreSQL database, on one machine
+    /// or many; each step is claimed by exactly one. SIGTERM stops claiming,
+    /// lets running steps finish and gives back the rest.
+    Worker {
+        /// Steps run at the same time [default: 32, or worker.slots].
+        #[arg(long, value_name = "N")]
+        slots: Option<usize>,
+    },
     /// Apply or inspect database migrations.
     Migrate {
         #[command(subcommand)]
@@ -120,7 +132,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(config.log_format);
     match cli.command {
         Command::Serve { .. } => serve(&config).await.map(|()| ExitCode::SUCCESS),
-        Command::Worker => worker(&config).await.map(|()| ExitCode::SUCCESS),
+        Command::Worker { slots } => worker(&config, slots).await.map(|()| ExitCode::SUCCESS),
         Command::Migrate { action } => {
             migrate(&config, action.unwrap_or(MigrateAction::Up)).await.map(|()| ExitCode::SUCCESS)
         }
@@ -196,11 +208,20 @@ async fn serve(config: &Config) -> Result<()> {
     tracing::info!(database = %store.url(), "database ready");
     println!("kairo listening on http://{addr}");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let engine = build_engine(&store, config)?;
+    let workers = tokio::spawn({
+        let (engine, settings, shutdown) = (engine.clone(), worker_config(config), shutdown.clone());
+        async move { engine.run(settings, shutdown).await }
+    });
     let app = api::router(api::AppState { store: store.clone(), webhook });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("HTTP server failed")?;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    match workers.await {
+        Ok(Ok(report)) => tracing::info!(steps = report.steps, "workers stopped"),
+        Ok(Err(err)) => tracing::error!(%err, "workers stopped with an error"),
+        Err(err) => tracing::error!(%err, "workers ended abnormally"),
+    }
+    served.context("HTTP server failed")?;
     tracing::info!("shut down cleanly");
     store.close().await;
     Ok(())
@@ -280,10 +301,54 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
-async fn worker(config: &Config) -> Result<()> {
+async fn worker(config: &Config, slots: Option<usize>) -> Result<()> {
     let store = open_migrated(config).await?;
+    load_workflows(&store, config).await?;
+    let engine = build_engine(&store, config)?;
+    let mut settings = worker_config(config);
+    settings.slots = slots.unwrap_or(settings.slots);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    println!("kairo worker {} running with {} slots", engine.owner(), settings.slots);
+    let report = engine.run(settings, shutdown).await?;
+    println!("kairo worker stopped after {} steps", report.steps);
     store.close().await;
-    not_built("kairo worker", "the durable runtime (issue #4); the database was migrated")
+    Ok(())
+}
+
+/// The runtime, wired to the sandbox channel (sending through the WhatsApp
+/// Cloud API arrives with issue #6) and the HTTP client.
+fn build_engine(store: &Store, config: &Config) -> Result<Arc<Engine>> {
+    // reqwest is built without a default crypto provider; install ring once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let record_file = config.sandbox.record_file.clone();
+    match &record_file {
+        Some(file) => {
+            tracing::warn!(file = %file.display(), "sandbox: sends are recorded in the inbox and the file, not sent")
+        }
+        None => tracing::warn!("sandbox: sends are recorded in the inbox, not sent to WhatsApp"),
+    }
+    let http = ReqwestHttp::new().map_err(anyhow::Error::msg)?;
+    let engine_config = EngineConfig {
+        owner: default_owner(),
+        lease: Duration::from_secs(config.worker.lease_secs.max(1)),
+        batch: config.worker.batch.max(1),
+    };
+    Ok(Engine::new(
+        store.clone(),
+        Arc::new(kairo_engine::SystemClock),
+        Arc::new(SandboxChannel::new(record_file)),
+        Arc::new(http),
+        engine_config,
+    ))
+}
+
+fn worker_config(config: &Config) -> WorkerConfig {
+    WorkerConfig {
+        slots: config.worker.slots.max(1),
+        poll_interval: Duration::from_millis(config.worker.poll_ms.max(10)),
+        ..WorkerConfig::default()
+    }
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -123,32 +123,6 @@ fn a_missing_config_file_given_with_config_is_an_error() {
 }
 
 #[test]
-fn commands_not_built_yet_fail_with_a_message_and_no_panic() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    kairo(dir.path())
-        .args(["simulate", "welcome.yaml"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("kairo simulate is not available in this build yet"))
-        .stderr(predicate::str::contains("panicked").not());
-}
-
-#[test]
-fn worker_migrates_before_saying_it_has_nothing_to_run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    kairo(dir.path())
-        .arg("worker")
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("kairo worker is not available in this build yet"));
-    kairo(dir.path())
-        .args(["migrate", "status"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("applied  m20261125_000001_initial"));
-}
-
-#[test]
 fn an_unknown_command_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     kairo(dir.path()).arg("frobnicate").assert().code(2).stderr(predicate::str::contains("unrecognized subcommand"));

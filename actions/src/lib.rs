@@ -1,8 +1,12 @@
-//! Kairo's built-in workflow actions and the WhatsApp Cloud API channel.
+//! Kairo's outside-world side: the WhatsApp Cloud API channel, the sandbox
+//! channel and the `http` step's client.
 //!
-//! The engine owns the `Action` and `Channel` traits; this crate implements
-//! them and the `kairo` binary wires them in. Built so far: the WhatsApp
-//! webhook (verification and payloads). The send, assign, wait and branch
-//! actions arrive with the runtime (issue #4), the sending client with #6.
+//! The engine owns the traits (`Channel`, `Outbound`, `HttpCaller`); this
+//! crate implements them and the `kairo` binary wires them in. Built so far:
+//! the WhatsApp webhook (verification and payloads), the sandbox channel
+//! (records sends, sends nothing) and the HTTP client. The WhatsApp sending
+//! client arrives with issue #6.
 
+pub mod http;
+pub mod sandbox;
 pub mod whatsapp;

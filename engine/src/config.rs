@@ -24,8 +24,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Environment variables read, each `KAIRO_` + a key in upper case.
 const ENV_KEYS: &[&str] = &["database_url", "listen", "workflows_dir", "log_format"];
 /// Secrets read from the environment: `KAIRO_` + the name, and where they go.
-const SECRET_ENV_KEYS: &[(&str, &str)] =
-    &[("whatsapp_app_secret", "whatsapp.app_secret"), ("whatsapp_verify_token", "whatsapp.verify_token")];
+const SECRET_ENV_KEYS: &[(&str, &str)] = &[
+    ("whatsapp_app_secret", "whatsapp.app_secret"),
+    ("whatsapp_verify_token", "whatsapp.verify_token"),
+    ("worker_slots", "worker.slots"),
+    ("worker_lease_secs", "worker.lease_secs"),
+    ("worker_poll_ms", "worker.poll_ms"),
+    ("worker_batch", "worker.batch"),
+    ("sandbox_record_file", "sandbox.record_file"),
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +50,66 @@ pub struct Config {
     pub log_format: LogFormat,
     #[serde(default)]
     pub whatsapp: WhatsAppConfig,
+    #[serde(default)]
+    pub worker: WorkerSettings,
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+}
+
+/// How workers run (`[worker]`; env `KAIRO_WORKER_SLOTS`, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Steps one process runs at the same time.
+    #[serde(default = "default_slots")]
+    pub slots: usize,
+    /// Seconds a claim lasts without renewal: after a worker dies, its steps
+    /// are taken over this long after its last renewal.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// Milliseconds an idle worker waits before looking for due work again.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Most steps claimed or committed in one transaction.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            slots: default_slots(),
+            lease_secs: default_lease_secs(),
+            poll_ms: default_poll_ms(),
+            batch: default_batch(),
+        }
+    }
+}
+
+fn default_slots() -> usize {
+    32
+}
+
+fn default_lease_secs() -> u64 {
+    30
+}
+
+fn default_poll_ms() -> u64 {
+    200
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+/// The sandbox channel (`[sandbox]`): used while no WhatsApp sending is
+/// configured. Sends are recorded in the inbox and, when set, appended to
+/// `record_file` as JSON lines.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSettings {
+    #[serde(default)]
+    pub record_file: Option<PathBuf>,
 }
 
 /// A WABA holds at most this many phone numbers (API.md, section 8).
@@ -166,6 +233,8 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed("KAIRO_").filter_map(|key| {
+            // figment hands the key over in the case it was written in.
+            let key = key.as_str().to_ascii_lowercase();
             let key = key.as_str();
             if ENV_KEYS.contains(&key) {
                 Some(key.to_string().into())
@@ -231,6 +300,21 @@ mod tests {
         let path = dir.path().join("kairo.toml");
         std::fs::write(&path, text).expect("write config");
         path
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail decides the closure's error type
+    fn nested_settings_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KAIRO_WORKER_SLOTS", "7");
+            jail.set_env("KAIRO_SANDBOX_RECORD_FILE", "/tmp/sends.jsonl");
+            jail.set_env("KAIRO_WHATSAPP_APP_SECRET", "s3cret");
+            let config = Config::load(None, &Overrides::default()).expect("config");
+            assert_eq!(config.worker.slots, 7);
+            assert_eq!(config.sandbox.record_file, Some(PathBuf::from("/tmp/sends.jsonl")));
+            assert_eq!(config.whatsapp.app_secret.as_ref().map(|s| s.expose().to_string()), Some("s3cret".into()));
+            Ok(())
+        });
     }
 
     #[test]

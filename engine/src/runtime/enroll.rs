@@ -75,6 +75,33 @@ impl Engine {
         Ok(result)
     }
 
+    /// Enrolls many contacts through the API trigger, in transactions of a
+    /// few hundred; each contact gets the same trigger data. Returns what
+    /// happened to each, in order.
+    pub async fn enroll_many(
+        &self,
+        workflow: &str,
+        contacts: &[ContactId],
+        trigger_data: serde_json::Value,
+    ) -> Result<Vec<Enrolled>, EngineError> {
+        let plan = self.current_plan(workflow).ok_or_else(|| EngineError::UnknownWorkflow(workflow.to_string()))?;
+        if !plan.model.triggers.iter().any(|t| t.api.is_some()) {
+            return Err(EngineError::NotApiEnrollable { workflow: workflow.to_string() });
+        }
+        let mut results = Vec::with_capacity(contacts.len());
+        for chunk in contacts.chunks(500) {
+            let now = self.now();
+            let tx = self.store.begin().await?;
+            for id in chunk {
+                let contact = tx.contact(*id).await?.ok_or(EngineError::UnknownContact(*id))?;
+                results.push(self.enroll_in(&tx, &plan, &contact, "api", trigger_data.clone(), now).await?);
+            }
+            tx.commit().await?;
+            self.notify();
+        }
+        Ok(results)
+    }
+
     /// Applies the enrollment rules and, when they allow it, writes the
     /// enrollment and its first step (due now) in `tx`.
     pub(super) async fn enroll_in(

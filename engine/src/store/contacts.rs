@@ -53,6 +53,75 @@ impl Store {
         contact::Entity::insert(row).exec_with_returning(&self.db).await.map_err(|e| self.query_error(e))
     }
 
+    /// Inserts many contacts in one transaction, opted in on `opted_in_on`
+    /// when given (with an audit entry from the API). Returns their ids in order.
+    pub async fn import_contacts(
+        &self,
+        news: Vec<NewContact>,
+        opted_in_on: Option<PhoneNumberId>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ContactId>, StoreError> {
+        let ids: Vec<ContactId> = news.iter().map(|_| ContactId::new()).collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let _turn = self.write_turn().await;
+        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        // Chunks keep each statement under the backends' bound-parameter limits.
+        let rows: Vec<contact::ActiveModel> = news
+            .into_iter()
+            .zip(&ids)
+            .map(|(new, id)| contact::ActiveModel {
+                id: Set(*id),
+                name: Set(new.name),
+                phone: Set(new.phone),
+                mobile_phone: Set(new.mobile_phone),
+                wa_id: Set(new.wa_id),
+                user_id: Set(new.user_id),
+                properties: Set(if new.properties.is_null() { serde_json::json!({}) } else { new.properties }),
+                created_at: Set(now),
+                updated_at: Set(now),
+            })
+            .collect();
+        for chunk in rows.chunks(500) {
+            contact::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| self.query_error(e))?;
+        }
+        if let Some(number) = opted_in_on {
+            for chunk in ids.chunks(500) {
+                let consents = chunk.iter().map(|id| consent::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    contact_id: Set(*id),
+                    phone_number_id: Set(number),
+                    status: Set(ConsentStatus::OptedIn),
+                    changed_at: Set(now),
+                });
+                consent::Entity::insert_many(consents)
+                    .exec_without_returning(&txn)
+                    .await
+                    .map_err(|e| self.query_error(e))?;
+                let audits = chunk.iter().map(|id| consent_event::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    contact_id: Set(*id),
+                    phone_number_id: Set(number),
+                    status: Set(ConsentStatus::OptedIn),
+                    source: Set(ConsentSource::Api),
+                    keyword: Set(None),
+                    wamid: Set(None),
+                    occurred_at: Set(now),
+                });
+                consent_event::Entity::insert_many(audits)
+                    .exec_without_returning(&txn)
+                    .await
+                    .map_err(|e| self.query_error(e))?;
+            }
+        }
+        txn.commit().await.map_err(|e| self.query_error(e))?;
+        Ok(ids)
+    }
+
     pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
         contact::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
     }
