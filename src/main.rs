@@ -1,6 +1,7 @@
 //! The `kairo` binary: command-line parsing and wiring only. Every capability
 //! lives in the `kairo-engine` and `kairo-actions` crates.
 
+mod simulate;
 mod validate;
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kairo_actions::http::ReqwestHttp;
 use kairo_actions::sandbox::SandboxChannel;
@@ -75,10 +76,27 @@ enum Command {
     },
     /// Print the JSON Schema of workflow files, for editors.
     Schema,
-    /// Run a workflow for one contact on an in-memory store, with a fake clock.
+    /// Run a workflow for one contact on an in-memory store, with a fake
+    /// clock: prints each step, its rendered parameters, each wait (skipped
+    /// over) and each branch taken. Nothing is sent; no network is used.
     Simulate {
         /// The workflow file.
         workflow: PathBuf,
+        /// The contact, as JSON: {"name", "phone", "properties": {…}, "opted_in": true}.
+        #[arg(long, value_name = "CONTACT.json")]
+        contact: PathBuf,
+        /// The trigger data, as JSON (its "kind" names the trigger; default api).
+        #[arg(long, value_name = "EVENT.json")]
+        event: Option<PathBuf>,
+        /// When the enrollment starts (RFC 3339) [default: now].
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Check numbers and templates against this catalogue file (JSON).
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Print the version of kairo and of its database schema.
     Version,
@@ -144,18 +162,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema).context("printing the schema")?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { .. } => {
-            not_built("kairo simulate", "the durable runtime (issue #4)").map(|()| ExitCode::SUCCESS)
+        Command::Simulate { workflow, contact, event, at, catalog, format } => {
+            simulate::run(simulate::Args {
+                workflow: &workflow,
+                contact: &contact,
+                event: event.as_deref(),
+                at: at.as_deref(),
+                catalog: catalog.as_deref(),
+                json: format == Format::Json,
+            })
+            .await
         }
         Command::Version => {
             println!("kairo {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn not_built(command: &str, capability: &str) -> Result<()> {
-    bail!("{command} is not available in this build yet: it arrives with {capability}")
 }
 
 fn init_logging(format: LogFormat) {

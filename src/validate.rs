@@ -93,7 +93,7 @@ fn render(diagnostic: &Diagnostic, source: &str) -> String {
     format!("error: {}", diagnostic.render(source))
 }
 
-fn read_catalog(file: &Path) -> Result<Catalog> {
+pub fn read_catalog(file: &Path) -> Result<Catalog> {
     let text = std::fs::read_to_string(file)
         .map_err(|err| UsageError(format!("cannot read catalogue {}: {err}", file.display())))?;
     serde_json::from_str(&text)

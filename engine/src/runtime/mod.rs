@@ -25,6 +25,8 @@ pub mod context;
 mod enroll;
 pub mod outbound;
 pub mod plan;
+pub mod recording;
+pub mod simulate;
 mod step;
 mod triggers;
 mod worker;

@@ -137,8 +137,13 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true);
+        // An in-memory database lives in one connection: a second one would
+        // be a second, empty database, and an idle timeout would lose it.
+        let in_memory = url.expose().contains(":memory:");
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(if in_memory { 1 } else { 8 })
+            .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
+            .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(1800)) })
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await

@@ -1,0 +1,62 @@
+//! Channels that record instead of calling out: what `kairo simulate` and
+//! tests run against. Nothing here touches the network.
+
+/// A channel that records what it is asked to send and answers with made-up
+/// wamids; it can be told to fail the next sends.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingOutbound {
+    sent: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    failures: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<super::CallError>>>,
+}
+
+impl RecordingOutbound {
+    /// Every message sent so far, as JSON, in order.
+    pub fn sent(&self) -> Vec<serde_json::Value> {
+        self.sent.lock().expect("recorder lock is never poisoned").clone()
+    }
+
+    /// Makes the next send fail with `error` (queued: call it again for more).
+    pub fn fail_next(&self, error: super::CallError) {
+        self.failures.lock().expect("recorder lock is never poisoned").push_back(error);
+    }
+
+    fn record(&self, message: serde_json::Value) -> Result<super::SendReceipt, super::CallError> {
+        if let Some(error) = self.failures.lock().expect("recorder lock is never poisoned").pop_front() {
+            return Err(error);
+        }
+        let mut sent = self.sent.lock().expect("recorder lock is never poisoned");
+        sent.push(message);
+        Ok(super::SendReceipt { wamid: format!("wamid.test.{}", sent.len()) })
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Outbound for RecordingOutbound {
+    async fn send_template(&self, message: &super::OutboundTemplate) -> Result<super::SendReceipt, super::CallError> {
+        self.record(serde_json::to_value(message).expect("messages serialise"))
+    }
+
+    async fn send_text(&self, message: &super::OutboundText) -> Result<super::SendReceipt, super::CallError> {
+        self.record(serde_json::to_value(message).expect("messages serialise"))
+    }
+}
+
+/// An HTTP client that records requests and answers 200 with `{"ok": true}`.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingHttp {
+    calls: std::sync::Arc<std::sync::Mutex<Vec<super::HttpCall>>>,
+}
+
+impl RecordingHttp {
+    pub fn calls(&self) -> Vec<super::HttpCall> {
+        self.calls.lock().expect("recorder lock is never poisoned").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl super::HttpCaller for RecordingHttp {
+    async fn call(&self, request: &super::HttpCall) -> Result<super::HttpAnswer, super::CallError> {
+        self.calls.lock().expect("recorder lock is never poisoned").push(request.clone());
+        Ok(super::HttpAnswer { status: 200, body: serde_json::json!({ "ok": true }) })
+    }
+}
