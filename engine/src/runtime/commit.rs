@@ -55,95 +55,86 @@ impl Engine {
         }
     }
 
+    /// One transaction for the whole batch. Step results, enrollment
+    /// changes and successor steps are each written with one statement for
+    /// the batch; the rare outcomes (parking on a timer, deferring) row by row.
     async fn commit_batch(&self, batch: &[Finished]) -> Result<Vec<Claimed>, StoreError> {
         let now = self.now();
         let lease_until = now + self.lease();
+        let owner = self.owner();
         let tx = self.store.begin().await?;
-        let mut chained = Vec::new();
+        let finishes: Vec<_> = batch
+            .iter()
+            .filter_map(|f| match &f.outcome {
+                Outcome::Done { record, .. } | Outcome::Retry { record, .. } => Some((f.claim.id, record.clone())),
+                Outcome::Lost | Outcome::Defer { .. } | Outcome::Park { .. } => None,
+            })
+            .collect();
+        let won = tx.finish_steps(owner, &finishes, &[StepState::Claimed, StepState::Attempting], now).await?;
+        let mut changes = Vec::new();
+        let mut successors: Vec<(StepExecution, Option<RunContext>)> = Vec::new();
         for finished in batch {
-            if let Some(next) = self.write_outcome(&tx, finished, now, lease_until).await? {
-                chained.push(next);
+            let claim = &finished.claim;
+            let enrollment = claim.enrollment_id;
+            match &finished.outcome {
+                Outcome::Lost => {}
+                Outcome::Defer { due_at } => {
+                    tx.defer_step(claim.id, owner, *due_at).await?;
+                }
+                Outcome::Park { output, timer_kind, wake_at } => {
+                    if tx.park_step(claim.id, owner, output.clone()).await? {
+                        tx.insert_timer(enrollment, claim.id, timer_kind, *wake_at, now).await?;
+                        let change = running(EnrollmentStatus::Waiting, &claim.step_id);
+                        if !tx.change_enrollment(enrollment, change, now).await? {
+                            tx.cancel_scheduled(enrollment, now).await?;
+                        }
+                    }
+                }
+                Outcome::Retry { due_at, .. } if won.contains(&claim.id) => {
+                    changes.push((enrollment, running(EnrollmentStatus::Active, &claim.step_id)));
+                    let attempt = finished.ctx.last_attempt(&claim.step_id).max(claim.attempt) + 1;
+                    successors.push((new_step(claim, &claim.step_id, attempt, *due_at, None, now), None));
+                }
+                Outcome::Done { record, then, effects } if won.contains(&claim.id) => {
+                    let mut ctx = finished.ctx.clone();
+                    for effect in effects {
+                        self.apply_effect(&tx, &mut ctx, claim, effect, now).await?;
+                    }
+                    match then {
+                        Then::Step(next) => {
+                            changes.push((enrollment, running(EnrollmentStatus::Active, next)));
+                            let attempt = ctx.last_attempt(next) + 1;
+                            let row = new_step(claim, next, attempt, now, Some((owner, lease_until)), now);
+                            ctx.record(claim, record.output.clone());
+                            ctx.record_attempt(&row);
+                            successors.push((row, Some(ctx)));
+                        }
+                        Then::Finish { status, reason, error } => {
+                            let change = EnrollmentChange {
+                                status: *status,
+                                current_step: Some(claim.step_id.clone()),
+                                exit_reason: reason.clone(),
+                                error: error.clone(),
+                            };
+                            changes.push((enrollment, change));
+                        }
+                    }
+                }
+                Outcome::Retry { .. } | Outcome::Done { .. } => {}
             }
         }
+        let changed = tx.change_enrollments(&changes, now).await?;
+        // A successor is written only when its enrollment is still running
+        // (it may have been cancelled, or have exited on an event).
+        successors.retain(|(row, _)| changed.contains(&row.enrollment_id));
+        let rows: Vec<StepExecution> = successors.iter().map(|(row, _)| row.clone()).collect();
+        tx.insert_steps(&rows).await?;
         tx.commit().await?;
-        Ok(chained)
+        Ok(successors.into_iter().filter_map(|(claim, ctx)| ctx.map(|ctx| Claimed { claim, ctx })).collect())
     }
 
     pub(super) fn lease(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.config.lease).expect("a lease is a few seconds or minutes")
-    }
-
-    async fn write_outcome(
-        &self,
-        tx: &Tx,
-        finished: &Finished,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Claimed>, StoreError> {
-        let owner = self.owner();
-        let claim = &finished.claim;
-        let enrollment = claim.enrollment_id;
-        let from = [StepState::Claimed, StepState::Attempting];
-        match &finished.outcome {
-            Outcome::Lost => Ok(None),
-            Outcome::Defer { due_at } => {
-                tx.defer_step(claim.id, owner, *due_at).await?;
-                Ok(None)
-            }
-            Outcome::Park { output, timer_kind, wake_at } => {
-                if !tx.park_step(claim.id, owner, output.clone()).await? {
-                    return Ok(None);
-                }
-                tx.insert_timer(enrollment, claim.id, timer_kind, *wake_at, now).await?;
-                let change = running(EnrollmentStatus::Waiting, &claim.step_id);
-                if !tx.change_enrollment(enrollment, change, now).await? {
-                    tx.cancel_scheduled(enrollment, now).await?;
-                }
-                Ok(None)
-            }
-            Outcome::Retry { record, due_at } => {
-                if !tx.finish_step(claim.id, Some(owner), &from, record.clone(), now).await? {
-                    return Ok(None);
-                }
-                if tx.change_enrollment(enrollment, running(EnrollmentStatus::Active, &claim.step_id), now).await? {
-                    let attempt = finished.ctx.last_attempt(&claim.step_id).max(claim.attempt) + 1;
-                    tx.insert_step(enrollment, &claim.step_id, attempt, *due_at, None, now).await?;
-                }
-                Ok(None)
-            }
-            Outcome::Done { record, then, effects } => {
-                if !tx.finish_step(claim.id, Some(owner), &from, record.clone(), now).await? {
-                    return Ok(None);
-                }
-                let mut ctx = finished.ctx.clone();
-                for effect in effects {
-                    self.apply_effect(tx, &mut ctx, claim, effect, now).await?;
-                }
-                match then {
-                    Then::Step(next) => {
-                        if !tx.change_enrollment(enrollment, running(EnrollmentStatus::Active, next), now).await? {
-                            return Ok(None);
-                        }
-                        let attempt = ctx.last_attempt(next) + 1;
-                        let row =
-                            tx.insert_step(enrollment, next, attempt, now, Some((owner, lease_until)), now).await?;
-                        ctx.record(claim, record.output.clone());
-                        ctx.record_attempt(&row);
-                        Ok(Some(Claimed { claim: row, ctx }))
-                    }
-                    Then::Finish { status, reason, error } => {
-                        let change = EnrollmentChange {
-                            status: *status,
-                            current_step: Some(claim.step_id.clone()),
-                            exit_reason: reason.clone(),
-                            error: error.clone(),
-                        };
-                        tx.change_enrollment(enrollment, change, now).await?;
-                        Ok(None)
-                    }
-                }
-            }
-        }
     }
 
     async fn apply_effect(
@@ -216,4 +207,35 @@ impl Engine {
 
 fn running(status: EnrollmentStatus, step: &str) -> EnrollmentChange {
     EnrollmentChange { status, current_step: Some(step.to_string()), exit_reason: None, error: None }
+}
+
+/// A new step execution of `claim`'s enrollment: pending, or claimed by
+/// `claimed_by` until its lease ends.
+fn new_step(
+    claim: &StepExecution,
+    step_id: &str,
+    attempt: i32,
+    due_at: DateTime<Utc>,
+    claimed_by: Option<(&str, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) -> StepExecution {
+    let (state, owner, lease, started) = match claimed_by {
+        Some((owner, until)) => (StepState::Claimed, Some(owner.to_string()), Some(until), Some(now)),
+        None => (StepState::Pending, None, None, None),
+    };
+    StepExecution {
+        id: crate::ids::StepExecutionId::new(),
+        enrollment_id: claim.enrollment_id,
+        step_id: step_id.to_string(),
+        attempt,
+        state,
+        output: None,
+        error: None,
+        lease_owner: owner,
+        lease_expires_at: lease,
+        due_at,
+        started_at: started,
+        finished_at: None,
+        created_at: now,
+    }
 }

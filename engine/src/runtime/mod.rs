@@ -43,6 +43,7 @@ pub use self::outbound::{
     CallError, HttpAnswer, HttpCall, HttpCaller, Outbound, OutboundTemplate, OutboundText, SendReceipt,
 };
 pub use self::plan::Plan;
+pub use self::recording::{RecordingHttp, RecordingOutbound};
 pub use self::worker::{TickReport, WorkerConfig, WorkerReport};
 use crate::clock::Clock;
 use crate::ids::{EnrollmentId, WorkflowVersionId};

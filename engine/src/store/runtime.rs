@@ -12,11 +12,13 @@
 //!   before the call leaves; a row still `attempting` after its lease ran out
 //!   means "outcome unknown", never "run again".
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, TransactionTrait, Value,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
 };
 use uuid::Uuid;
 
@@ -282,6 +284,37 @@ impl Store {
             .map(|rows| rows.into_iter().map(|(status, n)| (status, n.max(0) as u64)).collect())
     }
 
+    /// How many steps finished, from the first start to the last finish:
+    /// what the throughput benchmark divides.
+    pub async fn step_span(&self) -> Result<(u64, Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
+        let row: Option<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = step_execution::Entity::find()
+            .select_only()
+            .column_as(step_execution::Column::Id.count(), "n")
+            .column_as(step_execution::Column::StartedAt.min(), "first")
+            .column_as(step_execution::Column::FinishedAt.max(), "last")
+            .filter(step_execution::Column::FinishedAt.is_not_null())
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(row.map_or((0, None, None), |(n, first, last)| (n.max(0) as u64, first, last)))
+    }
+
+    /// Timers that fired, with how late each fired (fired_at - wake_at), in
+    /// milliseconds: what the timer benchmark reports.
+    pub async fn timer_lateness_ms(&self) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = timer::Entity::find()
+            .select_only()
+            .column(timer::Column::WakeAt)
+            .column(timer::Column::FiredAt)
+            .filter(timer::Column::State.eq(TimerState::Fired))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(rows.into_iter().filter_map(|(wake, fired)| fired.map(|f| (f - wake).num_milliseconds())).collect())
+    }
+
     /// The earliest pending timer: where a simulation jumps to.
     pub async fn next_timer(&self) -> Result<Option<Timer>, StoreError> {
         timer::Entity::find()
@@ -373,6 +406,139 @@ impl Tx {
         }
         let res = update.exec(&self.txn).await.map_err(|e| self.err(e))?;
         Ok(res.rows_affected == 1)
+    }
+
+    /// [`Tx::finish_step`] for many steps held by `owner` in one statement.
+    /// Returns the steps this call finished; the others had moved on (a
+    /// lost lease, a cancellation) and their completions must be dropped.
+    pub async fn finish_steps(
+        &self,
+        owner: &str,
+        finishes: &[(StepExecutionId, StepRecord)],
+        from: &[StepState],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<StepExecutionId>, StoreError> {
+        let mut won = HashSet::new();
+        // Chunks keep the statement under SQLite's bound-parameter limit.
+        for chunk in finishes.chunks(1000) {
+            let pg = self.store.backend == Backend::Postgres;
+            let mut values: Vec<Value> = vec![owner.into(), now.into()];
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (id, record) in chunk {
+                let n = values.len();
+                rows.push(if pg {
+                    format!("(${}::uuid, ${}, ${}::jsonb, ${})", n + 1, n + 2, n + 3, n + 4)
+                } else {
+                    format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+                });
+                values.push(Value::Uuid(Some(id.as_uuid())));
+                values.push(state_name(record.state).into());
+                values.push(Value::Json(record.output.clone().map(Box::new)));
+                values.push(record.error.clone().into());
+            }
+            let states = from.iter().map(|s| format!("'{}'", state_name(*s))).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "WITH v(id, state, output, error) AS (VALUES {}) \
+                 UPDATE step_executions SET state = v.state, output = v.output, error = v.error, \
+                 lease_owner = NULL, lease_expires_at = NULL, finished_at = $2 FROM v \
+                 WHERE step_executions.id = v.id AND step_executions.lease_owner = $1 \
+                 AND step_executions.state IN ({states}) RETURNING step_executions.id",
+                rows.join(", ")
+            );
+            let rows = self
+                .txn
+                .query_all_raw(Statement::from_sql_and_values(self.txn.get_database_backend(), sql, values))
+                .await
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let id: Uuid = row.try_get_by_index(0).map_err(|e| self.err(e))?;
+                won.insert(StepExecutionId(id));
+            }
+        }
+        Ok(won)
+    }
+
+    /// [`Tx::change_enrollment`] for many running enrollments in one
+    /// statement. Returns the enrollments it changed (those still running).
+    pub async fn change_enrollments(
+        &self,
+        changes: &[(EnrollmentId, EnrollmentChange)],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<EnrollmentId>, StoreError> {
+        let mut changed = HashSet::new();
+        for chunk in changes.chunks(1000) {
+            let pg = self.store.backend == Backend::Postgres;
+            let mut values: Vec<Value> = vec![now.into()];
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (id, change) in chunk {
+                let n = values.len();
+                rows.push(if pg {
+                    format!(
+                        "(${}::uuid, ${}, ${}, ${}::timestamptz, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6
+                    )
+                } else {
+                    format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
+                });
+                let finished = !RUNNING.contains(&change.status);
+                values.push(Value::Uuid(Some(id.as_uuid())));
+                values.push(enrollment_status_name(change.status).into());
+                values.push(change.current_step.clone().into());
+                values.push(if finished { Some(now) } else { None }.into());
+                values.push(change.exit_reason.clone().into());
+                values.push(change.error.clone().into());
+            }
+            let sql = format!(
+                "WITH v(id, status, current_step, finished_at, exit_reason, error) AS (VALUES {}) \
+                 UPDATE enrollments SET status = v.status, current_step = v.current_step, updated_at = $1, \
+                 finished_at = COALESCE(v.finished_at, enrollments.finished_at), \
+                 exit_reason = COALESCE(v.exit_reason, enrollments.exit_reason), \
+                 error = COALESCE(v.error, enrollments.error) FROM v \
+                 WHERE enrollments.id = v.id AND enrollments.status IN ('active', 'waiting') \
+                 RETURNING enrollments.id",
+                rows.join(", ")
+            );
+            let rows = self
+                .txn
+                .query_all_raw(Statement::from_sql_and_values(self.txn.get_database_backend(), sql, values))
+                .await
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let id: Uuid = row.try_get_by_index(0).map_err(|e| self.err(e))?;
+                changed.insert(EnrollmentId(id));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Inserts step executions built by the caller, in one statement per chunk.
+    pub async fn insert_steps(&self, rows: &[StepExecution]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(500) {
+            let models = chunk.iter().map(|row| step_execution::ActiveModel {
+                id: Set(row.id),
+                enrollment_id: Set(row.enrollment_id),
+                step_id: Set(row.step_id.clone()),
+                attempt: Set(row.attempt),
+                state: Set(row.state),
+                output: Set(row.output.clone()),
+                error: Set(row.error.clone()),
+                lease_owner: Set(row.lease_owner.clone()),
+                lease_expires_at: Set(row.lease_expires_at),
+                due_at: Set(row.due_at),
+                started_at: Set(row.started_at),
+                finished_at: Set(row.finished_at),
+                created_at: Set(row.created_at),
+            });
+            step_execution::Entity::insert_many(models).exec_without_returning(&self.txn).await.map_err(|e| {
+                self.store.insert_error(e, || "a step execution of this enrollment and attempt".to_string())
+            })?;
+        }
+        Ok(())
     }
 
     /// Parks a claimed step on its timer: state `waiting`, lease released.
@@ -987,4 +1153,15 @@ pub enum OwnerChoice {
     User(String),
     Team(String),
     RoundRobin(String),
+}
+
+/// The stored name of a step state (what the active enum writes).
+fn state_name(state: StepState) -> String {
+    use sea_orm::ActiveEnum;
+    state.to_value()
+}
+
+fn enrollment_status_name(status: EnrollmentStatus) -> String {
+    use sea_orm::ActiveEnum;
+    status.to_value()
 }
