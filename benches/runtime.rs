@@ -6,7 +6,8 @@
 //! Run with `scripts/bench-runtime` (release build, PostgreSQL set up).
 //! Environment: BENCH_ENROLLMENTS (default 4000), BENCH_POSTGRES_URL (an
 //! admin URL that may CREATE DATABASE; PostgreSQL runs are skipped without
-//! it), BENCH_ONLY (`sqlite`, `postgres`).
+//! it), BENCH_ONLY (`sqlite`, `postgres`), BENCH_SLOTS (per worker, default
+//! 64), BENCH_APALIS_JOBS (default 10,000).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -61,10 +62,20 @@ async fn run() {
     let postgres = std::env::var("BENCH_POSTGRES_URL").ok().filter(|u| !u.is_empty());
     println!("kairo runtime bench: {enrollments} enrollments x 5 no-op steps, machine: {} cores", num_cpus());
     let mut results = Vec::new();
+    let mut apalis = Vec::new();
     if only.is_empty() || only == "sqlite" {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         results.push(("sqlite, 1 worker process".to_string(), scenario(&url, enrollments, 1).await));
+        let jobs = apalis_jobs();
+        for workers in [1, 4] {
+            let rate = apalis_peer::sqlite(&dir.path().join(format!("apalis-{workers}.db")), jobs, workers).await;
+            println!(
+                "  apalis-sqlite: {jobs} no-op jobs, {workers} worker(s), batch {}: {rate:.0} jobs/s",
+                apalis_peer::BATCH
+            );
+            apalis.push((format!("apalis-sqlite, {workers} worker(s) in one process"), rate));
+        }
     }
     if let Some(admin) = postgres.filter(|_| only.is_empty() || only == "postgres") {
         for workers in [1, 4] {
@@ -73,11 +84,32 @@ async fn run() {
                 .push((format!("postgres, {workers} worker process(es)"), scenario(&url, enrollments, workers).await));
             drop_database(&admin, &name).await;
         }
+        let jobs = apalis_jobs();
+        for workers in [1, 4] {
+            let (url, name) = create_database(&admin).await;
+            let rate = apalis_peer::postgres(&url, jobs, workers).await;
+            println!(
+                "  apalis-postgres: {jobs} no-op jobs, {workers} worker(s), batch {}: {rate:.0} jobs/s",
+                apalis_peer::BATCH
+            );
+            apalis.push((format!("apalis-postgres, {workers} worker(s) in one process"), rate));
+            drop_database(&admin, &name).await;
+        }
     }
     println!();
     for (name, steps_per_second) in &results {
         println!("RESULT kairo steps/s {name}: {steps_per_second:.0}");
     }
+    for (name, jobs_per_second) in &apalis {
+        println!("RESULT apalis no-op jobs/s {name}: {jobs_per_second:.0}");
+    }
+}
+
+/// How many no-op jobs the apalis runs push (BENCH_APALIS_JOBS, default
+/// 10,000): apalis-sqlite's claim query slows down as its table grows, so
+/// its figure is taken on a table of this size.
+fn apalis_jobs() -> usize {
+    std::env::var("BENCH_APALIS_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
 }
 
 fn num_cpus() -> usize {
@@ -170,4 +202,135 @@ async fn drop_database(admin: &str, name: &str) {
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
         .execute(&mut conn)
         .await;
+}
+
+/// apalis's own throughput on the same stores, for the ratio: no-op jobs
+/// pushed in bulk, `workers` apalis workers with one job in flight each,
+/// timed from the workers' start until they have all stopped (so every
+/// acknowledgement is committed), then checked against the `Done` count.
+mod apalis_peer {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use apalis::prelude::*;
+    use apalis_postgres::{Config as PgConfig, PostgresStorage};
+    use apalis_sqlite::{Config as SqliteConfig, SqliteStorage};
+    use serde::{Deserialize, Serialize};
+    use sqlx::postgres::PgPoolOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+    const QUEUE: &str = "kairo.bench.noop";
+    /// apalis's default claim batch on both backends.
+    pub const BATCH: usize = 10;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Noop(u64);
+
+    #[derive(Debug, Clone)]
+    struct Progress {
+        done: Arc<AtomicUsize>,
+        target: usize,
+        finished: Arc<tokio::sync::Notify>,
+    }
+
+    async fn noop(_job: Noop, progress: Data<Progress>) -> Result<(), BoxDynError> {
+        if progress.done.fetch_add(1, Ordering::AcqRel) + 1 == progress.target {
+            progress.finished.notify_one();
+        }
+        Ok(())
+    }
+
+    fn jobs_stream(jobs: usize) -> impl futures::Stream<Item = Task<Noop>> + Unpin + Send {
+        futures::stream::iter((0..jobs as u64).map(|i| TaskBuilder::new(Noop(i)).max_attempts(1).build()))
+    }
+
+    fn progress(jobs: usize) -> Progress {
+        Progress { done: Arc::default(), target: jobs, finished: Arc::default() }
+    }
+
+    async fn until_done(finished: Arc<tokio::sync::Notify>) -> std::io::Result<()> {
+        tokio::select! {
+            () = finished.notified() => Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(900)) => Err(std::io::Error::other("apalis run timed out")),
+        }
+    }
+
+    fn tag() -> String {
+        uuid::Uuid::now_v7().simple().to_string()
+    }
+
+    pub async fn sqlite(path: &Path, jobs: usize, workers: usize) -> f64 {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30));
+        // apalis's setup turns synchronous off on the connection it uses:
+        // give it one of its own, then measure on FULL like Kairo's store.
+        let setup = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.expect("open");
+        SqliteStorage::<()>::setup(&setup).await.expect("apalis-sqlite setup");
+        setup.close().await;
+        let pool =
+            SqlitePoolOptions::new().max_connections(workers as u32 + 2).connect_with(options).await.expect("open");
+        let config = SqliteConfig::default().queue(QUEUE).batch_size(BATCH);
+        let mut sink = SqliteStorage::<Noop>::new(&pool).with_config(config.clone());
+        sink.push_all(jobs_stream(jobs)).await.expect("push");
+        let progress = progress(jobs);
+        let signal = until_done(progress.finished.clone());
+        let (p, c, run) = (pool.clone(), config.clone(), tag());
+        let monitor = Monitor::new().register_n(workers, move |index, _| {
+            let backend =
+                SqliteStorage::<Noop>::new(&p).with_config(c.clone()).poll_with_interval(Duration::from_millis(20));
+            WorkerBuilder::new(format!("bench-{run}-{index}"))
+                .backend(backend)
+                .data(progress.clone())
+                .concurrency(1)
+                .build(noop)
+        });
+        let started = Instant::now();
+        monitor.run_with_signal(signal).await.expect("apalis workers");
+        let elapsed = started.elapsed();
+        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM Jobs WHERE job_type = ?1 AND status = 'Done'")
+            .bind(QUEUE)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(done as usize, jobs, "apalis-sqlite: every job done");
+        pool.close().await;
+        jobs as f64 / elapsed.as_secs_f64()
+    }
+
+    pub async fn postgres(url: &str, jobs: usize, workers: usize) -> f64 {
+        let pool = PgPoolOptions::new().max_connections(workers as u32 + 2).connect(url).await.expect("connect");
+        PostgresStorage::<()>::setup(&pool).await.expect("apalis-postgres setup");
+        let config = PgConfig::default().queue(QUEUE).batch_size(BATCH);
+        let mut sink = PostgresStorage::<Noop>::new(&pool).with_config(config.clone());
+        sink.push_all(jobs_stream(jobs)).await.expect("push");
+        let progress = progress(jobs);
+        let signal = until_done(progress.finished.clone());
+        let (p, c, run) = (pool.clone(), config.clone(), tag());
+        let monitor = Monitor::new().register_n(workers, move |index, _| {
+            let backend =
+                PostgresStorage::<Noop>::new(&p).with_config(c.clone()).poll_with_interval(Duration::from_millis(20));
+            WorkerBuilder::new(format!("bench-{run}-{index}"))
+                .backend(backend)
+                .data(progress.clone())
+                .concurrency(1)
+                .build(noop)
+        });
+        let started = Instant::now();
+        monitor.run_with_signal(signal).await.expect("apalis workers");
+        let elapsed = started.elapsed();
+        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
+            .bind(QUEUE)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(done as usize, jobs, "apalis-postgres: every job done");
+        pool.close().await;
+        jobs as f64 / elapsed.as_secs_f64()
+    }
 }
