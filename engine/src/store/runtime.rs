@@ -85,6 +85,9 @@ pub struct MessageOrigin {
     pub enrollment_id: Option<EnrollmentId>,
 }
 
+/// Finished steps, the first start and the last finish.
+pub type StepSpan = (u64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The running statuses: what "not finished" means.
 const RUNNING: [EnrollmentStatus; 2] = [EnrollmentStatus::Active, EnrollmentStatus::Waiting];
 
@@ -286,8 +289,9 @@ impl Store {
 
     /// How many steps finished, from the first start to the last finish:
     /// what the throughput benchmark divides.
-    pub async fn step_span(&self) -> Result<(u64, Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
-        let row: Option<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = step_execution::Entity::find()
+    pub async fn step_span(&self) -> Result<StepSpan, StoreError> {
+        type Row = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>); // count, first start, last finish
+        let row: Option<Row> = step_execution::Entity::find()
             .select_only()
             .column_as(step_execution::Column::Id.count(), "n")
             .column_as(step_execution::Column::StartedAt.min(), "first")
