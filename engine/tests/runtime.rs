@@ -650,3 +650,136 @@ engine_test!(http_step_renders_and_records_its_answer, |t| {
     let row = t.store.step_executions(id).await.expect("read").pop().expect("step");
     assert_eq!(row.output.expect("output")["status"], 200);
 });
+
+engine_test!(split_sends_each_enrollment_down_one_stable_arm, |t| {
+    let steps = r#"
+  - id: ab
+    split:
+      - percent: 50
+        then: a
+      - percent: 50
+        then: b
+  - id: a
+    set_property:
+      arm: a
+    next: done
+  - id: b
+    set_property:
+      arm: b
+  - id: done
+    exit:
+      reason: split
+"#;
+    t.load(&api_workflow("ab", "enrollment:\n  reenroll: always\n  concurrent: true\n", steps)).await;
+    let ada = t.contact("+1 555 0120", true).await;
+    let mut arms = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let id = t.enrolled("ab", &ada).await;
+        t.tick().await;
+        let rows = t.store.step_executions(id).await.expect("read");
+        let taken = rows[0].output.as_ref().expect("output")["next"].as_str().expect("next").to_string();
+        assert_eq!(rows[1].step_id, taken, "the arm recorded is the arm run");
+        *arms.entry(taken).or_insert(0) += 1;
+    }
+    assert_eq!(arms.len(), 2, "both arms are taken over 40 enrollments: {arms:?}");
+});
+
+engine_test!(quiet_hours_defer_a_send_to_the_next_allowed_time, |t| {
+    let extra = "quiet_hours:\n  from: \"09:00\"\n  to: \"20:00\"\n  timezone_property: tz\n";
+    t.load(&api_workflow("polite", extra, SEND)).await;
+    let ada = t.contact("+1 555 0121", true).await;
+    let tx = t.store.begin().await.expect("tx");
+    let patch = json!({ "tz": "Asia/Tokyo" });
+    tx.set_contact_properties(ada.id, patch.as_object().expect("object"), t.clock.now_utc()).await.expect("set");
+    tx.commit().await.expect("commit");
+    // t0 is 10:00 UTC = 19:00 in Tokyo: inside the window.
+    t.clock.advance(Duration::from_secs(3600)); // 20:00 in Tokyo: outside
+    let id = t.enrolled("polite", &ada).await;
+    t.tick().await;
+    assert!(t.outbound.sent().is_empty(), "no send at 20:00 local time");
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Pending, 1)]);
+    // Next 09:00 in Tokyo is 00:00 UTC the next day: 13 h later.
+    t.advance(Duration::from_secs(13 * 3600 - 1)).await;
+    assert!(t.outbound.sent().is_empty());
+    t.advance(Duration::from_secs(1)).await;
+    assert_eq!(t.outbound.sent().len(), 1);
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+});
+
+engine_test!(ensure_thread_and_round_robin_assign_an_owner, |t| {
+    let now = t.clock.now_utc();
+    let team = t.store.insert_team("Sales", now).await.expect("team");
+    for email in ["ana@example.com", "ben@example.com"] {
+        let user = t.store.insert_user(NewUser { email: email.into(), name: email.into() }, now).await.expect("user");
+        t.store.add_team_member(team.id, user.id, now).await.expect("member");
+    }
+    let steps = r#"
+  - id: open
+    ensure_thread:
+      number: "+1 555-000-1111"
+  - id: assign
+    assign_owner:
+      round_robin: Sales
+"#;
+    t.load(&api_workflow("assign", "enrollment:\n  reenroll: always\n", steps)).await;
+    let mut owners = Vec::new();
+    for phone in ["+1 555 0122", "+1 555 0123"] {
+        let contact = t.contact(phone, true).await;
+        let id = t.enrolled("assign", &contact).await;
+        t.tick().await;
+        assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+        let thread = t.store.open_thread_of(contact.id, t.number.id).await.expect("read").expect("thread opened");
+        owners.push(thread.owner_user_id.expect("an owner"));
+        assert_eq!(thread.owner_team_id, Some(team.id));
+    }
+    assert_ne!(owners[0], owners[1], "round robin takes turns");
+});
+
+engine_test!(wait_for_an_event_ends_early_or_times_out, |t| {
+    let steps = r#"
+  - id: until-read
+    wait:
+      event: read
+      timeout: 2d
+      on_timeout: nudge
+  - id: thanks
+    set_property:
+      read: "yes"
+    next: done
+  - id: nudge
+    set_property:
+      read: "no"
+  - id: done
+    exit:
+      reason: waited
+"#;
+    t.load(&api_workflow("read", "enrollment:\n  reenroll: always\n", &format!("{SEND}{steps}"))).await;
+    let ada = t.contact("+1 555 0124", true).await;
+    let read = t.enrolled("read", &ada).await;
+    t.tick().await;
+    // The status webhook for the message the first step sent.
+    let wamid = t.outbound.sent().len();
+    t.store
+        .append_event(
+            NewEvent {
+                kind: "message_status".into(),
+                dedup_key: format!("status:wamid.test.{wamid}:read"),
+                phone_number_id: None,
+                contact_id: None,
+                payload: json!({ "wamid": format!("wamid.test.{wamid}"), "status": "read" }),
+                occurred_at: t.clock.now_utc(),
+            },
+            t.clock.now_utc(),
+        )
+        .await
+        .expect("event");
+    t.advance(Duration::from_secs(60)).await;
+    let names: Vec<String> = t.steps(read).await.into_iter().map(|s| s.0).collect();
+    assert_eq!(names, ["hello", "until-read", "thanks", "done"]);
+
+    let unread = t.enrolled("read", &ada).await;
+    t.tick().await;
+    t.advance(Duration::from_secs(2 * DAY)).await;
+    let names: Vec<String> = t.steps(unread).await.into_iter().map(|s| s.0).collect();
+    assert_eq!(names, ["hello", "until-read", "nudge", "done"]);
+});

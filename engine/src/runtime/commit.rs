@@ -7,7 +7,7 @@ use super::Engine;
 use super::context::RunContext;
 use super::step::{Effect, Outcome, Then};
 use crate::store::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
-use crate::store::{EnrollmentChange, NewMessage, StepExecution, StoreError, Tx};
+use crate::store::{EnrollmentChange, NewMessage, NewTimerRow, StepExecution, StepRecord, StoreError, Tx};
 
 /// A step that ran, with what it decided.
 #[derive(Debug)]
@@ -67,10 +67,17 @@ impl Engine {
             .iter()
             .filter_map(|f| match &f.outcome {
                 Outcome::Done { record, .. } | Outcome::Retry { record, .. } => Some((f.claim.id, record.clone())),
-                Outcome::Lost | Outcome::Defer { .. } | Outcome::Park { .. } => None,
+                // A parked step is written `waiting` the same way; its
+                // finished_at is set again when it is resumed.
+                Outcome::Park { output, .. } => Some((
+                    f.claim.id,
+                    StepRecord { state: StepState::Waiting, output: Some(output.clone()), error: None },
+                )),
+                Outcome::Lost | Outcome::Defer { .. } => None,
             })
             .collect();
-        let won = tx.finish_steps(owner, &finishes, &[StepState::Claimed, StepState::Attempting], now).await?;
+        let won = tx.finish_steps(Some(owner), &finishes, &[StepState::Claimed, StepState::Attempting], now).await?;
+        let mut timers = Vec::new();
         let mut changes = Vec::new();
         let mut successors: Vec<(StepExecution, Option<RunContext>)> = Vec::new();
         for finished in batch {
@@ -81,14 +88,15 @@ impl Engine {
                 Outcome::Defer { due_at } => {
                     tx.defer_step(claim.id, owner, *due_at).await?;
                 }
-                Outcome::Park { output, timer_kind, wake_at } => {
-                    if tx.park_step(claim.id, owner, output.clone()).await? {
-                        tx.insert_timer(enrollment, claim.id, timer_kind, *wake_at, now).await?;
-                        let change = running(EnrollmentStatus::Waiting, &claim.step_id);
-                        if !tx.change_enrollment(enrollment, change, now).await? {
-                            tx.cancel_scheduled(enrollment, now).await?;
-                        }
-                    }
+                Outcome::Park { timer_kind, wake_at, .. } if won.contains(&claim.id) => {
+                    changes.push((enrollment, running(EnrollmentStatus::Waiting, &claim.step_id)));
+                    timers.push(NewTimerRow {
+                        enrollment_id: enrollment,
+                        step_execution_id: claim.id,
+                        kind: timer_kind.clone(),
+                        wake_at: *wake_at,
+                        created_at: now,
+                    });
                 }
                 Outcome::Retry { due_at, .. } if won.contains(&claim.id) => {
                     changes.push((enrollment, running(EnrollmentStatus::Active, &claim.step_id)));
@@ -120,10 +128,19 @@ impl Engine {
                         }
                     }
                 }
-                Outcome::Retry { .. } | Outcome::Done { .. } => {}
+                Outcome::Retry { .. } | Outcome::Done { .. } | Outcome::Park { .. } => {}
             }
         }
         let changed = tx.change_enrollments(&changes, now).await?;
+        // A parked step whose enrollment ended meanwhile gets no timer; its
+        // step is cancelled with the rest of what the enrollment scheduled.
+        for timer in &timers {
+            if !changed.contains(&timer.enrollment_id) {
+                tx.cancel_scheduled(timer.enrollment_id, now).await?;
+            }
+        }
+        timers.retain(|t| changed.contains(&t.enrollment_id));
+        tx.insert_timers(&timers).await?;
         // A successor is written only when its enrollment is still running
         // (it may have been cancelled, or have exited on an event).
         successors.retain(|(row, _)| changed.contains(&row.enrollment_id));

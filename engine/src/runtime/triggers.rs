@@ -23,7 +23,7 @@ use super::plan::{Plan, resolve_number};
 use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState, TimerState};
-use crate::store::{DueTimer, EnrollmentChange, Event, StepRecord, Tx};
+use crate::store::{DueTimer, EnrollmentChange, Event, StepExecution, StepRecord, Tx};
 use crate::workflow::condition::Condition;
 
 /// How a parked step was resumed.
@@ -43,89 +43,77 @@ struct Happening<'a> {
 }
 
 impl Engine {
-    /// Fires up to `limit` due timers; returns how many fired.
+    /// Fires up to `limit` due timers in one transaction; returns how many
+    /// fired. Timers, parked steps, enrollments and successors are each
+    /// written with one statement for the batch.
     pub(super) async fn fire_timers(&self, limit: u64) -> Result<usize, EngineError> {
         let now = self.now();
         let tx = self.store.begin().await?;
         let due = tx.due_timers(now, limit).await?;
-        let mut fired = 0;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<_> = due.iter().map(|d| d.timer.id).collect();
+        let settled = tx.settle_timers(&ids, TimerState::Fired, now).await?;
+        let due: Vec<&DueTimer> = due.iter().filter(|d| settled.contains(&d.timer.id)).collect();
+        let mut finishes = Vec::with_capacity(due.len());
+        let mut targets = Vec::with_capacity(due.len());
         for timer in &due {
-            if self.resume(&tx, timer, Resume::Timer, now).await? {
-                fired += 1;
+            let plan = self.plan(timer.enrollment.workflow_version_id).await?;
+            targets.push(resume_target(&plan, &timer.step.step_id, &Resume::Timer));
+            finishes.push((timer.step.id, resumed_record(timer, &Resume::Timer)));
+        }
+        let won = tx.finish_steps(None, &finishes, &[StepState::Waiting], now).await?;
+        let enrollments: Vec<_> = due.iter().map(|d| d.enrollment.id).collect();
+        let attempts = tx.latest_attempts(&enrollments).await?;
+        let mut changes = Vec::new();
+        let mut successors = Vec::new();
+        for (timer, next) in due.iter().zip(targets) {
+            if !won.contains(&timer.step.id) {
+                continue;
+            }
+            let enrollment = timer.enrollment.id;
+            match next {
+                Some(next) => {
+                    let attempt = attempts.get(&(enrollment, next.clone())).copied().unwrap_or(0) + 1;
+                    changes.push((enrollment, running(EnrollmentStatus::Active, &next)));
+                    successors.push(pending_step(enrollment, &next, attempt, now));
+                }
+                None => changes.push((enrollment, running(EnrollmentStatus::Completed, &timer.step.step_id))),
             }
         }
+        let changed = tx.change_enrollments(&changes, now).await?;
+        successors.retain(|s| changed.contains(&s.enrollment_id));
+        tx.insert_steps(&successors).await?;
         tx.commit().await?;
-        Ok(fired)
+        if !successors.is_empty() {
+            self.notify();
+        }
+        Ok(due.len())
     }
 
-    /// Moves a parked step on: the timer is settled, the step succeeds, the
-    /// enrollment goes to the next step (due now) or finishes.
+    /// Moves a parked step on when an event it awaits arrives: the timer is
+    /// cancelled, the step succeeds, the enrollment goes to the next step
+    /// (due now) or finishes.
     async fn resume(&self, tx: &Tx, due: &DueTimer, by: Resume<'_>, now: DateTime<Utc>) -> Result<bool, EngineError> {
-        let settled = match by {
-            Resume::Timer => TimerState::Fired,
-            Resume::Event { .. } => TimerState::Cancelled,
-        };
-        if !tx.settle_timer(due.timer.id, settled, now).await? {
+        if !tx.settle_timer(due.timer.id, TimerState::Cancelled, now).await? {
             return Ok(false);
         }
         let plan = self.plan(due.enrollment.workflow_version_id).await?;
-        let step_id = due.step.step_id.as_str();
-        let step = plan.step(step_id);
-        let after = plan.after(step_id).map(str::to_string);
-        let next = match (&by, step) {
-            (Resume::Timer, Some(step)) => match (&step.wait, &step.wait_for_reply) {
-                (Some(wait), _) if wait.event.is_some() => wait.on_timeout.as_ref().map(|s| s.value.clone()).or(after),
-                (_, Some(reply)) => Some(reply.on_timeout.value.clone()),
-                _ => after,
-            },
-            (Resume::Event { .. }, Some(step)) => match &step.wait_for_reply {
-                Some(reply) => reply.on_reply.as_ref().map(|s| s.value.clone()).or(after),
-                None => after,
-            },
-            (_, None) => after,
-        };
-        let mut output = match due.step.output.clone() {
-            Some(Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
-        };
-        match by {
-            Resume::Timer => {
-                output.insert("resumed_by".into(), json!("timer"));
-            }
-            Resume::Event { kind, payload } => {
-                output.insert("resumed_by".into(), json!("event"));
-                output.insert("event".into(), json!({ "kind": kind, "data": payload }));
-                if let Some(text) = payload.get("text") {
-                    output.insert("reply".into(), text.clone());
-                }
-            }
-        }
-        let record = StepRecord { state: StepState::Succeeded, output: Some(Value::Object(output)), error: None };
-        if !tx.finish_step(due.step.id, None, &[StepState::Waiting], record, now).await? {
+        let next = resume_target(&plan, &due.step.step_id, &by);
+        if !tx.finish_step(due.step.id, None, &[StepState::Waiting], resumed_record(due, &by), now).await? {
             return Ok(false);
         }
         let enrollment = due.enrollment.id;
         match next {
             Some(next) => {
-                let change = EnrollmentChange {
-                    status: EnrollmentStatus::Active,
-                    current_step: Some(next.clone()),
-                    exit_reason: None,
-                    error: None,
-                };
-                if tx.change_enrollment(enrollment, change, now).await? {
+                if tx.change_enrollment(enrollment, running(EnrollmentStatus::Active, &next), now).await? {
                     let attempt = tx.last_execution(enrollment, Some(&next)).await?.map_or(0, |s| s.attempt) + 1;
                     tx.insert_step(enrollment, &next, attempt, now, None, now).await?;
                 }
             }
             None => {
-                let change = EnrollmentChange {
-                    status: EnrollmentStatus::Completed,
-                    current_step: Some(step_id.to_string()),
-                    exit_reason: None,
-                    error: None,
-                };
-                tx.change_enrollment(enrollment, change, now).await?;
+                tx.change_enrollment(enrollment, running(EnrollmentStatus::Completed, &due.step.step_id), now).await?;
             }
         }
         Ok(true)
@@ -374,4 +362,72 @@ fn trigger_data(happening: &Happening<'_>, numbers: &[crate::store::PhoneNumber]
         data.insert("number".into(), json!(number.display_number));
     }
     Value::Object(data)
+}
+
+/// Where a parked step goes when resumed: after a timer, a wait's
+/// `on_timeout` (or the next step); after an awaited reply, `on_reply` (or
+/// the next step). `None`: the end of the workflow.
+fn resume_target(plan: &Plan, step_id: &str, by: &Resume<'_>) -> Option<String> {
+    let after = plan.after(step_id).map(str::to_string);
+    let Some(step) = plan.step(step_id) else { return after };
+    match by {
+        Resume::Timer => match (&step.wait, &step.wait_for_reply) {
+            (Some(wait), _) if wait.event.is_some() => wait.on_timeout.as_ref().map(|s| s.value.clone()).or(after),
+            (_, Some(reply)) => Some(reply.on_timeout.value.clone()),
+            _ => after,
+        },
+        Resume::Event { .. } => match &step.wait_for_reply {
+            Some(reply) => reply.on_reply.as_ref().map(|s| s.value.clone()).or(after),
+            None => after,
+        },
+    }
+}
+
+/// A parked step's final record: its output plus how it was resumed.
+fn resumed_record(due: &DueTimer, by: &Resume<'_>) -> StepRecord {
+    let mut output = match due.step.output.clone() {
+        Some(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    match by {
+        Resume::Timer => {
+            output.insert("resumed_by".into(), json!("timer"));
+        }
+        Resume::Event { kind, payload } => {
+            output.insert("resumed_by".into(), json!("event"));
+            output.insert("event".into(), json!({ "kind": kind, "data": payload }));
+            if let Some(text) = payload.get("text") {
+                output.insert("reply".into(), text.clone());
+            }
+        }
+    }
+    StepRecord { state: StepState::Succeeded, output: Some(Value::Object(output)), error: None }
+}
+
+/// The enrollment now at `step` with `status` (running, or finished there).
+fn running(status: EnrollmentStatus, step: &str) -> EnrollmentChange {
+    EnrollmentChange { status, current_step: Some(step.to_string()), exit_reason: None, error: None }
+}
+
+fn pending_step(
+    enrollment: crate::ids::EnrollmentId,
+    step_id: &str,
+    attempt: i32,
+    now: DateTime<Utc>,
+) -> StepExecution {
+    StepExecution {
+        id: crate::ids::StepExecutionId::new(),
+        enrollment_id: enrollment,
+        step_id: step_id.to_string(),
+        attempt,
+        state: StepState::Pending,
+        output: None,
+        error: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        due_at: now,
+        started_at: None,
+        finished_at: None,
+        created_at: now,
+    }
 }

@@ -43,7 +43,8 @@ pub use self::inbox::{
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
 pub use self::runtime::{
-    DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, OwnerChoice, RunRows, StepRecord, Tx,
+    DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, NewTimerRow, OwnerChoice, RunRows, StepRecord,
+    StepSpan, Tx,
 };
 pub use self::url::DatabaseUrl;
 pub use self::whatsapp::{

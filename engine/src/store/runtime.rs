@@ -12,7 +12,7 @@
 //!   before the call leaves; a row still `attempting` after its lease ran out
 //!   means "outcome unknown", never "run again".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
@@ -57,6 +57,17 @@ pub struct EnrollmentChange {
     pub current_step: Option<String>,
     pub exit_reason: Option<String>,
     pub error: Option<String>,
+}
+
+/// A timer a parked step waits on.
+#[derive(Debug, Clone)]
+pub struct NewTimerRow {
+    pub enrollment_id: EnrollmentId,
+    pub step_execution_id: StepExecutionId,
+    /// `wait`, `event:<name>` or `reply:<number id>`.
+    pub kind: String,
+    pub wake_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Who is already enrolled: what the re-enrollment rules look at.
@@ -412,12 +423,13 @@ impl Tx {
         Ok(res.rows_affected == 1)
     }
 
-    /// [`Tx::finish_step`] for many steps held by `owner` in one statement.
-    /// Returns the steps this call finished; the others had moved on (a
-    /// lost lease, a cancellation) and their completions must be dropped.
+    /// [`Tx::finish_step`] for many steps in one statement: steps held by
+    /// `owner`, or with `None` steps nobody holds (parked ones). Returns the
+    /// steps this call finished; the others had moved on (a lost lease, a
+    /// cancellation) and their completions must be dropped.
     pub async fn finish_steps(
         &self,
-        owner: &str,
+        owner: Option<&str>,
         finishes: &[(StepExecutionId, StepRecord)],
         from: &[StepState],
         now: DateTime<Utc>,
@@ -426,7 +438,7 @@ impl Tx {
         // Chunks keep the statement under SQLite's bound-parameter limit.
         for chunk in finishes.chunks(1000) {
             let pg = self.store.backend == Backend::Postgres;
-            let mut values: Vec<Value> = vec![owner.into(), now.into()];
+            let mut values: Vec<Value> = vec![owner.unwrap_or_default().into(), now.into()];
             let mut rows = Vec::with_capacity(chunk.len());
             for (id, record) in chunk {
                 let n = values.len();
@@ -441,11 +453,16 @@ impl Tx {
                 values.push(record.error.clone().into());
             }
             let states = from.iter().map(|s| format!("'{}'", state_name(*s))).collect::<Vec<_>>().join(", ");
+            let held = match owner {
+                Some(_) => "step_executions.lease_owner = $1",
+                // $1 is '' here; naming it keeps PostgreSQL able to type it.
+                None => "step_executions.lease_owner IS NULL AND $1 = ''",
+            };
             let sql = format!(
                 "WITH v(id, state, output, error) AS (VALUES {}) \
                  UPDATE step_executions SET state = v.state, output = v.output, error = v.error, \
                  lease_owner = NULL, lease_expires_at = NULL, finished_at = $2 FROM v \
-                 WHERE step_executions.id = v.id AND step_executions.lease_owner = $1 \
+                 WHERE step_executions.id = v.id AND {held} \
                  AND step_executions.state IN ({states}) RETURNING step_executions.id",
                 rows.join(", ")
             );
@@ -543,27 +560,6 @@ impl Tx {
             })?;
         }
         Ok(())
-    }
-
-    /// Parks a claimed step on its timer: state `waiting`, lease released.
-    pub async fn park_step(
-        &self,
-        step: StepExecutionId,
-        owner: &str,
-        output: serde_json::Value,
-    ) -> Result<bool, StoreError> {
-        let res = step_execution::Entity::update_many()
-            .col_expr(step_execution::Column::State, Expr::value(StepState::Waiting))
-            .col_expr(step_execution::Column::Output, Expr::value(Some(output)))
-            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(step_execution::Column::Id.eq(step))
-            .filter(step_execution::Column::State.eq(StepState::Claimed))
-            .filter(step_execution::Column::LeaseOwner.eq(owner))
-            .exec(&self.txn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(res.rows_affected == 1)
     }
 
     /// Puts a claimed step back to pending, due at `due_at` (quiet hours, a
@@ -671,27 +667,24 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn insert_timer(
-        &self,
-        enrollment: EnrollmentId,
-        step: StepExecutionId,
-        kind: &str,
-        wake_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Timer, StoreError> {
-        let row = timer::ActiveModel {
-            id: Set(TimerId::new()),
-            enrollment_id: Set(enrollment),
-            step_execution_id: Set(Some(step)),
-            kind: Set(kind.to_string()),
-            state: Set(TimerState::Pending),
-            wake_at: Set(wake_at),
-            lease_owner: Set(None),
-            lease_expires_at: Set(None),
-            fired_at: Set(None),
-            created_at: Set(now),
-        };
-        timer::Entity::insert(row).exec_with_returning(&self.txn).await.map_err(|e| self.err(e))
+    /// Inserts many pending timers in one statement per chunk.
+    pub async fn insert_timers(&self, timers: &[NewTimerRow]) -> Result<(), StoreError> {
+        for chunk in timers.chunks(500) {
+            let rows = chunk.iter().map(|t| timer::ActiveModel {
+                id: Set(TimerId::new()),
+                enrollment_id: Set(t.enrollment_id),
+                step_execution_id: Set(Some(t.step_execution_id)),
+                kind: Set(t.kind.clone()),
+                state: Set(TimerState::Pending),
+                wake_at: Set(t.wake_at),
+                lease_owner: Set(None),
+                lease_expires_at: Set(None),
+                fired_at: Set(None),
+                created_at: Set(t.created_at),
+            });
+            timer::Entity::insert_many(rows).exec_without_returning(&self.txn).await.map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Pending timers due at `now`, locked for this transaction (other
@@ -768,6 +761,56 @@ impl Tx {
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// [`Tx::settle_timer`] for many timers in one statement; returns those
+    /// this call settled (the others were no longer pending).
+    pub async fn settle_timers(
+        &self,
+        ids: &[TimerId],
+        to: TimerState,
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<TimerId>, StoreError> {
+        let mut settled = HashSet::new();
+        for chunk in ids.chunks(1000) {
+            let rows: Vec<TimerId> = timer::Entity::update_many()
+                .col_expr(timer::Column::State, Expr::value(to))
+                .col_expr(timer::Column::FiredAt, Expr::value(Some(now)))
+                .filter(timer::Column::Id.is_in(chunk.iter().copied()))
+                .filter(timer::Column::State.eq(TimerState::Pending))
+                .exec_with_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            settled.extend(rows);
+        }
+        Ok(settled)
+    }
+
+    /// The highest attempt of every step of these enrollments so far.
+    pub async fn latest_attempts(
+        &self,
+        enrollments: &[EnrollmentId],
+    ) -> Result<HashMap<(EnrollmentId, String), i32>, StoreError> {
+        let mut latest = HashMap::new();
+        for chunk in enrollments.chunks(1000) {
+            let rows: Vec<(EnrollmentId, String, Option<i32>)> = step_execution::Entity::find()
+                .select_only()
+                .column(step_execution::Column::EnrollmentId)
+                .column(step_execution::Column::StepId)
+                .column_as(step_execution::Column::Attempt.max(), "attempt")
+                .filter(step_execution::Column::EnrollmentId.is_in(chunk.iter().copied()))
+                .group_by(step_execution::Column::EnrollmentId)
+                .group_by(step_execution::Column::StepId)
+                .into_tuple()
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            latest.extend(rows.into_iter().map(|(e, s, a)| ((e, s), a.unwrap_or(0))));
+        }
+        Ok(latest)
     }
 
     /// Marks a pending timer fired or cancelled. False when it was not pending.
