@@ -63,4 +63,15 @@ impl Store {
             .await
             .map_err(|e| self.query_error(e))
     }
+
+    /// Events in the log, applied or not, oldest first.
+    pub async fn events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {
+        event::Entity::find()
+            .order_by_asc(event::Column::OccurredAt)
+            .order_by_asc(event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
 }
