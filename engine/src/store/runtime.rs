@@ -436,6 +436,8 @@ impl Tx {
     ) -> Result<HashSet<StepExecutionId>, StoreError> {
         let mut won = HashSet::new();
         // Chunks keep the statement under SQLite's bound-parameter limit.
+        // `id IN (SELECT id FROM v)` lets SQLite look rows up by key; with
+        // the join alone it scans the whole table for every batch.
         for chunk in finishes.chunks(1000) {
             let pg = self.store.backend == Backend::Postgres;
             let mut values: Vec<Value> = vec![owner.unwrap_or_default().into(), now.into()];
@@ -462,7 +464,7 @@ impl Tx {
                 "WITH v(id, state, output, error) AS (VALUES {}) \
                  UPDATE step_executions SET state = v.state, output = v.output, error = v.error, \
                  lease_owner = NULL, lease_expires_at = NULL, finished_at = $2 FROM v \
-                 WHERE step_executions.id = v.id AND {held} \
+                 WHERE step_executions.id = v.id AND step_executions.id IN (SELECT id FROM v) AND {held} \
                  AND step_executions.state IN ({states}) RETURNING step_executions.id",
                 rows.join(", ")
             );
@@ -520,7 +522,8 @@ impl Tx {
                  finished_at = COALESCE(v.finished_at, enrollments.finished_at), \
                  exit_reason = COALESCE(v.exit_reason, enrollments.exit_reason), \
                  error = COALESCE(v.error, enrollments.error) FROM v \
-                 WHERE enrollments.id = v.id AND enrollments.status IN ('active', 'waiting') \
+                 WHERE enrollments.id = v.id AND enrollments.id IN (SELECT id FROM v) \
+                 AND enrollments.status IN ('active', 'waiting') \
                  RETURNING enrollments.id",
                 rows.join(", ")
             );
