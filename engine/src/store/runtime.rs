@@ -866,21 +866,7 @@ impl Tx {
         new: super::NewEnrollment,
         now: DateTime<Utc>,
     ) -> Result<Enrollment, StoreError> {
-        let row = enrollment::ActiveModel {
-            id: Set(EnrollmentId::new()),
-            workflow_id: Set(new.workflow_id),
-            workflow_version_id: Set(new.workflow_version_id),
-            contact_id: Set(new.contact_id),
-            status: Set(EnrollmentStatus::Active),
-            trigger_kind: Set(new.trigger_kind),
-            trigger_data: Set(new.trigger_data),
-            current_step: Set(None),
-            exit_reason: Set(None),
-            error: Set(None),
-            enrolled_at: Set(now),
-            updated_at: Set(now),
-            finished_at: Set(None),
-        };
+        let row = super::workflows::enrollment_row(new, now);
         enrollment::Entity::insert(row).exec_with_returning(&self.txn).await.map_err(|e| self.err(e))
     }
 

@@ -138,22 +138,10 @@ impl Store {
     }
 
     pub async fn insert_enrollment(&self, new: NewEnrollment, now: DateTime<Utc>) -> Result<Enrollment, StoreError> {
-        let row = enrollment::ActiveModel {
-            id: Set(EnrollmentId::new()),
-            workflow_id: Set(new.workflow_id),
-            workflow_version_id: Set(new.workflow_version_id),
-            contact_id: Set(new.contact_id),
-            status: Set(EnrollmentStatus::Active),
-            trigger_kind: Set(new.trigger_kind),
-            trigger_data: Set(new.trigger_data),
-            current_step: Set(None),
-            exit_reason: Set(None),
-            error: Set(None),
-            enrolled_at: Set(now),
-            updated_at: Set(now),
-            finished_at: Set(None),
-        };
-        enrollment::Entity::insert(row).exec_with_returning(&self.db).await.map_err(|e| self.query_error(e))
+        enrollment::Entity::insert(enrollment_row(new, now))
+            .exec_with_returning(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
     }
 
     pub async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
@@ -249,5 +237,25 @@ impl Store {
                 other => Err(other),
             },
         }
+    }
+}
+
+/// A new enrollment row: active, nothing run yet. The one constructor, so
+/// the store and the runtime's transactions write the same row.
+pub(super) fn enrollment_row(new: NewEnrollment, now: DateTime<Utc>) -> enrollment::ActiveModel {
+    enrollment::ActiveModel {
+        id: Set(EnrollmentId::new()),
+        workflow_id: Set(new.workflow_id),
+        workflow_version_id: Set(new.workflow_version_id),
+        contact_id: Set(new.contact_id),
+        status: Set(EnrollmentStatus::Active),
+        trigger_kind: Set(new.trigger_kind),
+        trigger_data: Set(new.trigger_data),
+        current_step: Set(None),
+        exit_reason: Set(None),
+        error: Set(None),
+        enrolled_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
     }
 }
