@@ -127,7 +127,7 @@ fn spawn_worker(dir: &Path, url: &str) -> Child {
         .env("KAIRO_DATABASE_URL", url)
         .env("KAIRO_WORKER_SLOTS", "64")
         .env("KAIRO_WORKER_BATCH", "256")
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "error".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

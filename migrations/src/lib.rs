@@ -17,6 +17,7 @@ pub use sea_orm_migration::{MigratorTrait, sea_orm};
 
 mod m20261125_000001_initial;
 mod m20261125_000002_webhook_journal;
+mod m20261125_000003_pending_timers_index;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -25,6 +26,10 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(m20261125_000001_initial::Migration), Box::new(m20261125_000002_webhook_journal::Migration)]
+        vec![
+            Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261125_000002_webhook_journal::Migration),
+            Box::new(m20261125_000003_pending_timers_index::Migration),
+        ]
     }
 }

@@ -12,6 +12,7 @@
 //!   per tick). Ticks missed while no worker ran are not replayed one by
 //!   one: the latest missed tick fires once, the older ones are skipped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -49,13 +50,10 @@ impl Engine {
     pub(super) async fn fire_timers(&self, limit: u64) -> Result<usize, EngineError> {
         let now = self.now();
         let tx = self.store.begin().await?;
-        let due = tx.due_timers(now, limit).await?;
+        let due = tx.fire_due_timers(now, limit).await?;
         if due.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<_> = due.iter().map(|d| d.timer.id).collect();
-        let settled = tx.settle_timers(&ids, TimerState::Fired, now).await?;
-        let due: Vec<&DueTimer> = due.iter().filter(|d| settled.contains(&d.timer.id)).collect();
         let mut finishes = Vec::with_capacity(due.len());
         let mut targets = Vec::with_capacity(due.len());
         for timer in &due {
@@ -64,8 +62,12 @@ impl Engine {
             finishes.push((timer.step.id, resumed_record(timer, &Resume::Timer)));
         }
         let won = tx.finish_steps(None, &finishes, &[StepState::Waiting], now).await?;
-        let enrollments: Vec<_> = due.iter().map(|d| d.enrollment.id).collect();
-        let attempts = tx.latest_attempts(&enrollments).await?;
+        // Attempts matter only where a step follows (a loop back may run
+        // one again); most timers end a wait that ends the workflow or
+        // lead to a step not run before.
+        let enrollments: Vec<_> =
+            due.iter().zip(&targets).filter(|(_, next)| next.is_some()).map(|(d, _)| d.enrollment.id).collect();
+        let attempts = if enrollments.is_empty() { HashMap::new() } else { tx.latest_attempts(&enrollments).await? };
         let mut changes = Vec::new();
         let mut successors = Vec::new();
         for (timer, next) in due.iter().zip(targets) {

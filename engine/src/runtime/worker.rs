@@ -69,6 +69,13 @@ impl TickReport {
 /// are not starved while a backlog drains.
 const MAINTENANCE_BATCHES: usize = 16;
 
+/// Timers fired per transaction by the timer task, in step batches: firing
+/// is a few set-based statements, so larger batches cost little more.
+const TIMER_BATCH_FACTOR: usize = 4;
+
+/// The shortest pause of an idle timer task.
+const TIMER_MIN_PAUSE: Duration = Duration::from_millis(20);
+
 impl Engine {
     /// The run contexts of a batch of claimed steps.
     pub(super) async fn contexts(
@@ -108,16 +115,20 @@ impl Engine {
     /// One pass over periodic work: steps left by dead workers, due timers,
     /// new events and schedule ticks. Returns the steps it leaves claimed by
     /// this worker, to run now.
-    async fn maintain(&self, report: &mut TickReport) -> Result<Vec<Claimed>, EngineError> {
+    /// Timers are fired here only when `timers` is set: the worker loop
+    /// fires them in a task of its own.
+    async fn maintain(&self, report: &mut TickReport, timers: bool) -> Result<Vec<Claimed>, EngineError> {
         let batch = self.config.batch as u64;
         self.refresh().await?;
         self.store.requeue_expired_claims(self.now()).await?;
         let chained = self.settle_unknown_outcomes(batch).await?;
-        for _ in 0..MAINTENANCE_BATCHES {
-            let fired = self.fire_timers(batch).await?;
-            report.timers += fired;
-            if fired < batch as usize {
-                break;
+        if timers {
+            for _ in 0..MAINTENANCE_BATCHES {
+                let fired = self.fire_timers(batch).await?;
+                report.timers += fired;
+                if fired < batch as usize {
+                    break;
+                }
             }
         }
         for _ in 0..MAINTENANCE_BATCHES {
@@ -138,7 +149,7 @@ impl Engine {
         let mut total = TickReport::default();
         for _ in 0..10_000 {
             let mut round = TickReport::default();
-            let mut ready: VecDeque<Claimed> = self.maintain(&mut round).await?.into();
+            let mut ready: VecDeque<Claimed> = self.maintain(&mut round, true).await?.into();
             loop {
                 if ready.is_empty() {
                     ready.extend(self.claim(self.config.batch).await?);
@@ -188,10 +199,11 @@ impl Engine {
         let mut last_renewal = Instant::now();
         let renew_every = self.config.lease / 3;
         tracing::info!(owner = self.owner(), slots, "worker started");
+        let timers = tokio::spawn(self.clone().fire_timers_until(config.poll_interval, shutdown.clone()));
         while !shutdown.is_cancelled() {
             if last_maintenance.is_none_or(|at| at.elapsed() >= config.maintenance_interval) {
                 let mut tick = TickReport::default();
-                match self.maintain(&mut tick).await {
+                match self.maintain(&mut tick, false).await {
                     Ok(chained) => ready.extend(chained),
                     Err(err) => tracing::warn!(%err, "periodic work failed; retrying"),
                 }
@@ -234,8 +246,49 @@ impl Engine {
             ready.extend(self.commit(finished).await);
         }
         self.drain(running, config.shutdown_grace, &mut report).await;
+        if let Err(err) = timers.await {
+            tracing::error!(%err, "the timer task ended abnormally");
+        }
         tracing::info!(owner = self.owner(), steps = report.steps, "worker stopped");
         Ok(report)
+    }
+
+    /// Fires timers as they fall due until `shutdown`: batch after batch
+    /// while a backlog lasts, else a look every `poll` (or sooner, when the
+    /// next timer is nearer). A task of its own, so a burst of timers is not
+    /// held back behind step batches and steps are not held behind timers.
+    async fn fire_timers_until(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
+        let batch = (self.config.batch * TIMER_BATCH_FACTOR) as u64;
+        while !shutdown.is_cancelled() {
+            let started = Instant::now();
+            let fired = self.fire_timers(batch).await;
+            if let Ok(fired @ 1..) = fired {
+                tracing::debug!(fired, ms = started.elapsed().as_millis() as u64, "timers fired");
+            }
+            let pause = match fired {
+                Ok(fired) if fired as u64 >= batch => continue,
+                Ok(_) => match self.store.next_timer().await {
+                    // Not sooner than TIMER_MIN_PAUSE: a due timer left over
+                    // is one another PostgreSQL worker holds right now.
+                    Ok(Some(next)) => {
+                        (next.wake_at - self.now()).to_std().unwrap_or_default().clamp(TIMER_MIN_PAUSE, poll)
+                    }
+                    Ok(None) => poll,
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot read the next timer; retrying");
+                        poll
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(%err, "firing timers failed; retrying");
+                    poll
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
     }
 
     /// Lets running steps finish within `grace`, commits them, and gives

@@ -60,6 +60,11 @@ pub use self::workflows::{
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements kept per SQLite connection. Batched statements are
+/// written for their batch size, and a prepared statement of a thousand
+/// rows holds megabytes: a small cache keeps a worker's memory flat.
+const SQLITE_STATEMENT_CACHE: usize = 24;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database URL `{url}`: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
@@ -137,7 +142,8 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .statement_cache_capacity(SQLITE_STATEMENT_CACHE);
         // An in-memory database lives in one connection: a second one would
         // be a second, empty database, and an idle timeout would lose it.
         let in_memory = url.expose().contains(":memory:");

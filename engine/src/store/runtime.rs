@@ -113,18 +113,11 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<StepExecution>, StoreError> {
         let _turn = self.write_turn().await;
-        // The subquery picks the rows and the UPDATE takes them in one
-        // statement. PostgreSQL workers skip rows another claim holds; SQLite
-        // runs one writer at a time, so there is nothing to skip.
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE step_executions SET state = 'claimed', lease_owner = $1, lease_expires_at = $2, \
-             started_at = COALESCE(started_at, $3) \
-             WHERE id IN (SELECT id FROM step_executions WHERE state = 'pending' AND due_at <= $3 \
-             ORDER BY due_at LIMIT $4{lock}) RETURNING *"
+        let sql = take_sql(
+            self.backend,
+            "step_executions",
+            "state = 'claimed', lease_owner = $1, lease_expires_at = $2, started_at = COALESCE(started_at, $3)",
+            "state = 'pending' AND due_at <= $3 ORDER BY due_at LIMIT $4",
         );
         let values: Vec<Value> =
             vec![owner.into(), lease_until.into(), now.into(), Value::BigInt(Some(limit.min(i64::MAX as u64) as i64))];
@@ -244,14 +237,11 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<StepExecution>, StoreError> {
         let _turn = self.write_turn().await;
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE step_executions SET lease_owner = $1, lease_expires_at = $2 \
-             WHERE id IN (SELECT id FROM step_executions WHERE state = 'attempting' AND lease_expires_at < $3 \
-             ORDER BY lease_expires_at LIMIT $4{lock}) RETURNING *"
+        let sql = take_sql(
+            self.backend,
+            "step_executions",
+            "lease_owner = $1, lease_expires_at = $2",
+            "state = 'attempting' AND lease_expires_at < $3 ORDER BY lease_expires_at LIMIT $4",
         );
         let values: Vec<Value> =
             vec![owner.into(), lease_until.into(), now.into(), Value::BigInt(Some(limit.min(i64::MAX as u64) as i64))];
@@ -333,7 +323,7 @@ impl Store {
     /// The earliest pending timer: where a simulation jumps to.
     pub async fn next_timer(&self) -> Result<Option<Timer>, StoreError> {
         timer::Entity::find()
-            .filter(timer::Column::State.eq(TimerState::Pending))
+            .filter(Expr::cust(PENDING_TIMER))
             .order_by_asc(timer::Column::WakeAt)
             .limit(1)
             .one(&self.db)
@@ -690,18 +680,23 @@ impl Tx {
         Ok(())
     }
 
-    /// Pending timers due at `now`, locked for this transaction (other
-    /// PostgreSQL workers skip them), with their steps and enrollments.
-    pub async fn due_timers(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<DueTimer>, StoreError> {
-        let mut query = timer::Entity::find()
-            .filter(timer::Column::State.eq(TimerState::Pending))
-            .filter(timer::Column::WakeAt.lte(now))
-            .order_by_asc(timer::Column::WakeAt)
-            .limit(limit);
-        if self.store.backend == Backend::Postgres {
-            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-        }
-        let timers = query.all(&self.txn).await.map_err(|e| self.err(e))?;
+    /// Fires up to `limit` pending timers due at `now`, earliest first, and
+    /// returns them with their steps and enrollments. Other PostgreSQL
+    /// workers skip the timers this transaction holds; a rollback leaves
+    /// them pending.
+    pub async fn fire_due_timers(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<DueTimer>, StoreError> {
+        let sql = take_sql(
+            self.store.backend,
+            "timers",
+            "state = 'fired', fired_at = $1",
+            "state = 'pending' AND wake_at <= $1 ORDER BY wake_at LIMIT $2",
+        );
+        let values: Vec<Value> = vec![now.into(), Value::BigInt(Some(limit.min(i64::MAX as u64) as i64))];
+        let timers = timer::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(self.txn.get_database_backend(), sql, values))
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
         self.with_steps(timers).await
     }
 
@@ -736,15 +731,17 @@ impl Tx {
         let enrollment_ids: Vec<EnrollmentId> = timers.iter().map(|t| t.enrollment_id).collect();
         let steps =
             step_execution::Entity::find().filter(step_execution::Column::Id.is_in(step_ids)).all(&self.txn).await;
-        let steps = steps.map_err(|e| self.err(e))?;
+        let mut steps: HashMap<StepExecutionId, StepExecution> =
+            steps.map_err(|e| self.err(e))?.into_iter().map(|s| (s.id, s)).collect();
         let enrollments =
             enrollment::Entity::find().filter(enrollment::Column::Id.is_in(enrollment_ids)).all(&self.txn).await;
-        let enrollments = enrollments.map_err(|e| self.err(e))?;
+        let enrollments: HashMap<EnrollmentId, Enrollment> =
+            enrollments.map_err(|e| self.err(e))?.into_iter().map(|e| (e.id, e)).collect();
         Ok(timers
             .into_iter()
             .filter_map(|timer| {
-                let step = steps.iter().find(|s| Some(s.id) == timer.step_execution_id)?.clone();
-                let enrollment = enrollments.iter().find(|e| e.id == timer.enrollment_id)?.clone();
+                let step = steps.remove(&timer.step_execution_id?)?;
+                let enrollment = enrollments.get(&timer.enrollment_id)?.clone();
                 Some(DueTimer { timer, step, enrollment })
             })
             .collect())
@@ -764,32 +761,6 @@ impl Tx {
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
-    }
-
-    /// [`Tx::settle_timer`] for many timers in one statement; returns those
-    /// this call settled (the others were no longer pending).
-    pub async fn settle_timers(
-        &self,
-        ids: &[TimerId],
-        to: TimerState,
-        now: DateTime<Utc>,
-    ) -> Result<HashSet<TimerId>, StoreError> {
-        let mut settled = HashSet::new();
-        for chunk in ids.chunks(1000) {
-            let rows: Vec<TimerId> = timer::Entity::update_many()
-                .col_expr(timer::Column::State, Expr::value(to))
-                .col_expr(timer::Column::FiredAt, Expr::value(Some(now)))
-                .filter(timer::Column::Id.is_in(chunk.iter().copied()))
-                .filter(timer::Column::State.eq(TimerState::Pending))
-                .exec_with_returning(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?
-                .into_iter()
-                .map(|t| t.id)
-                .collect();
-            settled.extend(rows);
-        }
-        Ok(settled)
     }
 
     /// The highest attempt of every step of these enrollments so far.
@@ -1200,4 +1171,20 @@ fn state_name(state: StepState) -> String {
 fn enrollment_status_name(status: EnrollmentStatus) -> String {
     use sea_orm::ActiveEnum;
     status.to_value()
+}
+
+/// The pending-timer condition as `ix_timers_pending` spells it: a literal,
+/// so the planners can use the partial index.
+const PENDING_TIMER: &str = "timers.state = 'pending'";
+
+/// One statement that takes work: an UPDATE (`set`) of the rows a subquery
+/// picks (`pick`: condition, order and limit), returning them. PostgreSQL
+/// takers skip rows another one holds; SQLite runs one writer at a time, so
+/// there is nothing to skip.
+fn take_sql(backend: Backend, table: &str, set: &str, pick: &str) -> String {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    format!("UPDATE {table} SET {set} WHERE id IN (SELECT id FROM {table} WHERE {pick}{lock}) RETURNING *")
 }
