@@ -2,8 +2,10 @@
 //! lives in the `kairo-engine` and `kairo-actions` crates.
 
 mod simulate;
+mod sync;
 mod validate;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,12 +15,13 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kairo_actions::http::ReqwestHttp;
 use kairo_actions::sandbox::SandboxChannel;
-use kairo_actions::whatsapp::WhatsAppWebhook;
+use kairo_actions::whatsapp::sync::DEFAULT_THROUGHPUT;
+use kairo_actions::whatsapp::{CloudApiChannel, GraphClient, GraphSettings, WhatsAppWebhook};
 use kairo_engine::api::webhook::Ingestor;
 use kairo_engine::config::{Config, LogFormat, Overrides};
-use kairo_engine::runtime::{Engine, EngineConfig, WorkerConfig, default_owner};
+use kairo_engine::runtime::{Engine, EngineConfig, Outbound, WorkerConfig, default_owner};
 use kairo_engine::store::{Keywords, NewAccount, NewPhoneNumber};
-use kairo_engine::{Clock, Store, api};
+use kairo_engine::{Clock, Secret, Store, api};
 use tokio_util::sync::CancellationToken;
 
 /// Durable workflow automation for WhatsApp business messaging.
@@ -74,6 +77,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Fetch each WhatsApp account's phone numbers and message templates
+    /// from the Graph API into the database (`kairo serve` also does this
+    /// every hour). Needs the accounts' access tokens.
+    Sync,
     /// Print the JSON Schema of workflow files, for editors.
     Schema,
     /// Run a workflow for one contact on an in-memory store, with a fake
@@ -157,6 +164,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate { paths, catalog, format } => {
             validate::run(&config, paths, catalog.as_deref(), format == Format::Json).await
         }
+        Command::Sync => sync::run(&config).await,
         Command::Schema => {
             let schema = kairo_engine::workflow::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).context("printing the schema")?);
@@ -193,7 +201,7 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn open_migrated(config: &Config) -> Result<Store> {
+pub(crate) async fn open_migrated(config: &Config) -> Result<Store> {
     let store = Store::open(&config.database_url).await?;
     store.migrate().await?;
     Ok(store)
@@ -231,6 +239,9 @@ async fn serve(config: &Config) -> Result<()> {
     println!("kairo listening on http://{addr}");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let engine = build_engine(&store, config)?;
+    if config.whatsapp.can_send() {
+        tokio::spawn(sync::periodically(store.clone(), config.clone(), sync::SERVE_SYNC_INTERVAL, shutdown.clone()));
+    }
     let workers = tokio::spawn({
         let (engine, settings, shutdown) = (engine.clone(), worker_config(config), shutdown.clone());
         async move { engine.run(settings, shutdown).await }
@@ -256,32 +267,8 @@ async fn webhook(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<Option<api::webhook::WebhookState>> {
-    let now = kairo_engine::SystemClock.now();
+    register_accounts(store, config).await?;
     let whatsapp = &config.whatsapp;
-    for account in &whatsapp.accounts {
-        let name = if account.name.is_empty() { account.waba_id.clone() } else { account.name.clone() };
-        let stored = store
-            .upsert_account(NewAccount { waba_id: account.waba_id.clone(), name, portfolio_id: None }, now)
-            .await?;
-        for number in &account.numbers {
-            let digits: String = number.display_number.chars().filter(char::is_ascii_digit).collect();
-            store
-                .upsert_phone_number(
-                    NewPhoneNumber {
-                        account_id: stored.id,
-                        graph_id: number.id.clone(),
-                        display_number: number.display_number.clone(),
-                        normalized_number: digits,
-                        verified_name: None,
-                        quality_rating: None,
-                        throughput_mps: 80,
-                        messaging_limit_tier: None,
-                    },
-                    now,
-                )
-                .await?;
-        }
-    }
     if whatsapp.app_secret.is_none() {
         tracing::warn!("no whatsapp.app_secret configured: the webhook answers 503 until one is set");
         return Ok(None);
@@ -293,6 +280,39 @@ async fn webhook(
     let keywords = Keywords::new(&whatsapp.opt_in_keywords, &whatsapp.opt_out_keywords);
     let ingestor = Ingestor::spawn(store.clone(), keywords, Arc::new(kairo_engine::SystemClock), shutdown);
     Ok(Some(api::webhook::WebhookState { channel, ingestor }))
+}
+
+/// Stores the configured accounts and numbers, so that webhooks and sends
+/// find them before the first sync.
+async fn register_accounts(store: &Store, config: &Config) -> Result<()> {
+    let now = kairo_engine::SystemClock.now();
+    for account in &config.whatsapp.accounts {
+        let name = if account.name.is_empty() { account.waba_id.clone() } else { account.name.clone() };
+        let stored = store
+            .upsert_account(NewAccount { waba_id: account.waba_id.clone(), name, portfolio_id: None }, now)
+            .await?;
+        for number in &account.numbers {
+            let digits: String = number.display_number.chars().filter(char::is_ascii_digit).collect();
+            let known = store.phone_number_by_graph_id(&number.id).await?;
+            store
+                .upsert_phone_number(
+                    NewPhoneNumber {
+                        account_id: stored.id,
+                        graph_id: number.id.clone(),
+                        display_number: number.display_number.clone(),
+                        normalized_number: digits,
+                        // What a sync learnt stays until the next sync.
+                        verified_name: known.as_ref().and_then(|n| n.verified_name.clone()),
+                        quality_rating: known.as_ref().and_then(|n| n.quality_rating.clone()),
+                        throughput_mps: known.as_ref().map_or(DEFAULT_THROUGHPUT, |n| n.throughput_mps),
+                        messaging_limit_tier: known.as_ref().and_then(|n| n.messaging_limit_tier.clone()),
+                    },
+                    now,
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the workflow folder: valid files become versions; invalid ones are
@@ -325,6 +345,7 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
 
 async fn worker(config: &Config, slots: Option<usize>) -> Result<()> {
     let store = open_migrated(config).await?;
+    register_accounts(&store, config).await?;
     load_workflows(&store, config).await?;
     let engine = build_engine(&store, config)?;
     let mut settings = worker_config(config);
@@ -338,31 +359,57 @@ async fn worker(config: &Config, slots: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// The runtime, wired to the sandbox channel (sending through the WhatsApp
-/// Cloud API arrives with issue #6) and the HTTP client.
+/// The runtime, wired to the WhatsApp Cloud API when an account has an
+/// access token (else to the sandbox channel) and to the HTTP client.
 fn build_engine(store: &Store, config: &Config) -> Result<Arc<Engine>> {
     // reqwest is built without a default crypto provider; install ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let record_file = config.sandbox.record_file.clone();
-    match &record_file {
-        Some(file) => {
-            tracing::warn!(file = %file.display(), "sandbox: sends are recorded in the inbox and the file, not sent")
+    let outbound: Arc<dyn Outbound> = if config.whatsapp.can_send() {
+        tracing::info!(graph = %config.whatsapp.graph_url, version = %config.whatsapp.graph_version, "sending through the WhatsApp Cloud API");
+        Arc::new(CloudApiChannel::new(graph_client(config)?, sending_tokens(config)))
+    } else {
+        let record_file = config.sandbox.record_file.clone();
+        match &record_file {
+            Some(file) => {
+                tracing::warn!(file = %file.display(), "sandbox: no account has an access token; sends are recorded in the inbox and the file, not sent")
+            }
+            None => tracing::warn!(
+                "sandbox: no account has an access token; sends are recorded in the inbox, not sent to WhatsApp"
+            ),
         }
-        None => tracing::warn!("sandbox: sends are recorded in the inbox, not sent to WhatsApp"),
-    }
+        Arc::new(SandboxChannel::new(record_file))
+    };
     let http = ReqwestHttp::new().map_err(anyhow::Error::msg)?;
     let engine_config = EngineConfig {
         owner: default_owner(),
         lease: Duration::from_secs(config.worker.lease_secs.max(1)),
         batch: config.worker.batch.max(1),
     };
-    Ok(Engine::new(
-        store.clone(),
-        Arc::new(kairo_engine::SystemClock),
-        Arc::new(SandboxChannel::new(record_file)),
-        Arc::new(http),
-        engine_config,
-    ))
+    Ok(Engine::new(store.clone(), Arc::new(kairo_engine::SystemClock), outbound, Arc::new(http), engine_config))
+}
+
+/// The Graph API client the configuration describes.
+pub(crate) fn graph_client(config: &Config) -> Result<GraphClient> {
+    let whatsapp = &config.whatsapp;
+    let settings = GraphSettings {
+        base_url: whatsapp.graph_url.clone(),
+        version: whatsapp.graph_version.clone(),
+        timeout: Duration::from_secs(whatsapp.timeout_secs.max(1)),
+    };
+    GraphClient::new(settings).map_err(anyhow::Error::msg)
+}
+
+/// Each configured number's access token: its account's.
+fn sending_tokens(config: &Config) -> HashMap<String, Secret> {
+    let mut tokens = HashMap::new();
+    for account in &config.whatsapp.accounts {
+        if let Some(token) = &account.access_token {
+            for number in &account.numbers {
+                tokens.insert(number.id.clone(), token.clone());
+            }
+        }
+    }
+    tokens
 }
 
 fn worker_config(config: &Config) -> WorkerConfig {

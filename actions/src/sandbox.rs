@@ -40,7 +40,7 @@ impl SandboxChannel {
                 .map_err(|e| CallError::temporary(format!("sandbox record file {}: {e}", path.display())))?;
         }
         tracing::info!(kind, %wamid, "sandbox: message recorded, not sent");
-        Ok(SendReceipt { wamid })
+        Ok(SendReceipt { wamid, message_status: Some("accepted".into()) })
     }
 }
 

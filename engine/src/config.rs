@@ -32,6 +32,9 @@ const SECRET_ENV_KEYS: &[(&str, &str)] = &[
     ("worker_poll_ms", "worker.poll_ms"),
     ("worker_batch", "worker.batch"),
     ("sandbox_record_file", "sandbox.record_file"),
+    ("whatsapp_graph_url", "whatsapp.graph_url"),
+    ("whatsapp_graph_version", "whatsapp.graph_version"),
+    ("whatsapp_timeout_secs", "whatsapp.timeout_secs"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +136,36 @@ pub struct WhatsAppConfig {
     pub opt_out_keywords: Vec<String>,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+    /// The Graph API's base URL (env `KAIRO_WHATSAPP_GRAPH_URL`); tests and
+    /// proxies change it.
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// The Graph API version every call names (env `KAIRO_WHATSAPP_GRAPH_VERSION`).
+    #[serde(default = "default_graph_version")]
+    pub graph_version: String,
+    /// How long one Graph API call may take, in seconds (env `KAIRO_WHATSAPP_TIMEOUT_SECS`).
+    #[serde(default = "default_graph_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl WhatsAppConfig {
+    /// True when some account can send: sends then go through the Cloud
+    /// API instead of the sandbox.
+    pub fn can_send(&self) -> bool {
+        self.accounts.iter().any(|a| a.access_token.is_some())
+    }
+}
+
+fn default_graph_url() -> String {
+    "https://graph.facebook.com".into()
+}
+
+fn default_graph_version() -> String {
+    "v25.0".into()
+}
+
+fn default_graph_timeout() -> u64 {
+    15
 }
 
 impl Default for WhatsAppConfig {
@@ -143,6 +176,9 @@ impl Default for WhatsAppConfig {
             opt_in_keywords: default_opt_in(),
             opt_out_keywords: default_opt_out(),
             accounts: Vec::new(),
+            graph_url: default_graph_url(),
+            graph_version: default_graph_version(),
+            timeout_secs: default_graph_timeout(),
         }
     }
 }

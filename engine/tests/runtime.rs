@@ -447,7 +447,8 @@ engine_test!(temporary_errors_retry_with_backoff_then_succeed, |t| {
     );
     t.advance(Duration::from_secs(29)).await;
     assert!(t.outbound.sent().is_empty(), "the retry waits for its backoff");
-    t.advance(Duration::from_secs(1)).await;
+    // 30 s, plus a jitter of at most a quarter of it.
+    t.advance(Duration::from_millis(8_500)).await;
     assert_eq!(t.outbound.sent().len(), 1);
     assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
 });
@@ -531,6 +532,86 @@ engine_test!(unknown_outcome_follows_the_step_policy, |t| {
     assert_eq!(t.steps(stop).await, vec![("hello".to_string(), StepState::Uncertain, 1)]);
     assert_eq!(t.status(again).await, EnrollmentStatus::Completed);
     assert_eq!(t.outbound.sent().len(), 1, "only the `repeat` step sends again");
+});
+
+engine_test!(a_limit_answer_waits_on_the_same_attempt_and_never_fails, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0130", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    // Three limit answers in a row: more than the step's three attempts.
+    for _ in 0..3 {
+        t.outbound.fail_next(CallError::new(FailureKind::Throttled, "130429").after(Duration::from_secs(6)));
+    }
+    t.tick().await;
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Pending, 1)], "same attempt, waiting");
+    t.advance(Duration::from_secs(5)).await;
+    assert!(t.outbound.sent().is_empty(), "not before the wait the answer named");
+    t.advance(Duration::from_secs(1)).await;
+    t.advance(Duration::from_secs(6)).await;
+    t.advance(Duration::from_secs(6)).await;
+    assert_eq!(t.outbound.sent().len(), 1);
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Succeeded, 1)]);
+});
+
+engine_test!(a_credentials_problem_waits_for_the_operator_without_spending_attempts, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0131", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    for _ in 0..5 {
+        t.outbound.fail_next(CallError::new(FailureKind::Auth, "WhatsApp error 190: token expired"));
+    }
+    t.tick().await;
+    for _ in 0..5 {
+        t.advance(Duration::from_secs(300)).await;
+    }
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed, "sent once the token works again");
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Succeeded, 1)]);
+});
+
+engine_test!(a_send_with_no_answer_is_uncertain_and_not_repeated, |t| {
+    let two = format!("{SEND}  - id: after\n    set_property:\n      done: \"yes\"\n");
+    t.load(&api_workflow("hello", "", &two)).await;
+    let ada = t.contact("+1 555 0132", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    t.outbound.fail_next(CallError::new(FailureKind::Unknown, "no answer in time after the request was sent"));
+    t.tick().await;
+    t.advance(Duration::from_secs(3600)).await;
+    assert!(t.outbound.sent().is_empty(), "never sent again by default");
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    assert_eq!(
+        t.steps(id).await,
+        vec![("hello".to_string(), StepState::Uncertain, 1), ("after".to_string(), StepState::Succeeded, 1)]
+    );
+    let uncertain = &t.store.step_executions(id).await.expect("read")[0];
+    assert!(uncertain.error.as_deref().is_some_and(|e| e.contains("no answer in time")), "{:?}", uncertain.error);
+});
+
+engine_test!(a_template_no_longer_approved_fails_the_send_with_its_status, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    t.store
+        .upsert_template(
+            NewTemplate {
+                account_id: t.number.account_id,
+                graph_id: "77".into(),
+                name: "welcome".into(),
+                language: "en_US".into(),
+                status: "PAUSED".into(),
+                category: "MARKETING".into(),
+                parameter_format: "POSITIONAL".into(),
+                components: json!([]),
+            },
+            t.clock.now_utc(),
+        )
+        .await
+        .expect("template");
+    let ada = t.contact("+1 555 0133", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    t.tick().await;
+    assert!(t.outbound.sent().is_empty());
+    assert_eq!(t.status(id).await, EnrollmentStatus::Failed);
+    let enrollment = t.store.enrollment(id).await.expect("read").expect("exists");
+    assert!(enrollment.error.as_deref().is_some_and(|e| e.contains("PAUSED")), "{:?}", enrollment.error);
 });
 
 engine_test!(expired_claims_without_a_call_run_once_elsewhere, |t| {

@@ -1,6 +1,12 @@
-//! The WhatsApp Cloud API channel: webhook verification and payloads now;
-//! the sending client joins with issue #6.
+//! The WhatsApp Cloud API channel: webhook verification and payloads, the
+//! Graph API client, sending, and error classification.
 
+pub mod errors;
+pub mod graph;
+pub mod send;
+pub mod sync;
 pub mod webhook;
 
+pub use graph::{GraphClient, GraphSettings};
+pub use send::CloudApiChannel;
 pub use webhook::WhatsAppWebhook;

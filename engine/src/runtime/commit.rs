@@ -205,7 +205,10 @@ impl Engine {
                     wamid: Some(crate::ids::Wamid(send.wamid.clone())),
                     message_type: send.message_type.clone(),
                     body: send.body.clone(),
-                    payload: serde_json::json!({}),
+                    payload: match &send.message_status {
+                        Some(status) => serde_json::json!({ "message_status": status }),
+                        None => serde_json::json!({}),
+                    },
                     status: DeliveryStatus::Sent,
                     template_name,
                     template_language,

@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 
 pub use self::enroll::{EnrollRequest, Enrolled, SkipReason};
 pub use self::outbound::{
-    CallError, HttpAnswer, HttpCall, HttpCaller, Outbound, OutboundTemplate, OutboundText, SendReceipt,
+    CallError, FailureKind, HttpAnswer, HttpCall, HttpCaller, Outbound, OutboundTemplate, OutboundText, SendReceipt,
 };
 pub use self::plan::Plan;
 pub use self::recording::{RecordingHttp, RecordingOutbound};

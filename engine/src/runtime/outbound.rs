@@ -39,6 +39,9 @@ pub struct OutboundText {
     pub number_id: String,
     pub to: String,
     pub text: String,
+    /// The wamid of an inbound message this text answers (WhatsApp quotes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
     pub callback_data: String,
 }
 
@@ -47,6 +50,10 @@ pub struct OutboundText {
 pub struct SendReceipt {
     /// The message id the channel gave (`wamid.…`).
     pub wamid: String,
+    /// How the channel took it: `accepted`, or `held_for_quality_assessment`
+    /// (WhatsApp's template pacing). Neither means delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_status: Option<String>,
 }
 
 /// An HTTP request of an `http` step, expressions already rendered.
@@ -66,25 +73,53 @@ pub struct HttpAnswer {
     pub body: serde_json::Value,
 }
 
+/// What kind of failure a call met; the runtime acts on it (API.md 10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The other side failed for now (5xx, overload, refused before
+    /// sending): a new attempt with backoff, bounded by the step's retries.
+    Temporary,
+    /// A rate or volume limit was hit: the same attempt waits and goes
+    /// again; a limit never fails a step by itself.
+    Throttled,
+    /// Will never succeed as sent: the step fails with the reason.
+    Permanent,
+    /// Credentials or account configuration: an operator must act. The
+    /// step waits without spending an attempt.
+    Auth,
+    /// The request may have been carried out (a timeout or a dropped
+    /// connection after it was sent): the step's unknown-outcome policy.
+    Unknown,
+}
+
 /// A call that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct CallError {
     pub message: String,
-    /// Trying again later may succeed (rate limits, 5xx, timeouts before
-    /// anything was sent); false for permanent errors.
-    pub retryable: bool,
-    /// How long the other side asked us to wait, when it said.
+    pub kind: FailureKind,
+    /// How long to wait before the next try, when the other side said (or
+    /// the channel knows better than the step's backoff).
     pub retry_after: Option<Duration>,
 }
 
 impl CallError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { message: message.into(), kind, retry_after: None }
+    }
+
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false, retry_after: None }
+        Self::new(FailureKind::Permanent, message)
     }
 
     pub fn temporary(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true, retry_after: None }
+        Self::new(FailureKind::Temporary, message)
+    }
+
+    pub fn after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 }
 

@@ -26,7 +26,7 @@ impl RecordingOutbound {
         }
         let mut sent = self.sent.lock().expect("recorder lock is never poisoned");
         sent.push(message);
-        Ok(super::SendReceipt { wamid: format!("wamid.test.{}", sent.len()) })
+        Ok(super::SendReceipt { wamid: format!("wamid.test.{}", sent.len()), message_status: Some("accepted".into()) })
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::Engine;
 use super::context::RunContext;
-use super::outbound::{CallError, HttpCall, OutboundTemplate, OutboundText};
+use super::outbound::{CallError, FailureKind, HttpCall, OutboundTemplate, OutboundText};
 use super::plan::resolve_number;
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState};
@@ -26,6 +26,13 @@ const FOREVER: chrono::Duration = chrono::Duration::days(365 * 100);
 /// Default retries of a temporary failure: attempts in all, first delay.
 const DEFAULT_ATTEMPTS: u32 = 3;
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
+/// No backoff between attempts grows past this.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long a send waits after a limit answer that named no wait.
+const THROTTLED_WAIT: Duration = Duration::from_secs(2);
+/// How long a send waits for an operator to fix credentials before it
+/// looks again.
+const AUTH_WAIT: Duration = Duration::from_secs(300);
 
 /// What running a step decided; [`Engine::commit`] writes it.
 #[derive(Debug, Clone)]
@@ -66,6 +73,8 @@ pub(super) struct RecordedSend {
     pub message_type: String,
     pub body: Option<String>,
     pub template: Option<(String, String, Value)>,
+    /// How the channel took it (`accepted`, `held_for_quality_assessment`).
+    pub message_status: Option<String>,
 }
 
 fn record(state: StepState, output: Value, error: Option<String>) -> StepRecord {
@@ -301,19 +310,37 @@ impl Engine {
                 number_id: number.graph_id.clone(),
                 to,
                 text: text.clone(),
+                reply_to: None,
                 callback_data,
             };
             if !self.attempt(claim, now).await {
                 return Outcome::Lost;
             }
             let sent = self.outbound.send_text(&message).await;
-            return self.sent(claim, ctx, step, sent, |wamid| RecordedSend {
+            return self.sent(claim, ctx, step, sent, |wamid, message_status| RecordedSend {
                 number: number.id,
                 wamid,
                 message_type: "text".into(),
                 body: Some(text.clone()),
                 template: None,
+                message_status,
             });
+        }
+        match self.store.template_status(number.account_id, &send.template.value, &send.language.value).await {
+            Ok(Some(status)) if status != "APPROVED" => {
+                return failed(
+                    Value::Null,
+                    format!(
+                        "template `{}` ({}) is {status} in the catalogue: only APPROVED templates can be sent; fix it in WhatsApp Manager, run `kairo sync`, then retry the enrollment",
+                        *send.template, *send.language
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, step = %claim.id, "cannot read the template's status; the send waits");
+                return Outcome::Defer { due_at: now + chrono::Duration::seconds(5) };
+            }
         }
         let rendered = match self.render_template_params(send, &context) {
             Ok(r) => r,
@@ -335,12 +362,13 @@ impl Engine {
         }
         let sent = self.outbound.send_template(&message).await;
         let params = json!({ "header": message.header, "body": message.body, "buttons": message.buttons });
-        self.sent(claim, ctx, step, sent, |wamid| RecordedSend {
+        self.sent(claim, ctx, step, sent, |wamid, message_status| RecordedSend {
             number: number.id,
             wamid,
             message_type: "template".into(),
             body: None,
             template: Some((message.template.clone(), message.language.clone(), params.clone())),
+            message_status,
         })
     }
 
@@ -362,12 +390,15 @@ impl Engine {
         ctx: &RunContext,
         step: &Step,
         sent: Result<super::SendReceipt, CallError>,
-        recorded: impl FnOnce(String) -> RecordedSend,
+        recorded: impl FnOnce(String, Option<String>) -> RecordedSend,
     ) -> Outcome {
         match sent {
             Ok(receipt) => {
-                let send = recorded(receipt.wamid.clone());
+                let send = recorded(receipt.wamid.clone(), receipt.message_status.clone());
                 let mut output = json!({ "wamid": receipt.wamid, "type": send.message_type });
+                if let Some(status) = &receipt.message_status {
+                    output["message_status"] = json!(status);
+                }
                 if let Some((template, language, params)) = &send.template {
                     output["template"] = json!(template);
                     output["language"] = json!(language);
@@ -386,26 +417,41 @@ impl Engine {
         }
     }
 
-    /// A failed external call: retried with backoff while attempts remain
-    /// when temporary, else the step (and the enrollment) fails.
+    /// A failed external call, by its kind: temporary ones retry with
+    /// backoff while attempts remain; limits and credential problems wait
+    /// (the same attempt, none spent); a maybe-sent call follows the step's
+    /// unknown-outcome policy; the rest fail the step and the enrollment.
     fn call_failed(&self, claim: &StepExecution, ctx: &RunContext, step: &Step, error: CallError) -> Outcome {
         let now = self.now();
-        if error.retryable {
-            let policy = step.retry.clone().unwrap_or(RetryPolicy { max_attempts: DEFAULT_ATTEMPTS, backoff: None });
-            if (claim.attempt as u32) < policy.max_attempts {
-                let first = policy.backoff.as_deref().and_then(|b| parse_duration(b).ok()).unwrap_or(DEFAULT_BACKOFF);
-                let factor = 2u32.saturating_pow((claim.attempt as u32).saturating_sub(1));
-                let delay = error.retry_after.unwrap_or(first.saturating_mul(factor));
-                let due_at = now + chrono::Duration::from_std(delay).unwrap_or(FOREVER);
-                return Outcome::Retry {
-                    record: record(StepState::Failed, json!({ "retry_at": due_at }), Some(error.message)),
-                    due_at,
-                };
+        let wait = |default: Duration| {
+            now + chrono::Duration::from_std(error.retry_after.unwrap_or(default)).unwrap_or(FOREVER)
+        };
+        match error.kind {
+            FailureKind::Temporary => {
+                let policy =
+                    step.retry.clone().unwrap_or(RetryPolicy { max_attempts: DEFAULT_ATTEMPTS, backoff: None });
+                if (claim.attempt as u32) < policy.max_attempts {
+                    let first =
+                        policy.backoff.as_deref().and_then(|b| parse_duration(b).ok()).unwrap_or(DEFAULT_BACKOFF);
+                    let due_at = wait(backoff(first, claim));
+                    return Outcome::Retry {
+                        record: record(StepState::Failed, json!({ "retry_at": due_at }), Some(error.message)),
+                        due_at,
+                    };
+                }
             }
+            FailureKind::Throttled => {
+                tracing::info!(step = %claim.id, error = %error.message, "a limit was hit; the send waits");
+                return Outcome::Defer { due_at: wait(THROTTLED_WAIT) };
+            }
+            FailureKind::Auth => {
+                tracing::error!(step = %claim.id, error = %error.message, "an operator must fix the channel's credentials or account; the send waits");
+                return Outcome::Defer { due_at: wait(AUTH_WAIT) };
+            }
+            FailureKind::Unknown => return self.unknown_outcome(claim, ctx, &error.message),
+            FailureKind::Permanent => {}
         }
-        let message = format!("step `{}` failed: {}", *step.id, error.message);
-        let _ = ctx;
-        failed(Value::Null, message)
+        failed(Value::Null, format!("step `{}` failed: {}", *step.id, error.message))
     }
 
     async fn window_open(&self, ctx: &RunContext, number: PhoneNumberId, now: DateTime<Utc>) -> bool {
@@ -510,9 +556,13 @@ impl Engine {
                 effects: vec![],
             },
             Ok(answer) => {
-                let retryable = answer.status == 429 || answer.status >= 500;
+                let kind = if answer.status == 429 || answer.status >= 500 {
+                    FailureKind::Temporary
+                } else {
+                    FailureKind::Permanent
+                };
                 let message = format!("{} {} answered {}", call.method, call.url, answer.status);
-                self.call_failed(claim, ctx, step, CallError { message, retryable, retry_after: None })
+                self.call_failed(claim, ctx, step, CallError::new(kind, message))
             }
             Err(error) => self.call_failed(claim, ctx, step, error),
         }
@@ -520,9 +570,9 @@ impl Engine {
 
     /// What to do with a step found `attempting` after its worker's lease
     /// ran out: the call may or may not have reached the other side.
-    pub(super) fn unknown_outcome(&self, claim: &StepExecution, ctx: &RunContext) -> Outcome {
+    pub(super) fn unknown_outcome(&self, claim: &StepExecution, ctx: &RunContext, why: &str) -> Outcome {
         let policy = ctx.plan.step(&claim.step_id).map(|s| s.on_unknown_outcome).unwrap_or_default();
-        let error = "outcome unknown: the worker stopped while the call was in flight".to_string();
+        let error = format!("outcome unknown: {why}");
         let output = json!({ "policy": policy });
         match policy {
             UnknownOutcome::Continue => Outcome::Done {
@@ -540,6 +590,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// The wait before attempt N+1: `first`, doubled per attempt so far, at
+/// most [`MAX_BACKOFF`], plus up to a quarter more so that steps failing
+/// together do not come back together. The jitter comes from the step
+/// execution's id: the same attempt always waits the same.
+fn backoff(first: Duration, claim: &StepExecution) -> Duration {
+    let doublings = (claim.attempt.max(1) as u32 - 1).min(20);
+    let base = first.saturating_mul(1 << doublings).min(MAX_BACKOFF);
+    let jitter = (claim.id.as_uuid().as_u128() % 1000) as f64 / 4000.0;
+    base.mul_f64(1.0 + jitter)
 }
 
 fn failed(output: Value, error: String) -> Outcome {

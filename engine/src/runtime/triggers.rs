@@ -331,7 +331,7 @@ impl Engine {
         for claim in taken {
             let Some(ctx) = contexts.get(&claim.enrollment_id).cloned() else { continue };
             tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "a call's outcome is unknown: its worker stopped mid-call");
-            let outcome = self.unknown_outcome(&claim, &ctx);
+            let outcome = self.unknown_outcome(&claim, &ctx, "the worker stopped while the call was in flight");
             finished.push(Finished { claim, ctx, outcome });
         }
         Ok(self.commit(finished).await)

@@ -569,7 +569,7 @@ impl Tx {
             .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(step_execution::Column::Id.eq(step))
-            .filter(step_execution::Column::State.eq(StepState::Claimed))
+            .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
             .filter(step_execution::Column::LeaseOwner.eq(owner))
             .exec(&self.txn)
             .await

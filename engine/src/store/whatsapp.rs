@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{business_portfolio, phone_number, template, whatsapp_account};
 use super::{Store, StoreError};
@@ -13,6 +13,9 @@ pub type Portfolio = business_portfolio::Model;
 pub type Account = whatsapp_account::Model;
 pub type PhoneNumber = phone_number::Model;
 pub type Template = template::Model;
+
+/// The status a template gets when its account no longer lists it.
+pub const TEMPLATE_GONE: &str = "DELETED";
 
 #[derive(Debug, Clone)]
 pub struct NewPortfolio {
@@ -203,6 +206,55 @@ impl Store {
             .await
             .map_err(|e| self.query_error(e))?
             .ok_or_else(|| self.missing("template just upserted"))
+    }
+
+    /// Marks `DELETED` the account's templates that a full sync did not see
+    /// (`seen`: name and language); returns how many changed. They stay in
+    /// the catalogue so that workflows naming them are flagged.
+    pub async fn mark_templates_gone(
+        &self,
+        account: AccountId,
+        seen: &std::collections::HashSet<(String, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let gone: Vec<TemplateId> = self
+            .templates(account)
+            .await?
+            .into_iter()
+            .filter(|t| t.status != TEMPLATE_GONE && !seen.contains(&(t.name.clone(), t.language.clone())))
+            .map(|t| t.id)
+            .collect();
+        for chunk in gone.chunks(500) {
+            template::Entity::update_many()
+                .col_expr(template::Column::Status, sea_orm::sea_query::Expr::value(TEMPLATE_GONE))
+                .col_expr(template::Column::SyncedAt, sea_orm::sea_query::Expr::value(now))
+                .col_expr(template::Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
+                .filter(template::Column::Id.is_in(chunk.iter().copied()))
+                .exec(&self.db)
+                .await
+                .map_err(|e| self.query_error(e))?;
+        }
+        Ok(gone.len())
+    }
+
+    /// The catalogue status of one template (`APPROVED`, `PAUSED`, …); None
+    /// when the catalogue does not list it (never synced).
+    pub async fn template_status(
+        &self,
+        account: AccountId,
+        name: &str,
+        language: &str,
+    ) -> Result<Option<String>, StoreError> {
+        template::Entity::find()
+            .select_only()
+            .column(template::Column::Status)
+            .filter(template::Column::AccountId.eq(account))
+            .filter(template::Column::Name.eq(name))
+            .filter(template::Column::Language.eq(language))
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
     }
 
     /// An account's templates, by name then language.
