@@ -153,22 +153,7 @@ impl Store {
     /// second one is refused with [`StoreError::Duplicate`].
     pub async fn open_thread(&self, new: NewThread, now: DateTime<Utc>) -> Result<Thread, StoreError> {
         let (contact, number) = (new.contact_id, new.phone_number_id);
-        let row = thread::ActiveModel {
-            id: Set(ThreadId::new()),
-            contact_id: Set(new.contact_id),
-            phone_number_id: Set(new.phone_number_id),
-            customer_wa_id: Set(new.customer_wa_id),
-            status: Set(ThreadStatus::Open),
-            owner_user_id: Set(None),
-            owner_team_id: Set(None),
-            window_closes_at: Set(None),
-            last_inbound_at: Set(None),
-            last_outbound_at: Set(None),
-            first_response_at: Set(None),
-            opened_at: Set(now),
-            closed_at: Set(None),
-            updated_at: Set(now),
-        };
+        let row = new_thread_row(contact, number, new.customer_wa_id, (None, None), now, now);
         thread::Entity::insert(row)
             .exec_with_returning(&self.db)
             .await
@@ -304,6 +289,33 @@ pub(super) fn message_row(new: NewMessage, now: DateTime<Utc>) -> message::Activ
         read_at: Set(None),
         failed_at: Set(None),
         created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+/// A new open thread, owned as the number's assignment rules said.
+pub(super) fn new_thread_row(
+    contact: ContactId,
+    number: PhoneNumberId,
+    customer_wa_id: String,
+    (owner_user_id, owner_team_id): (Option<UserId>, Option<TeamId>),
+    opened_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> thread::ActiveModel {
+    thread::ActiveModel {
+        id: Set(ThreadId::new()),
+        contact_id: Set(contact),
+        phone_number_id: Set(number),
+        customer_wa_id: Set(customer_wa_id),
+        status: Set(ThreadStatus::Open),
+        owner_user_id: Set(owner_user_id),
+        owner_team_id: Set(owner_team_id),
+        window_closes_at: Set(None),
+        last_inbound_at: Set(None),
+        last_outbound_at: Set(None),
+        first_response_at: Set(None),
+        opened_at: Set(opened_at),
+        closed_at: Set(None),
         updated_at: Set(now),
     }
 }

@@ -25,7 +25,7 @@ use super::entities::{
     assignment_rule, consent, consent_event, contact, event, message, pending_status, phone_number, team, team_member,
     template, thread, user, whatsapp_account,
 };
-use super::inbox::message_row;
+use super::inbox::{message_row, new_thread_row};
 use super::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
 use super::{NewMessage, Store, StoreError};
 use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
@@ -323,24 +323,9 @@ impl Store {
         if let Some(open) = open {
             return Ok((open, false));
         }
-        let (owner_user_id, owner_team_id) = self.assign_new_thread(txn, number.id).await?;
+        let owners = self.assign_new_thread(txn, number.id).await?;
         let customer = inbound.from.clone().or_else(|| inbound.from_user_id.clone()).unwrap_or_default();
-        let row = thread::ActiveModel {
-            id: Set(ThreadId::new()),
-            contact_id: Set(contact.id),
-            phone_number_id: Set(number.id),
-            customer_wa_id: Set(customer),
-            status: Set(ThreadStatus::Open),
-            owner_user_id: Set(owner_user_id),
-            owner_team_id: Set(owner_team_id),
-            window_closes_at: Set(None),
-            last_inbound_at: Set(None),
-            last_outbound_at: Set(None),
-            first_response_at: Set(None),
-            opened_at: Set(inbound.occurred_at),
-            closed_at: Set(None),
-            updated_at: Set(now),
-        };
+        let row = new_thread_row(contact.id, number.id, customer, owners, inbound.occurred_at, now);
         Ok((row.insert(txn).await.map_err(q)?, true))
     }
 
