@@ -53,4 +53,9 @@ impl Outbound for SandboxChannel {
     async fn send_text(&self, message: &OutboundText) -> Result<SendReceipt, CallError> {
         self.record("text", serde_json::to_value(message).expect("a send serialises")).await
     }
+
+    /// Nothing leaves the machine, so there is no limit to keep.
+    fn paced(&self) -> bool {
+        false
+    }
 }

@@ -130,6 +130,21 @@ impl TestEngine {
         }
     }
 
+    /// A second engine on the same store and clock whose channel keeps to
+    /// the numbers' pace and messaging limits, as the WhatsApp channel does.
+    async fn paced_engine(&self) -> (Arc<Engine>, RecordingOutbound) {
+        let outbound = RecordingOutbound::paced();
+        let engine = Engine::new(
+            self.store.clone(),
+            Arc::new(self.clock.clone()),
+            Arc::new(outbound.clone()),
+            Arc::new(RecordingHttp::default()),
+            EngineConfig { owner: "paced-worker".into(), lease: Duration::from_secs(30), batch: 64 },
+        );
+        engine.refresh().await.expect("refresh");
+        (engine, outbound)
+    }
+
     /// Moves the clock and runs everything that became due.
     async fn advance(&self, by: Duration) -> TickReport {
         self.clock.advance(by);
@@ -612,6 +627,77 @@ engine_test!(a_template_no_longer_approved_fails_the_send_with_its_status, |t| {
     assert_eq!(t.status(id).await, EnrollmentStatus::Failed);
     let enrollment = t.store.enrollment(id).await.expect("read").expect("exists");
     assert!(enrollment.error.as_deref().is_some_and(|e| e.contains("PAUSED")), "{:?}", enrollment.error);
+});
+
+engine_test!(a_used_up_messaging_limit_waits_for_the_moving_window, |t| {
+    // The portfolio may reach 50 recipients outside a service window a day.
+    t.store
+        .upsert_phone_number(
+            NewPhoneNumber {
+                account_id: t.number.account_id,
+                graph_id: t.number.graph_id.clone(),
+                display_number: t.number.display_number.clone(),
+                normalized_number: t.number.normalized_number.clone(),
+                verified_name: None,
+                quality_rating: None,
+                throughput_mps: 1000,
+                messaging_limit_tier: Some("TIER_50".into()),
+            },
+            t.clock.now_utc(),
+        )
+        .await
+        .expect("number");
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let (engine, outbound) = t.paced_engine().await;
+    let mut first = Vec::new();
+    for i in 0..40 {
+        let contact = t.contact(&format!("+1 555 7{i:06}"), true).await;
+        let request = EnrollRequest { workflow: "hello".into(), contact: contact.id, trigger_data: json!({}) };
+        assert!(matches!(engine.enroll(request).await.expect("enroll"), Enrolled::Enrolled { .. }));
+        first.push(contact);
+    }
+    engine.tick().await.expect("tick");
+    assert_eq!(outbound.sent().len(), 40);
+
+    // Twelve hours later, 20 more recipients: 10 fit in the day's 50.
+    t.clock.advance(Duration::from_secs(12 * 3600));
+    for i in 0..20 {
+        let contact = t.contact(&format!("+1 555 8{i:06}"), true).await;
+        let request = EnrollRequest { workflow: "hello".into(), contact: contact.id, trigger_data: json!({}) };
+        assert!(matches!(engine.enroll(request).await.expect("enroll"), Enrolled::Enrolled { .. }));
+    }
+    engine.tick().await.expect("tick");
+    assert_eq!(outbound.sent().len(), 50, "the limit holds");
+    t.clock.advance(Duration::from_secs(11 * 3600));
+    engine.tick().await.expect("tick");
+    assert_eq!(outbound.sent().len(), 50, "nobody left the moving window yet");
+    // 24 hours after the first 40: their slots free up, the last 10 go.
+    t.clock.advance(Duration::from_secs(3600 + 2));
+    engine.tick().await.expect("tick");
+    assert_eq!(outbound.sent().len(), 60, "the waiting sends went as the window moved");
+    let counts = t.store.enrollment_counts(None).await.expect("counts");
+    assert_eq!(counts, vec![(EnrollmentStatus::Completed, 60)], "none failed for the limit");
+});
+
+engine_test!(pacing_spaces_a_numbers_sends_at_its_throughput, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let (engine, outbound) = t.paced_engine().await;
+    // 80/s by default, paced at 97 %: 77.6 slots a second, one every
+    // 12.9 ms; a worker holds slots one second ahead, so of 100 sends due at
+    // the same instant 78 go now and the rest wait, none of them failing.
+    for i in 0..100 {
+        let contact = t.contact(&format!("+1 555 9{i:06}"), true).await;
+        let request = EnrollRequest { workflow: "hello".into(), contact: contact.id, trigger_data: json!({}) };
+        engine.enroll(request).await.expect("enroll");
+    }
+    engine.tick().await.expect("tick");
+    let now_sent = outbound.sent().len();
+    assert!((77..=78).contains(&now_sent), "{now_sent} sent within the first second's slots");
+    t.clock.advance(Duration::from_secs(3));
+    engine.tick().await.expect("tick");
+    assert_eq!(outbound.sent().len(), 100);
+    let counts = t.store.enrollment_counts(None).await.expect("counts");
+    assert_eq!(counts, vec![(EnrollmentStatus::Completed, 100)]);
 });
 
 engine_test!(expired_claims_without_a_call_run_once_elsewhere, |t| {

@@ -18,6 +18,7 @@ pub use sea_orm_migration::{MigratorTrait, sea_orm};
 mod m20261125_000001_initial;
 mod m20261125_000002_webhook_journal;
 mod m20261125_000003_pending_timers_index;
+mod m20261125_000004_send_pacing;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_webhook_journal::Migration),
             Box::new(m20261125_000003_pending_timers_index::Migration),
+            Box::new(m20261125_000004_send_pacing::Migration),
         ]
     }
 }

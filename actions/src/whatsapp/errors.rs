@@ -62,11 +62,10 @@ impl GraphError {
 
     pub fn to_call_error(&self) -> CallError {
         let (kind, wait) = self.class();
-        let error = CallError::new(kind, self.reason());
-        match wait {
-            Some(wait) => error.after(wait),
-            None => error,
-        }
+        let mut error = CallError::new(kind, self.reason());
+        error.retry_after = wait;
+        error.code = Some(self.code);
+        error
     }
 }
 

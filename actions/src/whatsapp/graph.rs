@@ -27,6 +27,9 @@ pub struct GraphSettings {
     pub timeout: Duration,
 }
 
+/// Graph's catch-all error, which may come after a send went out.
+const SOMETHING_WENT_WRONG: i64 = 131000;
+
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
 pub const DEFAULT_GRAPH_VERSION: &str = "v25.0";
 pub const DEFAULT_GRAPH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -112,8 +115,13 @@ impl GraphClient {
                 CallError::new(kind, format!("Graph API {path}: HTTP {status} with a body that is not JSON"))
             });
         }
-        if let Some(error) = GraphError::parse(status, &bytes) {
-            let mut error = error.to_call_error();
+        if let Some(graph_error) = GraphError::parse(status, &bytes) {
+            let mut error = graph_error.to_call_error();
+            // "Something went wrong": Meta says try again, but a send may
+            // have gone out; sending again could send twice.
+            if effect == Effect::Sends && graph_error.code == SOMETHING_WENT_WRONG {
+                error.kind = FailureKind::Unknown;
+            }
             if retry_after.is_some() {
                 error.retry_after = retry_after;
             }

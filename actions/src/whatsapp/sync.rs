@@ -217,7 +217,13 @@ async fn get_with_retries(
         .with_jitter();
     (|| graph.get(token, path, query))
         .retry(backoff)
-        .when(|e: &CallError| matches!(e.kind, FailureKind::Temporary | FailureKind::Throttled))
+        .when(|e: &CallError| match e.kind {
+            FailureKind::Temporary => true,
+            // A limit that asks for more than a short wait (the hourly
+            // management quota) ends this sync; the next one tries again.
+            FailureKind::Throttled => e.retry_after.is_none_or(|wait| wait <= Duration::from_secs(10)),
+            _ => false,
+        })
         .notify(|e: &CallError, wait: Duration| tracing::warn!(error = %e, ?wait, "Graph API read failed; retrying"))
         .await
 }

@@ -24,6 +24,7 @@ mod commit;
 pub mod context;
 mod enroll;
 pub mod outbound;
+mod pacing;
 pub mod plan;
 pub mod recording;
 pub mod simulate;
@@ -112,6 +113,8 @@ pub struct Engine {
     /// Woken when work is created in this process, so idle workers do not
     /// wait for their next poll.
     wakeup: Notify,
+    /// This process's share of the send slots of each number.
+    pacer: pacing::Pacer,
 }
 
 impl Engine {
@@ -133,6 +136,7 @@ impl Engine {
             current: RwLock::default(),
             numbers: RwLock::default(),
             wakeup: Notify::new(),
+            pacer: pacing::Pacer::default(),
         })
     }
 

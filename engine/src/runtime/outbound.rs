@@ -102,11 +102,13 @@ pub struct CallError {
     /// How long to wait before the next try, when the other side said (or
     /// the channel knows better than the step's backoff).
     pub retry_after: Option<Duration>,
+    /// The channel's own error code (WhatsApp's `error.code`), when it gave one.
+    pub code: Option<i64>,
 }
 
 impl CallError {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind, retry_after: None }
+        Self { message: message.into(), kind, retry_after: None, code: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
@@ -128,6 +130,12 @@ impl CallError {
 pub trait Outbound: Send + Sync + std::fmt::Debug {
     async fn send_template(&self, message: &OutboundTemplate) -> Result<SendReceipt, CallError>;
     async fn send_text(&self, message: &OutboundText) -> Result<SendReceipt, CallError>;
+
+    /// Whether sends keep to the numbers' throughput (a channel that sends
+    /// nothing anywhere need not).
+    fn paced(&self) -> bool {
+        true
+    }
 }
 
 /// The `http` step's client.

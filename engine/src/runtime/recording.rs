@@ -5,11 +5,20 @@
 /// wamids; it can be told to fail the next sends.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingOutbound {
+    /// Keep to the numbers' throughput, as the WhatsApp channel does (off by
+    /// default: most tests are about other things).
+    pub paced: bool,
     sent: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     failures: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<super::CallError>>>,
 }
 
 impl RecordingOutbound {
+    /// A recorder that keeps to the numbers' pace and messaging limits, as
+    /// the WhatsApp channel does.
+    pub fn paced() -> Self {
+        Self { paced: true, ..Self::default() }
+    }
+
     /// Every message sent so far, as JSON, in order.
     pub fn sent(&self) -> Vec<serde_json::Value> {
         self.sent.lock().expect("recorder lock is never poisoned").clone()
@@ -38,6 +47,10 @@ impl super::Outbound for RecordingOutbound {
 
     async fn send_text(&self, message: &super::OutboundText) -> Result<super::SendReceipt, super::CallError> {
         self.record(serde_json::to_value(message).expect("messages serialise"))
+    }
+
+    fn paced(&self) -> bool {
+        self.paced
     }
 }
 

@@ -10,10 +10,11 @@ use serde_json::{Map, Value, json};
 use super::Engine;
 use super::context::RunContext;
 use super::outbound::{CallError, FailureKind, HttpCall, OutboundTemplate, OutboundText};
+use super::pacing::{HORIZON, Pace};
 use super::plan::resolve_number;
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState};
-use crate::store::{OwnerChoice, StepExecution, StepRecord};
+use crate::store::{OwnerChoice, PhoneNumber, Reach, StepExecution, StepRecord};
 use crate::workflow::condition::Condition;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::model::{
@@ -26,6 +27,12 @@ const FOREVER: chrono::Duration = chrono::Duration::days(365 * 100);
 /// Default retries of a temporary failure: attempts in all, first delay.
 const DEFAULT_ATTEMPTS: u32 = 3;
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
+/// How late after its slot a send may still leave: with slots at 97 % of a
+/// number's throughput, no one-second window can then hold more than the
+/// throughput (for 80 messages/s and up).
+const LATE: chrono::Duration = chrono::Duration::milliseconds(20);
+/// WhatsApp's "the number sends too fast" error code.
+const RATE_LIMIT_HIT: i64 = 130429;
 /// No backoff between attempts grows past this.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How long a send waits after a limit answer that named no wait.
@@ -294,10 +301,8 @@ impl Engine {
             return Outcome::Defer { due_at };
         }
         let context = ctx.json(now);
-        let window_text = match &send.when_window_open {
-            Some(text) if self.window_open(ctx, number.id, now).await => Some(text),
-            _ => None,
-        };
+        let window_open = self.window_open(ctx, number.id, now).await;
+        let window_text = send.when_window_open.as_ref().filter(|_| window_open);
         let key = format!("{}:{}", claim.enrollment_id, claim.id);
         let callback_data = format!("kairo:{}:{}", claim.enrollment_id, claim.step_id);
         if let Some(text) = window_text {
@@ -313,8 +318,15 @@ impl Engine {
                 reply_to: None,
                 callback_data,
             };
+            let slot = match self.pace(claim, &number, now).await {
+                Ok(slot) => slot,
+                Err(wait) => return wait,
+            };
             if !self.attempt(claim, now).await {
                 return Outcome::Lost;
+            }
+            if !self.sleep_until(slot).await {
+                return Outcome::Defer { due_at: self.now() };
             }
             let sent = self.outbound.send_text(&message).await;
             return self.sent(claim, ctx, step, sent, |wamid, message_status| RecordedSend {
@@ -342,6 +354,22 @@ impl Engine {
                 return Outcome::Defer { due_at: now + chrono::Duration::seconds(5) };
             }
         }
+        // Outside the service window a template reaches a recipient and
+        // counts against the portfolio's messaging limit; a used-up limit
+        // makes the send wait for the moving window, never fail.
+        if !window_open && self.outbound.paced() {
+            match self.store.reach_recipient(&number, &to, now).await {
+                Ok(Reach::Allowed) => {}
+                Ok(Reach::WaitUntil(until)) => {
+                    tracing::info!(number = %number.display_number, %until, "messaging limit used up; the send waits");
+                    return Outcome::Defer { due_at: until };
+                }
+                Err(err) => {
+                    tracing::warn!(%err, step = %claim.id, "cannot check the messaging limit; the send waits");
+                    return Outcome::Defer { due_at: now + chrono::Duration::seconds(5) };
+                }
+            }
+        }
         let rendered = match self.render_template_params(send, &context) {
             Ok(r) => r,
             Err(e) => return failed(Value::Null, e),
@@ -357,10 +385,22 @@ impl Engine {
             buttons: rendered.2,
             callback_data,
         };
+        let slot = match self.pace(claim, &number, now).await {
+            Ok(slot) => slot,
+            Err(wait) => return wait,
+        };
         if !self.attempt(claim, now).await {
             return Outcome::Lost;
         }
+        if !self.sleep_until(slot).await {
+            return Outcome::Defer { due_at: self.now() };
+        }
         let sent = self.outbound.send_template(&message).await;
+        if let Err(error) = &sent
+            && error.code == Some(RATE_LIMIT_HIT)
+        {
+            self.slow_down(&number).await;
+        }
         let params = json!({ "header": message.header, "body": message.body, "buttons": message.buttons });
         self.sent(claim, ctx, step, sent, |wamid, message_status| RecordedSend {
             number: number.id,
@@ -370,6 +410,55 @@ impl Engine {
             template: Some((message.template.clone(), message.language.clone(), params.clone())),
             message_status,
         })
+    }
+
+    /// The send's slot in the number's pace (None: not paced), or the
+    /// deferral that puts the step back until a slot is free. Deferred
+    /// sends wake spread over a second, not all at the same instant.
+    async fn pace(
+        &self,
+        claim: &StepExecution,
+        number: &PhoneNumber,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, Outcome> {
+        if !self.outbound.paced() {
+            return Ok(None);
+        }
+        match self.pacer.slot(&self.store, self.clock.as_ref(), number).await {
+            Ok(Pace::At(at)) => Ok(Some(at)),
+            Ok(Pace::Wait(until)) => {
+                let spread = chrono::Duration::microseconds((claim.id.as_uuid().as_u128() % 1_000_000) as i64);
+                Err(Outcome::Defer { due_at: until + spread })
+            }
+            Err(err) => {
+                tracing::warn!(%err, step = %claim.id, "cannot reserve a send slot; the send waits");
+                Err(Outcome::Defer { due_at: now + chrono::Duration::seconds(1) })
+            }
+        }
+    }
+
+    /// Sleeps until a send's slot (at most the pacing horizon). False when
+    /// the send would leave too late after it ([`LATE`]): the slots after it
+    /// belong to other sends, so sending now could crowd a second; the send
+    /// goes back to the queue for a new slot instead.
+    async fn sleep_until(&self, slot: Option<DateTime<Utc>>) -> bool {
+        let Some(slot) = slot else { return true };
+        if let Ok(wait) = (slot - self.now()).to_std() {
+            tokio::time::sleep(wait.min(HORIZON)).await;
+        }
+        self.now() - slot <= LATE
+    }
+
+    /// After WhatsApp's throughput answer (130429): the number's sends go at
+    /// half its throughput for a minute, in every worker.
+    async fn slow_down(&self, number: &PhoneNumber) {
+        let until = self.now() + chrono::Duration::seconds(60);
+        match self.store.slow_down_sends(number.id, 50, until).await {
+            Ok(()) => {
+                tracing::warn!(number = %number.display_number, "WhatsApp says the number sends too fast; halving its pace for a minute")
+            }
+            Err(err) => tracing::warn!(%err, "cannot record the slowdown"),
+        }
     }
 
     /// Writes `attempting` before a call leaves; false when the claim is gone.

@@ -270,9 +270,10 @@ impl Engine {
                 Ok(_) => match self.store.next_timer().await {
                     // Not sooner than TIMER_MIN_PAUSE: a due timer left over
                     // is one another PostgreSQL worker holds right now.
-                    Ok(Some(next)) => {
-                        (next.wake_at - self.now()).to_std().unwrap_or_default().clamp(TIMER_MIN_PAUSE, poll)
-                    }
+                    Ok(Some(next)) => (next.wake_at - self.now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .clamp(TIMER_MIN_PAUSE, poll.max(TIMER_MIN_PAUSE)),
                     Ok(None) => poll,
                     Err(err) => {
                         tracing::warn!(%err, "cannot read the next timer; retrying");

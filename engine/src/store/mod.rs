@@ -18,6 +18,7 @@ mod events;
 mod inbox;
 mod ingest;
 mod journal;
+mod pacing;
 mod runtime;
 pub mod status;
 mod url;
@@ -42,6 +43,7 @@ pub use self::inbox::{
 };
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
+pub use self::pacing::{Reach, SlotGrant, messaging_limit};
 pub use self::runtime::{
     DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, NewTimerRow, OwnerChoice, RunRows, StepRecord,
     StepSpan, Tx,

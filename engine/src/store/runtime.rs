@@ -372,8 +372,8 @@ impl Store {
 /// without [`Tx::commit`] rolls everything back.
 #[derive(Debug)]
 pub struct Tx {
-    txn: DatabaseTransaction,
-    store: Store,
+    pub(super) txn: DatabaseTransaction,
+    pub(super) store: Store,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -382,7 +382,7 @@ impl Tx {
         self.txn.commit().await.map_err(|e| self.store.query_error(e))
     }
 
-    fn err(&self, e: sea_orm::DbErr) -> StoreError {
+    pub(super) fn err(&self, e: sea_orm::DbErr) -> StoreError {
         self.store.query_error(e)
     }
 
@@ -1064,24 +1064,9 @@ impl Tx {
         if let Some(open) = open {
             return Ok((open, false));
         }
-        let (owner_user_id, owner_team_id) = self.store.assign_new_thread(&self.txn, number).await?;
+        let owners = self.store.assign_new_thread(&self.txn, number).await?;
         let customer = contact.wa_id.clone().or_else(|| contact.phone.clone()).unwrap_or_default();
-        let row = thread::ActiveModel {
-            id: Set(ThreadId::new()),
-            contact_id: Set(contact.id),
-            phone_number_id: Set(number),
-            customer_wa_id: Set(customer),
-            status: Set(ThreadStatus::Open),
-            owner_user_id: Set(owner_user_id),
-            owner_team_id: Set(owner_team_id),
-            window_closes_at: Set(None),
-            last_inbound_at: Set(None),
-            last_outbound_at: Set(None),
-            first_response_at: Set(None),
-            opened_at: Set(now),
-            closed_at: Set(None),
-            updated_at: Set(now),
-        };
+        let row = super::inbox::new_thread_row(contact.id, number, customer, owners, now, now);
         Ok((row.insert(&self.txn).await.map_err(|e| self.err(e))?, true))
     }
 

@@ -1,0 +1,192 @@
+//! Real `kairo worker` processes sending through the WhatsApp Cloud API
+//! channel to a mock Graph API on loopback: the number's throughput holds
+//! across processes (no one-second window over it) and every contact gets
+//! its message exactly once.
+
+mod util;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kairo_engine::runtime::{Engine, EngineConfig, Enrolled};
+use kairo_engine::store::status::EnrollmentStatus;
+use kairo_engine::store::{NewAccount, NewContact, NewPhoneNumber, Store};
+use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb};
+use kairo_engine::{Clock, SystemClock};
+use serde_json::json;
+use tokio::process::{Child, Command};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const NUMBER: &str = "111111111";
+const THROUGHPUT: i32 = 100;
+/// Guards against a run that never finishes; not a speed assertion.
+const FINISH_GUARD: Duration = Duration::from_secs(180);
+
+const WORKFLOW: &str = r#"id: broadcast
+name: Broadcast
+triggers:
+  - api: {}
+steps:
+  - id: announce
+    send_template:
+      number: "+1 555-000-1111"
+      template: spring_sale
+      language: en_US
+      body: ["{{contact.first_name}}"]
+"#;
+
+/// The mock's answer to a send: the time it arrived and to whom, and a
+/// fresh wamid.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<(Instant, String)>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Respond for Recorder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: serde_json::Value = request.body_json().expect("a JSON body");
+        let to = body["to"].as_str().unwrap_or_default().to_string();
+        self.seen.lock().expect("lock").push((Instant::now(), to.clone()));
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{ "input": to, "wa_id": to }],
+            "messages": [{ "id": format!("wamid.mock.{n}"), "message_status": "accepted" }]
+        }))
+    }
+}
+
+async fn prepare(store: &Store, dir: &std::path::Path, graph_url: &str, contacts: usize) {
+    std::fs::create_dir(dir.join("workflows")).expect("workflows dir");
+    std::fs::write(dir.join("workflows/broadcast.yaml"), WORKFLOW).expect("workflow");
+    std::fs::write(
+        dir.join("kairo.toml"),
+        format!(
+            "[whatsapp]\ngraph_url = \"{graph_url}\"\n\n[[whatsapp.accounts]]\nwaba_id = \"1001\"\naccess_token = \"test-access-token\"\nnumbers = [{{ id = \"{NUMBER}\", display_number = \"+1 555-000-1111\" }}]\n"
+        ),
+    )
+    .expect("config");
+    let now = SystemClock.now();
+    let account = store
+        .upsert_account(NewAccount { waba_id: "1001".into(), name: "Acme".into(), portfolio_id: None }, now)
+        .await
+        .expect("account");
+    let number = store
+        .upsert_phone_number(
+            NewPhoneNumber {
+                account_id: account.id,
+                graph_id: NUMBER.into(),
+                display_number: "+1 555-000-1111".into(),
+                normalized_number: "15550001111".into(),
+                verified_name: None,
+                quality_rating: None,
+                throughput_mps: THROUGHPUT,
+                messaging_limit_tier: None,
+            },
+            now,
+        )
+        .await
+        .expect("number");
+    let report = store.load_workflows(&dir.join("workflows"), None, now).await.expect("load");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let people = (0..contacts)
+        .map(|i| NewContact {
+            phone: Some(format!("+1 555 {i:07}")),
+            properties: json!({ "first_name": format!("C{i}") }),
+            ..NewContact::default()
+        })
+        .collect();
+    let ids = store.import_contacts(people, Some(number.id), now).await.expect("contacts");
+    let enroller = Engine::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RecordingOutbound::default()),
+        Arc::new(RecordingHttp::default()),
+        EngineConfig { owner: "test-enroller".into(), ..EngineConfig::default() },
+    );
+    enroller.refresh().await.expect("refresh");
+    for result in enroller.enroll_many("broadcast", &ids, json!({})).await.expect("enroll") {
+        assert!(matches!(result, Enrolled::Enrolled { .. }), "{result:?}");
+    }
+}
+
+fn spawn_worker(dir: &std::path::Path, url: &str) -> Child {
+    Command::new(util::KAIRO)
+        .args(["worker", "--slots", "16"])
+        .current_dir(dir)
+        .env("KAIRO_DATABASE_URL", url)
+        .env("KAIRO_WORKER_POLL_MS", "50")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kairo worker starts")
+}
+
+/// The most arrivals in any one-second window.
+fn busiest_second(times: &mut [Instant]) -> usize {
+    times.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_postgres_keep_the_numbers_rate_and_send_each_once() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    let server = MockServer::start().await;
+    let recorder = Recorder::default();
+    Mock::given(method("POST"))
+        .and(path(format!("/v25.0/{NUMBER}/messages")))
+        .and(header("authorization", "Bearer test-access-token"))
+        .respond_with(recorder.clone())
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let contacts = 1_000;
+    prepare(&store, dir.path(), &server.uri(), contacts).await;
+
+    let mut workers = [spawn_worker(dir.path(), &db.raw_url()), spawn_worker(dir.path(), &db.raw_url())];
+    let started = Instant::now();
+    loop {
+        let counts = store.enrollment_counts(None).await.expect("counts");
+        let done: u64 = counts.iter().filter(|(s, _)| *s == EnrollmentStatus::Completed).map(|(_, n)| n).sum();
+        let failed: u64 = counts.iter().filter(|(s, _)| *s == EnrollmentStatus::Failed).map(|(_, n)| n).sum();
+        assert_eq!(failed, 0, "{counts:?}");
+        if done == contacts as u64 {
+            break;
+        }
+        assert!(started.elapsed() < FINISH_GUARD, "sends did not finish: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for worker in &mut workers {
+        worker.start_kill().expect("stop");
+        worker.wait().await.expect("reaped");
+    }
+
+    let seen = recorder.seen.lock().expect("lock").clone();
+    let mut per_recipient: HashMap<&str, usize> = HashMap::new();
+    for (_, to) in &seen {
+        *per_recipient.entry(to.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_recipient.len(), contacts, "every contact got the message");
+    assert!(per_recipient.values().all(|n| *n == 1), "nobody got it twice");
+    let mut times: Vec<Instant> = seen.iter().map(|(t, _)| *t).collect();
+    let busiest = busiest_second(&mut times);
+    assert!(busiest <= THROUGHPUT as usize, "{busiest} sends in one second, over the number's {THROUGHPUT}/s");
+    eprintln!("{} sends; busiest second {busiest} (limit {THROUGHPUT})", seen.len());
+}
