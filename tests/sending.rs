@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kairo_engine::runtime::{Engine, EngineConfig, Enrolled};
 use kairo_engine::store::status::EnrollmentStatus;
-use kairo_engine::store::{NewAccount, NewContact, NewPhoneNumber, Store};
-use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb};
+use kairo_engine::store::{NewContact, Store};
+use kairo_engine::testing::{TestDb, connect_number, enroll_everyone};
 use kairo_engine::{Clock, SystemClock};
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -72,26 +71,7 @@ async fn prepare(store: &Store, dir: &std::path::Path, graph_url: &str, contacts
     )
     .expect("config");
     let now = SystemClock.now();
-    let account = store
-        .upsert_account(NewAccount { waba_id: "1001".into(), name: "Acme".into(), portfolio_id: None }, now)
-        .await
-        .expect("account");
-    let number = store
-        .upsert_phone_number(
-            NewPhoneNumber {
-                account_id: account.id,
-                graph_id: NUMBER.into(),
-                display_number: "+1 555-000-1111".into(),
-                normalized_number: "15550001111".into(),
-                verified_name: None,
-                quality_rating: None,
-                throughput_mps: THROUGHPUT,
-                messaging_limit_tier: None,
-            },
-            now,
-        )
-        .await
-        .expect("number");
+    let number = connect_number(store, NUMBER, "+1 555-000-1111", THROUGHPUT, now).await;
     let report = store.load_workflows(&dir.join("workflows"), None, now).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     let people = (0..contacts)
@@ -102,17 +82,7 @@ async fn prepare(store: &Store, dir: &std::path::Path, graph_url: &str, contacts
         })
         .collect();
     let ids = store.import_contacts(people, Some(number.id), now).await.expect("contacts");
-    let enroller = Engine::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RecordingOutbound::default()),
-        Arc::new(RecordingHttp::default()),
-        EngineConfig { owner: "test-enroller".into(), ..EngineConfig::default() },
-    );
-    enroller.refresh().await.expect("refresh");
-    for result in enroller.enroll_many("broadcast", &ids, json!({})).await.expect("enroll") {
-        assert!(matches!(result, Enrolled::Enrolled { .. }), "{result:?}");
-    }
+    enroll_everyone(store, "broadcast", &ids).await;
 }
 
 fn spawn_worker(dir: &std::path::Path, url: &str) -> Child {

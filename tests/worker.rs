@@ -8,14 +8,12 @@ mod util;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kairo_engine::ids::*;
-use kairo_engine::runtime::{Engine, EngineConfig};
 use kairo_engine::store::status::{EnrollmentStatus, StepState};
-use kairo_engine::store::{NewAccount, NewContact, NewPhoneNumber, Store};
-use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb};
+use kairo_engine::store::{NewContact, Store};
+use kairo_engine::testing::{TestDb, connect_number, enroll_everyone};
 use kairo_engine::{Clock, SystemClock};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
@@ -71,26 +69,7 @@ async fn prepare(db: &TestDb, n: usize) -> Run {
     std::fs::write(dir.path().join("workflows/crash.yaml"), WORKFLOW).expect("workflow file");
     let store = db.store().await;
     let now = SystemClock.now();
-    let account = store
-        .upsert_account(NewAccount { waba_id: "1001".into(), name: "Acme".into(), portfolio_id: None }, now)
-        .await
-        .expect("account");
-    let number = store
-        .upsert_phone_number(
-            NewPhoneNumber {
-                account_id: account.id,
-                graph_id: "111111111".into(),
-                display_number: "+1 555-000-1111".into(),
-                normalized_number: "15550001111".into(),
-                verified_name: None,
-                quality_rating: None,
-                throughput_mps: 80,
-                messaging_limit_tier: None,
-            },
-            now,
-        )
-        .await
-        .expect("number");
+    let number = connect_number(&store, "111111111", "+1 555-000-1111", 80, now).await;
     let report = store.load_workflows(&dir.path().join("workflows"), None, now).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     let contacts = (0..n)
@@ -102,22 +81,7 @@ async fn prepare(db: &TestDb, n: usize) -> Run {
         })
         .collect();
     let ids = store.import_contacts(contacts, Some(number.id), now).await.expect("contacts");
-    let enroller = Engine::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RecordingOutbound::default()),
-        Arc::new(RecordingHttp::default()),
-        EngineConfig { owner: "test-enroller".into(), ..EngineConfig::default() },
-    );
-    enroller.refresh().await.expect("refresh");
-    let results = enroller.enroll_many("crash", &ids, json!({})).await.expect("enroll");
-    let enrollments = results
-        .into_iter()
-        .map(|r| match r {
-            kairo_engine::runtime::Enrolled::Enrolled { enrollment } => enrollment,
-            other => panic!("every contact enrolls: {other:?}"),
-        })
-        .collect();
+    let enrollments = enroll_everyone(&store, "crash", &ids).await;
     Run { url: db.raw_url(), dir, store, enrollments }
 }
 

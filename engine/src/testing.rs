@@ -153,3 +153,59 @@ macro_rules! store_test {
 }
 
 pub use crate::runtime::recording::{RecordingHttp, RecordingOutbound};
+
+/// The account `1001` ("Acme") with one business number: `graph_id`,
+/// shown as `display` (digits kept as its normalised form), at `throughput`
+/// messages per second.
+pub async fn connect_number(
+    store: &Store,
+    graph_id: &str,
+    display: &str,
+    throughput: i32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::store::PhoneNumber {
+    use crate::store::{NewAccount, NewPhoneNumber};
+    let account = store
+        .upsert_account(NewAccount { waba_id: "1001".into(), name: "Acme".into(), portfolio_id: None }, now)
+        .await
+        .expect("account");
+    let number = NewPhoneNumber {
+        account_id: account.id,
+        graph_id: graph_id.into(),
+        display_number: display.into(),
+        normalized_number: display.chars().filter(char::is_ascii_digit).collect(),
+        verified_name: None,
+        quality_rating: None,
+        throughput_mps: throughput,
+        messaging_limit_tier: None,
+    };
+    store.upsert_phone_number(number, now).await.expect("number")
+}
+
+/// Enrolls every contact into `workflow` through the API trigger (with a
+/// recording channel: enrolling sends nothing); each must enroll.
+pub async fn enroll_everyone(
+    store: &Store,
+    workflow: &str,
+    contacts: &[crate::ids::ContactId],
+) -> Vec<crate::ids::EnrollmentId> {
+    use std::sync::Arc;
+
+    use crate::runtime::{Engine, EngineConfig, Enrolled};
+    let enroller = Engine::new(
+        store.clone(),
+        Arc::new(crate::SystemClock),
+        Arc::new(RecordingOutbound::default()),
+        Arc::new(RecordingHttp::default()),
+        EngineConfig { owner: "test-enroller".into(), ..EngineConfig::default() },
+    );
+    enroller.refresh().await.expect("refresh");
+    let results = enroller.enroll_many(workflow, contacts, serde_json::json!({})).await.expect("enroll");
+    results
+        .into_iter()
+        .map(|r| match r {
+            Enrolled::Enrolled { enrollment } => enrollment,
+            other => panic!("every contact enrolls: {other:?}"),
+        })
+        .collect()
+}

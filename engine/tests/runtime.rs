@@ -11,7 +11,7 @@ use kairo_engine::ids::*;
 use kairo_engine::runtime::*;
 use kairo_engine::store::status::*;
 use kairo_engine::store::*;
-use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb};
+use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb, connect_number};
 use kairo_engine::{FakeClock, workflow};
 use serde_json::json;
 
@@ -36,26 +36,7 @@ struct TestEngine {
 impl TestEngine {
     async fn new(db: TestDb) -> TestEngine {
         let store = db.store().await;
-        let account = store
-            .upsert_account(NewAccount { waba_id: "1001".into(), name: "Acme".into(), portfolio_id: None }, t0())
-            .await
-            .expect("account");
-        let number = store
-            .upsert_phone_number(
-                NewPhoneNumber {
-                    account_id: account.id,
-                    graph_id: "111111111".into(),
-                    display_number: "+1 555-000-1111".into(),
-                    normalized_number: "15550001111".into(),
-                    verified_name: None,
-                    quality_rating: None,
-                    throughput_mps: 80,
-                    messaging_limit_tier: None,
-                },
-                t0(),
-            )
-            .await
-            .expect("number");
+        let number = connect_number(&store, "111111111", "+1 555-000-1111", 80, t0()).await;
         let clock = FakeClock::new(t0());
         let outbound = RecordingOutbound::default();
         let http = RecordingHttp::default();
