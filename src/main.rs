@@ -1,6 +1,7 @@
 //! The `kairo` binary: command-line parsing and wiring only. Every capability
 //! lives in the `kairo-engine` and `kairo-actions` crates.
 
+mod report;
 mod simulate;
 mod sync;
 mod validate;
@@ -81,6 +82,24 @@ enum Command {
     /// from the Graph API into the database (`kairo serve` also does this
     /// every hour). Needs the accounts' access tokens.
     Sync,
+    /// List the business numbers: quality, limits, pauses, queued sends and
+    /// when the last of them should go out; `resume` lifts a pause.
+    Numbers {
+        #[command(subcommand)]
+        action: Option<NumbersAction>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show each workflow's enrollments, and per step its executions, the
+    /// delivery of the messages it sent and failures by WhatsApp error code.
+    Status {
+        /// Only this workflow (its id).
+        workflow: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Print the JSON Schema of workflow files, for editors.
     Schema,
     /// Run a workflow for one contact on an in-memory store, with a fake
@@ -119,6 +138,16 @@ enum Format {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UsageError(String);
+
+#[derive(Debug, Clone, Subcommand)]
+enum NumbersAction {
+    /// Lift a number's pause (quality drop, credentials, restriction) once
+    /// the cause is fixed; its held sends go within a minute.
+    Resume {
+        /// The number as displayed (+1 555-000-1111, digits are enough) or its Graph id.
+        number: String,
+    },
+}
 
 #[derive(Debug, Clone, Copy, Subcommand)]
 enum MigrateAction {
@@ -165,6 +194,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             validate::run(&config, paths, catalog.as_deref(), format == Format::Json).await
         }
         Command::Sync => sync::run(&config).await,
+        Command::Numbers { action: None, format } => report::numbers(&config, format == Format::Json).await,
+        Command::Numbers { action: Some(NumbersAction::Resume { number }), .. } => {
+            report::resume(&config, &number).await
+        }
+        Command::Status { workflow, format } => {
+            report::status(&config, workflow.as_deref(), format == Format::Json).await
+        }
         Command::Schema => {
             let schema = kairo_engine::workflow::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).context("printing the schema")?);

@@ -82,6 +82,12 @@ fn summary(report: &SyncReport) -> String {
         out.push_str(&format!(", {} no longer listed: marked DELETED", report.templates_gone));
     }
     out.push(')');
+    if !report.numbers_paused.is_empty() {
+        out.push_str(&format!(
+            "; marketing sends paused for {} (see `kairo numbers`)",
+            report.numbers_paused.join(", ")
+        ));
+    }
     if !report.numbers_not_served.is_empty() {
         out.push_str(&format!("; numbers not in kairo.toml, not served: {}", report.numbers_not_served.join(", ")));
     }

@@ -18,6 +18,9 @@ fn every_command_has_help() {
         &["migrate", "status"],
         &["validate"],
         &["simulate"],
+        &["numbers"],
+        &["numbers", "resume"],
+        &["status"],
         &["version"],
     ] {
         let mut args: Vec<&str> = command.to_vec();

@@ -163,8 +163,10 @@ async fn check_exactly_once(run: &Run) {
     for line in text.lines() {
         let record: serde_json::Value = serde_json::from_str(line).expect("each record is a whole JSON line");
         let callback = record["message"]["callback_data"].as_str().expect("callback data");
-        let mut parts = callback.splitn(3, ':');
-        let (_, enrollment, step) = (parts.next(), parts.next().expect("enrollment"), parts.next().expect("step"));
+        // kairo:<enrollment>:<step>:<attempt>
+        let rest = callback.strip_prefix("kairo:").expect("Kairo's callback data");
+        let (enrollment, rest) = rest.split_once(':').expect("enrollment");
+        let (step, _attempt) = rest.rsplit_once(':').expect("step and attempt");
         *sent.entry((enrollment.to_string(), step.to_string())).or_default() += 1;
     }
     let mut uncertain = 0;

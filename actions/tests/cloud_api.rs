@@ -391,7 +391,12 @@ store_test!(sync_retries_a_burst_of_5xx_and_marks_templates_no_longer_listed, |s
         .expect("sync after retries");
     assert_eq!(report.templates_gone, 1);
     assert_eq!(
-        store.template_status(account_row.id, "retired_offer", "en").await.expect("read").as_deref(),
+        store
+            .template_status(account_row.id, "retired_offer", "en")
+            .await
+            .expect("read")
+            .map(|(status, _)| status)
+            .as_deref(),
         Some("DELETED")
     );
 });

@@ -110,6 +110,9 @@ pub struct TemplateStatusChange {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumberQualityChange {
+    /// The WhatsApp Business Account (the webhook entry's id).
+    #[serde(default)]
+    pub account_id: String,
     /// Digits of the display number (quality webhooks carry no number id).
     pub display_number: String,
     pub event: String,

@@ -493,7 +493,7 @@ async fn die_mid_send(t: &TestEngine, ids: &[EnrollmentId]) {
         t.store.claim_due_steps("dead-worker", now, now + chrono::Duration::seconds(30), 10).await.expect("claim");
     for id in ids {
         let step = claimed.iter().find(|s| s.enrollment_id == *id).expect("claimed");
-        assert!(t.store.mark_attempting(step.id, "dead-worker", now).await.expect("attempting"));
+        assert!(t.store.mark_attempting(step.id, "dead-worker", None, now).await.expect("attempting"));
     }
 }
 
@@ -554,13 +554,19 @@ engine_test!(a_credentials_problem_waits_for_the_operator_without_spending_attem
     t.load(&api_workflow("hello", "", SEND)).await;
     let ada = t.contact("+1 555 0131", true).await;
     let id = t.enrolled("hello", &ada).await;
-    for _ in 0..5 {
-        t.outbound.fail_next(CallError::new(FailureKind::Auth, "WhatsApp error 190: token expired"));
-    }
+    t.outbound.fail_next(CallError::new(FailureKind::Auth, "WhatsApp error 190: token expired"));
     t.tick().await;
+    let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
+    assert_eq!(number.pause_scope.as_deref(), Some("all"), "the number is paused for every send");
+    assert!(number.pause_reason.as_deref().is_some_and(|r| r.contains("token expired")), "{:?}", number.pause_reason);
     for _ in 0..5 {
         t.advance(Duration::from_secs(300)).await;
     }
+    assert_eq!(t.outbound.attempts(), 1, "a paused number makes no calls");
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Pending, 1)], "no attempt spent");
+    // The operator fixes the token and resumes the number.
+    assert!(t.store.resume_number(t.number.id, t.clock.now_utc()).await.expect("resume"));
+    t.advance(Duration::from_secs(300)).await;
     assert_eq!(t.status(id).await, EnrollmentStatus::Completed, "sent once the token works again");
     assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Succeeded, 1)]);
 });
@@ -930,4 +936,322 @@ engine_test!(wait_for_an_event_ends_early_or_times_out, |t| {
     t.advance(Duration::from_secs(2 * DAY)).await;
     let names: Vec<String> = t.steps(unread).await.into_iter().map(|s| s.0).collect();
     assert_eq!(names, ["hello", "until-read", "nudge", "done"]);
+});
+
+/// A status webhook as the webhook ingests it.
+async fn status_webhook(
+    t: &TestEngine,
+    wamid: &str,
+    status: DeliveryStatus,
+    callback: Option<String>,
+    error: Option<kairo_engine::channel::DeliveryError>,
+) {
+    let update = kairo_engine::channel::StatusUpdate {
+        number_id: t.number.graph_id.clone(),
+        wamid: wamid.into(),
+        status,
+        recipient: Some("15550150".into()),
+        error,
+        callback_data: callback,
+        payload: json!({}),
+        occurred_at: t.clock.now_utc(),
+    };
+    let keywords = Keywords::new(&[], &[]);
+    t.store
+        .ingest(&[vec![kairo_engine::channel::InboundEvent::Status(update)]], &keywords, t.clock.now_utc())
+        .await
+        .expect("ingest");
+}
+
+/// A template in the test number's catalogue.
+async fn catalogue_template(t: &TestEngine, name: &str, category: &str) {
+    t.store
+        .upsert_template(
+            NewTemplate {
+                account_id: t.number.account_id,
+                graph_id: format!("tpl-{name}"),
+                name: name.into(),
+                language: "en_US".into(),
+                status: "APPROVED".into(),
+                category: category.into(),
+                parameter_format: "POSITIONAL".into(),
+                components: json!([]),
+            },
+            t.clock.now_utc(),
+        )
+        .await
+        .expect("template");
+}
+
+engine_test!(a_status_webhook_settles_an_uncertain_send, |t| {
+    let two = format!("{SEND}  - id: after\n    set_property:\n      done: \"yes\"\n");
+    t.load(&api_workflow("hello", "", &two)).await;
+    let ada = t.contact("+1 555 0150", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    t.outbound.fail_next(CallError::new(FailureKind::Unknown, "the connection dropped after the request was sent"));
+    t.tick().await;
+    assert_eq!(t.steps(id).await[0], ("hello".to_string(), StepState::Uncertain, 1));
+    let uncertain = &t.store.step_executions(id).await.expect("read")[0];
+    let callback = uncertain.output.as_ref().and_then(|o| o["sending"]["callback_data"].as_str()).expect("kept");
+    assert_eq!(callback, format!("kairo:{id}:hello:1"));
+
+    // A status for a wamid Kairo never recorded, naming the send.
+    status_webhook(&t, "wamid.late.1", DeliveryStatus::Delivered, Some(callback.to_string()), None).await;
+    t.advance(Duration::from_secs(1)).await;
+    let rows = t.store.step_executions(id).await.expect("read");
+    assert_eq!(rows[0].state, StepState::Succeeded, "the send is known to have left");
+    let output = rows[0].output.clone().expect("output");
+    assert_eq!(output["wamid"], "wamid.late.1");
+    assert_eq!(output["settled_by"], "status_webhook");
+    assert_eq!(output["template"], "welcome");
+    let message = t.store.message_by_wamid(&Wamid("wamid.late.1".into())).await.expect("read").expect("recorded");
+    assert_eq!(message.status, DeliveryStatus::Delivered, "the status that settled it is applied");
+    assert_eq!(message.step_execution_id, Some(rows[0].id));
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed, "the enrollment had gone on and stays");
+    assert!(t.outbound.sent().is_empty(), "nothing was sent again");
+});
+
+engine_test!(a_send_taken_over_after_a_crash_is_settled_by_a_status_that_came_first, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0151", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    // A worker claims the send, writes what it sends, and dies after the
+    // request left; WhatsApp's status arrives before anyone takes over.
+    let now = t.clock.now_utc();
+    let claimed =
+        t.store.claim_due_steps("dead-worker", now, now + chrono::Duration::seconds(30), 10).await.expect("claim");
+    let callback = format!("kairo:{id}:hello:1");
+    let sending = json!({ "sending": {
+        "number": t.number.id, "message_type": "template", "body": null,
+        "template": ["welcome", "en_US", { "body": ["Ada"] }], "callback_data": callback,
+    }});
+    assert!(t.store.mark_attempting(claimed[0].id, "dead-worker", Some(sending), now).await.expect("attempting"));
+    status_webhook(&t, "wamid.crash.1", DeliveryStatus::Sent, Some(callback), None).await;
+    t.tick().await;
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Attempting, 1)], "the lease still holds");
+
+    t.advance(Duration::from_secs(31)).await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    let rows = t.store.step_executions(id).await.expect("read");
+    assert_eq!(rows[0].state, StepState::Succeeded, "not uncertain: the status proves it left");
+    assert_eq!(rows[0].output.as_ref().expect("output")["settled_by"], "status_webhook");
+    let message = t.store.message_by_wamid(&Wamid("wamid.crash.1".into())).await.expect("read").expect("recorded");
+    assert_eq!(message.status, DeliveryStatus::Sent);
+    assert!(t.outbound.sent().is_empty());
+});
+
+engine_test!(a_status_that_beats_the_sends_commit_is_applied_to_it, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0152", true).await;
+    // The recording channel's first wamid; its status is in before the send commits.
+    status_webhook(&t, "wamid.test.1", DeliveryStatus::Delivered, None, None).await;
+    let id = t.enrolled("hello", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    let message = t.store.message_by_wamid(&Wamid("wamid.test.1".into())).await.expect("read").expect("recorded");
+    assert_eq!(message.status, DeliveryStatus::Delivered);
+    assert!(t.store.pending_statuses(&Wamid("wamid.test.1".into())).await.expect("read").is_empty());
+});
+
+engine_test!(a_quality_drop_pauses_marketing_sends_until_an_operator_resumes, |t| {
+    catalogue_template(&t, "welcome", "MARKETING").await;
+    catalogue_template(&t, "receipt", "UTILITY").await;
+    t.load(&api_workflow("promo", "", SEND)).await;
+    t.load(&api_workflow("receipt", "", &SEND.replace("template: welcome", "template: receipt"))).await;
+    let flagged = kairo_engine::channel::NumberQualityChange {
+        account_id: "1001".into(),
+        display_number: "15550001111".into(),
+        event: "FLAGGED".into(),
+        payload: json!({ "display_phone_number": "15550001111", "event": "FLAGGED", "current_limit": "TIER_1K" }),
+        occurred_at: t.clock.now_utc(),
+    };
+    let keywords = Keywords::new(&[], &[]);
+    t.store
+        .ingest(&[vec![kairo_engine::channel::InboundEvent::NumberQuality(flagged)]], &keywords, t.clock.now_utc())
+        .await
+        .expect("ingest");
+    let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
+    assert!(number.paused_at.is_some());
+    assert_eq!(number.pause_scope.as_deref(), Some("marketing"));
+    assert_eq!(number.pause_reason.as_deref(), Some("quality webhook FLAGGED"));
+    assert_eq!(number.messaging_limit_tier.as_deref(), Some("TIER_1K"));
+    t.engine.refresh().await.expect("refresh");
+
+    let ada = t.contact("+1 555 0153", true).await;
+    let promo = t.enrolled("promo", &ada).await;
+    let receipt = t.enrolled("receipt", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(receipt).await, EnrollmentStatus::Completed, "a utility template still goes");
+    assert_eq!(t.outbound.sent().len(), 1);
+    let held = &t.store.step_executions(promo).await.expect("read")[0];
+    assert_eq!(held.state, StepState::Pending, "the marketing send waits, no attempt spent");
+    assert_eq!(held.output.as_ref().expect("why")["waiting"], "number_paused");
+    t.advance(Duration::from_secs(3600)).await;
+    assert_eq!(t.outbound.sent().len(), 1, "still held an hour later");
+
+    assert!(t.store.resume_number(t.number.id, t.clock.now_utc()).await.expect("resume"));
+    assert!(!t.store.resume_number(t.number.id, t.clock.now_utc()).await.expect("resume twice"), "already resumed");
+    t.advance(Duration::from_secs(61)).await;
+    assert_eq!(t.status(promo).await, EnrollmentStatus::Completed, "sent within a minute of the resume");
+    assert_eq!(t.outbound.sent().len(), 2);
+});
+
+engine_test!(an_account_restriction_pauses_every_send_of_its_numbers, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let notice = kairo_engine::channel::Notice {
+        account_id: "1001".into(),
+        field: "account_update".into(),
+        payload: json!({ "event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            { "restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": 1767866400 }
+        ]}),
+        occurred_at: t.clock.now_utc(),
+    };
+    let keywords = Keywords::new(&[], &[]);
+    t.store
+        .ingest(&[vec![kairo_engine::channel::InboundEvent::Notice(notice)]], &keywords, t.clock.now_utc())
+        .await
+        .expect("ingest");
+    let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
+    assert_eq!(number.pause_scope.as_deref(), Some("all"));
+    assert_eq!(
+        number.pause_reason.as_deref(),
+        Some("account restricted: RESTRICTED_BIZ_INITIATED_MESSAGING until 2026-01-08 10:00 UTC")
+    );
+    t.engine.refresh().await.expect("refresh");
+    let ada = t.contact("+1 555 0154", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    t.advance(Duration::from_secs(600)).await;
+    assert!(t.outbound.sent().is_empty());
+    assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Pending, 1)]);
+});
+
+engine_test!(pair_rate_answers_make_the_wait_grow, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let ada = t.contact("+1 555 0155", true).await;
+    let id = t.enrolled("hello", &ada).await;
+    for _ in 0..3 {
+        t.outbound.fail_next(
+            CallError::new(FailureKind::Throttled, "WhatsApp error 131056: pair rate limit hit").with_code(131056),
+        );
+    }
+    let mut waits = Vec::new();
+    t.tick().await;
+    for _ in 0..3 {
+        let row = &t.store.step_executions(id).await.expect("read")[0];
+        assert_eq!(row.state, StepState::Pending, "a limit never fails the step");
+        assert_eq!(row.attempt, 1, "nor spends an attempt");
+        let wait = (row.due_at - t.clock.now_utc()).num_milliseconds();
+        waits.push(wait);
+        t.clock.set(row.due_at);
+        t.tick().await;
+    }
+    // 6 s, 12 s, 24 s, each with up to a quarter more of jitter.
+    for (wait, base) in waits.iter().zip([6_000, 12_000, 24_000]) {
+        assert!((base..=base * 5 / 4).contains(wait), "waited {waits:?}");
+    }
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    assert_eq!(t.outbound.sent().len(), 1);
+});
+
+engine_test!(failed_statuses_show_in_the_history_and_the_workflow_counts, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let contact = t.contact(&format!("+1 555 016{i}"), true).await;
+        ids.push(t.enrolled("hello", &contact).await);
+    }
+    t.tick().await;
+    let wamid = |id: EnrollmentId| {
+        let t = &t;
+        async move {
+            let steps = t.store.enrollment_steps(id).await.expect("history");
+            steps[0].message.as_ref().and_then(|m| m.wamid.clone()).expect("a recorded send").0
+        }
+    };
+    let failure = |code: i32, title: &str| kairo_engine::channel::DeliveryError {
+        code,
+        title: title.into(),
+        details: Some("from the fixture".into()),
+    };
+    status_webhook(&t, &wamid(ids[0]).await, DeliveryStatus::Delivered, None, None).await;
+    status_webhook(
+        &t,
+        &wamid(ids[1]).await,
+        DeliveryStatus::Failed,
+        None,
+        Some(failure(131026, "Message undeliverable")),
+    )
+    .await;
+    status_webhook(
+        &t,
+        &wamid(ids[2]).await,
+        DeliveryStatus::Failed,
+        None,
+        Some(failure(131047, "Re-engagement message")),
+    )
+    .await;
+    status_webhook(
+        &t,
+        &wamid(ids[3]).await,
+        DeliveryStatus::Failed,
+        None,
+        Some(failure(131026, "Message undeliverable")),
+    )
+    .await;
+    t.advance(Duration::from_secs(1)).await;
+
+    let history = t.store.enrollment_steps(ids[1]).await.expect("history");
+    assert_eq!(history.len(), 1);
+    let message = history[0].message.as_ref().expect("the send's message");
+    assert_eq!(history[0].execution.state, StepState::Succeeded, "the send itself went");
+    assert_eq!(message.status, DeliveryStatus::Failed);
+    assert_eq!(message.error_code, Some(131026));
+    assert_eq!(message.error_title.as_deref(), Some("Message undeliverable"));
+
+    let workflow = t.store.workflow_by_key("hello").await.expect("read").expect("workflow");
+    let counts = t.store.step_counts(workflow.id).await.expect("counts");
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].step_id, "hello");
+    assert_eq!(counts[0].states.get("succeeded"), Some(&4));
+    assert_eq!(counts[0].deliveries.get("delivered"), Some(&1));
+    assert_eq!(counts[0].deliveries.get("failed"), Some(&3));
+    assert_eq!(counts[0].failures, [(131026, 2), (131047, 1)].into_iter().collect());
+});
+
+engine_test!(the_send_estimate_follows_throughput_then_the_messaging_limit, |t| {
+    t.load(&api_workflow("hello", "", SEND)).await;
+    for i in 0..200 {
+        let contact = t.contact(&format!("+1 555 6{i:06}"), true).await;
+        t.enrolled("hello", &contact).await;
+    }
+    let now = t.clock.now_utc();
+    let estimates = t.engine.send_estimates().await.expect("estimate");
+    assert_eq!(estimates.len(), 1);
+    let e = &estimates[0];
+    assert_eq!((e.queued, e.bound_by, e.messaging_limit), (200, "throughput", None));
+    assert_eq!(e.rate_per_second, 77.6, "80/s at 97 %");
+    // 200 sends at 77.6/s: 2.58 s.
+    assert_eq!((e.last_send_at - now).num_milliseconds(), 2_578);
+
+    // Under the TIER_50 limit, 50 a day: today's 50, then three more days.
+    t.store
+        .upsert_phone_number(
+            NewPhoneNumber {
+                account_id: t.number.account_id,
+                graph_id: t.number.graph_id.clone(),
+                display_number: t.number.display_number.clone(),
+                normalized_number: t.number.normalized_number.clone(),
+                verified_name: None,
+                quality_rating: None,
+                throughput_mps: 80,
+                messaging_limit_tier: Some("TIER_50".into()),
+            },
+            now,
+        )
+        .await
+        .expect("number");
+    let e = &t.engine.send_estimates().await.expect("estimate")[0];
+    assert_eq!((e.bound_by, e.messaging_limit, e.reached), ("messaging_limit", Some(50), Some(0)));
+    let days = (e.last_send_at - now).num_hours() / 24;
+    assert_eq!(days, 3, "{:?}", e.last_send_at);
 });

@@ -19,6 +19,7 @@ mod m20261125_000001_initial;
 mod m20261125_000002_webhook_journal;
 mod m20261125_000003_pending_timers_index;
 mod m20261125_000004_send_pacing;
+mod m20261125_000005_send_settlement;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_webhook_journal::Migration),
             Box::new(m20261125_000003_pending_timers_index::Migration),
             Box::new(m20261125_000004_send_pacing::Migration),
+            Box::new(m20261125_000005_send_settlement::Migration),
         ]
     }
 }

@@ -48,6 +48,9 @@ pub struct SyncReport {
     pub numbers: usize,
     /// Numbers of the account that kairo.toml does not list.
     pub numbers_not_served: Vec<String>,
+    /// Numbers whose marketing sends this sync paused (low quality,
+    /// flagged, restricted), with the reason.
+    pub numbers_paused: Vec<String>,
     pub templates: usize,
     pub samples_skipped: usize,
     /// Templates stored before that the account no longer lists.
@@ -98,7 +101,19 @@ pub async fn sync_account(
             report.numbers_not_served.push(graph_id.to_string());
             continue;
         }
-        store.upsert_phone_number(phone_number(stored.id, graph_id, &number), now).await?;
+        let stored_number = store.upsert_phone_number(phone_number(stored.id, graph_id, &number), now).await?;
+        let text = |key: &str| number.get(key).and_then(Value::as_str);
+        if let Some(reason) =
+            store.note_number_health(stored_number.id, text("quality_rating"), text("status"), now).await?
+        {
+            tracing::error!(
+                number = %stored_number.display_number,
+                %reason,
+                "marketing sends from this number are paused; once its quality is back, resume them with `kairo numbers resume {}`",
+                stored_number.display_number
+            );
+            report.numbers_paused.push(format!("{} ({reason})", stored_number.display_number));
+        }
         report.numbers += 1;
     }
 

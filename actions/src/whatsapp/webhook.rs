@@ -86,6 +86,7 @@ impl Channel for WhatsAppWebhook {
                         }))
                     }
                     "phone_number_quality_update" => events.push(InboundEvent::NumberQuality(NumberQualityChange {
+                        account_id: account_id.clone(),
                         display_number: text(&value["display_phone_number"]).unwrap_or_default(),
                         event: text(&value["event"]).unwrap_or_default(),
                         payload: value.clone(),

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::Engine;
 use super::context::RunContext;
-use super::step::{Effect, Outcome, Then};
+use super::step::{Effect, Outcome, RecordedSend, Then};
 use crate::store::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
 use crate::store::{EnrollmentChange, NewMessage, NewTimerRow, StepExecution, StepRecord, StoreError, Tx};
 
@@ -85,8 +85,8 @@ impl Engine {
             let enrollment = claim.enrollment_id;
             match &finished.outcome {
                 Outcome::Lost => {}
-                Outcome::Defer { due_at } => {
-                    tx.defer_step(claim.id, owner, *due_at).await?;
+                Outcome::Defer { due_at, output } => {
+                    tx.defer_step(claim.id, owner, *due_at, output.clone()).await?;
                 }
                 Outcome::Park { timer_kind, wake_at, .. } if won.contains(&claim.id) => {
                     changes.push((enrollment, running(EnrollmentStatus::Waiting, &claim.step_id)));
@@ -191,38 +191,46 @@ impl Engine {
                     "assign_owner: the contact has no open thread; nothing to assign"
                 ),
             },
-            Effect::RecordSend(send) => {
-                let (thread, _) = tx.ensure_thread(&ctx.contact, send.number, now).await?;
-                let (template_name, template_language, template_params) = match &send.template {
-                    Some((name, language, params)) => {
-                        (Some(name.clone()), Some(language.clone()), Some(params.clone()))
-                    }
-                    None => (None, None, None),
-                };
-                let message = NewMessage {
-                    thread_id: thread.id,
-                    direction: Direction::Outbound,
-                    wamid: Some(crate::ids::Wamid(send.wamid.clone())),
-                    message_type: send.message_type.clone(),
-                    body: send.body.clone(),
-                    payload: match &send.message_status {
-                        Some(status) => serde_json::json!({ "message_status": status }),
-                        None => serde_json::json!({}),
-                    },
-                    status: DeliveryStatus::Sent,
-                    template_name,
-                    template_language,
-                    template_params,
-                    enrollment_id: Some(claim.enrollment_id),
-                    step_execution_id: Some(claim.id),
-                    occurred_at: now,
-                };
-                tx.record_message(message, now).await?;
-                tx.touch_outbound(thread.id, now).await?;
-            }
+            Effect::RecordSend(send) => record_send(tx, &ctx.contact, claim, send, now).await?,
         }
         Ok(())
     }
+}
+
+/// Records a send in the contact's thread on its number (opened when there
+/// is none), as the message of `execution`.
+pub(super) async fn record_send(
+    tx: &Tx,
+    contact: &crate::store::Contact,
+    execution: &StepExecution,
+    send: &RecordedSend,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (thread, _) = tx.ensure_thread(contact, send.number, now).await?;
+    let (template_name, template_language, template_params) = match &send.template {
+        Some((name, language, params)) => (Some(name.clone()), Some(language.clone()), Some(params.clone())),
+        None => (None, None, None),
+    };
+    let message = NewMessage {
+        thread_id: thread.id,
+        direction: Direction::Outbound,
+        wamid: Some(crate::ids::Wamid(send.wamid.clone())),
+        message_type: send.message_type.clone(),
+        body: send.body.clone(),
+        payload: match &send.message_status {
+            Some(status) => serde_json::json!({ "message_status": status }),
+            None => serde_json::json!({}),
+        },
+        status: DeliveryStatus::Sent,
+        template_name,
+        template_language,
+        template_params,
+        enrollment_id: Some(execution.enrollment_id),
+        step_execution_id: Some(execution.id),
+        occurred_at: now,
+    };
+    tx.record_message(message, now).await?;
+    tx.touch_outbound(thread.id, now).await
 }
 
 fn running(status: EnrollmentStatus, step: &str) -> EnrollmentChange {

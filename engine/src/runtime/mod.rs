@@ -23,6 +23,7 @@
 mod commit;
 pub mod context;
 mod enroll;
+mod estimate;
 pub mod outbound;
 mod pacing;
 pub mod plan;
@@ -40,6 +41,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 pub use self::enroll::{EnrollRequest, Enrolled, SkipReason};
+pub use self::estimate::SendEstimate;
 pub use self::outbound::{
     CallError, FailureKind, HttpAnswer, HttpCall, HttpCaller, Outbound, OutboundTemplate, OutboundText, SendReceipt,
 };

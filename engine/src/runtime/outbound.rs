@@ -119,6 +119,11 @@ impl CallError {
         Self::new(FailureKind::Temporary, message)
     }
 
+    pub fn with_code(mut self, code: i64) -> Self {
+        self.code = Some(code);
+        self
+    }
+
     pub fn after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self

@@ -25,7 +25,7 @@ const RUN: Duration = Duration::from_millis(100);
 /// How far ahead a send may hold a slot (and sleep for it).
 pub const HORIZON: Duration = Duration::from_secs(1);
 /// Meta's default throughput, for numbers the catalogue says nothing about.
-const DEFAULT_THROUGHPUT: f64 = 80.0;
+pub(super) const DEFAULT_THROUGHPUT: f64 = 80.0;
 
 /// When a send may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@ pub struct RecordingOutbound {
     pub paced: bool,
     sent: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     failures: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<super::CallError>>>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RecordingOutbound {
@@ -24,12 +25,18 @@ impl RecordingOutbound {
         self.sent.lock().expect("recorder lock is never poisoned").clone()
     }
 
+    /// How many sends were asked for, failed ones included.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Makes the next send fail with `error` (queued: call it again for more).
     pub fn fail_next(&self, error: super::CallError) {
         self.failures.lock().expect("recorder lock is never poisoned").push_back(error);
     }
 
     fn record(&self, message: serde_json::Value) -> Result<super::SendReceipt, super::CallError> {
+        self.attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(error) = self.failures.lock().expect("recorder lock is never poisoned").pop_front() {
             return Err(error);
         }

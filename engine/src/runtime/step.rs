@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::Engine;
@@ -14,7 +15,7 @@ use super::pacing::{HORIZON, Pace};
 use super::plan::resolve_number;
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState};
-use crate::store::{OwnerChoice, PhoneNumber, Reach, StepExecution, StepRecord};
+use crate::store::{OwnerChoice, PauseScope, PhoneNumber, Reach, StepExecution, StepRecord};
 use crate::workflow::condition::Condition;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::model::{
@@ -33,6 +34,13 @@ const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
 const LATE: chrono::Duration = chrono::Duration::milliseconds(20);
 /// WhatsApp's "the number sends too fast" error code.
 const RATE_LIMIT_HIT: i64 = 130429;
+/// WhatsApp's "too many messages to this recipient" error code.
+const PAIR_RATE_LIMIT: i64 = 131056;
+/// The first wait after a pair-rate answer; each further one doubles it.
+const PAIR_RATE_WAIT: Duration = Duration::from_secs(6);
+const MAX_PAIR_RATE_WAIT: Duration = Duration::from_secs(1800);
+/// How often a send held back by a paused number looks again.
+const PAUSED_WAIT: Duration = Duration::from_secs(60);
 /// No backoff between attempts grows past this.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How long a send waits after a limit answer that named no wait.
@@ -48,8 +56,10 @@ pub(super) enum Outcome {
     Done { record: StepRecord, then: Then, effects: Vec<Effect> },
     /// Park on a timer (`wait`, `wait_for_reply`).
     Park { output: Value, timer_kind: String, wake_at: DateTime<Utc> },
-    /// Run this same attempt later (quiet hours).
-    Defer { due_at: DateTime<Utc> },
+    /// Run this same attempt later (quiet hours, a limit, a paused number);
+    /// `output` notes why on the pending row, for the history and for a
+    /// wait that grows each time.
+    Defer { due_at: DateTime<Utc>, output: Option<Value> },
     /// A temporary failure: this attempt failed, a new one is due at `due_at`.
     Retry { record: StepRecord, due_at: DateTime<Utc> },
     /// The claim was lost before anything happened: write nothing.
@@ -72,6 +82,51 @@ pub(super) enum Effect {
     RecordSend(RecordedSend),
 }
 
+/// What a send is about to send, written on the step with `attempting`:
+/// enough to record the message when a status webhook later proves that a
+/// send whose answer never came did leave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SendAttempt {
+    pub number: PhoneNumberId,
+    pub message_type: String,
+    pub body: Option<String>,
+    /// Name, language and rendered parameters.
+    pub template: Option<(String, String, Value)>,
+    /// What the send puts in `biz_opaque_callback_data`.
+    pub callback_data: String,
+}
+
+impl SendAttempt {
+    pub(super) fn recorded(self, wamid: String, message_status: Option<String>) -> RecordedSend {
+        RecordedSend {
+            number: self.number,
+            wamid,
+            message_type: self.message_type,
+            body: self.body,
+            template: self.template,
+            message_status,
+        }
+    }
+
+    /// The attempt a step wrote when its call left, if it was a send.
+    pub(super) fn of(claim: &StepExecution) -> Option<SendAttempt> {
+        serde_json::from_value(claim.output.as_ref()?.get("sending")?.clone()).ok()
+    }
+}
+
+/// `biz_opaque_callback_data` of a send: its enrollment, step and attempt.
+pub(super) fn callback_data(claim: &StepExecution) -> String {
+    format!("kairo:{}:{}:{}", claim.enrollment_id, claim.step_id, claim.attempt)
+}
+
+/// The enrollment, step and attempt a send's callback data names.
+pub(super) fn parse_callback_data(data: &str) -> Option<(crate::ids::EnrollmentId, String, i32)> {
+    let rest = data.strip_prefix("kairo:")?;
+    let (enrollment, rest) = rest.split_once(':')?;
+    let (step, attempt) = rest.rsplit_once(':')?;
+    Some((enrollment.parse().ok()?, step.to_string(), attempt.parse().ok()?))
+}
+
 /// An outbound message that left, for the inbox.
 #[derive(Debug, Clone)]
 pub(super) struct RecordedSend {
@@ -82,6 +137,12 @@ pub(super) struct RecordedSend {
     pub template: Option<(String, String, Value)>,
     /// How the channel took it (`accepted`, `held_for_quality_assessment`).
     pub message_status: Option<String>,
+}
+
+impl Outcome {
+    pub(super) fn defer(due_at: DateTime<Utc>) -> Outcome {
+        Outcome::Defer { due_at, output: None }
+    }
 }
 
 fn record(state: StepState, output: Value, error: Option<String>) -> StepRecord {
@@ -298,13 +359,16 @@ impl Engine {
         if let Some(quiet) = &ctx.plan.model.quiet_hours
             && let Some(due_at) = quiet_hours_wait(quiet, ctx, now)
         {
-            return Outcome::Defer { due_at };
+            return Outcome::defer(due_at);
+        }
+        if let Some(wait) = paused(&number, None, now) {
+            return wait;
         }
         let context = ctx.json(now);
         let window_open = self.window_open(ctx, number.id, now).await;
         let window_text = send.when_window_open.as_ref().filter(|_| window_open);
         let key = format!("{}:{}", claim.enrollment_id, claim.id);
-        let callback_data = format!("kairo:{}:{}", claim.enrollment_id, claim.step_id);
+        let callback_data = callback_data(claim);
         if let Some(text) = window_text {
             let text = match self.renderer.render(&text.text, &context) {
                 Ok(text) => text,
@@ -316,30 +380,34 @@ impl Engine {
                 to,
                 text: text.clone(),
                 reply_to: None,
+                callback_data: callback_data.clone(),
+            };
+            let attempt = SendAttempt {
+                number: number.id,
+                message_type: "text".into(),
+                body: Some(text),
+                template: None,
                 callback_data,
             };
             let slot = match self.pace(claim, &number, now).await {
                 Ok(slot) => slot,
                 Err(wait) => return wait,
             };
-            if !self.attempt(claim, now).await {
+            if !self.attempt(claim, &attempt, now).await {
                 return Outcome::Lost;
             }
             if !self.sleep_until(slot).await {
-                return Outcome::Defer { due_at: self.now() };
+                return Outcome::defer(self.now());
             }
             let sent = self.outbound.send_text(&message).await;
-            return self.sent(claim, ctx, step, sent, |wamid, message_status| RecordedSend {
-                number: number.id,
-                wamid,
-                message_type: "text".into(),
-                body: Some(text.clone()),
-                template: None,
-                message_status,
-            });
+            return self.sent(claim, ctx, step, &number, sent, attempt).await;
         }
-        match self.store.template_status(number.account_id, &send.template.value, &send.language.value).await {
-            Ok(Some(status)) if status != "APPROVED" => {
+        let category = match self
+            .store
+            .template_status(number.account_id, &send.template.value, &send.language.value)
+            .await
+        {
+            Ok(Some((status, _))) if status != "APPROVED" => {
                 return failed(
                     Value::Null,
                     format!(
@@ -348,11 +416,16 @@ impl Engine {
                     ),
                 );
             }
-            Ok(_) => {}
+            Ok(found) => found.map(|(_, category)| category),
             Err(err) => {
                 tracing::warn!(%err, step = %claim.id, "cannot read the template's status; the send waits");
-                return Outcome::Defer { due_at: now + chrono::Duration::seconds(5) };
+                return Outcome::defer(now + chrono::Duration::seconds(5));
             }
+        };
+        // A template the catalogue does not know yet counts as marketing:
+        // a paused number holds it back rather than guess.
+        if let Some(wait) = paused(&number, Some(category.as_deref().unwrap_or("MARKETING")), now) {
+            return wait;
         }
         // Outside the service window a template reaches a recipient and
         // counts against the portfolio's messaging limit; a used-up limit
@@ -362,11 +435,11 @@ impl Engine {
                 Ok(Reach::Allowed) => {}
                 Ok(Reach::WaitUntil(until)) => {
                     tracing::info!(number = %number.display_number, %until, "messaging limit used up; the send waits");
-                    return Outcome::Defer { due_at: until };
+                    return Outcome::defer(until);
                 }
                 Err(err) => {
                     tracing::warn!(%err, step = %claim.id, "cannot check the messaging limit; the send waits");
-                    return Outcome::Defer { due_at: now + chrono::Duration::seconds(5) };
+                    return Outcome::defer(now + chrono::Duration::seconds(5));
                 }
             }
         }
@@ -383,33 +456,28 @@ impl Engine {
             header: rendered.0,
             body: rendered.1,
             buttons: rendered.2,
+            callback_data: callback_data.clone(),
+        };
+        let params = json!({ "header": message.header, "body": message.body, "buttons": message.buttons });
+        let attempt = SendAttempt {
+            number: number.id,
+            message_type: "template".into(),
+            body: None,
+            template: Some((message.template.clone(), message.language.clone(), params)),
             callback_data,
         };
         let slot = match self.pace(claim, &number, now).await {
             Ok(slot) => slot,
             Err(wait) => return wait,
         };
-        if !self.attempt(claim, now).await {
+        if !self.attempt(claim, &attempt, now).await {
             return Outcome::Lost;
         }
         if !self.sleep_until(slot).await {
-            return Outcome::Defer { due_at: self.now() };
+            return Outcome::defer(self.now());
         }
         let sent = self.outbound.send_template(&message).await;
-        if let Err(error) = &sent
-            && error.code == Some(RATE_LIMIT_HIT)
-        {
-            self.slow_down(&number).await;
-        }
-        let params = json!({ "header": message.header, "body": message.body, "buttons": message.buttons });
-        self.sent(claim, ctx, step, sent, |wamid, message_status| RecordedSend {
-            number: number.id,
-            wamid,
-            message_type: "template".into(),
-            body: None,
-            template: Some((message.template.clone(), message.language.clone(), params.clone())),
-            message_status,
-        })
+        self.sent(claim, ctx, step, &number, sent, attempt).await
     }
 
     /// The send's slot in the number's pace (None: not paced), or the
@@ -428,11 +496,11 @@ impl Engine {
             Ok(Pace::At(at)) => Ok(Some(at)),
             Ok(Pace::Wait(until)) => {
                 let spread = chrono::Duration::microseconds((claim.id.as_uuid().as_u128() % 1_000_000) as i64);
-                Err(Outcome::Defer { due_at: until + spread })
+                Err(Outcome::defer(until + spread))
             }
             Err(err) => {
                 tracing::warn!(%err, step = %claim.id, "cannot reserve a send slot; the send waits");
-                Err(Outcome::Defer { due_at: now + chrono::Duration::seconds(1) })
+                Err(Outcome::defer(now + chrono::Duration::seconds(1)))
             }
         }
     }
@@ -461,9 +529,16 @@ impl Engine {
         }
     }
 
-    /// Writes `attempting` before a call leaves; false when the claim is gone.
-    async fn attempt(&self, claim: &StepExecution, now: DateTime<Utc>) -> bool {
-        match self.store.mark_attempting(claim.id, self.owner(), now).await {
+    /// Writes `attempting`, with what is about to be sent, before a call
+    /// leaves; false when the claim is gone.
+    async fn attempt(&self, claim: &StepExecution, send: &SendAttempt, now: DateTime<Utc>) -> bool {
+        let mut output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        output["sending"] = json!(send);
+        self.mark_attempting(claim, Some(output), now).await
+    }
+
+    async fn mark_attempting(&self, claim: &StepExecution, output: Option<Value>, now: DateTime<Utc>) -> bool {
+        match self.store.mark_attempting(claim.id, self.owner(), output, now).await {
             Ok(held) => held,
             Err(err) => {
                 tracing::warn!(%err, step = %claim.id, "cannot record the attempt; the call is not made");
@@ -472,38 +547,92 @@ impl Engine {
         }
     }
 
-    /// The outcome of a send the channel answered.
-    fn sent(
+    /// The outcome of a send the channel answered, or failed to.
+    async fn sent(
         &self,
         claim: &StepExecution,
         ctx: &RunContext,
         step: &Step,
+        number: &PhoneNumber,
         sent: Result<super::SendReceipt, CallError>,
-        recorded: impl FnOnce(String, Option<String>) -> RecordedSend,
+        attempt: SendAttempt,
     ) -> Outcome {
-        match sent {
+        let error = match sent {
             Ok(receipt) => {
-                let send = recorded(receipt.wamid.clone(), receipt.message_status.clone());
-                let mut output = json!({ "wamid": receipt.wamid, "type": send.message_type });
-                if let Some(status) = &receipt.message_status {
-                    output["message_status"] = json!(status);
-                }
-                if let Some((template, language, params)) = &send.template {
-                    output["template"] = json!(template);
-                    output["language"] = json!(language);
-                    output["params"] = params.clone();
-                }
-                if let Some(body) = &send.body {
-                    output["text"] = json!(body);
-                }
-                Outcome::Done {
-                    record: record(StepState::Succeeded, output, None),
-                    then: self.then_after(ctx, &step.id),
-                    effects: vec![Effect::RecordSend(send)],
-                }
+                return self.send_done(ctx, &step.id, attempt.recorded(receipt.wamid, receipt.message_status), None);
             }
-            Err(error) => self.call_failed(claim, ctx, step, error),
+            Err(error) => error,
+        };
+        match (error.kind, error.code) {
+            (FailureKind::Unknown, _) => self.settle_or_unknown(claim, ctx, Some(attempt), &error.message).await,
+            (FailureKind::Auth, _) => {
+                let reason = format!("credentials: {}", error.message);
+                match self.store.pause_number(number.id, PauseScope::All, &reason, self.now()).await {
+                    Ok(true) => tracing::error!(
+                        number = %number.display_number,
+                        error = %error.message,
+                        "every send from this number is paused until an operator fixes the access token or account and runs `kairo numbers resume {}`",
+                        number.display_number
+                    ),
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(%err, "cannot record the number's pause"),
+                }
+                self.call_failed(claim, ctx, step, error)
+            }
+            (FailureKind::Throttled, Some(RATE_LIMIT_HIT)) => {
+                self.slow_down(number).await;
+                self.call_failed(claim, ctx, step, error)
+            }
+            (FailureKind::Throttled, Some(PAIR_RATE_LIMIT)) => {
+                // Each answer for the same recipient doubles the wait.
+                let mut output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
+                let waits = output.get("pair_rate_waits").and_then(Value::as_u64).unwrap_or(0) as u32;
+                let wait = PAIR_RATE_WAIT.saturating_mul(1 << waits.min(12)).min(MAX_PAIR_RATE_WAIT);
+                let due_at = self.now() + chrono::Duration::from_std(backoff(wait, claim)).unwrap_or(FOREVER);
+                output["pair_rate_waits"] = json!(waits + 1);
+                tracing::info!(step = %claim.id, %due_at, "WhatsApp says this recipient got too many messages; the send waits");
+                Outcome::Defer { due_at, output: Some(output) }
+            }
+            _ => self.call_failed(claim, ctx, step, error),
         }
+    }
+
+    /// A send that left: the step succeeds with its wamid, and the message
+    /// is recorded in the contact's thread with the step's commit.
+    fn send_done(&self, ctx: &RunContext, step_id: &str, send: RecordedSend, settled_by: Option<&str>) -> Outcome {
+        Outcome::Done {
+            record: record(StepState::Succeeded, send_output(&send, settled_by), None),
+            then: self.then_after(ctx, step_id),
+            effects: vec![Effect::RecordSend(send)],
+        }
+    }
+
+    /// A send whose answer never came: when a status webhook for its
+    /// callback data has arrived meanwhile, it left and is recorded so;
+    /// otherwise the step's unknown-outcome policy decides.
+    pub(super) async fn settle_or_unknown(
+        &self,
+        claim: &StepExecution,
+        ctx: &RunContext,
+        attempt: Option<SendAttempt>,
+        why: &str,
+    ) -> Outcome {
+        if let Some(attempt) = attempt {
+            match self.store.wamid_for_callback(&attempt.callback_data).await {
+                Ok(Some(wamid)) => {
+                    tracing::info!(step = %claim.id, wamid = %wamid.0, "a status webhook shows the send left");
+                    return self.send_done(
+                        ctx,
+                        &claim.step_id,
+                        attempt.recorded(wamid.0, None),
+                        Some("status_webhook"),
+                    );
+                }
+                Ok(None) => return self.unknown_outcome(claim, ctx, why, Some(&attempt)),
+                Err(err) => tracing::warn!(%err, step = %claim.id, "cannot look for the send's status"),
+            }
+        }
+        self.unknown_outcome(claim, ctx, why, None)
     }
 
     /// A failed external call, by its kind: temporary ones retry with
@@ -531,13 +660,13 @@ impl Engine {
             }
             FailureKind::Throttled => {
                 tracing::info!(step = %claim.id, error = %error.message, "a limit was hit; the send waits");
-                return Outcome::Defer { due_at: wait(THROTTLED_WAIT) };
+                return Outcome::defer(wait(THROTTLED_WAIT));
             }
             FailureKind::Auth => {
                 tracing::error!(step = %claim.id, error = %error.message, "an operator must fix the channel's credentials or account; the send waits");
-                return Outcome::Defer { due_at: wait(AUTH_WAIT) };
+                return Outcome::defer(wait(AUTH_WAIT));
             }
-            FailureKind::Unknown => return self.unknown_outcome(claim, ctx, &error.message),
+            FailureKind::Unknown => return self.unknown_outcome(claim, ctx, &error.message, None),
             FailureKind::Permanent => {}
         }
         failed(Value::Null, format!("step `{}` failed: {}", *step.id, error.message))
@@ -635,7 +764,7 @@ impl Engine {
             Ok(call) => call,
             Err(e) => return failed(Value::Null, e),
         };
-        if !self.attempt(claim, now).await {
+        if !self.mark_attempting(claim, None, now).await {
             return Outcome::Lost;
         }
         match self.http.call(&call).await {
@@ -659,10 +788,21 @@ impl Engine {
 
     /// What to do with a step found `attempting` after its worker's lease
     /// ran out: the call may or may not have reached the other side.
-    pub(super) fn unknown_outcome(&self, claim: &StepExecution, ctx: &RunContext, why: &str) -> Outcome {
+    pub(super) fn unknown_outcome(
+        &self,
+        claim: &StepExecution,
+        ctx: &RunContext,
+        why: &str,
+        attempt: Option<&SendAttempt>,
+    ) -> Outcome {
         let policy = ctx.plan.step(&claim.step_id).map(|s| s.on_unknown_outcome).unwrap_or_default();
         let error = format!("outcome unknown: {why}");
-        let output = json!({ "policy": policy });
+        // What was being sent stays on the row, so that a status webhook
+        // arriving later can settle it.
+        let output = match attempt {
+            Some(sending) => json!({ "policy": policy, "sending": sending }),
+            None => json!({ "policy": policy }),
+        };
         match policy {
             UnknownOutcome::Continue => Outcome::Done {
                 record: record(StepState::Uncertain, output, Some(error)),
@@ -690,6 +830,40 @@ fn backoff(first: Duration, claim: &StepExecution) -> Duration {
     let base = first.saturating_mul(1 << doublings).min(MAX_BACKOFF);
     let jitter = (claim.id.as_uuid().as_u128() % 1000) as f64 / 4000.0;
     base.mul_f64(1.0 + jitter)
+}
+
+/// A step's output for a send that left.
+pub(super) fn send_output(send: &RecordedSend, settled_by: Option<&str>) -> Value {
+    let mut output = json!({ "wamid": send.wamid, "type": send.message_type });
+    if let Some(status) = &send.message_status {
+        output["message_status"] = json!(status);
+    }
+    if let Some((template, language, params)) = &send.template {
+        output["template"] = json!(template);
+        output["language"] = json!(language);
+        output["params"] = params.clone();
+    }
+    if let Some(body) = &send.body {
+        output["text"] = json!(body);
+    }
+    if let Some(by) = settled_by {
+        output["settled_by"] = json!(by);
+    }
+    output
+}
+
+/// The wait of a send from a paused number: none when the pause does not
+/// hold back this send (`category`: the template's, None for text).
+fn paused(number: &PhoneNumber, category: Option<&str>, now: DateTime<Utc>) -> Option<Outcome> {
+    let scope = PauseScope::of(number)?;
+    if !scope.stops(category) {
+        return None;
+    }
+    let reason = number.pause_reason.clone().unwrap_or_default();
+    Some(Outcome::Defer {
+        due_at: now + chrono::Duration::from_std(PAUSED_WAIT).unwrap_or(FOREVER),
+        output: Some(json!({ "waiting": "number_paused", "number": number.display_number, "reason": reason })),
+    })
 }
 
 fn failed(output: Value, error: String) -> Outcome {

@@ -18,13 +18,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::commit::{Claimed, Finished};
+use super::commit::{Claimed, Finished, record_send};
 use super::context::contact_json;
 use super::plan::{Plan, resolve_number};
+use super::step::{SendAttempt, parse_callback_data, send_output};
 use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState, TimerState};
-use crate::store::{DueTimer, EnrollmentChange, Event, StepExecution, StepRecord, Tx};
+use crate::store::{DueTimer, EnrollmentChange, Event, MessageOrigin, StepExecution, StepRecord, Tx};
 use crate::workflow::condition::Condition;
 
 /// How a parked step was resumed.
@@ -140,7 +141,11 @@ impl Engine {
             "message_status" => {
                 let status = event.payload.get("status").and_then(Value::as_str).unwrap_or_default().to_string();
                 let wamid = event.payload.get("wamid").and_then(Value::as_str).unwrap_or_default();
-                match tx.message_origin(wamid).await? {
+                let origin = match tx.message_origin(wamid).await? {
+                    Some(origin) => Some(origin),
+                    None => self.settle_uncertain_send(tx, &event.payload, wamid, now).await?,
+                };
+                match origin {
                     Some(origin) => (status, Some(origin.contact_id), Some(origin.phone_number_id)),
                     None => return Ok(()),
                 }
@@ -318,6 +323,46 @@ impl Engine {
         Ok(true)
     }
 
+    /// A status for a wamid no send recorded, whose callback data names an
+    /// uncertain send step (its answer never came): the send did leave. The
+    /// step becomes succeeded with the wamid, and the message is recorded
+    /// in the contact's thread with the statuses that came for it. The
+    /// enrollment already went on (or stopped) by the step's policy and is
+    /// not moved. Returns the message's origin when it settled one.
+    async fn settle_uncertain_send(
+        &self,
+        tx: &Tx,
+        payload: &Value,
+        wamid: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<MessageOrigin>, EngineError> {
+        let Some((enrollment_id, step_id, attempt)) =
+            payload.get("callback_data").and_then(Value::as_str).and_then(parse_callback_data)
+        else {
+            return Ok(None);
+        };
+        let Some(execution) = tx.execution(enrollment_id, &step_id, attempt).await? else { return Ok(None) };
+        let Some(sending) = SendAttempt::of(&execution).filter(|_| execution.state == StepState::Uncertain) else {
+            return Ok(None);
+        };
+        let Some(enrollment) = tx.enrollment(enrollment_id).await? else { return Ok(None) };
+        let Some(contact) = tx.contact(enrollment.contact_id).await? else { return Ok(None) };
+        let send = sending.recorded(wamid.to_string(), None);
+        let mut output = send_output(&send, Some("status_webhook"));
+        output["was_uncertain"] = json!(execution.error);
+        let settled = StepRecord { state: StepState::Succeeded, output: Some(output), error: None };
+        if !tx.finish_step(execution.id, None, &[StepState::Uncertain], settled, now).await? {
+            return Ok(None);
+        }
+        record_send(tx, &contact, &execution, &send, now).await?;
+        tracing::info!(enrollment = %enrollment_id, step = %step_id, %wamid, "an uncertain send was settled by its status webhook: it left");
+        Ok(Some(MessageOrigin {
+            contact_id: contact.id,
+            phone_number_id: send.number,
+            enrollment_id: Some(enrollment_id),
+        }))
+    }
+
     /// Settles steps whose worker died mid-call, by each step's policy.
     /// Returns the successors this worker now holds.
     pub(super) async fn settle_unknown_outcomes(&self, limit: u64) -> Result<Vec<Claimed>, EngineError> {
@@ -331,7 +376,9 @@ impl Engine {
         for claim in taken {
             let Some(ctx) = contexts.get(&claim.enrollment_id).cloned() else { continue };
             tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "a call's outcome is unknown: its worker stopped mid-call");
-            let outcome = self.unknown_outcome(&claim, &ctx, "the worker stopped while the call was in flight");
+            let attempt = super::step::SendAttempt::of(&claim);
+            let outcome =
+                self.settle_or_unknown(&claim, &ctx, attempt, "the worker stopped while the call was in flight").await;
             finished.push(Finished { claim, ctx, outcome });
         }
         Ok(self.commit(finished).await)

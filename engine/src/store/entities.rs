@@ -59,6 +59,8 @@ entity!(phone_number, "phone_numbers", {
     pub status: Option<String>,
     pub paused_at: Option<DateTimeUtc>,
     pub pause_reason: Option<String>,
+    /// What the pause stops: `marketing` or `all` ([`PauseScope`](super::PauseScope)).
+    pub pause_scope: Option<String>,
     pub connected_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
@@ -202,6 +204,8 @@ entity!(pending_status, "pending_statuses", {
     pub payload: Json,
     pub occurred_at: DateTimeUtc,
     pub received_at: DateTimeUtc,
+    /// The status's `biz_opaque_callback_data`.
+    pub callback_data: Option<String>,
 });
 
 entity!(workflow, "workflows", {

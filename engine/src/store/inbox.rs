@@ -2,7 +2,7 @@
 //! statuses that arrived before their message.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::entities::{assignment_rule, message, pending_status, saved_view, team, team_member, thread, user};
@@ -219,15 +219,31 @@ impl Store {
         occurred_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<PendingStatus, StoreError> {
+        let callback_data = payload.get("callback_data").and_then(serde_json::Value::as_str).map(str::to_string);
         let row = pending_status::ActiveModel {
             id: Set(Uuid::now_v7()),
             wamid: Set(wamid),
             status: Set(status),
+            callback_data: Set(callback_data),
             payload: Set(payload),
             occurred_at: Set(occurred_at),
             received_at: Set(now),
         };
         pending_status::Entity::insert(row).exec_with_returning(&self.db).await.map_err(|e| self.query_error(e))
+    }
+
+    /// The wamid of a status kept for an unrecorded send whose
+    /// `biz_opaque_callback_data` was `callback_data`: the send reached
+    /// WhatsApp even if its answer never reached Kairo.
+    pub async fn wamid_for_callback(&self, callback_data: &str) -> Result<Option<Wamid>, StoreError> {
+        pending_status::Entity::find()
+            .select_only()
+            .column(pending_status::Column::Wamid)
+            .filter(pending_status::Column::CallbackData.eq(callback_data))
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
     }
 
     pub async fn pending_statuses(&self, wamid: &Wamid) -> Result<Vec<PendingStatus>, StoreError> {

@@ -15,8 +15,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -121,10 +121,35 @@ impl Store {
             }
             InboundEvent::NumberQuality(change) => {
                 report.other += 1;
+                if let Some((number, reason)) =
+                    super::numbers::apply_quality_change(txn, &change.account_id, change, now)
+                        .await
+                        .map_err(|e| self.query_error(e))?
+                {
+                    tracing::error!(
+                        number = %number.display_number,
+                        %reason,
+                        "marketing sends from this number are paused; once its quality is back, resume them with `kairo numbers resume {}`",
+                        number.display_number
+                    );
+                }
                 self.log_payload_event(txn, "number_quality", change, change.occurred_at, now).await
             }
             InboundEvent::Notice(notice) => {
                 report.other += 1;
+                if let Some(reason) = account_restriction(notice) {
+                    let paused = super::numbers::pause_account(txn, &notice.account_id, &reason, now)
+                        .await
+                        .map_err(|e| self.query_error(e))?;
+                    for number in paused {
+                        tracing::error!(
+                            number = %number.display_number,
+                            %reason,
+                            "every send from this number is paused; when Meta lifts the restriction, resume them with `kairo numbers resume {}`",
+                            number.display_number
+                        );
+                    }
+                }
                 self.log_payload_event(txn, &format!("notice:{}", notice.field), notice, notice.occurred_at, now).await
             }
         }
@@ -514,6 +539,7 @@ impl Store {
                     payload: Set(serde_json::to_value(update).expect("events serialise")),
                     occurred_at: Set(update.occurred_at),
                     received_at: Set(now),
+                    callback_data: Set(update.callback_data.clone()),
                 })
                 .exec_without_returning(txn)
                 .await
@@ -529,34 +555,9 @@ impl Store {
     pub async fn settle_pending_statuses(&self, wamid: &Wamid, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let q = |e| self.query_error(e);
         let txn = self.db.begin().await.map_err(q)?;
-        let Some(mut found) =
-            message::Entity::find().filter(message::Column::Wamid.eq(wamid.clone())).one(&txn).await.map_err(q)?
-        else {
-            return Ok(0);
-        };
-        let pending = pending_status::Entity::find()
-            .filter(pending_status::Column::Wamid.eq(wamid.clone()))
-            .order_by_asc(pending_status::Column::OccurredAt)
-            .all(&txn)
-            .await
-            .map_err(q)?;
-        for status in &pending {
-            let update: Option<StatusUpdateRecord> = serde_json::from_value(status.payload.clone()).ok();
-            let error = update.and_then(|u| u.error).map(|e| crate::channel::DeliveryError {
-                code: e.code,
-                title: e.title,
-                details: e.details,
-            });
-            found =
-                apply_status(&txn, found, status.status, error.as_ref(), status.occurred_at, now).await.map_err(q)?;
-        }
-        pending_status::Entity::delete_many()
-            .filter(pending_status::Column::Wamid.eq(wamid.clone()))
-            .exec(&txn)
-            .await
-            .map_err(q)?;
+        let applied = apply_pending_statuses(&txn, wamid, now).await.map_err(q)?;
         txn.commit().await.map_err(q)?;
-        Ok(pending.len())
+        Ok(applied)
     }
 
     async fn apply_template_status(
@@ -655,6 +656,36 @@ struct ErrorRecord {
     details: Option<String>,
 }
 
+/// The pause reason of an `account_update` that restricts business-initiated
+/// messaging; None for any other notice.
+fn account_restriction(notice: &crate::channel::Notice) -> Option<String> {
+    if notice.field != "account_update" {
+        return None;
+    }
+    let event = notice.payload.get("event").and_then(serde_json::Value::as_str)?;
+    if !event.eq_ignore_ascii_case("ACCOUNT_RESTRICTION") {
+        return None;
+    }
+    let restrictions: Vec<String> = notice
+        .payload
+        .get("restriction_info")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let kind = r.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("restricted");
+            match r.get("expiration").and_then(serde_json::Value::as_i64).and_then(|t| DateTime::from_timestamp(t, 0)) {
+                Some(until) => format!("{kind} until {}", until.format("%Y-%m-%d %H:%M UTC")),
+                None => kind.to_string(),
+            }
+        })
+        .collect();
+    Some(format!(
+        "account restricted: {}",
+        if restrictions.is_empty() { event.to_string() } else { restrictions.join(", ") }
+    ))
+}
+
 fn status_name(status: DeliveryStatus) -> &'static str {
     match status {
         DeliveryStatus::Received => "received",
@@ -664,6 +695,39 @@ fn status_name(status: DeliveryStatus) -> &'static str {
         DeliveryStatus::Read => "read",
         DeliveryStatus::Failed => "failed",
     }
+}
+
+/// Applies to a recorded message the statuses that arrived before it (a
+/// status webhook can beat the send's own commit), oldest first, and drops
+/// them. Returns how many were applied.
+pub(super) async fn apply_pending_statuses<C: ConnectionTrait>(
+    db: &C,
+    wamid: &Wamid,
+    now: DateTime<Utc>,
+) -> Result<usize, DbErr> {
+    let pending = pending_status::Entity::find()
+        .filter(pending_status::Column::Wamid.eq(wamid.clone()))
+        .order_by_asc(pending_status::Column::OccurredAt)
+        .all(db)
+        .await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let Some(mut found) = message::Entity::find().filter(message::Column::Wamid.eq(wamid.clone())).one(db).await?
+    else {
+        return Ok(0);
+    };
+    for status in &pending {
+        let update: Option<StatusUpdateRecord> = serde_json::from_value(status.payload.clone()).ok();
+        let error = update.and_then(|u| u.error).map(|e| crate::channel::DeliveryError {
+            code: e.code,
+            title: e.title,
+            details: e.details,
+        });
+        found = apply_status(db, found, status.status, error.as_ref(), status.occurred_at, now).await?;
+    }
+    pending_status::Entity::delete_many().filter(pending_status::Column::Wamid.eq(wamid.clone())).exec(db).await?;
+    Ok(pending.len())
 }
 
 /// Where a status sits in the forward-only order; `None` for statuses that
@@ -680,8 +744,8 @@ fn rank(status: DeliveryStatus) -> Option<u8> {
 
 /// Moves an outbound message's status forward; records the time of each
 /// status whatever the order, and `failed` only over sending or sent.
-async fn apply_status(
-    txn: &DatabaseTransaction,
+async fn apply_status<C: ConnectionTrait>(
+    txn: &C,
     found: message::Model,
     status: DeliveryStatus,
     error: Option<&crate::channel::DeliveryError>,

@@ -18,7 +18,9 @@ mod events;
 mod inbox;
 mod ingest;
 mod journal;
+mod numbers;
 mod pacing;
+mod reports;
 mod runtime;
 pub mod status;
 mod url;
@@ -43,7 +45,9 @@ pub use self::inbox::{
 };
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
-pub use self::pacing::{Reach, SlotGrant, messaging_limit};
+pub use self::numbers::PauseScope;
+pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};
+pub use self::reports::{HistoryEntry, StepCounts};
 pub use self::runtime::{
     DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, NewTimerRow, OwnerChoice, RunRows, StepRecord,
     StepSpan, Tx,

@@ -163,22 +163,7 @@ impl Store {
         recipient: &str,
         now: DateTime<Utc>,
     ) -> Result<Reach, StoreError> {
-        let account = whatsapp_account::Entity::find_by_id(number.account_id)
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?
-            .ok_or_else(|| self.missing("the number's account"))?;
-        let portfolio = match account.portfolio_id {
-            Some(id) => {
-                business_portfolio::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))?
-            }
-            None => None,
-        };
-        let tier =
-            portfolio.as_ref().and_then(|p| p.messaging_limit.clone()).or_else(|| number.messaging_limit_tier.clone());
-        let Some(limit) = tier.as_deref().and_then(messaging_limit) else { return Ok(Reach::Allowed) };
-        let scope = portfolio.map_or(account.id.as_uuid(), |p| p.id.as_uuid());
-
+        let Some((scope, limit)) = self.reach_scope(number).await? else { return Ok(Reach::Allowed) };
         let tx = self.begin().await?;
         let backend = tx.txn.get_database_backend();
         let run = |sql: &str, values: Vec<Value>| Statement::from_sql_and_values(backend, sql, values);
@@ -234,4 +219,88 @@ impl Store {
         tx.commit().await?;
         Ok(Reach::Allowed)
     }
+
+    /// The messaging limit that binds `number`: the scope it is counted in
+    /// (its portfolio, else its account) and the recipients allowed per
+    /// moving 24 hours; None when no known limit applies.
+    async fn reach_scope(&self, number: &PhoneNumber) -> Result<Option<(uuid::Uuid, i64)>, StoreError> {
+        let account = whatsapp_account::Entity::find_by_id(number.account_id)
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?
+            .ok_or_else(|| self.missing("the number's account"))?;
+        let portfolio = match account.portfolio_id {
+            Some(id) => {
+                business_portfolio::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))?
+            }
+            None => None,
+        };
+        let tier =
+            portfolio.as_ref().and_then(|p| p.messaging_limit.clone()).or_else(|| number.messaging_limit_tier.clone());
+        let Some(limit) = tier.as_deref().and_then(messaging_limit) else { return Ok(None) };
+        Ok(Some((portfolio.map_or(account.id.as_uuid(), |p| p.id.as_uuid()), limit)))
+    }
+
+    /// Where `number`'s sending stands: its next free slot, the pace it
+    /// keeps now, and what is left of its messaging limit.
+    pub async fn send_budget(&self, number: &PhoneNumber, now: DateTime<Utc>) -> Result<SendBudget, StoreError> {
+        let backend = self.db_backend();
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT next_slot_us, slow_until_us, slow_percent FROM send_pacing WHERE phone_number_id = $1",
+                [Value::Uuid(Some(number.id.as_uuid()))],
+            ))
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let (next_slot_us, slow_until_us, slow_percent) = match row {
+            Some(row) => (
+                row.try_get_by_index::<i64>(0).map_err(|e| self.query_error(e))?,
+                row.try_get_by_index::<i64>(1).map_err(|e| self.query_error(e))?,
+                row.try_get_by_index::<i32>(2).map_err(|e| self.query_error(e))?,
+            ),
+            None => (0, 0, 100),
+        };
+        let slowed = slow_until_us > now.timestamp_micros();
+        let limit = match self.reach_scope(number).await? {
+            Some((scope, limit)) => {
+                let since = (now - REACH_WINDOW).timestamp_micros();
+                let row = self
+                    .db
+                    .query_one_raw(Statement::from_sql_and_values(
+                        backend,
+                        "SELECT COUNT(*) FROM messaging_reach WHERE scope_id = $1 AND reached_us > $2",
+                        [Value::Uuid(Some(scope)), since.into()],
+                    ))
+                    .await
+                    .map_err(|e| self.query_error(e))?
+                    .ok_or_else(|| self.missing("a count"))?;
+                let used: i64 = row.try_get_by_index(0).map_err(|e| self.query_error(e))?;
+                Some((limit, used.min(limit)))
+            }
+            None => None,
+        };
+        Ok(SendBudget {
+            next_slot: DateTime::from_timestamp_micros(next_slot_us).unwrap_or(now).max(now),
+            pace_percent: if slowed { slow_percent.clamp(1, 100) } else { 100 },
+            messaging_limit: limit.map(|(limit, _)| limit),
+            reached: limit.map(|(_, used)| used),
+        })
+    }
+}
+
+/// Where one number's sending stands ([`Store::send_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendBudget {
+    /// The earliest time its next send may go.
+    pub next_slot: DateTime<Utc>,
+    /// The share of its throughput it sends at now (100, or less after a
+    /// rate-limit answer).
+    pub pace_percent: i32,
+    /// Recipients allowed outside a service window per moving 24 hours;
+    /// None when no known limit applies.
+    pub messaging_limit: Option<i64>,
+    /// Recipients reached in the last 24 hours.
+    pub reached: Option<i64>,
 }

@@ -166,10 +166,15 @@ impl Store {
         &self,
         step: StepExecutionId,
         owner: &str,
+        output: Option<serde_json::Value>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
-        let res = step_execution::Entity::update_many()
+        let mut update = step_execution::Entity::update_many();
+        if let Some(output) = output {
+            update = update.col_expr(step_execution::Column::Output, Expr::value(output));
+        }
+        let res = update
             .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
             .filter(step_execution::Column::Id.eq(step))
             .filter(step_execution::Column::State.eq(StepState::Claimed))
@@ -363,7 +368,7 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
-    fn db_backend(&self) -> sea_orm::DbBackend {
+    pub(super) fn db_backend(&self) -> sea_orm::DbBackend {
         self.db.get_database_backend()
     }
 }
@@ -562,8 +567,13 @@ impl Tx {
         step: StepExecutionId,
         owner: &str,
         due_at: DateTime<Utc>,
+        output: Option<serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        let res = step_execution::Entity::update_many()
+        let mut update = step_execution::Entity::update_many();
+        if let Some(output) = output {
+            update = update.col_expr(step_execution::Column::Output, Expr::value(output));
+        }
+        let res = update
             .col_expr(step_execution::Column::State, Expr::value(StepState::Pending))
             .col_expr(step_execution::Column::DueAt, Expr::value(due_at))
             .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
@@ -857,6 +867,22 @@ impl Tx {
             .map_err(|e| self.err(e))
     }
 
+    /// One attempt of a step in an enrollment.
+    pub async fn execution(
+        &self,
+        enrollment: EnrollmentId,
+        step_id: &str,
+        attempt: i32,
+    ) -> Result<Option<StepExecution>, StoreError> {
+        step_execution::Entity::find()
+            .filter(step_execution::Column::EnrollmentId.eq(enrollment))
+            .filter(step_execution::Column::StepId.eq(step_id))
+            .filter(step_execution::Column::Attempt.eq(attempt))
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest execution of a step in an enrollment.
     pub async fn last_execution(
         &self,
@@ -1035,14 +1061,19 @@ impl Tx {
         workflow_version::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
     }
 
-    /// Runs an arbitrary insert of a message row (outbound sends).
+    /// Records an outbound message (a send), once per wamid, and applies the
+    /// statuses that arrived for it before this commit.
     pub async fn record_message(&self, new: super::NewMessage, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let wamid = new.wamid.clone();
         let row = super::inbox::message_row(new, now);
         message::Entity::insert(row)
             .on_conflict(OnConflict::column(message::Column::Wamid).do_nothing().to_owned())
             .exec_without_returning(&self.txn)
             .await
             .map_err(|e| self.err(e))?;
+        if let Some(wamid) = wamid {
+            super::ingest::apply_pending_statuses(&self.txn, &wamid, now).await.map_err(|e| self.err(e))?;
+        }
         Ok(())
     }
 

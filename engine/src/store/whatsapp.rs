@@ -130,6 +130,7 @@ impl Store {
             status: Set(None),
             paused_at: Set(None),
             pause_reason: Set(None),
+            pause_scope: Set(None),
             connected_at: Set(now),
             created_at: Set(now),
             updated_at: Set(now),
@@ -153,6 +154,15 @@ impl Store {
             .await
             .map_err(|e| self.query_error(e))?;
         self.phone_number_by_graph_id(&new.graph_id).await?.ok_or_else(|| self.missing("phone number just upserted"))
+    }
+
+    /// Every business number, by display number.
+    pub async fn phone_numbers(&self) -> Result<Vec<PhoneNumber>, StoreError> {
+        phone_number::Entity::find()
+            .order_by_asc(phone_number::Column::DisplayNumber)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
     }
 
     /// The number with this Graph API id (what webhooks and sends name).
@@ -237,17 +247,19 @@ impl Store {
         Ok(gone.len())
     }
 
-    /// The catalogue status of one template (`APPROVED`, `PAUSED`, …); None
-    /// when the catalogue does not list it (never synced).
+    /// The catalogue status (`APPROVED`, `PAUSED`, …) and category
+    /// (`MARKETING`, `UTILITY`, `AUTHENTICATION`) of one template; None when
+    /// the catalogue does not list it (never synced).
     pub async fn template_status(
         &self,
         account: AccountId,
         name: &str,
         language: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<(String, String)>, StoreError> {
         template::Entity::find()
             .select_only()
             .column(template::Column::Status)
+            .column(template::Column::Category)
             .filter(template::Column::AccountId.eq(account))
             .filter(template::Column::Name.eq(name))
             .filter(template::Column::Language.eq(language))

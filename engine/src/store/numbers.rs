@@ -1,0 +1,200 @@
+//! Business numbers' health: pauses that stop sends until an operator
+//! resumes them, and what quality webhooks, account restrictions and the
+//! catalogue sync say about a number.
+//!
+//! A pause has a scope ([`PauseScope`]): a quality drop stops marketing
+//! templates only (service replies and utility templates still go); bad
+//! credentials or a restricted account stop every send. Pauses widen
+//! (marketing → all) but never narrow by themselves, and only an operator
+//! lifts one ([`Store::resume_number`]): Meta flagging a number again
+//! minutes later is worse than a marketer waiting for a look.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+
+use super::entities::{phone_number, whatsapp_account};
+use super::{PhoneNumber, Store, StoreError};
+use crate::ids::PhoneNumberId;
+
+/// What a number's pause stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseScope {
+    /// Marketing templates wait; other sends go on.
+    Marketing,
+    /// Every send waits.
+    All,
+}
+
+impl PauseScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseScope::Marketing => "marketing",
+            PauseScope::All => "all",
+        }
+    }
+
+    /// The scope a number row holds; None when it is not paused.
+    pub fn of(number: &PhoneNumber) -> Option<PauseScope> {
+        number.paused_at?;
+        Some(match number.pause_scope.as_deref() {
+            Some("marketing") => PauseScope::Marketing,
+            _ => PauseScope::All,
+        })
+    }
+
+    /// Whether this pause holds back a send of a template of `category`
+    /// (None: free-form text inside the service window).
+    pub fn stops(self, category: Option<&str>) -> bool {
+        match self {
+            PauseScope::All => true,
+            PauseScope::Marketing => category.is_some_and(|c| c.eq_ignore_ascii_case("MARKETING")),
+        }
+    }
+}
+
+/// Number events that pause marketing sends: Meta's quality flag and a
+/// downgrade of the number's limit.
+const QUALITY_DROPS: &[&str] = &["FLAGGED", "DOWNGRADE"];
+/// Catalogue values of a number that pause marketing sends.
+const LOW_QUALITY_RATINGS: &[&str] = &["RED", "LOW"];
+const TROUBLED_STATUSES: &[&str] = &["FLAGGED", "RESTRICTED"];
+
+impl Store {
+    /// Pauses a number's sends. An existing pause keeps its time and reason
+    /// unless this one is wider. True when the number was not paused this
+    /// widely before (the caller tells the operator).
+    pub async fn pause_number(
+        &self,
+        id: PhoneNumberId,
+        scope: PauseScope,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        pause(&self.db, id, scope, reason, now).await.map_err(|e| self.query_error(e))
+    }
+
+    /// Lifts a number's pause (an operator's action). True when it was paused.
+    pub async fn resume_number(&self, id: PhoneNumberId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let res = phone_number::Entity::update_many()
+            .col_expr(phone_number::Column::PausedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(phone_number::Column::PauseReason, Expr::value(Option::<String>::None))
+            .col_expr(phone_number::Column::PauseScope, Expr::value(Option::<String>::None))
+            .col_expr(phone_number::Column::UpdatedAt, Expr::value(now))
+            .filter(phone_number::Column::Id.eq(id))
+            .filter(phone_number::Column::PausedAt.is_not_null())
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Records what the catalogue says of a number's health (quality
+    /// rating, status) and pauses its marketing sends when that is low,
+    /// flagged or restricted. Returns the pause reason when it paused now.
+    pub async fn note_number_health(
+        &self,
+        id: PhoneNumberId,
+        quality_rating: Option<&str>,
+        status: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let _turn = self.write_turn().await;
+        phone_number::Entity::update_many()
+            .col_expr(phone_number::Column::Status, Expr::value(status.map(str::to_string)))
+            .filter(phone_number::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let reason = match (quality_rating, status) {
+            (Some(q), _) if LOW_QUALITY_RATINGS.iter().any(|l| l.eq_ignore_ascii_case(q)) => {
+                format!("quality rating {q}")
+            }
+            (_, Some(s)) if TROUBLED_STATUSES.iter().any(|t| t.eq_ignore_ascii_case(s)) => format!("number status {s}"),
+            _ => return Ok(None),
+        };
+        let paused = pause(&self.db, id, PauseScope::Marketing, &reason, now).await.map_err(|e| self.query_error(e))?;
+        Ok(paused.then_some(reason))
+    }
+}
+
+/// Applies a `phone_number_quality_update` webhook inside the ingest
+/// transaction: the limit it names, and a marketing pause on a quality
+/// drop. Returns the number and pause reason when it paused now.
+pub(super) async fn apply_quality_change<C: ConnectionTrait>(
+    db: &C,
+    account_waba_id: &str,
+    change: &crate::channel::NumberQualityChange,
+    now: DateTime<Utc>,
+) -> Result<Option<(PhoneNumber, String)>, sea_orm::DbErr> {
+    let digits: String = change.display_number.chars().filter(char::is_ascii_digit).collect();
+    let mut query = phone_number::Entity::find().filter(phone_number::Column::NormalizedNumber.eq(digits));
+    if let Some(account) =
+        whatsapp_account::Entity::find().filter(whatsapp_account::Column::WabaId.eq(account_waba_id)).one(db).await?
+    {
+        query = query.filter(phone_number::Column::AccountId.eq(account.id));
+    }
+    let Some(number) = query.one(db).await? else { return Ok(None) };
+    let limit = change.payload.get("current_limit").and_then(serde_json::Value::as_str);
+    if let Some(limit) = limit.filter(|l| !l.is_empty()) {
+        phone_number::Entity::update_many()
+            .col_expr(phone_number::Column::MessagingLimitTier, Expr::value(limit))
+            .col_expr(phone_number::Column::UpdatedAt, Expr::value(now))
+            .filter(phone_number::Column::Id.eq(number.id))
+            .exec(db)
+            .await?;
+    }
+    let event = change.event.to_ascii_uppercase();
+    if !QUALITY_DROPS.contains(&event.as_str()) {
+        return Ok(None);
+    }
+    let reason = format!("quality webhook {event}");
+    Ok(pause(db, number.id, PauseScope::Marketing, &reason, now).await?.then_some((number, reason)))
+}
+
+/// Pauses every number of an account (an `account_update` restriction of
+/// business-initiated messaging). Returns the numbers paused now.
+pub(super) async fn pause_account<C: ConnectionTrait>(
+    db: &C,
+    account_waba_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<PhoneNumber>, sea_orm::DbErr> {
+    let Some(account) =
+        whatsapp_account::Entity::find().filter(whatsapp_account::Column::WabaId.eq(account_waba_id)).one(db).await?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut paused = Vec::new();
+    for number in phone_number::Entity::find().filter(phone_number::Column::AccountId.eq(account.id)).all(db).await? {
+        if pause(db, number.id, PauseScope::All, reason, now).await? {
+            paused.push(number);
+        }
+    }
+    Ok(paused)
+}
+
+async fn pause<C: ConnectionTrait>(
+    db: &C,
+    id: PhoneNumberId,
+    scope: PauseScope,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sea_orm::DbErr> {
+    let Some(number) = phone_number::Entity::find_by_id(id).one(db).await? else { return Ok(false) };
+    let current = PauseScope::of(&number);
+    if current == Some(PauseScope::All) || current == Some(scope) {
+        return Ok(false);
+    }
+    phone_number::Entity::update_many()
+        .col_expr(phone_number::Column::PausedAt, Expr::value(number.paused_at.unwrap_or(now)))
+        .col_expr(phone_number::Column::PauseReason, Expr::value(reason))
+        .col_expr(phone_number::Column::PauseScope, Expr::value(scope.as_str()))
+        .col_expr(phone_number::Column::UpdatedAt, Expr::value(now))
+        .filter(phone_number::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(true)
+}

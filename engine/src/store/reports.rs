@@ -1,0 +1,152 @@
+//! What operators look at: a workflow's counts per step (the states of its
+//! executions, the delivery of the messages its sends recorded, failures by
+//! WhatsApp error code), an enrollment's history with each send's delivery,
+//! and the sends waiting to go.
+
+use std::collections::BTreeMap;
+
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Statement, Value};
+use serde::Serialize;
+
+use super::entities::{message, step_execution};
+use super::{Backend, Message, StepExecution, Store, StoreError};
+use crate::ids::{EnrollmentId, WorkflowId, WorkflowVersionId};
+
+/// One step of a workflow, over all its enrollments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepCounts {
+    pub step_id: String,
+    /// Executions per state (`succeeded`, `uncertain`, `pending`, …).
+    pub states: BTreeMap<String, u64>,
+    /// Messages the step sent, per delivery status (`sent`, `delivered`,
+    /// `read`, `failed`).
+    pub deliveries: BTreeMap<String, u64>,
+    /// Failed messages per WhatsApp error code (131047 re-engagement,
+    /// 131026 undeliverable, 131049 held back by Meta, …).
+    pub failures: BTreeMap<i32, u64>,
+    /// Messages WhatsApp took as `held_for_quality_assessment` and that
+    /// have not been delivered yet.
+    pub held: u64,
+}
+
+/// One execution in an enrollment's history, with the message it sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub execution: StepExecution,
+    pub message: Option<Message>,
+}
+
+impl Store {
+    /// Per step of `workflow` (every version): executions per state, and
+    /// the delivery of the messages sent, failures by error code.
+    pub async fn step_counts(&self, workflow: WorkflowId) -> Result<Vec<StepCounts>, StoreError> {
+        let backend = self.db_backend();
+        let q = |e| self.query_error(e);
+        let mut steps: BTreeMap<String, StepCounts> = BTreeMap::new();
+        let wf = || vec![Value::Uuid(Some(workflow.as_uuid()))];
+        let states = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT s.step_id, s.state, COUNT(*) FROM step_executions s \
+                 JOIN enrollments e ON e.id = s.enrollment_id WHERE e.workflow_id = $1 GROUP BY s.step_id, s.state",
+                wf(),
+            ))
+            .await
+            .map_err(q)?;
+        for row in states {
+            let step: String = row.try_get_by_index(0).map_err(q)?;
+            let state: String = row.try_get_by_index(1).map_err(q)?;
+            let n: i64 = row.try_get_by_index(2).map_err(q)?;
+            step_entry(&mut steps, &step).states.insert(state, n.max(0) as u64);
+        }
+        let payload = match self.backend {
+            Backend::Postgres => "m.payload::text",
+            Backend::Sqlite => "m.payload",
+        };
+        let deliveries = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT s.step_id, m.status, m.error_code, \
+                     SUM(CASE WHEN {payload} LIKE '%held_for_quality_assessment%' THEN 1 ELSE 0 END), COUNT(*) \
+                     FROM messages m JOIN step_executions s ON s.id = m.step_execution_id \
+                     JOIN enrollments e ON e.id = m.enrollment_id WHERE e.workflow_id = $1 \
+                     GROUP BY s.step_id, m.status, m.error_code"
+                ),
+                wf(),
+            ))
+            .await
+            .map_err(q)?;
+        for row in deliveries {
+            let step: String = row.try_get_by_index(0).map_err(q)?;
+            let status: String = row.try_get_by_index(1).map_err(q)?;
+            let code: Option<i32> = row.try_get_by_index(2).map_err(q)?;
+            let held: i64 = row.try_get_by_index(3).map_err(q)?;
+            let n: i64 = row.try_get_by_index(4).map_err(q)?;
+            let counts = step_entry(&mut steps, &step);
+            *counts.deliveries.entry(status.clone()).or_default() += n.max(0) as u64;
+            if status == "failed" {
+                *counts.failures.entry(code.unwrap_or(0)).or_default() += n.max(0) as u64;
+            }
+            if status == "sent" {
+                counts.held += held.max(0) as u64;
+            }
+        }
+        Ok(steps.into_values().collect())
+    }
+
+    /// Every execution of an enrollment, oldest first, each with the
+    /// message it sent (and that message's delivery and error).
+    pub async fn enrollment_steps(&self, enrollment: EnrollmentId) -> Result<Vec<HistoryEntry>, StoreError> {
+        let q = |e| self.query_error(e);
+        let executions = step_execution::Entity::find()
+            .filter(step_execution::Column::EnrollmentId.eq(enrollment))
+            .order_by_asc(step_execution::Column::CreatedAt)
+            .order_by_asc(step_execution::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(q)?;
+        let mut messages: BTreeMap<_, Message> = message::Entity::find()
+            .filter(message::Column::EnrollmentId.eq(enrollment))
+            .all(&self.db)
+            .await
+            .map_err(q)?
+            .into_iter()
+            .filter_map(|m| Some((m.step_execution_id?, m)))
+            .collect();
+        Ok(executions
+            .into_iter()
+            .map(|execution| HistoryEntry { message: messages.remove(&execution.id), execution })
+            .collect())
+    }
+
+    /// Step executions not finished yet (pending, claimed, attempting),
+    /// per workflow version and step: what sends are queued.
+    pub async fn unfinished_steps(&self) -> Result<Vec<(WorkflowVersionId, String, u64)>, StoreError> {
+        let q = |e| self.query_error(e);
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db_backend(),
+                "SELECT e.workflow_version_id, s.step_id, COUNT(*) FROM step_executions s \
+                 JOIN enrollments e ON e.id = s.enrollment_id \
+                 WHERE s.state IN ('pending', 'claimed', 'attempting') GROUP BY e.workflow_version_id, s.step_id",
+            ))
+            .await
+            .map_err(q)?;
+        rows.into_iter()
+            .map(|row| {
+                let version: WorkflowVersionId = row.try_get_by_index(0).map_err(q)?;
+                let step: String = row.try_get_by_index(1).map_err(q)?;
+                let n: i64 = row.try_get_by_index(2).map_err(q)?;
+                Ok((version, step, n.max(0) as u64))
+            })
+            .collect()
+    }
+}
+
+fn step_entry<'a>(steps: &'a mut BTreeMap<String, StepCounts>, step: &str) -> &'a mut StepCounts {
+    steps.entry(step.to_string()).or_insert_with(|| StepCounts { step_id: step.to_string(), ..Default::default() })
+}
