@@ -860,6 +860,31 @@ engine_test!(quiet_hours_defer_a_send_to_the_next_allowed_time, |t| {
     assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
 });
 
+engine_test!(without_a_zone_property_quiet_hours_follow_the_phone_numbers_country, |t| {
+    let extra = "quiet_hours:\n  from: \"09:00\"\n  to: \"20:00\"\n";
+    t.load(&api_workflow("polite", extra, SEND)).await;
+    // t0 is 10:00 UTC on 2 March: 10:00 in London, 15:30 in Mumbai, 05:00
+    // in New York and midnight in Honolulu.
+    let london = t.contact("+44 20 7946 0000", true).await;
+    let mumbai = t.contact("+91 98765 43210", true).await;
+    let new_york = t.contact("+1 212 555 0100", true).await;
+    let uk = t.enrolled("polite", &london).await;
+    let india = t.enrolled("polite", &mumbai).await;
+    let us = t.enrolled("polite", &new_york).await;
+    t.tick().await;
+    assert_eq!(t.status(uk).await, EnrollmentStatus::Completed);
+    assert_eq!(t.status(india).await, EnrollmentStatus::Completed);
+    // A +1 number goes when 09:00-20:00 holds in every US zone: 09:00 in
+    // Honolulu (UTC-10) is 19:00 UTC, 14:00 in New York.
+    let waiting = &t.store.step_executions(us).await.expect("read")[0];
+    assert_eq!(waiting.state, StepState::Pending);
+    assert_eq!(waiting.due_at, DateTime::parse_from_rfc3339("2026-03-02T19:00:00Z").expect("valid").to_utc());
+    t.clock.set(waiting.due_at);
+    t.tick().await;
+    assert_eq!(t.status(us).await, EnrollmentStatus::Completed);
+    assert_eq!(t.outbound.sent().len(), 3);
+});
+
 engine_test!(ensure_thread_and_round_robin_assign_an_owner, |t| {
     let now = t.clock.now_utc();
     let team = t.store.insert_team("Sales", now).await.expect("team");

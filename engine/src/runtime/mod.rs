@@ -22,11 +22,13 @@
 
 mod commit;
 pub mod context;
+mod country_zones;
 mod enroll;
 mod estimate;
 pub mod outbound;
 mod pacing;
 pub mod plan;
+mod quiet;
 pub mod recording;
 pub mod simulate;
 mod step;

@@ -13,6 +13,7 @@ use super::context::RunContext;
 use super::outbound::{CallError, FailureKind, HttpCall, OutboundTemplate, OutboundText};
 use super::pacing::{HORIZON, Pace};
 use super::plan::resolve_number;
+use super::quiet::quiet_hours_wait;
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState};
 use crate::store::{OwnerChoice, PauseScope, PhoneNumber, Reach, StepExecution, StepRecord};
@@ -925,7 +926,7 @@ fn wait_until(wait: &Wait, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
 
 /// The next instant after `now` when the wall clock in `zone` reads `at`.
 /// A time skipped by a daylight-saving jump falls on the first instant after it.
-fn next_local_time(zone: chrono_tz::Tz, at: NaiveTime, now: DateTime<Utc>) -> DateTime<Utc> {
+pub(super) fn next_local_time(zone: chrono_tz::Tz, at: NaiveTime, now: DateTime<Utc>) -> DateTime<Utc> {
     let local_today = now.with_timezone(&zone).date_naive();
     for days in 0..3 {
         let date = local_today + chrono::Duration::days(days);
@@ -946,26 +947,6 @@ fn next_local_time(zone: chrono_tz::Tz, at: NaiveTime, now: DateTime<Utc>) -> Da
         }
     }
     now + chrono::Duration::days(1)
-}
-
-/// When a send outside quiet hours' allowed window may go: `None` when now is inside it.
-fn quiet_hours_wait(
-    quiet: &crate::workflow::model::QuietHours,
-    ctx: &RunContext,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let from = NaiveTime::parse_from_str(&quiet.from, "%H:%M").ok()?;
-    let to = NaiveTime::parse_from_str(&quiet.to, "%H:%M").ok()?;
-    let zone: chrono_tz::Tz = quiet
-        .timezone_property
-        .as_ref()
-        .and_then(|p| ctx.contact.properties.get(p))
-        .and_then(Value::as_str)
-        .and_then(|z| z.parse().ok())
-        .unwrap_or(chrono_tz::UTC);
-    let local = now.with_timezone(&zone).time();
-    let inside = if from <= to { local >= from && local < to } else { local >= from || local < to };
-    if inside { None } else { Some(next_local_time(zone, from, now)) }
 }
 
 /// The recipient's WhatsApp id: what the contact's inbound messages came
