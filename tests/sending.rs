@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kairo_engine::store::status::EnrollmentStatus;
 use kairo_engine::store::{NewContact, Store};
-use kairo_engine::testing::{TestDb, connect_number, enroll_everyone};
+use kairo_engine::testing::{TestDb, busiest_second, connect_number, enroll_everyone};
 use kairo_engine::{Clock, SystemClock};
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -98,20 +98,6 @@ fn spawn_worker(dir: &std::path::Path, url: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("kairo worker starts")
-}
-
-/// The most arrivals in any one-second window.
-fn busiest_second(times: &mut [Instant]) -> usize {
-    times.sort();
-    let mut most = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end].duration_since(times[start]) >= Duration::from_secs(1) {
-            start += 1;
-        }
-        most = most.max(end - start + 1);
-    }
-    most
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,3 +209,17 @@ pub async fn enroll_everyone(
         })
         .collect()
 }
+
+/// The most arrivals in any one-second window (sorts `times`).
+pub fn busiest_second(times: &mut [std::time::Instant]) -> usize {
+    times.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= std::time::Duration::from_secs(1) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}

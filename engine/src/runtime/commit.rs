@@ -7,7 +7,9 @@ use super::Engine;
 use super::context::RunContext;
 use super::step::{Effect, Outcome, RecordedSend, Then};
 use crate::store::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
-use crate::store::{EnrollmentChange, NewMessage, NewTimerRow, StepExecution, StepRecord, StoreError, Tx};
+use crate::store::{
+    EnrollmentChange, NewMessage, NewTimerRow, OutboundRecord, StepExecution, StepRecord, StoreError, Tx,
+};
 
 /// A step that ran, with what it decided.
 #[derive(Debug)]
@@ -80,6 +82,7 @@ impl Engine {
         let mut timers = Vec::new();
         let mut changes = Vec::new();
         let mut successors: Vec<(StepExecution, Option<RunContext>)> = Vec::new();
+        let mut sends = Vec::new();
         for finished in batch {
             let claim = &finished.claim;
             let enrollment = claim.enrollment_id;
@@ -106,7 +109,11 @@ impl Engine {
                 Outcome::Done { record, then, effects } if won.contains(&claim.id) => {
                     let mut ctx = finished.ctx.clone();
                     for effect in effects {
-                        self.apply_effect(&tx, &mut ctx, claim, effect, now).await?;
+                        match effect {
+                            // Written for the whole batch below.
+                            Effect::RecordSend(send) => sends.push(outbound_record(&ctx.contact, claim, send, now)),
+                            other => self.apply_effect(&tx, &mut ctx, claim, other, now).await?,
+                        }
                     }
                     match then {
                         Then::Step(next) => {
@@ -131,6 +138,7 @@ impl Engine {
                 Outcome::Retry { .. } | Outcome::Done { .. } | Outcome::Park { .. } => {}
             }
         }
+        tx.record_sends(sends, now).await?;
         let changed = tx.change_enrollments(&changes, now).await?;
         // A parked step whose enrollment ended meanwhile gets no timer; its
         // step is cancelled with the rest of what the enrollment scheduled.
@@ -191,28 +199,28 @@ impl Engine {
                     "assign_owner: the contact has no open thread; nothing to assign"
                 ),
             },
-            Effect::RecordSend(send) => record_send(tx, &ctx.contact, claim, send, now).await?,
+            Effect::RecordSend(send) => {
+                tx.record_sends(vec![outbound_record(&ctx.contact, claim, send, now)], now).await?
+            }
         }
         Ok(())
     }
 }
 
-/// Records a send in the contact's thread on its number (opened when there
-/// is none), as the message of `execution`.
-pub(super) async fn record_send(
-    tx: &Tx,
+/// A send to record in the contact's thread on its number (opened when
+/// there is none), as the message of `execution`.
+pub(super) fn outbound_record(
     contact: &crate::store::Contact,
     execution: &StepExecution,
     send: &RecordedSend,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let (thread, _) = tx.ensure_thread(contact, send.number, now).await?;
+) -> OutboundRecord {
     let (template_name, template_language, template_params) = match &send.template {
         Some((name, language, params)) => (Some(name.clone()), Some(language.clone()), Some(params.clone())),
         None => (None, None, None),
     };
     let message = NewMessage {
-        thread_id: thread.id,
+        thread_id: crate::ids::ThreadId::default(),
         direction: Direction::Outbound,
         wamid: Some(crate::ids::Wamid(send.wamid.clone())),
         message_type: send.message_type.clone(),
@@ -229,8 +237,7 @@ pub(super) async fn record_send(
         step_execution_id: Some(execution.id),
         occurred_at: now,
     };
-    tx.record_message(message, now).await?;
-    tx.touch_outbound(thread.id, now).await
+    OutboundRecord { contact: contact.clone(), number: send.number, message }
 }
 
 fn running(status: EnrollmentStatus, step: &str) -> EnrollmentChange {

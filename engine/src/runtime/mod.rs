@@ -20,6 +20,7 @@
 //! - Enrollments finish on the version they started on.
 //! - Time comes from the [`Clock`](crate::Clock).
 
+mod attempts;
 mod commit;
 pub mod context;
 mod country_zones;
@@ -119,6 +120,10 @@ pub struct Engine {
     wakeup: Notify,
     /// This process's share of the send slots of each number.
     pacer: pacing::Pacer,
+    /// Template status and category, read at most every [`TEMPLATE_TTL`].
+    templates: step::TemplateCache,
+    /// `attempting` marks, written together.
+    attempts: attempts::AttemptMarks,
 }
 
 impl Engine {
@@ -141,6 +146,8 @@ impl Engine {
             numbers: RwLock::default(),
             wakeup: Notify::new(),
             pacer: pacing::Pacer::default(),
+            templates: step::TemplateCache::default(),
+            attempts: attempts::AttemptMarks::default(),
         })
     }
 

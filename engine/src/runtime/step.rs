@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::Engine;
 use super::context::RunContext;
 use super::outbound::{CallError, FailureKind, HttpCall, OutboundTemplate, OutboundText};
-use super::pacing::{HORIZON, Pace};
+use super::pacing::{HORIZON, LATE, Pace};
 use super::plan::resolve_number;
 use super::quiet::quiet_hours_wait;
 use crate::ids::PhoneNumberId;
@@ -29,10 +29,6 @@ const FOREVER: chrono::Duration = chrono::Duration::days(365 * 100);
 /// Default retries of a temporary failure: attempts in all, first delay.
 const DEFAULT_ATTEMPTS: u32 = 3;
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
-/// How late after its slot a send may still leave: with slots at 97 % of a
-/// number's throughput, no one-second window can then hold more than the
-/// throughput (for 80 messages/s and up).
-const LATE: chrono::Duration = chrono::Duration::milliseconds(20);
 /// WhatsApp's "the number sends too fast" error code.
 const RATE_LIMIT_HIT: i64 = 130429;
 /// WhatsApp's "too many messages to this recipient" error code.
@@ -40,6 +36,14 @@ const PAIR_RATE_LIMIT: i64 = 131056;
 /// The first wait after a pair-rate answer; each further one doubles it.
 const PAIR_RATE_WAIT: Duration = Duration::from_secs(6);
 const MAX_PAIR_RATE_WAIT: Duration = Duration::from_secs(1800);
+/// How old a template's cached catalogue status may be (a status webhook
+/// or a sync reaches sends within this).
+const TEMPLATE_TTL: Duration = Duration::from_secs(5);
+/// Template statuses and categories by (account, name, language), with when
+/// they were read.
+pub(super) type TemplateCache = std::sync::Mutex<
+    std::collections::HashMap<(crate::ids::AccountId, String, String), (std::time::Instant, Option<(String, String)>)>,
+>;
 /// How often a send held back by a paused number looks again.
 const PAUSED_WAIT: Duration = Duration::from_secs(60);
 /// No backoff between attempts grows past this.
@@ -390,24 +394,22 @@ impl Engine {
                 template: None,
                 callback_data,
             };
+            // `attempting` is written before the slot is taken, so that
+            // the write never makes the send miss its slot.
+            if !self.attempt(claim, &attempt, now).await {
+                return Outcome::Lost;
+            }
             let slot = match self.pace(claim, &number, now).await {
                 Ok(slot) => slot,
                 Err(wait) => return wait,
             };
-            if !self.attempt(claim, &attempt, now).await {
-                return Outcome::Lost;
-            }
             if !self.sleep_until(slot).await {
                 return Outcome::defer(self.now());
             }
             let sent = self.outbound.send_text(&message).await;
             return self.sent(claim, ctx, step, &number, sent, attempt).await;
         }
-        let category = match self
-            .store
-            .template_status(number.account_id, &send.template.value, &send.language.value)
-            .await
-        {
+        let category = match self.template_status(&number, &send.template.value, &send.language.value).await {
             Ok(Some((status, _))) if status != "APPROVED" => {
                 return failed(
                     Value::Null,
@@ -467,18 +469,41 @@ impl Engine {
             template: Some((message.template.clone(), message.language.clone(), params)),
             callback_data,
         };
+        // `attempting` is written before the slot is taken, so that the
+        // write never makes the send miss its slot.
+        if !self.attempt(claim, &attempt, now).await {
+            return Outcome::Lost;
+        }
         let slot = match self.pace(claim, &number, now).await {
             Ok(slot) => slot,
             Err(wait) => return wait,
         };
-        if !self.attempt(claim, &attempt, now).await {
-            return Outcome::Lost;
-        }
         if !self.sleep_until(slot).await {
             return Outcome::defer(self.now());
         }
         let sent = self.outbound.send_template(&message).await;
         self.sent(claim, ctx, step, &number, sent, attempt).await
+    }
+
+    /// A template's catalogue status and category, from a cache that is
+    /// at most [`TEMPLATE_TTL`] old: a broadcast reads it once, not once per
+    /// message.
+    async fn template_status(
+        &self,
+        number: &PhoneNumber,
+        name: &str,
+        language: &str,
+    ) -> Result<Option<(String, String)>, crate::store::StoreError> {
+        let key = (number.account_id, name.to_string(), language.to_string());
+        let now = std::time::Instant::now();
+        if let Some((at, found)) = self.templates.lock().expect("template cache lock is never poisoned").get(&key)
+            && now.duration_since(*at) < TEMPLATE_TTL
+        {
+            return Ok(found.clone());
+        }
+        let found = self.store.template_status(number.account_id, name, language).await?;
+        self.templates.lock().expect("template cache lock is never poisoned").insert(key, (now, found.clone()));
+        Ok(found)
     }
 
     /// The send's slot in the number's pace (None: not paced), or the
@@ -515,7 +540,11 @@ impl Engine {
         if let Ok(wait) = (slot - self.now()).to_std() {
             tokio::time::sleep(wait.min(HORIZON)).await;
         }
-        self.now() - slot <= LATE
+        let late = self.now() - slot;
+        if late > LATE {
+            tracing::debug!(late_ms = late.num_milliseconds(), "a send missed its slot; it takes a new one");
+        }
+        late <= LATE
     }
 
     /// After WhatsApp's throughput answer (130429): the number's sends go at
@@ -539,7 +568,7 @@ impl Engine {
     }
 
     async fn mark_attempting(&self, claim: &StepExecution, output: Option<Value>, now: DateTime<Utc>) -> bool {
-        match self.store.mark_attempting(claim.id, self.owner(), output, now).await {
+        match self.attempts.mark(&self.store, self.owner(), claim.id, output, now).await {
             Ok(held) => held,
             Err(err) => {
                 tracing::warn!(%err, step = %claim.id, "cannot record the attempt; the call is not made");

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::commit::{Claimed, Finished, record_send};
+use super::commit::{Claimed, Finished, outbound_record};
 use super::context::contact_json;
 use super::plan::{Plan, resolve_number};
 use super::step::{SendAttempt, parse_callback_data, send_output};
@@ -354,7 +354,7 @@ impl Engine {
         if !tx.finish_step(execution.id, None, &[StepState::Uncertain], settled, now).await? {
             return Ok(None);
         }
-        record_send(tx, &contact, &execution, &send, now).await?;
+        tx.record_sends(vec![outbound_record(&contact, &execution, &send, now)], now).await?;
         tracing::info!(enrollment = %enrollment_id, step = %step_id, %wamid, "an uncertain send was settled by its status webhook: it left");
         Ok(Some(MessageOrigin {
             contact_id: contact.id,

@@ -75,6 +75,8 @@ const TIMER_BATCH_FACTOR: usize = 4;
 
 /// The shortest pause of an idle timer task.
 const TIMER_MIN_PAUSE: Duration = Duration::from_millis(20);
+/// How long finished steps are gathered before their batch commits.
+const COMMIT_GATHER: Duration = Duration::from_millis(5);
 
 impl Engine {
     /// The run contexts of a batch of claimed steps.
@@ -239,8 +241,21 @@ impl Engine {
                 joined = running.join_next() => finished.extend(joined.and_then(log_join)),
                 _ = tokio::time::sleep(config.poll_interval) => {}
             }
-            while let Some(joined) = running.try_join_next() {
-                finished.extend(log_join(joined));
+            // Steps that finish one by one (sends leaving in their slots)
+            // are gathered for a moment and committed together: one
+            // transaction per send would leave no time to claim more.
+            let gather_until = tokio::time::Instant::now() + COMMIT_GATHER;
+            loop {
+                while let Some(joined) = running.try_join_next() {
+                    finished.extend(log_join(joined));
+                }
+                if finished.is_empty() || running.is_empty() || finished.len() >= self.config.batch {
+                    break;
+                }
+                tokio::select! {
+                    joined = running.join_next() => finished.extend(joined.and_then(log_join)),
+                    _ = tokio::time::sleep_until(gather_until) => break,
+                }
             }
             report.steps += finished.len() as u64;
             ready.extend(self.commit(finished).await);

@@ -49,8 +49,8 @@ pub use self::numbers::PauseScope;
 pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};
 pub use self::reports::{HistoryEntry, StepCounts};
 pub use self::runtime::{
-    DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, NewTimerRow, OwnerChoice, RunRows, StepRecord,
-    StepSpan, Tx,
+    DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, NewTimerRow, OutboundRecord, OwnerChoice, RunRows,
+    StepRecord, StepSpan, Tx,
 };
 pub use self::url::DatabaseUrl;
 pub use self::whatsapp::{

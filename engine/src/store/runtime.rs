@@ -23,13 +23,14 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::{
-    consent, contact, enrollment, event, message, phone_number, schedule_tick, step_execution, team, thread, timer,
-    user, workflow, workflow_version,
+    assignment_rule, consent, contact, enrollment, event, message, pending_status, phone_number, schedule_tick,
+    step_execution, team, thread, timer, user, workflow, workflow_version,
 };
 use super::status::{ConsentStatus, EnrollmentStatus, StepState, ThreadStatus, TimerState};
 use super::{Backend, Consent, Contact, Enrollment, Event, StepExecution, Store, StoreError, Timer};
 use crate::ids::{
-    ContactId, EnrollmentId, EventId, PhoneNumberId, StepExecutionId, TeamId, ThreadId, TimerId, UserId, WorkflowId,
+    ContactId, EnrollmentId, EventId, PhoneNumberId, StepExecutionId, TeamId, ThreadId, TimerId, UserId, Wamid,
+    WorkflowId,
 };
 
 /// Everything a step needs to know about the enrollments it runs in.
@@ -184,6 +185,38 @@ impl Store {
             .await
             .map_err(|e| self.query_error(e))?;
         Ok(res.rows_affected == 1)
+    }
+
+    /// [`Store::mark_attempting`] for many steps in one transaction (one
+    /// commit instead of one per send). Returns the steps marked.
+    pub async fn mark_attempting_many(
+        &self,
+        owner: &str,
+        steps: &[(StepExecutionId, Option<serde_json::Value>)],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<StepExecutionId>, StoreError> {
+        let tx = self.begin().await?;
+        let mut marked = HashSet::new();
+        for (step, output) in steps {
+            let mut update = step_execution::Entity::update_many();
+            if let Some(output) = output {
+                update = update.col_expr(step_execution::Column::Output, Expr::value(output.clone()));
+            }
+            let res = update
+                .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
+                .filter(step_execution::Column::Id.eq(*step))
+                .filter(step_execution::Column::State.eq(StepState::Claimed))
+                .filter(step_execution::Column::LeaseOwner.eq(owner))
+                .filter(step_execution::Column::LeaseExpiresAt.gt(now))
+                .exec(&tx.txn)
+                .await
+                .map_err(|e| tx.err(e))?;
+            if res.rows_affected == 1 {
+                marked.insert(*step);
+            }
+        }
+        tx.commit().await?;
+        Ok(marked)
     }
 
     /// Extends the lease of every step `owner` holds.
@@ -1158,6 +1191,99 @@ impl Tx {
     }
 
     /// Notes an outbound message on its thread (last outbound time, first response).
+    /// Records a batch of outbound messages (sends), each in its contact's
+    /// open thread on its number (opened now when there is none, owned by
+    /// the number's assignment rules), once per wamid, with the statuses
+    /// that arrived for them before this commit; the threads' last outbound
+    /// time is now. A handful of statements for the whole batch.
+    pub async fn record_sends(&self, sends: Vec<OutboundRecord>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if sends.is_empty() {
+            return Ok(());
+        }
+        let contacts: HashSet<ContactId> = sends.iter().map(|s| s.contact.id).collect();
+        let mut threads: HashMap<(ContactId, PhoneNumberId), ThreadId> = HashMap::new();
+        for chunk in contacts.into_iter().collect::<Vec<_>>().chunks(BATCH_CHUNK) {
+            let open = thread::Entity::find()
+                .filter(thread::Column::ContactId.is_in(chunk.iter().copied()))
+                .filter(thread::Column::Status.eq(ThreadStatus::Open))
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            threads.extend(open.into_iter().map(|t| ((t.contact_id, t.phone_number_id), t.id)));
+        }
+        let mut has_rules: HashMap<PhoneNumberId, bool> = HashMap::new();
+        let mut new_threads = Vec::new();
+        for send in &sends {
+            let key = (send.contact.id, send.number);
+            if threads.contains_key(&key) {
+                continue;
+            }
+            let ruled = match has_rules.get(&send.number) {
+                Some(ruled) => *ruled,
+                None => {
+                    let ruled = assignment_rule::Entity::find()
+                        .filter(assignment_rule::Column::PhoneNumberId.eq(send.number))
+                        .one(&self.txn)
+                        .await
+                        .map_err(|e| self.err(e))?
+                        .is_some();
+                    has_rules.insert(send.number, ruled);
+                    ruled
+                }
+            };
+            let owners = if ruled { self.store.assign_new_thread(&self.txn, send.number).await? } else { (None, None) };
+            let customer = send.contact.wa_id.clone().or_else(|| send.contact.phone.clone()).unwrap_or_default();
+            let row = super::inbox::new_thread_row(send.contact.id, send.number, customer, owners, now, now);
+            threads.insert(key, *row.id.as_ref());
+            new_threads.push(row);
+        }
+        for chunk in new_threads.chunks(BATCH_CHUNK) {
+            thread::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let touched: HashSet<ThreadId> = sends.iter().map(|s| threads[&(s.contact.id, s.number)]).collect();
+        let wamids: Vec<Wamid> = sends.iter().filter_map(|s| s.message.wamid.clone()).collect();
+        let rows: Vec<message::ActiveModel> = sends
+            .into_iter()
+            .map(|s| {
+                let thread_id = threads[&(s.contact.id, s.number)];
+                super::inbox::message_row(super::NewMessage { thread_id, ..s.message }, now)
+            })
+            .collect();
+        for chunk in rows.chunks(BATCH_CHUNK) {
+            message::Entity::insert_many(chunk.to_vec())
+                .on_conflict(OnConflict::column(message::Column::Wamid).do_nothing().to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        for chunk in wamids.chunks(BATCH_CHUNK) {
+            let early: Vec<Wamid> = pending_status::Entity::find()
+                .select_only()
+                .column(pending_status::Column::Wamid)
+                .filter(pending_status::Column::Wamid.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            for wamid in early.into_iter().collect::<HashSet<_>>() {
+                super::ingest::apply_pending_statuses(&self.txn, &wamid, now).await.map_err(|e| self.err(e))?;
+            }
+        }
+        for chunk in touched.into_iter().collect::<Vec<_>>().chunks(BATCH_CHUNK) {
+            thread::Entity::update_many()
+                .col_expr(thread::Column::LastOutboundAt, Expr::value(Some(now)))
+                .col_expr(thread::Column::UpdatedAt, Expr::value(now))
+                .filter(thread::Column::Id.is_in(chunk.iter().copied()))
+                .exec(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     pub async fn touch_outbound(&self, thread_id: ThreadId, at: DateTime<Utc>) -> Result<(), StoreError> {
         thread::Entity::update_many()
             .col_expr(thread::Column::LastOutboundAt, Expr::value(Some(at)))
@@ -1168,6 +1294,19 @@ impl Tx {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// Rows per statement in batched writes: well under SQLite's limit of
+/// bound parameters for the widest row.
+const BATCH_CHUNK: usize = 100;
+
+/// An outbound message for [`Tx::record_sends`]: its `thread_id` is
+/// filled in from the contact's thread on `number`.
+#[derive(Debug, Clone)]
+pub struct OutboundRecord {
+    pub contact: Contact,
+    pub number: PhoneNumberId,
+    pub message: super::NewMessage,
 }
 
 /// Who a thread goes to (the `assign_owner` step).

@@ -1,0 +1,49 @@
+//! `attempting` marks written together: every send writes one before it
+//! leaves, and at a thousand sends a second one commit each would keep
+//! the database's single writer busy. A send queues its mark; whoever
+//! holds the writer's turn writes every mark queued so far in one
+//! transaction and tells each send whether its claim still held.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::ids::StepExecutionId;
+use crate::store::Store;
+
+type Waiting = (StepExecutionId, Option<serde_json::Value>, oneshot::Sender<Result<bool, String>>);
+
+#[derive(Debug, Default)]
+pub(super) struct AttemptMarks {
+    queued: Mutex<Vec<Waiting>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl AttemptMarks {
+    /// Marks `step` attempting (with `output`) under `owner`'s claim. True
+    /// when the claim held and the call may be made.
+    pub(super) async fn mark(
+        &self,
+        store: &Store,
+        owner: &str,
+        step: StepExecutionId,
+        output: Option<serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, String> {
+        let (done, answer) = oneshot::channel();
+        self.queued.lock().expect("attempt queue lock is never poisoned").push((step, output, done));
+        {
+            let _turn = self.turn.lock().await;
+            let batch = std::mem::take(&mut *self.queued.lock().expect("attempt queue lock is never poisoned"));
+            if !batch.is_empty() {
+                let steps: Vec<_> = batch.iter().map(|(id, output, _)| (*id, output.clone())).collect();
+                let result = store.mark_attempting_many(owner, &steps, now).await;
+                for (id, _, done) in batch {
+                    let _ = done.send(result.as_ref().map(|marked| marked.contains(&id)).map_err(|e| e.to_string()));
+                }
+            }
+        }
+        answer.await.unwrap_or_else(|_| Err("the attempt's writer went away".into()))
+    }
+}
