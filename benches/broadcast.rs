@@ -18,28 +18,14 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
+use kairo_engine::store::Store;
 use kairo_engine::store::status::EnrollmentStatus;
-use kairo_engine::store::{NewContact, Store};
-use kairo_engine::testing::{TestDb, busiest_second, connect_number, enroll_everyone};
-use kairo_engine::{Clock, SystemClock};
+use kairo_engine::testing::{TestDb, busiest_second, prepare_broadcast};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 const NUMBER: &str = "111111111";
 const THROUGHPUT: i32 = 1_000;
-
-const WORKFLOW: &str = r#"id: broadcast
-name: Broadcast
-triggers:
-  - api: {}
-steps:
-  - id: announce
-    send_template:
-      number: "+1 555-000-1111"
-      template: spring_sale
-      language: en_US
-      body: ["{{contact.first_name}}"]
-"#;
 
 /// What the mock saw: when each send arrived and to whom.
 #[derive(Default)]
@@ -74,7 +60,11 @@ async fn run() {
         if db.raw_url().starts_with("postgres") { "PostgreSQL" } else { "SQLite" }
     );
     let prepared = Instant::now();
-    prepare(&store, dir.path(), &graph_url, n).await;
+    prepare_broadcast(&store, dir.path(), &graph_url, NUMBER, THROUGHPUT, n, |done| {
+        eprint!("\r  enrolled {done}/{n}   ")
+    })
+    .await;
+    eprintln!();
     println!("  prepared {n} opted-in contacts and enrollments in {:.0}s", prepared.elapsed().as_secs_f64());
 
     let mut children: Vec<Child> = (0..workers).map(|_| spawn_worker(dir.path(), &db.raw_url())).collect();
@@ -141,36 +131,6 @@ async fn start_mock(recorder: Arc<Recorder>) -> String {
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("mock serves") });
     format!("http://{address}")
-}
-
-async fn prepare(store: &Store, dir: &Path, graph_url: &str, n: usize) {
-    std::fs::create_dir(dir.join("workflows")).expect("workflows dir");
-    std::fs::write(dir.join("workflows/broadcast.yaml"), WORKFLOW).expect("workflow");
-    std::fs::write(
-        dir.join("kairo.toml"),
-        format!(
-            "[whatsapp]\ngraph_url = \"{graph_url}\"\n\n[[whatsapp.accounts]]\nwaba_id = \"1001\"\naccess_token = \"bench-access-token\"\nnumbers = [{{ id = \"{NUMBER}\", display_number = \"+1 555-000-1111\" }}]\n"
-        ),
-    )
-    .expect("config");
-    let now = SystemClock.now();
-    let number = connect_number(store, NUMBER, "+1 555-000-1111", THROUGHPUT, now).await;
-    let report = store.load_workflows(&dir.join("workflows"), None, now).await.expect("load");
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    let chunk = 20_000;
-    for start in (0..n).step_by(chunk) {
-        let people = (start..(start + chunk).min(n))
-            .map(|i| NewContact {
-                phone: Some(format!("+1 555 {i:07}")),
-                properties: json!({ "first_name": format!("C{i}") }),
-                ..NewContact::default()
-            })
-            .collect();
-        let ids = store.import_contacts(people, Some(number.id), now).await.expect("contacts");
-        enroll_everyone(store, "broadcast", &ids).await;
-        eprint!("\r  enrolled {}/{n}   ", (start + chunk).min(n));
-    }
-    eprintln!();
 }
 
 fn spawn_worker(dir: &Path, url: &str) -> Child {

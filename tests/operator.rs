@@ -6,47 +6,20 @@
 
 mod util;
 
-use kairo_engine::store::{DatabaseUrl, NewContact, PauseScope, Store};
-use kairo_engine::testing::{connect_number, enroll_everyone};
+use kairo_engine::store::{DatabaseUrl, PauseScope, Store};
+use kairo_engine::testing::prepare_broadcast;
 use kairo_engine::{Clock, SystemClock};
 use predicates::prelude::*;
-use serde_json::json;
 use util::kairo;
 
-const WORKFLOW: &str = r#"id: spring
-name: Spring sale
-triggers:
-  - api: {}
-steps:
-  - id: announce
-    send_template:
-      number: "+1 555-000-1111"
-      template: spring_sale
-      language: en_US
-      body: ["{{contact.first_name}}"]
-"#;
-
-/// A database in `dir` (kairo.db) with one number, paused for its quality,
-/// and 300 enrollments whose send is queued.
+/// A database in `dir` (kairo.db) with the broadcast of 300 enrollments
+/// whose send is queued, its number paused for its quality.
 async fn prepare(dir: &std::path::Path) -> Store {
     let url = DatabaseUrl::new(&format!("sqlite://{}", dir.join("kairo.db").display()));
     let store = Store::open(&url).await.expect("open");
     store.migrate().await.expect("migrate");
+    let number = prepare_broadcast(&store, dir, "http://127.0.0.1:9", "111111111", 80, 300, |_| {}).await;
     let now = SystemClock.now();
-    let number = connect_number(&store, "111111111", "+1 555-000-1111", 80, now).await;
-    std::fs::create_dir(dir.join("workflows")).expect("workflows dir");
-    std::fs::write(dir.join("workflows/spring.yaml"), WORKFLOW).expect("workflow");
-    let report = store.load_workflows(&dir.join("workflows"), None, now).await.expect("load");
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    let people = (0..300)
-        .map(|i| NewContact {
-            phone: Some(format!("+1 555 {i:07}")),
-            properties: json!({ "first_name": format!("C{i}") }),
-            ..NewContact::default()
-        })
-        .collect();
-    let ids = store.import_contacts(people, Some(number.id), now).await.expect("contacts");
-    enroll_everyone(&store, "spring", &ids).await;
     assert!(store.pause_number(number.id, PauseScope::Marketing, "quality webhook FLAGGED", now).await.expect("pause"));
     store
 }
@@ -97,9 +70,14 @@ async fn status_shows_enrollments_and_step_counts() {
         .arg("status")
         .assert()
         .success()
-        .stdout(predicate::str::contains("spring (Spring sale): 300 active\n  announce: 300 pending"));
-    let out =
-        kairo(dir.path()).args(["status", "spring", "--format", "json"]).assert().success().get_output().stdout.clone();
+        .stdout(predicate::str::contains("broadcast (Broadcast): 300 active\n  announce: 300 pending"));
+    let out = kairo(dir.path())
+        .args(["status", "broadcast", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let rows: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
     assert_eq!(rows[0]["enrollments"]["active"], 300);
     assert_eq!(rows[0]["steps"][0]["states"]["pending"], 300);

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kairo_engine::store::status::EnrollmentStatus;
-use kairo_engine::store::{NewContact, Store};
-use kairo_engine::testing::{TestDb, busiest_second, connect_number, enroll_everyone};
-use kairo_engine::{Clock, SystemClock};
+use kairo_engine::testing::{TestDb, busiest_second, prepare_broadcast};
 use serde_json::json;
 use tokio::process::{Child, Command};
 use wiremock::matchers::{header, method, path};
@@ -24,19 +22,6 @@ const NUMBER: &str = "111111111";
 const THROUGHPUT: i32 = 100;
 /// Guards against a run that never finishes; not a speed assertion.
 const FINISH_GUARD: Duration = Duration::from_secs(180);
-
-const WORKFLOW: &str = r#"id: broadcast
-name: Broadcast
-triggers:
-  - api: {}
-steps:
-  - id: announce
-    send_template:
-      number: "+1 555-000-1111"
-      template: spring_sale
-      language: en_US
-      body: ["{{contact.first_name}}"]
-"#;
 
 /// The mock's answer to a send: the time it arrived and to whom, and a
 /// fresh wamid.
@@ -58,31 +43,6 @@ impl Respond for Recorder {
             "messages": [{ "id": format!("wamid.mock.{n}"), "message_status": "accepted" }]
         }))
     }
-}
-
-async fn prepare(store: &Store, dir: &std::path::Path, graph_url: &str, contacts: usize) {
-    std::fs::create_dir(dir.join("workflows")).expect("workflows dir");
-    std::fs::write(dir.join("workflows/broadcast.yaml"), WORKFLOW).expect("workflow");
-    std::fs::write(
-        dir.join("kairo.toml"),
-        format!(
-            "[whatsapp]\ngraph_url = \"{graph_url}\"\n\n[[whatsapp.accounts]]\nwaba_id = \"1001\"\naccess_token = \"test-access-token\"\nnumbers = [{{ id = \"{NUMBER}\", display_number = \"+1 555-000-1111\" }}]\n"
-        ),
-    )
-    .expect("config");
-    let now = SystemClock.now();
-    let number = connect_number(store, NUMBER, "+1 555-000-1111", THROUGHPUT, now).await;
-    let report = store.load_workflows(&dir.join("workflows"), None, now).await.expect("load");
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    let people = (0..contacts)
-        .map(|i| NewContact {
-            phone: Some(format!("+1 555 {i:07}")),
-            properties: json!({ "first_name": format!("C{i}") }),
-            ..NewContact::default()
-        })
-        .collect();
-    let ids = store.import_contacts(people, Some(number.id), now).await.expect("contacts");
-    enroll_everyone(store, "broadcast", &ids).await;
 }
 
 fn spawn_worker(dir: &std::path::Path, url: &str) -> Child {
@@ -114,7 +74,7 @@ async fn two_workers_on_postgres_keep_the_numbers_rate_and_send_each_once() {
         .await;
     let dir = tempfile::tempdir().expect("temp dir");
     let contacts = 1_000;
-    prepare(&store, dir.path(), &server.uri(), contacts).await;
+    prepare_broadcast(&store, dir.path(), &server.uri(), NUMBER, THROUGHPUT, contacts, |_| {}).await;
 
     let mut workers = [spawn_worker(dir.path(), &db.raw_url()), spawn_worker(dir.path(), &db.raw_url())];
     let started = Instant::now();

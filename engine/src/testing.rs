@@ -223,3 +223,64 @@ pub fn busiest_second(times: &mut [std::time::Instant]) -> usize {
     }
     most
 }
+
+/// The broadcast that sending tests and the broadcast benchmark run: one
+/// template to every contact from the number `+1 555-000-1111`.
+pub const BROADCAST_WORKFLOW: &str = r#"id: broadcast
+name: Broadcast
+triggers:
+  - api: {}
+steps:
+  - id: announce
+    send_template:
+      number: "+1 555-000-1111"
+      template: spring_sale
+      language: en_US
+      body: ["{{contact.first_name}}"]
+"#;
+
+/// Sets up a broadcast in `dir` for `kairo worker` processes: the workflow
+/// file (loaded into `store`), a `kairo.toml` that sends through the Graph
+/// API at `graph_url` with a token for the number `graph_id`
+/// (`+1 555-000-1111`, at `throughput` msg/s), and `contacts` contacts
+/// opted in on it and enrolled, in chunks (`progress` gets the count so
+/// far). Returns the number.
+pub async fn prepare_broadcast(
+    store: &Store,
+    dir: &std::path::Path,
+    graph_url: &str,
+    graph_id: &str,
+    throughput: i32,
+    contacts: usize,
+    progress: impl Fn(usize),
+) -> crate::store::PhoneNumber {
+    use crate::Clock;
+    use crate::store::NewContact;
+    std::fs::create_dir_all(dir.join("workflows")).expect("workflows dir");
+    std::fs::write(dir.join("workflows/broadcast.yaml"), BROADCAST_WORKFLOW).expect("workflow");
+    std::fs::write(
+        dir.join("kairo.toml"),
+        format!(
+            "[whatsapp]\ngraph_url = \"{graph_url}\"\n\n[[whatsapp.accounts]]\nwaba_id = \"1001\"\naccess_token = \"test-access-token\"\nnumbers = [{{ id = \"{graph_id}\", display_number = \"+1 555-000-1111\" }}]\n"
+        ),
+    )
+    .expect("config");
+    let now = crate::SystemClock.now();
+    let number = connect_number(store, graph_id, "+1 555-000-1111", throughput, now).await;
+    let report = store.load_workflows(&dir.join("workflows"), None, now).await.expect("load");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let chunk = 20_000;
+    for start in (0..contacts).step_by(chunk) {
+        let people = (start..(start + chunk).min(contacts))
+            .map(|i| NewContact {
+                phone: Some(format!("+1 555 {i:07}")),
+                properties: serde_json::json!({ "first_name": format!("C{i}") }),
+                ..NewContact::default()
+            })
+            .collect();
+        let ids = store.import_contacts(people, Some(number.id), now).await.expect("contacts");
+        enroll_everyone(store, "broadcast", &ids).await;
+        progress((start + chunk).min(contacts));
+    }
+    number
+}

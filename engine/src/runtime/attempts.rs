@@ -38,9 +38,22 @@ impl AttemptMarks {
             let batch = std::mem::take(&mut *self.queued.lock().expect("attempt queue lock is never poisoned"));
             if !batch.is_empty() {
                 let steps: Vec<_> = batch.iter().map(|(id, output, _)| (*id, output.clone())).collect();
-                let result = store.mark_attempting_many(owner, &steps, now).await;
-                for (id, _, done) in batch {
-                    let _ = done.send(result.as_ref().map(|marked| marked.contains(&id)).map_err(|e| e.to_string()));
+                match store.mark_attempting_many(owner, &steps, now).await {
+                    Ok(marked) => {
+                        for (id, _, done) in batch {
+                            let _ = done.send(Ok(marked.contains(&id)));
+                        }
+                    }
+                    // The group failed (on PostgreSQL a deadlock with the
+                    // lease renewal can abort it): each mark alone, so one
+                    // failure does not hold back the others.
+                    Err(err) => {
+                        tracing::debug!(%err, marks = batch.len(), "writing attempting marks together failed; one by one");
+                        for (id, output, done) in batch {
+                            let alone = store.mark_attempting(id, owner, output, now).await;
+                            let _ = done.send(alone.map_err(|e| e.to_string()));
+                        }
+                    }
                 }
             }
         }

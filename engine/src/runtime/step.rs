@@ -144,6 +144,29 @@ pub(super) struct RecordedSend {
     pub message_status: Option<String>,
 }
 
+/// Whether a step may make its call, after writing `attempting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Held,
+    /// The claim was lost (its lease ran out and another worker took it).
+    Gone,
+    /// The mark could not be written: the claim is still this worker's.
+    NotWritten,
+}
+
+impl Attempt {
+    /// What the step does instead of calling: nothing when the claim is
+    /// gone, back to the queue in a second when the mark was not written
+    /// (dropping it would leave the claim held, and renewed, forever).
+    fn refused(self, now: DateTime<Utc>) -> Option<Outcome> {
+        match self {
+            Attempt::Held => None,
+            Attempt::Gone => Some(Outcome::Lost),
+            Attempt::NotWritten => Some(Outcome::defer(now + chrono::Duration::seconds(1))),
+        }
+    }
+}
+
 impl Outcome {
     pub(super) fn defer(due_at: DateTime<Utc>) -> Outcome {
         Outcome::Defer { due_at, output: None }
@@ -396,8 +419,8 @@ impl Engine {
             };
             // `attempting` is written before the slot is taken, so that
             // the write never makes the send miss its slot.
-            if !self.attempt(claim, &attempt, now).await {
-                return Outcome::Lost;
+            if let Some(not_held) = self.attempt(claim, &attempt, now).await.refused(now) {
+                return not_held;
             }
             let slot = match self.pace(claim, &number, now).await {
                 Ok(slot) => slot,
@@ -471,8 +494,8 @@ impl Engine {
         };
         // `attempting` is written before the slot is taken, so that the
         // write never makes the send miss its slot.
-        if !self.attempt(claim, &attempt, now).await {
-            return Outcome::Lost;
+        if let Some(not_held) = self.attempt(claim, &attempt, now).await.refused(now) {
+            return not_held;
         }
         let slot = match self.pace(claim, &number, now).await {
             Ok(slot) => slot,
@@ -561,18 +584,19 @@ impl Engine {
 
     /// Writes `attempting`, with what is about to be sent, before a call
     /// leaves; false when the claim is gone.
-    async fn attempt(&self, claim: &StepExecution, send: &SendAttempt, now: DateTime<Utc>) -> bool {
+    async fn attempt(&self, claim: &StepExecution, send: &SendAttempt, now: DateTime<Utc>) -> Attempt {
         let mut output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
         output["sending"] = json!(send);
         self.mark_attempting(claim, Some(output), now).await
     }
 
-    async fn mark_attempting(&self, claim: &StepExecution, output: Option<Value>, now: DateTime<Utc>) -> bool {
+    async fn mark_attempting(&self, claim: &StepExecution, output: Option<Value>, now: DateTime<Utc>) -> Attempt {
         match self.attempts.mark(&self.store, self.owner(), claim.id, output, now).await {
-            Ok(held) => held,
+            Ok(true) => Attempt::Held,
+            Ok(false) => Attempt::Gone,
             Err(err) => {
-                tracing::warn!(%err, step = %claim.id, "cannot record the attempt; the call is not made");
-                false
+                tracing::warn!(%err, step = %claim.id, "cannot record the attempt; the call is not made and the step goes back to the queue");
+                Attempt::NotWritten
             }
         }
     }
@@ -794,8 +818,8 @@ impl Engine {
             Ok(call) => call,
             Err(e) => return failed(Value::Null, e),
         };
-        if !self.mark_attempting(claim, None, now).await {
-            return Outcome::Lost;
+        if let Some(not_held) = self.mark_attempting(claim, None, now).await.refused(now) {
+            return not_held;
         }
         match self.http.call(&call).await {
             Ok(answer) if (200..300).contains(&answer.status) => Outcome::Done {
