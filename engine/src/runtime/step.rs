@@ -417,17 +417,8 @@ impl Engine {
                 template: None,
                 callback_data,
             };
-            // `attempting` is written before the slot is taken, so that
-            // the write never makes the send miss its slot.
-            if let Some(not_held) = self.attempt(claim, &attempt, now).await.refused(now) {
-                return not_held;
-            }
-            let slot = match self.pace(claim, &number, now).await {
-                Ok(slot) => slot,
-                Err(wait) => return wait,
-            };
-            if !self.sleep_until(slot).await {
-                return Outcome::defer(self.now());
+            if let Err(instead) = self.ready_to_send(claim, &number, &attempt, now).await {
+                return instead;
             }
             let sent = self.outbound.send_text(&message).await;
             return self.sent(claim, ctx, step, &number, sent, attempt).await;
@@ -492,20 +483,32 @@ impl Engine {
             template: Some((message.template.clone(), message.language.clone(), params)),
             callback_data,
         };
-        // `attempting` is written before the slot is taken, so that the
-        // write never makes the send miss its slot.
-        if let Some(not_held) = self.attempt(claim, &attempt, now).await.refused(now) {
-            return not_held;
-        }
-        let slot = match self.pace(claim, &number, now).await {
-            Ok(slot) => slot,
-            Err(wait) => return wait,
-        };
-        if !self.sleep_until(slot).await {
-            return Outcome::defer(self.now());
+        if let Err(instead) = self.ready_to_send(claim, &number, &attempt, now).await {
+            return instead;
         }
         let sent = self.outbound.send_template(&message).await;
         self.sent(claim, ctx, step, &number, sent, attempt).await
+    }
+
+    /// Writes `attempting` with what is about to be sent, takes a slot in
+    /// the number's pace and sleeps until it. `Err` holds what the step
+    /// does instead of sending now. The mark comes before the slot so that
+    /// the write never makes the send miss its slot.
+    async fn ready_to_send(
+        &self,
+        claim: &StepExecution,
+        number: &PhoneNumber,
+        attempt: &SendAttempt,
+        now: DateTime<Utc>,
+    ) -> Result<(), Outcome> {
+        if let Some(not_held) = self.attempt(claim, attempt, now).await.refused(now) {
+            return Err(not_held);
+        }
+        let slot = self.pace(claim, number, now).await?;
+        if !self.sleep_until(slot).await {
+            return Err(Outcome::defer(self.now()));
+        }
+        Ok(())
     }
 
     /// A template's catalogue status and category, from a cache that is
