@@ -6,7 +6,6 @@
 mod util;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use kairo_engine::store::status::EnrollmentStatus;
 use kairo_engine::testing::{TestDb, busiest_second, prepare_broadcast};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -46,18 +45,7 @@ impl Respond for Recorder {
 }
 
 fn spawn_worker(dir: &std::path::Path, url: &str) -> Child {
-    Command::new(util::KAIRO)
-        .args(["worker", "--slots", "16"])
-        .current_dir(dir)
-        .env("KAIRO_DATABASE_URL", url)
-        .env("KAIRO_WORKER_POLL_MS", "50")
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kairo worker starts")
+    util::worker_command(dir, url).spawn().expect("kairo worker starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,18 +90,9 @@ fn sends_file(dir: &Path) -> PathBuf {
 }
 
 fn spawn_worker(run: &Run) -> Child {
-    Command::new(util::KAIRO)
-        .args(["worker", "--slots", "16"])
-        .current_dir(run.dir.path())
-        .env("KAIRO_DATABASE_URL", &run.url)
+    util::worker_command(run.dir.path(), &run.url)
         .env("KAIRO_SANDBOX_RECORD_FILE", sends_file(run.dir.path()))
         .env("KAIRO_WORKER_LEASE_SECS", "2")
-        .env("KAIRO_WORKER_POLL_MS", "50")
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("kairo worker starts")
 }

@@ -119,3 +119,19 @@ pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().timeout(HANG_GUARD).build().expect("HTTP client")
 }
+
+/// A quiet `kairo worker --slots 16` in `dir` on `url`, polling every 50 ms;
+/// callers add their own settings and spawn it (killed on drop).
+pub fn worker_command(dir: &Path, url: &str) -> Command {
+    let mut cmd = Command::new(KAIRO);
+    cmd.args(["worker", "--slots", "16"])
+        .current_dir(dir)
+        .env("KAIRO_DATABASE_URL", url)
+        .env("KAIRO_WORKER_POLL_MS", "50")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
