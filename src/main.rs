@@ -2,6 +2,7 @@
 //! lives in the `kairo-engine` and `kairo-actions` crates.
 
 mod report;
+mod sandbox;
 mod simulate;
 mod sync;
 mod validate;
@@ -102,6 +103,13 @@ enum Command {
     },
     /// Print the JSON Schema of workflow files, for editors.
     Schema,
+    /// Print the OpenAPI document of the HTTP API (also at /v1/openapi.json).
+    Openapi,
+    /// Create, list and revoke the HTTP API's bearer tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Run a workflow for one contact on an in-memory store, with a fake
     /// clock: prints each step, its rendered parameters, each wait (skipped
     /// over) and each branch taken. Nothing is sent; no network is used.
@@ -123,6 +131,12 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Try Kairo without a WhatsApp account: inject messages into a
+    /// `kairo serve` running in sandbox mode.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxAction,
     },
     /// Print the version of kairo and of its database schema.
     Version,
@@ -147,6 +161,46 @@ enum NumbersAction {
         /// The number as displayed (+1 555-000-1111, digits are enough) or its Graph id.
         number: String,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum SandboxAction {
+    /// Send a signed inbound text message to the running server's webhook,
+    /// as if a contact had written on WhatsApp (YES opts them in).
+    Inbound {
+        /// The contact's phone, international form (+44 7700 900123).
+        #[arg(long)]
+        from: String,
+        /// The message text.
+        #[arg(long)]
+        text: String,
+        /// The business number written to [default: +1 555-000-1111].
+        #[arg(long)]
+        to: Option<String>,
+        /// The contact's WhatsApp profile name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where kairo serve listens [default: http://LISTEN from the configuration].
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum TokenAction {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        /// A name to know it by (unique).
+        #[arg(long)]
+        name: String,
+        /// What it may do: admin, enroll or inbox (repeat for several).
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List tokens: name, scopes, created, revoked.
+    List,
+    /// Revoke a token by name; requests with it are refused at once.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -217,6 +271,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             })
             .await
         }
+        Command::Openapi => {
+            print!("{}", kairo_engine::api::v1::openapi::document_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { action } => token(&config, action).await,
+        Command::Sandbox { action: SandboxAction::Inbound { from, text, to, name, url } } => {
+            let args = sandbox::Inbound {
+                from: &from,
+                text: &text,
+                to: to.as_deref(),
+                name: name.as_deref(),
+                url: url.as_deref(),
+            };
+            sandbox::inbound(&config, args).await
+        }
         Command::Version => {
             println!("kairo {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -264,25 +333,39 @@ async fn migrate(config: &Config, action: MigrateAction) -> Result<()> {
 
 async fn serve(config: &Config) -> Result<()> {
     let store = open_migrated(config).await?;
-    load_workflows(&store, config).await?;
     let shutdown = CancellationToken::new();
+    // The sandbox's demo catalogue is registered before the workflows load,
+    // so that they are checked against it.
     let webhook = webhook(&store, config, shutdown.clone()).await?;
+    load_workflows(&store, config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}: is another process using it? set --listen", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(database = %store.url(), "database ready");
+    if sandbox::active(config) {
+        sandbox::announce(&addr.to_string());
+    }
     println!("kairo listening on http://{addr}");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let engine = build_engine(&store, config)?;
     if config.whatsapp.can_send() {
         tokio::spawn(sync::periodically(store.clone(), config.clone(), sync::SERVE_SYNC_INTERVAL, shutdown.clone()));
     }
+    tokio::spawn(watch_workflows(store.clone(), engine.clone(), config.clone(), shutdown.clone()));
     let workers = tokio::spawn({
         let (engine, settings, shutdown) = (engine.clone(), worker_config(config), shutdown.clone());
         async move { engine.run(settings, shutdown).await }
     });
-    let app = api::router(api::AppState { store: store.clone(), webhook });
+    let metrics = api::metrics::Metrics::install().map_err(anyhow::Error::msg)?;
+    engine.refresh().await.context("loading workflows and numbers into the engine")?;
+    let api_state = api::v1::ApiState {
+        engine: engine.clone(),
+        limiter: api::auth::token_limiter(config.api.rate_limit),
+        settings: config.api.clone(),
+    };
+    let app =
+        api::router(api::AppState { store: store.clone(), webhook, api: Some(api_state), metrics: Some(metrics) });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     match workers.await {
@@ -296,6 +379,66 @@ async fn serve(config: &Config) -> Result<()> {
     Ok(())
 }
 
+async fn token(config: &Config, action: TokenAction) -> Result<ExitCode> {
+    use kairo_engine::api::auth::{Scope, TokenError, create_token};
+    let store = open_migrated(config).await?;
+    let now = kairo_engine::SystemClock.now();
+    match action {
+        TokenAction::Create { name, scopes } => {
+            let mut parsed = Vec::new();
+            for scope in &scopes {
+                let found = Scope::parse(scope)
+                    .ok_or_else(|| UsageError(format!("unknown scope `{scope}`: use admin, enroll or inbox")))?;
+                if !parsed.contains(&found) {
+                    parsed.push(found);
+                }
+            }
+            let created = match create_token(&store, &name, &parsed, now).await {
+                Ok(created) => created,
+                Err(err @ (TokenError::NameTaken(_) | TokenError::EmptyName)) => {
+                    return Err(UsageError(err.to_string()).into());
+                }
+                Err(TokenError::Store(err)) => return Err(err.into()),
+            };
+            let scopes: Vec<&str> = parsed.iter().map(|s| s.as_str()).collect();
+            eprintln!(
+                "token `{}` created with scope {}; it is shown once, keep it now:",
+                created.record.name,
+                scopes.join(", ")
+            );
+            println!("{}", created.secret.expose());
+        }
+        TokenAction::List => {
+            for t in store.api_tokens().await? {
+                let scopes: Vec<String> = t
+                    .scopes
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                    .unwrap_or_default();
+                let state = match t.revoked_at {
+                    Some(at) => format!("revoked {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    None => "live".to_string(),
+                };
+                println!(
+                    "{:<24} {:<20} created {}  {}",
+                    t.name,
+                    scopes.join(","),
+                    t.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    state
+                );
+            }
+        }
+        TokenAction::Revoke { name } => {
+            if !store.revoke_api_token(&name, now).await? {
+                return Err(UsageError(format!("no live token named `{name}` (kairo token list shows them)")).into());
+            }
+            println!("token `{name}` revoked");
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Registers the configured accounts and numbers, and builds the webhook
 /// when an app secret is configured.
 async fn webhook(
@@ -305,14 +448,19 @@ async fn webhook(
 ) -> Result<Option<api::webhook::WebhookState>> {
     register_accounts(store, config).await?;
     let whatsapp = &config.whatsapp;
-    if whatsapp.app_secret.is_none() {
+    let (app_secret, verify_token) = if sandbox::active(config) {
+        sandbox::register(store).await?;
+        let secret = whatsapp.app_secret.clone().unwrap_or_else(|| Secret::new(sandbox::SANDBOX_APP_SECRET));
+        let verify = whatsapp.verify_token.clone().unwrap_or_else(|| Secret::new(sandbox::SANDBOX_VERIFY_TOKEN));
+        (Some(secret), Some(verify))
+    } else {
+        (whatsapp.app_secret.clone(), whatsapp.verify_token.clone())
+    };
+    if app_secret.is_none() {
         tracing::warn!("no whatsapp.app_secret configured: the webhook answers 503 until one is set");
         return Ok(None);
     }
-    let channel = Arc::new(WhatsAppWebhook {
-        app_secret: whatsapp.app_secret.clone(),
-        verify_token: whatsapp.verify_token.clone(),
-    });
+    let channel = Arc::new(WhatsAppWebhook { app_secret, verify_token });
     let keywords = Keywords::new(&whatsapp.opt_in_keywords, &whatsapp.opt_out_keywords);
     let ingestor = Ingestor::spawn(store.clone(), keywords, Arc::new(kairo_engine::SystemClock), shutdown);
     Ok(Some(api::webhook::WebhookState { channel, ingestor }))
@@ -377,6 +525,34 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
         "workflows loaded"
     );
     Ok(())
+}
+
+/// Reloads the workflow folder whenever a file in it changes: a valid
+/// change becomes a new version at once; an invalid one is reported with
+/// path:line:column and the previous version keeps running.
+async fn watch_workflows(store: Store, engine: Arc<Engine>, config: Config, shutdown: CancellationToken) {
+    let dir = config.workflows_dir.clone();
+    let mut watch = match kairo_engine::workflow::watch::FolderWatch::start(&dir) {
+        Ok(watch) => watch,
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), %err, "cannot watch the workflow folder: changes load at the next start");
+            return;
+        }
+    };
+    tracing::info!(dir = %dir.display(), "watching the workflow folder for changes");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = watch.changed() => if changed.is_none() { return },
+        }
+        if let Err(err) = load_workflows(&store, &config).await {
+            tracing::error!(%err, "reloading the workflow folder failed; the loaded versions keep running");
+            continue;
+        }
+        if let Err(err) = engine.refresh().await {
+            tracing::error!(%err, "the engine could not take the reloaded workflows");
+        }
+    }
 }
 
 async fn worker(config: &Config, slots: Option<usize>) -> Result<()> {

@@ -200,9 +200,31 @@ async fn the_same_delivery_posted_twice_is_stored_once() {
 
 #[tokio::test]
 async fn without_an_app_secret_the_webhook_answers_503() {
+    // An account is configured (so this is no sandbox), but no app secret.
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("kairo.toml"),
+        "[[whatsapp.accounts]]\nwaba_id = \"102290129340398\"\nnumbers = [{ id = \"106540352242922\", display_number = \"+1 555-000-1111\" }]\n",
+    )
+    .expect("write config");
     let server = Server::start(dir.path(), "sqlite://kairo.db").await;
     assert_eq!(post(&server, fixture("webhook_text_message.json")).await.0, 503);
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn with_no_account_the_sandbox_webhook_takes_messages_signed_with_the_sandbox_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "sqlite://kairo.db").await;
+    // The fixtures' secret is not the sandbox's: refused, nothing stored.
+    assert_eq!(post(&server, fixture("webhook_text_message.json")).await.0, 403);
+    let body = fixture("webhook_text_message.json");
+    let signature = sign(&body, "kairo-sandbox-app-secret");
+    let (status, text) = server.post("/webhooks/whatsapp", &[("x-hub-signature-256", signature)], body).await;
+    assert_eq!(status, 200, "{text}");
+    let url = format!("sqlite://{}", dir.path().join("kairo.db").display());
+    settled(&url).await;
+    assert_eq!(stored_messages(&url).await, 1);
     server.terminate().await;
 }
 

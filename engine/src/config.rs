@@ -32,6 +32,9 @@ const SECRET_ENV_KEYS: &[(&str, &str)] = &[
     ("worker_poll_ms", "worker.poll_ms"),
     ("worker_batch", "worker.batch"),
     ("sandbox_record_file", "sandbox.record_file"),
+    ("api_rate_limit", "api.rate_limit"),
+    ("api_max_body_bytes", "api.max_body_bytes"),
+    ("api_max_bulk_bytes", "api.max_bulk_bytes"),
     ("whatsapp_graph_url", "whatsapp.graph_url"),
     ("whatsapp_graph_version", "whatsapp.graph_version"),
     ("whatsapp_timeout_secs", "whatsapp.timeout_secs"),
@@ -57,6 +60,45 @@ pub struct Config {
     pub worker: WorkerSettings,
     #[serde(default)]
     pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+/// The HTTP API (`[api]`; env `KAIRO_API_RATE_LIMIT`, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Requests per second one token may make (with a burst of as many).
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// The largest JSON body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// The largest bulk enrollment body (NDJSON or CSV), in bytes.
+    #[serde(default = "default_max_bulk_body")]
+    pub max_bulk_bytes: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: default_rate_limit(),
+            max_body_bytes: default_max_body(),
+            max_bulk_bytes: default_max_bulk_body(),
+        }
+    }
+}
+
+fn default_rate_limit() -> u32 {
+    1_000
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+fn default_max_bulk_body() -> u64 {
+    2 * 1024 * 1024 * 1024
 }
 
 /// How workers run (`[worker]`; env `KAIRO_WORKER_SLOTS`, …).

@@ -45,6 +45,15 @@ macro_rules! id_type {
             }
         }
 
+        /// Written as a UUID string in the API.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                uuid_schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl std::str::FromStr for $name {
             type Err = uuid::Error;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -80,10 +89,17 @@ id_type! {
     EventId;
     ApiTokenId;
     SavedViewId;
+    /// A streamed bulk enrollment.
+    BulkJobId;
+}
+
+fn uuid_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))).into()
 }
 
 /// A WhatsApp message id (`wamid.…`), unique across the inbox.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, DeriveValueType)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, DeriveValueType, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct Wamid(pub String);
 

@@ -10,6 +10,7 @@ pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod ids;
+pub mod phone;
 pub mod runtime;
 pub mod secret;
 pub mod store;

@@ -20,6 +20,7 @@ mod m20261125_000002_webhook_journal;
 mod m20261125_000003_pending_timers_index;
 mod m20261125_000004_send_pacing;
 mod m20261125_000005_send_settlement;
+mod m20261127_000006_http_api;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_pending_timers_index::Migration),
             Box::new(m20261125_000004_send_pacing::Migration),
             Box::new(m20261125_000005_send_settlement::Migration),
+            Box::new(m20261127_000006_http_api::Migration),
         ]
     }
 }

@@ -14,6 +14,10 @@ use serde_json::json;
 
 use crate::store::Store;
 
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod v1;
 pub mod webhook;
 
 /// What every handler can reach.
@@ -22,17 +26,27 @@ pub struct AppState {
     pub store: Store,
     /// `None` when no WhatsApp app is configured: the webhook answers 503.
     pub webhook: Option<webhook::WebhookState>,
+    /// The `/v1` API; `None` serves health and the webhook only.
+    pub api: Option<v1::ApiState>,
+    /// Prometheus metrics at `/metrics`, when a recorder is installed.
+    pub metrics: Option<metrics::Metrics>,
 }
 
 /// The whole HTTP application, ready to serve.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(api) = state.api.clone() {
+        router = router.nest("/v1", v1::router(api));
+    }
+    router
+        .route("/metrics", get(metrics::render))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
             "/webhooks/whatsapp",
             get(webhook::handshake).post(webhook::deliver).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
         )
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -34,7 +34,7 @@ pub enum Enrolled {
 }
 
 /// Why a contact was not enrolled: not an error, a rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// The workflow's `suppress` condition holds for the contact.

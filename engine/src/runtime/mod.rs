@@ -21,6 +21,7 @@
 //! - Time comes from the [`Clock`](crate::Clock).
 
 mod attempts;
+mod bulk;
 mod commit;
 pub mod context;
 mod country_zones;
@@ -31,6 +32,7 @@ mod pacing;
 pub mod plan;
 mod quiet;
 pub mod recording;
+mod reply;
 pub mod simulate;
 mod step;
 mod triggers;
@@ -43,6 +45,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+pub use self::bulk::{BulkContact, BulkRow, BulkTarget, ROW_KEY_TTL};
 pub use self::enroll::{EnrollRequest, Enrolled, SkipReason};
 pub use self::estimate::SendEstimate;
 pub use self::outbound::{
@@ -50,6 +53,7 @@ pub use self::outbound::{
 };
 pub use self::plan::Plan;
 pub use self::recording::{RecordingHttp, RecordingOutbound};
+pub use self::reply::{ReplyContent, ReplyError};
 pub use self::worker::{TickReport, WorkerConfig, WorkerReport};
 use crate::clock::Clock;
 use crate::ids::{EnrollmentId, WorkflowVersionId};

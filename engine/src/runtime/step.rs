@@ -561,7 +561,7 @@ impl Engine {
     /// the send would leave too late after it ([`LATE`]): the slots after it
     /// belong to other sends, so sending now could crowd a second; the send
     /// goes back to the queue for a new slot instead.
-    async fn sleep_until(&self, slot: Option<DateTime<Utc>>) -> bool {
+    pub(super) async fn sleep_until(&self, slot: Option<DateTime<Utc>>) -> bool {
         let Some(slot) = slot else { return true };
         if let Ok(wait) = (slot - self.now()).to_std() {
             tokio::time::sleep(wait.min(HORIZON)).await;

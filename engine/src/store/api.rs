@@ -93,3 +93,61 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 }
+
+impl Store {
+    /// Every token, newest first (hashes included: callers show names and scopes).
+    pub async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        use sea_orm::QueryOrder;
+        api_token::Entity::find()
+            .order_by_desc(api_token::Column::CreatedAt)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// Revokes the live token with this name; `false` when there is none.
+    pub async fn revoke_api_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let res = api_token::Entity::update_many()
+            .col_expr(api_token::Column::RevokedAt, sea_orm::sea_query::Expr::value(now))
+            .filter(api_token::Column::Name.eq(name))
+            .filter(api_token::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected > 0)
+    }
+
+    /// Writes the answer a key's first request got, so that repeats replay it.
+    pub async fn complete_idempotency_record(
+        &self,
+        id: Uuid,
+        status: i32,
+        body: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        idempotency_key::Entity::update_many()
+            .col_expr(idempotency_key::Column::ResponseStatus, sea_orm::sea_query::Expr::value(status))
+            .col_expr(idempotency_key::Column::ResponseBody, sea_orm::sea_query::Expr::value(body))
+            .filter(idempotency_key::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(())
+    }
+
+    /// Forgets a key whose request failed before it changed anything, so
+    /// that the client may try again with the same key.
+    pub async fn delete_idempotency_record(&self, id: Uuid) -> Result<(), StoreError> {
+        idempotency_key::Entity::delete_by_id(id).exec(&self.db).await.map_err(|e| self.query_error(e))?;
+        Ok(())
+    }
+
+    /// Deletes keys past their expiry; returns how many.
+    pub async fn expire_idempotency_records(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let res = idempotency_key::Entity::delete_many()
+            .filter(idempotency_key::Column::ExpiresAt.lt(now))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected)
+    }
+}

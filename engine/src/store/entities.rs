@@ -131,6 +131,7 @@ entity!(team, "teams", {
     pub name: String,
     pub last_assigned_user_id: Option<UserId>,
     pub created_at: DateTimeUtc,
+    pub deactivated_at: Option<DateTimeUtc>,
 });
 
 entity!(team_member, "team_members", {
@@ -345,4 +346,40 @@ entity!(webhook_delivery, "webhook_deliveries", {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub applied_at: Option<DateTimeUtc>,
+});
+
+entity!(bulk_job, "bulk_jobs", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: BulkJobId,
+    pub workflow_key: String,
+    /// `ndjson` or `csv`.
+    pub format: String,
+    /// `running`, `completed` or `failed` ([`BulkJobStatus`](super::BulkJobStatus)).
+    pub status: String,
+    pub token_id: Option<ApiTokenId>,
+    pub rows_seen: i64,
+    pub rows_enrolled: i64,
+    pub rows_skipped: i64,
+    pub rows_replayed: i64,
+    pub rows_failed: i64,
+    pub error: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    pub finished_at: Option<DateTimeUtc>,
+});
+
+entity!(bulk_job_row, "bulk_job_rows", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub job_id: BulkJobId,
+    /// 1-based line of the body (CSV: the header is line 1).
+    pub line: i64,
+    pub row_key: Option<String>,
+    /// `enrolled`, `skipped`, `replayed` or `error`.
+    pub outcome: String,
+    pub contact_id: Option<ContactId>,
+    pub enrollment_id: Option<EnrollmentId>,
+    /// Why a row was skipped (`already_enrolled`, …).
+    pub reason: Option<String>,
+    pub error: Option<String>,
 });

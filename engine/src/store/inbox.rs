@@ -93,6 +93,7 @@ impl Store {
             name: Set(name.to_string()),
             last_assigned_user_id: Set(None),
             created_at: Set(now),
+            deactivated_at: Set(None),
         };
         team::Entity::insert(row)
             .exec_with_returning(&self.db)

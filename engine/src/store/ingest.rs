@@ -387,6 +387,10 @@ impl Store {
     ) -> Result<(Option<UserId>, Option<TeamId>), StoreError> {
         let q = |e| self.query_error(e);
         let Some(team) = team::Entity::find_by_id(team_id).one(txn).await.map_err(q)? else { return Ok((None, None)) };
+        // A deactivated team takes no new threads.
+        if team.deactivated_at.is_some() {
+            return Ok((None, None));
+        }
         let members: Vec<UserId> = team_member::Entity::find()
             .filter(team_member::Column::TeamId.eq(team_id))
             .order_by_asc(team_member::Column::AddedAt)

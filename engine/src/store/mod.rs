@@ -12,12 +12,14 @@
 //! - Errors name the database by its redacted URL: a password never appears.
 
 mod api;
+mod bulk;
 mod contacts;
 mod entities;
 mod events;
 mod inbox;
 mod ingest;
 mod journal;
+mod listing;
 mod numbers;
 mod pacing;
 mod reports;
@@ -37,6 +39,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use self::api::{ApiToken, IdempotencyRecord, NewApiToken, NewIdempotencyRecord};
+pub use self::bulk::{BulkJob, BulkJobRow, BulkJobStatus, RowKey, RowResult};
 pub use self::contacts::{Consent, ConsentChange, ConsentEvent, Contact, NewContact};
 pub use self::events::{Event, NewEvent};
 pub use self::inbox::{
@@ -45,6 +48,7 @@ pub use self::inbox::{
 };
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
+pub use self::listing::{ContactUpdate, EnrollmentFilter, Funnel, Page, ThreadFilter, VersionReport, merge_properties};
 pub use self::numbers::PauseScope;
 pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};
 pub use self::reports::{HistoryEntry, StepCounts};

@@ -312,7 +312,7 @@ impl Store {
         Ok(crate::workflow::Catalog { accounts })
     }
 
-    pub(super) fn missing(&self, what: &str) -> StoreError {
+    pub(crate) fn missing(&self, what: &str) -> StoreError {
         self.query_error(sea_orm::DbErr::RecordNotFound(what.to_string()))
     }
 }

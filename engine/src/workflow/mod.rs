@@ -18,6 +18,7 @@ pub mod located;
 pub mod matching;
 pub mod model;
 mod validate;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 

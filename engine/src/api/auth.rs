@@ -1,0 +1,180 @@
+//! Bearer tokens: how they are made and kept (only a SHA-256 hash is
+//! stored), what each scope allows, and the rate limit per token.
+//!
+//! Invariant: a token never appears in a log, an error or the database;
+//! only its name and hash do.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::v1::ApiState;
+use crate::ids::ApiTokenId;
+use crate::store::{ApiToken, NewApiToken, Store, StoreError};
+
+/// What a token may do. `admin` may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Everything, users and teams included.
+    Admin,
+    /// Contacts, enrollments (single and bulk), workflows and run history.
+    Enroll,
+    /// Threads, replies, owners, saved views, contacts.
+    Inbox,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Admin, Scope::Enroll, Scope::Inbox];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Enroll => "enroll",
+            Scope::Inbox => "inbox",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == text.trim())
+    }
+}
+
+/// A new token: the secret, shown once, and its stored record.
+#[derive(Debug)]
+pub struct CreatedToken {
+    pub secret: crate::Secret,
+    pub record: ApiToken,
+}
+
+/// Why a token could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("a token named `{0}` already exists: pick another name, or revoke it first")]
+    NameTaken(String),
+    #[error("a token needs a name")]
+    EmptyName,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Creates a token with `scopes`; only its hash is stored.
+pub async fn create_token(
+    store: &Store,
+    name: &str,
+    scopes: &[Scope],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<CreatedToken, TokenError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(TokenError::EmptyName);
+    }
+    // Two v4 UUIDs: 244 bits from the operating system's generator.
+    let secret = format!("kairo_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let new = NewApiToken {
+        name: name.to_string(),
+        token_hash: hash_token(&secret),
+        scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+    };
+    match store.insert_api_token(new, now).await {
+        Ok(record) => Ok(CreatedToken { secret: crate::Secret::new(secret), record }),
+        Err(StoreError::Duplicate { .. }) => Err(TokenError::NameTaken(name.to_string())),
+        Err(err) => Err(TokenError::Store(err)),
+    }
+}
+
+/// The hex SHA-256 of a token, as stored.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Requests per second each token may make, with a burst of as many.
+pub type TokenLimiter = DefaultKeyedRateLimiter<ApiTokenId>;
+
+pub fn token_limiter(per_second: u32) -> Arc<TokenLimiter> {
+    let rate = NonZeroU32::new(per_second.max(1)).expect("at least one per second");
+    Arc::new(RateLimiter::keyed(Quota::per_second(rate)))
+}
+
+/// The caller of a request: a live token, within its rate limit.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: ApiTokenId,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    /// Refuses with 403 unless the token has one of `scopes` (or `admin`).
+    pub fn require(&self, scopes: &[Scope]) -> Result<(), ApiError> {
+        if self.scopes.contains(&Scope::Admin) || scopes.iter().any(|s| self.scopes.contains(s)) {
+            return Ok(());
+        }
+        let wanted: Vec<&str> = scopes.iter().map(|s| s.as_str()).chain(["admin"]).collect();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "token `{}` may not do this: it needs the scope {}; create one with `kairo token create --scope …`",
+                self.name,
+                wanted.join(" or ")
+            ),
+        )
+        .with_details(serde_json::json!({ "needed": wanted, "has": self.scopes })))
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "send a bearer token: Authorization: Bearer <token> (create one with `kairo token create`)",
+            )
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        let record = state.engine.store().api_token_by_hash(&hash_token(token)).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token is unknown or revoked")
+        })?;
+        if let Err(not_until) = state.limiter.check_key(&record.id) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("token `{}` is over its rate limit; retry after the Retry-After seconds", record.name),
+            );
+            err.retry_after = Some(wait.as_secs().max(1));
+            return Err(err);
+        }
+        let scopes = record
+            .scopes
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().and_then(Scope::parse)).collect())
+            .unwrap_or_default();
+        Ok(Caller { token: record.id, name: record.name, scopes })
+    }
+}

@@ -1,0 +1,241 @@
+//! One error type for the HTTP API: every failure becomes
+//! `{"error": {"code", "message", "details"}}` with its status.
+//!
+//! Invariant: internals (SQL, paths, secrets) never reach a client. A 5xx is
+//! logged once at `error` with an id that its body names; a 4xx is logged at
+//! `debug` (the client's mistake is the client's to read).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::runtime::{EngineError, ReplyError};
+use crate::store::StoreError;
+
+/// An API failure.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    /// Seconds, for 429 answers.
+    pub retry_after: Option<u64>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable (`invalid_phone`, `window_closed`, …).
+    pub code: String,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+    /// More about it (the fields at fault, the rows, the time a window closed).
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), details: None, retry_after: None }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is over {limit} bytes; send less (bulk enrollments take NDJSON or CSV at /v1/enrollments/bulk)"
+            ),
+        )
+    }
+
+    /// A failure that is not the client's: logged here with an id the
+    /// client can quote.
+    pub fn internal(err: &dyn std::fmt::Display) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        tracing::error!(error_id = %id, %err, "API request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the server failed to answer (error id {id}); try again, and see the server log if it persists"),
+        )
+    }
+
+    pub fn unavailable(err: &dyn std::fmt::Display) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        tracing::error!(error_id = %id, %err, "API request failed: database unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the database is unavailable (error id {id}); try again shortly"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if !self.status.is_server_error() {
+            tracing::debug!(status = %self.status, code = self.code, message = %self.message, "API request refused");
+        }
+        let body = json!({ "error": { "code": self.code, "message": self.message, "details": self.details } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match &err {
+            StoreError::Duplicate { what, .. } => ApiError::conflict("conflict", format!("{what} already exists")),
+            StoreError::Connect { .. } => ApiError::unavailable(&err),
+            _ => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Store(err) => err.into(),
+            EngineError::UnknownWorkflow(key) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_workflow",
+                format!("no workflow `{key}` is loaded: check its id (GET /v1/workflows lists them)"),
+            ),
+            err @ EngineError::NotApiEnrollable { .. } => {
+                ApiError::unprocessable("not_api_enrollable", err.to_string())
+            }
+            EngineError::MissingTriggerData { workflow, missing } => ApiError::unprocessable(
+                "missing_trigger_data",
+                format!("workflow `{workflow}` needs these fields in `trigger`: {}", missing.join(", ")),
+            )
+            .with_details(json!({ "missing": missing })),
+            EngineError::UnknownContact(id) => ApiError::not_found(format_args!("contact {id}")),
+            EngineError::UnknownEnrollment(id) => ApiError::not_found(format_args!("enrollment {id}")),
+            err @ EngineError::WrongState { .. } => ApiError::conflict("wrong_state", err.to_string()),
+            err @ EngineError::BrokenVersion(..) => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<ReplyError> for ApiError {
+    fn from(err: ReplyError) -> Self {
+        match err {
+            ReplyError::UnknownThread(id) => ApiError::not_found(format_args!("thread {id}")),
+            err @ ReplyError::UnknownNumber { .. } => ApiError::conflict("unknown_number", err.to_string()),
+            ReplyError::WindowClosed { closed_at } => {
+                let message = ReplyError::WindowClosed { closed_at }.to_string();
+                ApiError::conflict("window_closed", message)
+                    .with_details(json!({ "window_closed_at": closed_at, "use": "template" }))
+            }
+            err @ ReplyError::NotOptedIn => ApiError::conflict("not_opted_in", err.to_string()),
+            err @ ReplyError::TemplateNotApproved { .. } => {
+                ApiError::unprocessable("template_not_approved", err.to_string())
+            }
+            ReplyError::Refused(call) => {
+                let message = format!("WhatsApp refused the reply: {}", call.message);
+                ApiError::new(StatusCode::BAD_GATEWAY, "send_refused", message)
+                    .with_details(json!({ "whatsapp_code": call.code }))
+            }
+            err @ ReplyError::OutcomeUnknown(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "send_outcome_unknown", err.to_string())
+            }
+            ReplyError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(err) => {
+                ApiError::unprocessable("invalid_body", format!("the JSON body does not fit: {}", err.body_text()))
+            }
+            JsonRejection::JsonSyntaxError(err) => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {}", err.body_text()))
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
+                "content_type",
+                "send the body as JSON with the header Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large")
+            }
+            other => ApiError::bad_request("bad_request", other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", format!("the path is not valid: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_query", format!("the query string is not valid: {}", rejection.body_text()))
+    }
+}
+
+/// `axum::Json` whose rejections are [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejections are [`ApiError`]s.
+#[derive(Debug, Clone, Copy, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// Unknown paths under the API answer JSON too.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint: see /v1/openapi.json for the API")
+}

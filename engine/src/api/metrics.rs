@@ -1,0 +1,78 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Counters and histograms are recorded where things happen, through the
+//! `metrics` facade (a no-op until a recorder is installed, as in tests of
+//! the library); gauges of stored state (enrollments by status) are read
+//! from the database when the page is scraped.
+//!
+//! Names:
+//! - `kairo_enrollments{status}`: enrollments per status (gauge).
+//! - `kairo_steps_total{state}`: step executions finished, by state.
+//! - `kairo_sends_total{outcome, code}`: sends by outcome (`accepted`,
+//!   `temporary`, `throttled`, `permanent`, `auth`, `unknown`) and WhatsApp
+//!   error code.
+//! - `kairo_pacing_waits_total`: sends put back because their number had no
+//!   free slot within a second.
+//! - `kairo_webhook_events_total`, `kairo_webhook_ingest_seconds`: events
+//!   durably journaled, and the time from request to commit.
+//! - `kairo_http_requests_total{route, status}`,
+//!   `kairo_http_request_seconds{route}`: the API and webhook.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::AppState;
+
+/// The installed recorder's handle.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Installs the process-wide recorder (once per process).
+    pub fn install() -> Result<Metrics, String> {
+        let seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .map_err(|e| e.to_string())?
+            .install_recorder()
+            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        Ok(Metrics { handle })
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn render(State(state): State<AppState>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n").into_response();
+    };
+    match state.store.enrollment_counts(None).await {
+        Ok(counts) => {
+            for (status, n) in counts {
+                let label = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string));
+                metrics::gauge!("kairo_enrollments", "status" => label.unwrap_or_default()).set(n as f64);
+            }
+        }
+        Err(err) => tracing::warn!(%err, "metrics: cannot count enrollments"),
+    }
+    metrics.handle.run_upkeep();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.handle.render()).into_response()
+}
+
+/// Counts every request by route and status, and times it.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("kairo_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("kairo_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,465 @@
+//! The inbox: threads searched and filtered, saved views, one thread with
+//! its messages, replies (free-form inside the 24-hour window, templates at
+//! any time to opted-in contacts), owners, close and reopen.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::contacts::ContactView;
+use super::enrollments::parse_body;
+use super::{ApiState, PageParams, idempotent, resolve_number};
+use crate::api::auth::{Caller, Scope};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::ids::{
+    ContactId, EnrollmentId, MessageId, PhoneNumberId, SavedViewId, StepExecutionId, TeamId, ThreadId, UserId, Wamid,
+};
+use crate::runtime::ReplyContent;
+use crate::store::status::{DeliveryStatus, Direction, ThreadStatus};
+use crate::store::{Message, NewSavedView, SavedView, StoreError, Thread, ThreadFilter};
+
+/// A message in a thread.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: MessageId,
+    pub direction: Direction,
+    pub wamid: Option<Wamid>,
+    /// `text`, `template`, `image`, …
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub body: Option<String>,
+    pub status: DeliveryStatus,
+    pub error_code: Option<i32>,
+    pub error_title: Option<String>,
+    pub error_details: Option<String>,
+    pub template_name: Option<String>,
+    pub template_language: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub template_params: Option<Value>,
+    /// The enrollment and step that sent it, for workflow messages.
+    pub enrollment: Option<EnrollmentId>,
+    pub step_execution: Option<StepExecutionId>,
+    pub occurred_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        MessageView {
+            id: m.id,
+            direction: m.direction,
+            wamid: m.wamid,
+            message_type: m.message_type,
+            body: m.body,
+            status: m.status,
+            error_code: m.error_code,
+            error_title: m.error_title,
+            error_details: m.error_details,
+            template_name: m.template_name,
+            template_language: m.template_language,
+            template_params: m.template_params,
+            enrollment: m.enrollment_id,
+            step_execution: m.step_execution_id,
+            occurred_at: m.occurred_at,
+            sent_at: m.sent_at,
+            delivered_at: m.delivered_at,
+            read_at: m.read_at,
+            failed_at: m.failed_at,
+        }
+    }
+}
+
+/// A conversation of one contact on one business number.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ThreadView {
+    pub id: ThreadId,
+    pub contact: ContactId,
+    pub number: PhoneNumberId,
+    pub display_number: String,
+    pub customer_wa_id: String,
+    pub status: ThreadStatus,
+    pub owner_user: Option<UserId>,
+    pub owner_team: Option<TeamId>,
+    /// Whether free-form replies are allowed now.
+    pub window_open: bool,
+    /// 24 hours after the contact's last message.
+    pub window_closes_at: Option<DateTime<Utc>>,
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    pub last_outbound_at: Option<DateTime<Utc>>,
+    pub first_response_at: Option<DateTime<Utc>>,
+    pub opened_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A thread with its contact and every message, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ThreadDetail {
+    #[serde(flatten)]
+    pub thread: ThreadView,
+    pub contact_detail: Option<ContactView>,
+    pub messages: Vec<MessageView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ThreadPage {
+    pub items: Vec<ThreadView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Thread filters; every one given narrows the list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadQuery {
+    /// Text in a message, or in the contact's name or phone.
+    pub q: Option<String>,
+    /// The business number (display number, Graph id or id).
+    pub number: Option<String>,
+    /// Owned by this user.
+    pub owner: Option<UserId>,
+    /// Owned by this team.
+    pub team: Option<TeamId>,
+    /// `true`: no owner.
+    pub unassigned: Option<bool>,
+    pub status: Option<ThreadStatus>,
+    /// Threads of this contact.
+    pub contact: Option<ContactId>,
+    /// `true`: the contact is known (a phone on record); `false`: made from
+    /// a WhatsApp profile alone.
+    pub associated: Option<bool>,
+    /// Start from this saved view's filter; other parameters narrow it.
+    #[serde(skip_serializing)]
+    pub view: Option<SavedViewId>,
+    #[serde(skip_serializing)]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing)]
+    pub limit: Option<u64>,
+}
+
+/// A template reply.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateReply {
+    pub name: String,
+    pub language: String,
+    #[schema(value_type = Option<Object>)]
+    pub header: Option<Value>,
+    /// Positional (`["Ana"]`) or named (`{"first_name": "Ana"}`) parameters.
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Value>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub buttons: Vec<Value>,
+}
+
+/// A reply: `text` (inside the window) or `template`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyBody {
+    pub text: Option<String>,
+    pub template: Option<TemplateReply>,
+}
+
+/// The new owner: a user, a team, or neither (unassigned).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerBody {
+    pub user: Option<UserId>,
+    pub team: Option<TeamId>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewViewBody {
+    pub name: String,
+    pub filter: ThreadQuery,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ViewView {
+    pub id: SavedViewId,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub filter: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ViewList {
+    pub items: Vec<ViewView>,
+}
+
+/// Search and filter threads, newest first.
+#[utoipa::path(get, path = "/v1/threads", tag = "inbox", params(ThreadQuery),
+    responses((status = 200, body = ThreadPage), (status = 404, description = "Unknown view", body = ErrorBody),
+        (status = 422, description = "Unknown number", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ThreadQuery>,
+) -> Result<ApiJson<ThreadPage>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let mut filter = match query.view {
+        Some(id) => view_filter(&state, id).await?,
+        None => ThreadFilter::default(),
+    };
+    narrow(&state, &mut filter, &query).await?;
+    let paging = PageParams { cursor: query.cursor.clone(), limit: query.limit };
+    let page = state.engine.store().search_threads(&filter, paging.cursor()?, paging.limit()).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    let numbers = state.engine.store().phone_numbers().await?;
+    for thread in page.items {
+        items.push(thread_view(&state, thread, &numbers));
+    }
+    Ok(ApiJson(ThreadPage { items, next_cursor: page.next_cursor }))
+}
+
+async fn view_filter(state: &ApiState, id: SavedViewId) -> Result<ThreadFilter, ApiError> {
+    let views = state.engine.store().saved_views().await?;
+    let view =
+        views.into_iter().find(|v| v.id == id).ok_or_else(|| ApiError::not_found(format_args!("saved view {id}")))?;
+    serde_json::from_value(view.filter).map_err(|e| ApiError::internal(&format!("saved view {id} is unreadable: {e}")))
+}
+
+/// Adds the query's filters to `filter`.
+async fn narrow(state: &ApiState, filter: &mut ThreadFilter, query: &ThreadQuery) -> Result<(), ApiError> {
+    if let Some(q) = query.q.as_ref().filter(|q| !q.trim().is_empty()) {
+        filter.text = Some(q.clone());
+    }
+    if let Some(number) = &query.number {
+        filter.number = Some(resolve_number(state, number).await?.id);
+    }
+    filter.owner_user = query.owner.or(filter.owner_user);
+    filter.owner_team = query.team.or(filter.owner_team);
+    filter.unassigned = query.unassigned.or(filter.unassigned);
+    filter.status = query.status.or(filter.status);
+    filter.contact = query.contact.or(filter.contact);
+    filter.associated = query.associated.or(filter.associated);
+    Ok(())
+}
+
+/// One thread with its messages.
+#[utoipa::path(get, path = "/v1/threads/{id}", tag = "inbox", params(("id" = ThreadId, Path)),
+    responses((status = 200, body = ThreadDetail), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ThreadId>,
+) -> Result<ApiJson<ThreadDetail>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    Ok(ApiJson(detail(&state, id).await?))
+}
+
+/// Reply in a thread: `text` inside the 24-hour window, or an approved
+/// `template` to an opted-in contact at any time.
+#[utoipa::path(post, path = "/v1/threads/{id}/replies", tag = "inbox", params(("id" = ThreadId, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body sends nothing new")),
+    request_body = ReplyBody,
+    responses((status = 201, body = MessageView), (status = 404, body = ErrorBody),
+        (status = 409, description = "Window closed (use a template) or contact not opted in", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, description = "WhatsApp refused it", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reply(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ThreadId>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let request: ReplyBody = parse_body(body.clone())?;
+    let content = match (request.text, request.template) {
+        (Some(text), None) if !text.trim().is_empty() => ReplyContent::Text { text },
+        (None, Some(t)) => ReplyContent::Template {
+            name: t.name,
+            language: t.language,
+            header: t.header,
+            body: t.body,
+            buttons: t.buttons,
+        },
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_reply",
+                "send either a non-empty `text` or a `template` (with `name` and `language`)",
+            ));
+        }
+    };
+    let endpoint = format!("POST /v1/threads/{id}/replies");
+    idempotent(&state, &caller, &headers, &endpoint, &body, || async {
+        let message = state.engine.reply(id, content).await?;
+        Ok((StatusCode::CREATED, serde_json::to_value(MessageView::from(message)).expect("a message serialises")))
+    })
+    .await
+}
+
+/// Assign or reassign the owner (a user or a team; neither to unassign).
+#[utoipa::path(post, path = "/v1/threads/{id}/owner", tag = "inbox", params(("id" = ThreadId, Path)),
+    request_body = OwnerBody,
+    responses((status = 200, body = ThreadDetail), (status = 404, body = ErrorBody),
+        (status = 422, description = "Unknown or inactive user or team", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn assign(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ThreadId>,
+    ApiJson(body): ApiJson<OwnerBody>,
+) -> Result<ApiJson<ThreadDetail>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let store = state.engine.store();
+    if let Some(user) = body.user {
+        match store.user(user).await? {
+            Some(u) if u.deactivated_at.is_none() => {}
+            Some(_) => return Err(ApiError::unprocessable("inactive_user", format!("user {user} is deactivated"))),
+            None => return Err(ApiError::unprocessable("unknown_user", format!("no user {user}"))),
+        }
+    }
+    if let Some(team) = body.team {
+        match store.team(team).await? {
+            Some(t) if t.deactivated_at.is_none() => {}
+            Some(_) => return Err(ApiError::unprocessable("inactive_team", format!("team {team} is deactivated"))),
+            None => return Err(ApiError::unprocessable("unknown_team", format!("no team {team}"))),
+        }
+    }
+    store
+        .assign_thread(id, (body.user, body.team), state.engine.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format_args!("thread {id}")))?;
+    Ok(ApiJson(detail(&state, id).await?))
+}
+
+/// Close an open thread.
+#[utoipa::path(post, path = "/v1/threads/{id}/close", tag = "inbox", params(("id" = ThreadId, Path)),
+    responses((status = 200, body = ThreadDetail), (status = 404, body = ErrorBody),
+        (status = 409, description = "Already closed", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn close(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ThreadId>,
+) -> Result<ApiJson<ThreadDetail>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let thread = find(&state, id).await?;
+    if !state.engine.store().close_thread(id, state.engine.now()).await? {
+        return Err(ApiError::conflict("already_closed", format!("thread {} is already closed", thread.id)));
+    }
+    Ok(ApiJson(detail(&state, id).await?))
+}
+
+/// Reopen a closed thread (refused while the contact has another open
+/// thread on the number).
+#[utoipa::path(post, path = "/v1/threads/{id}/reopen", tag = "inbox", params(("id" = ThreadId, Path)),
+    responses((status = 200, body = ThreadDetail), (status = 404, body = ErrorBody),
+        (status = 409, description = "Already open, or another thread is open", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reopen(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<ThreadId>,
+) -> Result<ApiJson<ThreadDetail>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    find(&state, id).await?;
+    match state.engine.store().reopen_thread(id, state.engine.now()).await {
+        Ok(true) => Ok(ApiJson(detail(&state, id).await?)),
+        Ok(false) => Err(ApiError::conflict("already_open", format!("thread {id} is already open"))),
+        Err(StoreError::Duplicate { .. }) => Err(ApiError::conflict(
+            "another_thread_open",
+            format!(
+                "the contact has another open thread on this number; answer there or close it before reopening {id}"
+            ),
+        )),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Save a named thread filter.
+#[utoipa::path(post, path = "/v1/views", tag = "inbox", request_body = NewViewBody,
+    responses((status = 201, body = ViewView), (status = 409, description = "Name taken", body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_view(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewViewBody>,
+) -> Result<(StatusCode, ApiJson<ViewView>), ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let name = body.name.trim();
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("invalid_name", "a saved view needs a name"));
+    }
+    if body.filter.view.is_some() || body.filter.cursor.is_some() || body.filter.limit.is_some() {
+        return Err(ApiError::unprocessable("invalid_filter", "a saved filter holds no `view`, `cursor` or `limit`"));
+    }
+    let mut filter = ThreadFilter::default();
+    narrow(&state, &mut filter, &body.filter).await?;
+    let new = NewSavedView {
+        name: name.to_string(),
+        owner_user_id: None,
+        filter: serde_json::to_value(&filter).expect("a filter serialises"),
+    };
+    match state.engine.store().insert_saved_view(new, state.engine.now()).await {
+        Ok(view) => Ok((StatusCode::CREATED, ApiJson(view_view(view)))),
+        Err(StoreError::Duplicate { .. }) => {
+            Err(ApiError::conflict("name_taken", format!("a saved view named `{name}` already exists")))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Every saved view, by name.
+#[utoipa::path(get, path = "/v1/views", tag = "inbox", responses((status = 200, body = ViewList)),
+    security(("bearer" = [])))]
+pub async fn list_views(State(state): State<ApiState>, caller: Caller) -> Result<ApiJson<ViewList>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let views = state.engine.store().saved_views().await?;
+    Ok(ApiJson(ViewList { items: views.into_iter().map(view_view).collect() }))
+}
+
+fn view_view(v: SavedView) -> ViewView {
+    ViewView { id: v.id, name: v.name, filter: v.filter, created_at: v.created_at }
+}
+
+async fn find(state: &ApiState, id: ThreadId) -> Result<Thread, ApiError> {
+    state.engine.store().thread(id).await?.ok_or_else(|| ApiError::not_found(format_args!("thread {id}")))
+}
+
+async fn detail(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError> {
+    let store = state.engine.store();
+    let thread = find(state, id).await?;
+    let numbers = store.phone_numbers().await?;
+    let contact = store.contact(thread.contact_id).await?.map(ContactView::from);
+    let messages = store.messages(id).await?.into_iter().map(MessageView::from).collect();
+    Ok(ThreadDetail { thread: thread_view(state, thread, &numbers), contact_detail: contact, messages })
+}
+
+fn thread_view(state: &ApiState, t: Thread, numbers: &[crate::store::PhoneNumber]) -> ThreadView {
+    let now = state.engine.now();
+    let display_number =
+        numbers.iter().find(|n| n.id == t.phone_number_id).map(|n| n.display_number.clone()).unwrap_or_default();
+    ThreadView {
+        id: t.id,
+        contact: t.contact_id,
+        number: t.phone_number_id,
+        display_number,
+        customer_wa_id: t.customer_wa_id,
+        status: t.status,
+        owner_user: t.owner_user_id,
+        owner_team: t.owner_team_id,
+        window_open: t.window_closes_at.is_some_and(|c| c > now),
+        window_closes_at: t.window_closes_at,
+        last_inbound_at: t.last_inbound_at,
+        last_outbound_at: t.last_outbound_at,
+        first_response_at: t.first_response_at,
+        opened_at: t.opened_at,
+        closed_at: t.closed_at,
+        updated_at: t.updated_at,
+    }
+}

@@ -1,0 +1,202 @@
+//! Users and teams: the inbox agents threads are assigned to, and the
+//! groups that round-robin assignment picks from. Deactivated, never
+//! deleted, so that the threads they owned keep their history.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::ApiState;
+use crate::api::auth::{Caller, Scope};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use crate::ids::{TeamId, UserId};
+use crate::store::{NewUser, StoreError, Team, User};
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserBody {
+    pub email: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub deactivated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeamBody {
+    pub name: String,
+    /// Members in round-robin order.
+    #[serde(default)]
+    pub members: Vec<UserId>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TeamView {
+    pub id: TeamId,
+    pub name: String,
+    pub members: Vec<UserId>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub deactivated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserList {
+    pub items: Vec<UserView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TeamList {
+    pub items: Vec<TeamView>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            active: u.deactivated_at.is_none(),
+            created_at: u.created_at,
+            deactivated_at: u.deactivated_at,
+        }
+    }
+}
+
+fn team_view(t: Team, members: Vec<UserId>) -> TeamView {
+    TeamView {
+        id: t.id,
+        name: t.name,
+        members,
+        active: t.deactivated_at.is_none(),
+        created_at: t.created_at,
+        deactivated_at: t.deactivated_at,
+    }
+}
+
+/// Create an inbox agent.
+#[utoipa::path(post, path = "/v1/users", tag = "people", request_body = NewUserBody,
+    responses((status = 201, body = UserView), (status = 409, description = "Email taken", body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_user(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewUserBody>,
+) -> Result<(StatusCode, ApiJson<UserView>), ApiError> {
+    caller.require(&[Scope::Admin])?;
+    let email = body.email.trim().to_lowercase();
+    if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+        return Err(ApiError::unprocessable("invalid_email", format!("`{}` is not an email address", body.email)));
+    }
+    if body.name.trim().is_empty() {
+        return Err(ApiError::unprocessable("invalid_name", "a user needs a name"));
+    }
+    let new = NewUser { email: email.clone(), name: body.name.trim().to_string() };
+    match state.engine.store().insert_user(new, state.engine.now()).await {
+        Ok(user) => Ok((StatusCode::CREATED, ApiJson(user.into()))),
+        Err(StoreError::Duplicate { .. }) => {
+            Err(ApiError::conflict("email_taken", format!("a user with email {email} already exists")))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Every user, by name.
+#[utoipa::path(get, path = "/v1/users", tag = "people", responses((status = 200, body = UserList)),
+    security(("bearer" = [])))]
+pub async fn list_users(State(state): State<ApiState>, caller: Caller) -> Result<ApiJson<UserList>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let users = state.engine.store().list_users().await?;
+    Ok(ApiJson(UserList { items: users.into_iter().map(UserView::from).collect() }))
+}
+
+/// Deactivate a user: no new threads, out of every round robin.
+#[utoipa::path(post, path = "/v1/users/{id}/deactivate", tag = "people", params(("id" = UserId, Path)),
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn deactivate_user(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<UserId>,
+) -> Result<ApiJson<UserView>, ApiError> {
+    caller.require(&[Scope::Admin])?;
+    let user = state.engine.store().deactivate_user(id, state.engine.now()).await?;
+    user.map(|u| ApiJson(u.into())).ok_or_else(|| ApiError::not_found(format_args!("user {id}")))
+}
+
+/// Create a team with its members.
+#[utoipa::path(post, path = "/v1/teams", tag = "people", request_body = NewTeamBody,
+    responses((status = 201, body = TeamView), (status = 409, description = "Name taken", body = ErrorBody),
+        (status = 422, description = "Unknown member", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_team(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewTeamBody>,
+) -> Result<(StatusCode, ApiJson<TeamView>), ApiError> {
+    caller.require(&[Scope::Admin])?;
+    let store = state.engine.store();
+    let now = state.engine.now();
+    let name = body.name.trim();
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("invalid_name", "a team needs a name"));
+    }
+    for member in &body.members {
+        if store.user(*member).await?.is_none() {
+            return Err(ApiError::unprocessable("unknown_user", format!("no user {member} (members)")));
+        }
+    }
+    let team = match store.insert_team(name, now).await {
+        Ok(team) => team,
+        Err(StoreError::Duplicate { .. }) => {
+            return Err(ApiError::conflict("name_taken", format!("a team named `{name}` already exists")));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let mut members = Vec::new();
+    for member in body.members {
+        if members.contains(&member) {
+            continue;
+        }
+        store.add_team_member(team.id, member, now).await?;
+        members.push(member);
+    }
+    Ok((StatusCode::CREATED, ApiJson(team_view(team, members))))
+}
+
+/// Every team with its members, by name.
+#[utoipa::path(get, path = "/v1/teams", tag = "people", responses((status = 200, body = TeamList)),
+    security(("bearer" = [])))]
+pub async fn list_teams(State(state): State<ApiState>, caller: Caller) -> Result<ApiJson<TeamList>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let teams = state.engine.store().list_teams().await?;
+    Ok(ApiJson(TeamList { items: teams.into_iter().map(|(t, m)| team_view(t, m)).collect() }))
+}
+
+/// Deactivate a team: its assignment rules assign no more threads.
+#[utoipa::path(post, path = "/v1/teams/{id}/deactivate", tag = "people", params(("id" = TeamId, Path)),
+    responses((status = 200, body = TeamView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn deactivate_team(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<TeamId>,
+) -> Result<ApiJson<TeamView>, ApiError> {
+    caller.require(&[Scope::Admin])?;
+    let store = state.engine.store();
+    let team = store
+        .deactivate_team(id, state.engine.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format_args!("team {id}")))?;
+    let members = store.team_members(id).await?;
+    Ok(ApiJson(team_view(team, members)))
+}

@@ -1,0 +1,113 @@
+//! Workflows: each with its versions, and per version the enrollments by
+//! status and the funnel a marketer watches.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::ApiState;
+use crate::api::auth::{Caller, Scope};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use crate::ids::{WorkflowId, WorkflowVersionId};
+use crate::store::{Funnel, VersionReport, Workflow};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkflowView {
+    /// The `id` of its file.
+    pub key: String,
+    pub id: WorkflowId,
+    pub name: String,
+    pub source_path: Option<String>,
+    /// The version new enrollments take.
+    pub current_version: Option<i32>,
+    pub versions: Vec<VersionView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VersionView {
+    pub id: WorkflowVersionId,
+    pub version: i32,
+    pub content_hash: String,
+    pub created_at: DateTime<Utc>,
+    /// Enrollments per status (`active`, `waiting`, `completed`, …).
+    pub enrollments: BTreeMap<String, u64>,
+    pub funnel: FunnelView,
+}
+
+/// Enrolled, sent, delivered, read, replied, failed, goal met.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FunnelView {
+    pub enrolled: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub read: u64,
+    pub replied: u64,
+    pub failed: u64,
+    pub goal_met: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkflowList {
+    pub items: Vec<WorkflowView>,
+}
+
+/// Every workflow with its versions and funnels.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    responses((status = 200, body = WorkflowList)), security(("bearer" = [])))]
+pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<ApiJson<WorkflowList>, ApiError> {
+    caller.require(&[Scope::Enroll, Scope::Inbox])?;
+    let mut workflows = state.engine.store().workflows().await?;
+    workflows.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut items = Vec::with_capacity(workflows.len());
+    for workflow in workflows {
+        items.push(view(&state, workflow).await?);
+    }
+    Ok(ApiJson(WorkflowList { items }))
+}
+
+/// One workflow by its `id`.
+#[utoipa::path(get, path = "/v1/workflows/{key}", tag = "workflows", params(("key" = String, Path)),
+    responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+) -> Result<ApiJson<WorkflowView>, ApiError> {
+    caller.require(&[Scope::Enroll, Scope::Inbox])?;
+    let workflow = state
+        .engine
+        .store()
+        .workflow_by_key(&key)
+        .await?
+        .ok_or_else(|| ApiError::from(crate::runtime::EngineError::UnknownWorkflow(key.clone())))?;
+    Ok(ApiJson(view(&state, workflow).await?))
+}
+
+async fn view(state: &ApiState, workflow: Workflow) -> Result<WorkflowView, ApiError> {
+    let reports = state.engine.store().version_reports(workflow.id).await?;
+    let current_version =
+        reports.iter().find(|r| Some(r.version.id) == workflow.current_version_id).map(|r| r.version.version);
+    Ok(WorkflowView {
+        key: workflow.key,
+        id: workflow.id,
+        name: workflow.name,
+        source_path: workflow.source_path,
+        current_version,
+        versions: reports.into_iter().map(version_view).collect(),
+    })
+}
+
+fn version_view(report: VersionReport) -> VersionView {
+    let Funnel { enrolled, sent, delivered, read, replied, failed, goal_met } = report.funnel;
+    VersionView {
+        id: report.version.id,
+        version: report.version.version,
+        content_hash: report.version.content_hash,
+        created_at: report.version.created_at,
+        enrollments: report.by_status,
+        funnel: FunnelView { enrolled, sent, delivered, read, replied, failed, goal_met },
+    }
+}

@@ -1,0 +1,275 @@
+//! Bulk enrollment: a chunk of rows enrolled in one transaction, with the
+//! same enrollment rules as one enrollment, contacts found or created for
+//! the whole chunk at once, and a result per row.
+//!
+//! Invariant: a row key is recorded in the same transaction as its row's
+//! enrollment, so a row is enrolled at most once per key, across uploads
+//! and across crashes.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::{Engine, EngineError, Enrolled};
+use crate::ids::{BulkJobId, ContactId, PhoneNumberId};
+use crate::store::status::ConsentStatus;
+use crate::store::{Contact, NewContact, RowKey, RowResult, Tx, merge_properties};
+
+/// How long a row key is remembered.
+pub const ROW_KEY_TTL: chrono::Duration = chrono::Duration::days(30);
+
+/// One row of a bulk upload, already checked for shape.
+#[derive(Debug, Clone)]
+pub struct BulkRow {
+    pub line: u64,
+    pub key: Option<String>,
+    /// Hash of the row's content: the same key with another row is refused.
+    pub content_hash: String,
+    pub contact: BulkContact,
+    pub trigger: Value,
+    /// Numbers to opt the contact in on (consent from the API, audited).
+    pub opt_in: Vec<PhoneNumberId>,
+}
+
+/// The row's contact: an existing one, or found (created) by phone.
+#[derive(Debug, Clone)]
+pub enum BulkContact {
+    Id(ContactId),
+    Phone {
+        /// Normalised digits.
+        phone: String,
+        name: Option<String>,
+        mobile_phone: Option<String>,
+        properties: Option<Map<String, Value>>,
+    },
+}
+
+/// Where a chunk goes: its workflow, job and row-key space.
+#[derive(Debug, Clone)]
+pub struct BulkTarget<'a> {
+    pub workflow: &'a str,
+    pub job: BulkJobId,
+    /// Row keys of one token and workflow.
+    pub key_scope: &'a str,
+}
+
+impl Engine {
+    /// Enrolls a chunk of rows and records every row's result (`failed`
+    /// rows are recorded as they are). Returns the results in line order.
+    pub async fn enroll_chunk(
+        &self,
+        target: &BulkTarget<'_>,
+        rows: Vec<BulkRow>,
+        failed: Vec<RowResult>,
+    ) -> Result<Vec<RowResult>, EngineError> {
+        let plan =
+            self.current_plan(target.workflow).ok_or_else(|| EngineError::UnknownWorkflow(target.workflow.into()))?;
+        let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
+            return Err(EngineError::NotApiEnrollable { workflow: target.workflow.into() });
+        };
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let keys: Vec<String> = rows.iter().filter_map(|r| r.key.clone()).collect();
+        let mut seen: HashMap<String, (String, Value)> = tx
+            .row_keys(target.key_scope, &keys)
+            .await?
+            .into_iter()
+            .map(|k| (k.key, (k.request_hash, k.response_body.unwrap_or(Value::Null))))
+            .collect();
+        let contacts = self.chunk_contacts(&tx, &rows, now).await?;
+        let mut results = failed;
+        let mut new_keys = Vec::new();
+        for row in rows {
+            if let Some(key) = &row.key
+                && let Some((hash, first)) = seen.get(key)
+            {
+                results.push(replayed(&row, hash, first));
+                continue;
+            }
+            let missing: Vec<&String> =
+                api.required.iter().filter(|f| row.trigger.get(f.as_str()).is_none_or(Value::is_null)).collect();
+            let contact = match &row.contact {
+                BulkContact::Id(id) => contacts.by_id.get(id),
+                BulkContact::Phone { phone, .. } => contacts.by_phone.get(phone),
+            };
+            let result = match (contact, missing.is_empty()) {
+                (None, _) => row_error(&row, format!("no contact {}", contact_label(&row.contact))),
+                (Some(_), false) => {
+                    let fields: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+                    row_error(&row, format!("trigger needs the field(s) {}", fields.join(", ")))
+                }
+                (Some(contact), true) => {
+                    for number in &row.opt_in {
+                        tx.opt_in(contact.id, *number, now).await?;
+                    }
+                    let enrolled = self.enroll_in(&tx, &plan, contact, "api", row.trigger.clone(), now).await?;
+                    row_result(&row, contact.id, enrolled)
+                }
+            };
+            if let Some(key) = &row.key
+                && result.outcome != "error"
+            {
+                let first = json!({ "outcome": result.outcome, "contact": result.contact_id,
+                    "enrollment": result.enrollment_id, "reason": result.reason });
+                seen.insert(key.clone(), (row.content_hash.clone(), first.clone()));
+                new_keys.push(RowKey { key: key.clone(), request_hash: row.content_hash.clone(), result: first });
+            }
+            results.push(result);
+        }
+        results.sort_by_key(|r| r.line);
+        tx.insert_row_keys(target.key_scope, new_keys, now + ROW_KEY_TTL, now).await?;
+        tx.record_bulk_rows(target.job, &results, now).await?;
+        tx.commit().await?;
+        self.notify();
+        Ok(results)
+    }
+
+    /// The chunk's contacts: named by id, found by phone, or created (once
+    /// per phone), with the rows' names and properties applied.
+    async fn chunk_contacts(
+        &self,
+        tx: &Tx,
+        rows: &[BulkRow],
+        now: DateTime<Utc>,
+    ) -> Result<ChunkContacts, EngineError> {
+        let ids: Vec<ContactId> = rows
+            .iter()
+            .filter_map(|r| match r.contact {
+                BulkContact::Id(id) => Some(id),
+                BulkContact::Phone { .. } => None,
+            })
+            .collect();
+        let phones: Vec<String> = rows
+            .iter()
+            .filter_map(|r| match &r.contact {
+                BulkContact::Phone { phone, .. } => Some(phone.clone()),
+                BulkContact::Id(_) => None,
+            })
+            .collect();
+        let by_id: HashMap<ContactId, Contact> =
+            tx.contacts_by_ids(&ids).await?.into_iter().map(|c| (c.id, c)).collect();
+        let mut by_phone: HashMap<String, Contact> = HashMap::new();
+        for contact in tx.contacts_by_phones(&phones).await? {
+            if let Some(phone) = contact.phone.clone() {
+                by_phone.entry(phone).or_insert(contact);
+            }
+        }
+        let mut news = Vec::new();
+        let mut changed: HashMap<ContactId, Contact> = HashMap::new();
+        for row in rows {
+            let BulkContact::Phone { phone, name, mobile_phone, properties } = &row.contact else { continue };
+            match by_phone.get_mut(phone) {
+                Some(contact) => {
+                    if name.is_none() && properties.is_none() {
+                        continue;
+                    }
+                    if let Some(name) = name {
+                        contact.name = Some(name.clone());
+                    }
+                    if let Some(properties) = properties {
+                        contact.properties = merge_properties(contact.properties.clone(), properties.clone());
+                    }
+                    changed.insert(contact.id, contact.clone());
+                }
+                None if !news.iter().any(|n: &NewContact| n.phone.as_deref() == Some(phone)) => {
+                    news.push(NewContact {
+                        name: name.clone(),
+                        phone: Some(phone.clone()),
+                        mobile_phone: mobile_phone.clone(),
+                        wa_id: Some(phone.clone()),
+                        user_id: None,
+                        properties: Value::Object(properties.clone().unwrap_or_default()),
+                    });
+                }
+                None => {}
+            }
+        }
+        for contact in changed.values() {
+            tx.replace_contact_fields(contact, now).await?;
+        }
+        for contact in tx.insert_contacts(news, now).await? {
+            if let Some(phone) = contact.phone.clone() {
+                by_phone.insert(phone, contact);
+            }
+        }
+        Ok(ChunkContacts { by_id, by_phone })
+    }
+}
+
+struct ChunkContacts {
+    by_id: HashMap<ContactId, Contact>,
+    by_phone: HashMap<String, Contact>,
+}
+
+fn contact_label(contact: &BulkContact) -> String {
+    match contact {
+        BulkContact::Id(id) => id.to_string(),
+        BulkContact::Phone { phone, .. } => format!("+{phone}"),
+    }
+}
+
+fn row_result(row: &BulkRow, contact: ContactId, enrolled: Enrolled) -> RowResult {
+    let (outcome, enrollment, reason) = match enrolled {
+        Enrolled::Enrolled { enrollment } => ("enrolled", Some(enrollment), None),
+        Enrolled::Skipped { reason } => {
+            ("skipped", None, serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)))
+        }
+    };
+    RowResult {
+        line: row.line,
+        row_key: row.key.clone(),
+        outcome,
+        contact_id: Some(contact),
+        enrollment_id: enrollment,
+        reason,
+        error: None,
+    }
+}
+
+/// A row whose key was seen before: the first result, or an error when the
+/// key came with another row.
+fn replayed(row: &BulkRow, first_hash: &str, first: &Value) -> RowResult {
+    if first_hash != row.content_hash {
+        return row_error(row, "this row key was used before with another row; give each row its own key".into());
+    }
+    let text = |field: &str| first.get(field).and_then(Value::as_str).map(str::to_string);
+    RowResult {
+        line: row.line,
+        row_key: row.key.clone(),
+        outcome: "replayed",
+        contact_id: text("contact").and_then(|s| s.parse().ok()),
+        enrollment_id: text("enrollment").and_then(|s| s.parse().ok()),
+        reason: first.get("outcome").and_then(Value::as_str).map(|o| format!("first result: {o}")),
+        error: None,
+    }
+}
+
+fn row_error(row: &BulkRow, error: String) -> RowResult {
+    RowResult {
+        line: row.line,
+        row_key: row.key.clone(),
+        outcome: "error",
+        contact_id: None,
+        enrollment_id: None,
+        reason: None,
+        error: Some(error),
+    }
+}
+
+impl Tx {
+    /// Opts a contact in on a number from the API, unless already opted in.
+    pub async fn opt_in(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let current = self.consents(contact).await?;
+        if current.iter().any(|c| c.phone_number_id == number && c.status == ConsentStatus::OptedIn) {
+            return Ok(());
+        }
+        self.record_api_consent(contact, number, ConsentStatus::OptedIn, now).await?;
+        Ok(())
+    }
+}

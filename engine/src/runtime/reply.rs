@@ -1,0 +1,217 @@
+//! An inbox agent's reply in a thread: free-form text inside the contact's
+//! 24-hour window, or a template at any time to an opted-in contact.
+//!
+//! Invariant: the message is recorded as `sending` before the request
+//! leaves, so a reply is in the thread whatever the channel answers; a reply
+//! whose answer never came stays `sending` (outcome unknown) and is settled
+//! by its status webhook, never sent again by Kairo.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+use super::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
+use super::pacing::Pace;
+use crate::ids::{MessageId, ThreadId, Wamid};
+use crate::store::status::{ConsentStatus, DeliveryStatus, Direction};
+use crate::store::{Message, NewMessage, StoreError, Thread};
+
+/// What an agent sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyContent {
+    /// Free-form text: only while the contact's window is open.
+    Text { text: String },
+    /// An approved template of the thread's number, parameters rendered.
+    Template {
+        name: String,
+        language: String,
+        header: Option<serde_json::Value>,
+        body: Option<serde_json::Value>,
+        buttons: Vec<serde_json::Value>,
+    },
+}
+
+/// Why a reply was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("no thread {0}")]
+    UnknownThread(ThreadId),
+    #[error("thread {thread} is on a number Kairo no longer knows")]
+    UnknownNumber { thread: ThreadId },
+    /// The 24-hour customer service window is closed (or never opened).
+    #[error("{}", window_closed_message(*closed_at))]
+    WindowClosed { closed_at: Option<DateTime<Utc>> },
+    #[error("the contact has not opted in on this number: templates go only to opted-in contacts")]
+    NotOptedIn,
+    #[error("template `{name}` ({language}) is {status} on this number: only APPROVED templates can be sent")]
+    TemplateNotApproved { name: String, language: String, status: String },
+    /// The channel refused the reply; the message is recorded as failed.
+    #[error("WhatsApp refused the reply: {0}")]
+    Refused(CallError),
+    /// The answer never came: the reply may have been sent; it stays
+    /// `sending` until a status webhook settles it.
+    #[error("the reply's outcome is unknown ({0}); it is not sent again: its status webhook will settle it")]
+    OutcomeUnknown(CallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn window_closed_message(closed_at: Option<DateTime<Utc>>) -> String {
+    match closed_at {
+        Some(at) => format!(
+            "the 24-hour customer service window closed at {}: send an approved template instead",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "the contact has never written on this number, so no customer service window is open: send an \
+                 approved template instead"
+            .to_string(),
+    }
+}
+
+impl Engine {
+    /// Sends `content` in `thread` and records it there.
+    pub async fn reply(&self, thread: ThreadId, content: ReplyContent) -> Result<Message, ReplyError> {
+        let row = self.store.thread(thread).await?.ok_or(ReplyError::UnknownThread(thread))?;
+        let number = self
+            .numbers()
+            .iter()
+            .find(|n| n.id == row.phone_number_id)
+            .cloned()
+            .ok_or(ReplyError::UnknownNumber { thread })?;
+        let now = self.now();
+        self.check_reply(&row, number.account_id, &content, now).await?;
+        let message = self.store.record_message(reply_row(&row, &content, now), now).await?;
+        self.wait_for_slot(&number).await?;
+        let to = row.customer_wa_id.clone();
+        let callback_data = format!("kairo:reply:{}", message.id);
+        let sent = match &content {
+            ReplyContent::Text { text } => {
+                let text = OutboundText {
+                    idempotency_key: message.id.to_string(),
+                    number_id: number.graph_id.clone(),
+                    to,
+                    text: text.clone(),
+                    reply_to: None,
+                    callback_data,
+                };
+                self.outbound.send_text(&text).await
+            }
+            ReplyContent::Template { name, language, header, body, buttons } => {
+                let template = OutboundTemplate {
+                    idempotency_key: message.id.to_string(),
+                    number_id: number.graph_id.clone(),
+                    to,
+                    template: name.clone(),
+                    language: language.clone(),
+                    header: header.clone(),
+                    body: body.clone(),
+                    buttons: buttons.clone(),
+                    callback_data,
+                };
+                self.outbound.send_template(&template).await
+            }
+        };
+        self.settle_reply(message.id, sent).await
+    }
+
+    async fn check_reply(
+        &self,
+        thread: &Thread,
+        account: crate::ids::AccountId,
+        content: &ReplyContent,
+        now: DateTime<Utc>,
+    ) -> Result<(), ReplyError> {
+        match content {
+            ReplyContent::Text { .. } => match thread.window_closes_at {
+                Some(closes) if closes > now => Ok(()),
+                closed_at => Err(ReplyError::WindowClosed { closed_at }),
+            },
+            ReplyContent::Template { name, language, .. } => {
+                let consent = self.store.consent(thread.contact_id, thread.phone_number_id).await?;
+                if consent.map(|c| c.status) != Some(ConsentStatus::OptedIn) {
+                    return Err(ReplyError::NotOptedIn);
+                }
+                match self.store.template_status(account, name, language).await? {
+                    Some((status, _)) if status == "APPROVED" => Ok(()),
+                    found => Err(ReplyError::TemplateNotApproved {
+                        name: name.clone(),
+                        language: language.clone(),
+                        status: found.map_or_else(|| "unknown".to_string(), |(status, _)| status),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Keeps the number's pace: waits for a slot shared with the workers.
+    async fn wait_for_slot(&self, number: &crate::store::PhoneNumber) -> Result<(), ReplyError> {
+        if !self.outbound.paced() {
+            return Ok(());
+        }
+        loop {
+            match self.pacer.slot(&self.store, self.clock.as_ref(), number).await? {
+                // A slot missed by more than the lateness allowed is given
+                // up for a new one.
+                Pace::At(at) => {
+                    if self.sleep_until(Some(at)).await {
+                        return Ok(());
+                    }
+                }
+                Pace::Wait(until) => {
+                    self.sleep_until(Some(until)).await;
+                }
+            }
+        }
+    }
+
+    async fn settle_reply(
+        &self,
+        message: MessageId,
+        sent: Result<super::outbound::SendReceipt, CallError>,
+    ) -> Result<Message, ReplyError> {
+        let now = self.now();
+        match sent {
+            Ok(receipt) => {
+                let wamid = Wamid(receipt.wamid);
+                let recorded = self.store.mark_reply_sent(message, &wamid, now).await?;
+                recorded.ok_or_else(|| ReplyError::Store(self.store.missing("reply just recorded")))
+            }
+            Err(err) if err.kind == FailureKind::Unknown => Err(ReplyError::OutcomeUnknown(err)),
+            Err(err) => {
+                let code = err.code.and_then(|c| i32::try_from(c).ok());
+                self.store.mark_reply_failed(message, code, &err.message, now).await?;
+                Err(ReplyError::Refused(err))
+            }
+        }
+    }
+}
+
+/// The reply as first recorded: `sending`, no wamid yet.
+fn reply_row(thread: &Thread, content: &ReplyContent, now: DateTime<Utc>) -> NewMessage {
+    let (message_type, body, template_name, template_language, template_params) = match content {
+        ReplyContent::Text { text } => ("text", Some(text.clone()), None, None, None),
+        ReplyContent::Template { name, language, header, body, buttons } => (
+            "template",
+            None,
+            Some(name.clone()),
+            Some(language.clone()),
+            Some(serde_json::json!({ "header": header, "body": body, "buttons": buttons })),
+        ),
+    };
+    NewMessage {
+        thread_id: thread.id,
+        direction: Direction::Outbound,
+        wamid: None,
+        message_type: message_type.to_string(),
+        body,
+        payload: serde_json::json!({ "source": "inbox_reply" }),
+        status: DeliveryStatus::Sending,
+        template_name,
+        template_language,
+        template_params,
+        enrollment_id: None,
+        step_execution_id: None,
+        occurred_at: now,
+    }
+}

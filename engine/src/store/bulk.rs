@@ -1,0 +1,347 @@
+//! Bulk enrollments: the job a streamed upload becomes, what happened to
+//! each of its rows, and the row keys that make a row idempotent.
+//!
+//! Invariant: a chunk of rows commits in one transaction with its
+//! enrollments, its row results, its row keys and the job's counters, so a
+//! crash mid-upload leaves either all of a chunk or none of it, and a row key
+//! is recorded exactly when its enrollment is.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::entities::{bulk_job, bulk_job_row, consent, consent_event, contact, idempotency_key};
+use super::status::{ConsentSource, ConsentStatus};
+use super::{Contact, IdempotencyRecord, NewContact, Store, StoreError, Tx};
+use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId};
+
+pub type BulkJob = bulk_job::Model;
+pub type BulkJobRow = bulk_job_row::Model;
+
+/// Where a bulk job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkJobStatus {
+    /// Rows are being read and applied (moved in by the upload's start).
+    Running,
+    /// Every row was read; each has a result (moved in by the upload's end).
+    Completed,
+    /// The upload stopped before its end (a broken connection, a body over
+    /// the limit, a database failure): the rows applied so far stay applied.
+    Failed,
+}
+
+impl BulkJobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkJobStatus::Running => "running",
+            BulkJobStatus::Completed => "completed",
+            BulkJobStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowResult {
+    pub line: u64,
+    pub row_key: Option<String>,
+    /// `enrolled`, `skipped`, `replayed` or `error`.
+    pub outcome: &'static str,
+    pub contact_id: Option<ContactId>,
+    pub enrollment_id: Option<EnrollmentId>,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A row key and what its row did, kept so that a repeat replays it.
+#[derive(Debug, Clone)]
+pub struct RowKey {
+    pub key: String,
+    pub request_hash: String,
+    pub result: serde_json::Value,
+}
+
+impl Store {
+    pub async fn create_bulk_job(
+        &self,
+        workflow_key: &str,
+        format: &str,
+        token: Option<ApiTokenId>,
+        now: DateTime<Utc>,
+    ) -> Result<BulkJob, StoreError> {
+        let row = bulk_job::ActiveModel {
+            id: Set(BulkJobId::new()),
+            workflow_key: Set(workflow_key.to_string()),
+            format: Set(format.to_string()),
+            status: Set(BulkJobStatus::Running.as_str().to_string()),
+            token_id: Set(token),
+            rows_seen: Set(0),
+            rows_enrolled: Set(0),
+            rows_skipped: Set(0),
+            rows_replayed: Set(0),
+            rows_failed: Set(0),
+            error: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            finished_at: Set(None),
+        };
+        bulk_job::Entity::insert(row).exec_with_returning(&self.db).await.map_err(|e| self.query_error(e))
+    }
+
+    pub async fn finish_bulk_job(
+        &self,
+        id: BulkJobId,
+        status: BulkJobStatus,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<BulkJob>, StoreError> {
+        bulk_job::Entity::update_many()
+            .col_expr(bulk_job::Column::Status, Expr::value(status.as_str()))
+            .col_expr(bulk_job::Column::Error, Expr::value(error))
+            .col_expr(bulk_job::Column::FinishedAt, Expr::value(now))
+            .col_expr(bulk_job::Column::UpdatedAt, Expr::value(now))
+            .filter(bulk_job::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        self.bulk_job(id).await
+    }
+
+    pub async fn bulk_job(&self, id: BulkJobId) -> Result<Option<BulkJob>, StoreError> {
+        bulk_job::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
+    }
+
+    /// Bulk jobs, newest first.
+    pub async fn bulk_jobs(&self, limit: u64) -> Result<Vec<BulkJob>, StoreError> {
+        bulk_job::Entity::find()
+            .order_by_desc(bulk_job::Column::CreatedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// A job's row results after `after_line`, in line order; only one
+    /// outcome when `outcome` is given.
+    pub async fn bulk_job_rows(
+        &self,
+        id: BulkJobId,
+        outcome: Option<&str>,
+        after_line: u64,
+        limit: u64,
+    ) -> Result<Vec<BulkJobRow>, StoreError> {
+        let mut query = bulk_job_row::Entity::find()
+            .filter(bulk_job_row::Column::JobId.eq(id))
+            .filter(bulk_job_row::Column::Line.gt(after_line as i64))
+            .order_by_asc(bulk_job_row::Column::Line)
+            .limit(limit);
+        if let Some(outcome) = outcome {
+            query = query.filter(bulk_job_row::Column::Outcome.eq(outcome));
+        }
+        query.all(&self.db).await.map_err(|e| self.query_error(e))
+    }
+}
+
+impl Tx {
+    /// Records a consent change from the API with its audit entry.
+    pub async fn record_api_consent(
+        &self,
+        contact: ContactId,
+        number: crate::ids::PhoneNumberId,
+        status: ConsentStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        use consent::Column as C;
+        let current = consent::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(contact),
+            phone_number_id: Set(number),
+            status: Set(status),
+            changed_at: Set(now),
+        };
+        consent::Entity::insert(current)
+            .on_conflict(
+                OnConflict::columns([C::ContactId, C::PhoneNumberId])
+                    .update_columns([C::Status, C::ChangedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let audit = consent_event::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(contact),
+            phone_number_id: Set(number),
+            status: Set(status),
+            source: Set(ConsentSource::Api),
+            keyword: Set(None),
+            wamid: Set(None),
+            occurred_at: Set(now),
+        };
+        consent_event::Entity::insert(audit).exec_without_returning(&self.txn).await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Contacts whose `phone` is one of `phones` (normalised), oldest first.
+    pub async fn contacts_by_phones(&self, phones: &[String]) -> Result<Vec<Contact>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in phones.chunks(500) {
+            let rows = contact::Entity::find()
+                .filter(contact::Column::Phone.is_in(chunk.iter().cloned()))
+                .order_by_asc(contact::Column::CreatedAt)
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Contacts by id.
+    pub async fn contacts_by_ids(&self, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            let rows = contact::Entity::find()
+                .filter(contact::Column::Id.is_in(chunk.iter().copied()))
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Inserts contacts in multi-row statements; returns the rows in order.
+    pub async fn insert_contacts(&self, news: Vec<NewContact>, now: DateTime<Utc>) -> Result<Vec<Contact>, StoreError> {
+        let rows: Vec<Contact> = news
+            .into_iter()
+            .map(|new| Contact {
+                id: ContactId::new(),
+                name: new.name,
+                phone: new.phone,
+                mobile_phone: new.mobile_phone,
+                wa_id: new.wa_id,
+                user_id: new.user_id,
+                properties: if new.properties.is_null() { serde_json::json!({}) } else { new.properties },
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        for chunk in rows.chunks(500) {
+            let models = chunk.iter().cloned().map(contact::ActiveModel::from);
+            contact::Entity::insert_many(models).exec_without_returning(&self.txn).await.map_err(|e| self.err(e))?;
+        }
+        Ok(rows)
+    }
+
+    /// Replaces a contact's properties and name (an upsert's merge, done by the caller).
+    pub async fn replace_contact_fields(&self, contact: &Contact, now: DateTime<Utc>) -> Result<(), StoreError> {
+        contact::Entity::update_many()
+            .col_expr(contact::Column::Properties, Expr::value(contact.properties.clone()))
+            .col_expr(contact::Column::Name, Expr::value(contact.name.clone()))
+            .col_expr(contact::Column::UpdatedAt, Expr::value(now))
+            .filter(contact::Column::Id.eq(contact.id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The row keys of `scope` among `keys` already recorded.
+    pub async fn row_keys(&self, scope: &str, keys: &[String]) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(500) {
+            let rows = idempotency_key::Entity::find()
+                .filter(idempotency_key::Column::Scope.eq(scope))
+                .filter(idempotency_key::Column::Key.is_in(chunk.iter().cloned()))
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Records row keys with their results. A key another upload recorded
+    /// meanwhile is left as it is (its first result stands).
+    pub async fn insert_row_keys(
+        &self,
+        scope: &str,
+        keys: Vec<RowKey>,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        use idempotency_key::Column as C;
+        let rows: Vec<idempotency_key::ActiveModel> = keys
+            .into_iter()
+            .map(|k| idempotency_key::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                scope: Set(scope.to_string()),
+                key: Set(k.key),
+                request_hash: Set(k.request_hash),
+                response_status: Set(Some(200)),
+                response_body: Set(Some(k.result)),
+                created_at: Set(now),
+                expires_at: Set(expires_at),
+            })
+            .collect();
+        for chunk in rows.chunks(500) {
+            idempotency_key::Entity::insert_many(chunk.to_vec())
+                .on_conflict(OnConflict::columns([C::Scope, C::Key]).do_nothing().to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Stores a chunk's row results and adds them to the job's counters.
+    pub async fn record_bulk_rows(
+        &self,
+        job: BulkJobId,
+        rows: &[RowResult],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let count = |outcome: &str| rows.iter().filter(|r| r.outcome == outcome).count() as i64;
+        let models: Vec<bulk_job_row::ActiveModel> = rows
+            .iter()
+            .map(|r| bulk_job_row::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                job_id: Set(job),
+                line: Set(r.line as i64),
+                row_key: Set(r.row_key.clone()),
+                outcome: Set(r.outcome.to_string()),
+                contact_id: Set(r.contact_id),
+                enrollment_id: Set(r.enrollment_id),
+                reason: Set(r.reason.clone()),
+                error: Set(r.error.clone()),
+            })
+            .collect();
+        for chunk in models.chunks(500) {
+            bulk_job_row::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        use bulk_job::Column as C;
+        use sea_orm::sea_query::ExprTrait;
+        bulk_job::Entity::update_many()
+            .col_expr(C::RowsSeen, Expr::col(C::RowsSeen).add(rows.len() as i64))
+            .col_expr(C::RowsEnrolled, Expr::col(C::RowsEnrolled).add(count("enrolled")))
+            .col_expr(C::RowsSkipped, Expr::col(C::RowsSkipped).add(count("skipped")))
+            .col_expr(C::RowsReplayed, Expr::col(C::RowsReplayed).add(count("replayed")))
+            .col_expr(C::RowsFailed, Expr::col(C::RowsFailed).add(count("error")))
+            .col_expr(C::UpdatedAt, Expr::value(now))
+            .filter(C::Id.eq(job))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The sandbox: what `kairo serve` runs when no WhatsApp account is
+//! configured, so that everything in the README can be tried on one machine.
+//!
+//! - The demo catalogue (`fixtures/catalog.json`, built into the binary) is
+//!   registered: its account, numbers and templates, which the example
+//!   workflows use.
+//! - Sends go to the sandbox channel: recorded in the inbox (and the record
+//!   file, when set), never sent.
+//! - The webhook verifies signatures with [`SANDBOX_APP_SECRET`], so that
+//!   `kairo sandbox inbound` can inject a signed inbound message (a contact
+//!   sending YES, say) through the real webhook path.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use hmac::{KeyInit, Mac};
+use kairo_engine::config::Config;
+use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, Store};
+use kairo_engine::workflow::Catalog;
+use kairo_engine::{Clock, Secret};
+
+/// The demo catalogue the sandbox registers.
+const DEMO_CATALOG: &str = include_str!("../fixtures/catalog.json");
+/// The app secret the sandbox webhook checks signatures with. Not a secret:
+/// the sandbox sends nothing anywhere and listens on loopback by default.
+pub const SANDBOX_APP_SECRET: &str = "kairo-sandbox-app-secret";
+pub const SANDBOX_VERIFY_TOKEN: &str = "kairo-sandbox-verify-token";
+
+/// Whether `kairo serve` runs as the sandbox: no WhatsApp account configured.
+pub fn active(config: &Config) -> bool {
+    config.whatsapp.accounts.is_empty()
+}
+
+fn demo_catalog() -> Catalog {
+    serde_json::from_str(DEMO_CATALOG).expect("the demo catalogue built into the binary is valid")
+}
+
+/// Registers the demo catalogue's account, numbers and templates.
+pub async fn register(store: &Store) -> Result<()> {
+    let now = kairo_engine::SystemClock.now();
+    for account in demo_catalog().accounts {
+        let new = NewAccount { waba_id: account.waba_id.clone(), name: "Sandbox".into(), portfolio_id: None };
+        let stored = store.upsert_account(new, now).await?;
+        for number in &account.numbers {
+            let digits: String = number.display_phone_number.chars().filter(char::is_ascii_digit).collect();
+            let new = NewPhoneNumber {
+                account_id: stored.id,
+                graph_id: number.id.clone(),
+                display_number: number.display_phone_number.clone(),
+                normalized_number: digits,
+                verified_name: Some("Kairo Sandbox".into()),
+                quality_rating: Some("GREEN".into()),
+                throughput_mps: 80,
+                messaging_limit_tier: None,
+            };
+            store.upsert_phone_number(new, now).await?;
+        }
+        for template in &account.templates {
+            let new = NewTemplate {
+                account_id: stored.id,
+                graph_id: format!("sandbox-{}-{}", template.name, template.language),
+                name: template.name.clone(),
+                language: template.language.clone(),
+                status: template.status.clone(),
+                category: template.category.clone(),
+                parameter_format: template.parameter_format.clone(),
+                components: serde_json::Value::Array(template.components.clone()),
+            };
+            store.upsert_template(new, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The banner `kairo serve` prints in sandbox mode.
+pub fn announce(listen: &str) {
+    let numbers: Vec<String> =
+        demo_catalog().accounts.iter().flat_map(|a| a.numbers.iter().map(|n| n.display_phone_number.clone())).collect();
+    eprintln!(
+        "\n  SANDBOX MODE: no WhatsApp account is configured.\n  \
+         Nothing is sent to WhatsApp: sends are recorded in the inbox (GET /v1/threads).\n  \
+         Demo numbers: {}.\n  \
+         Try a contact opting in:  kairo sandbox inbound --from \"+44 7700 900123\" --text YES --url http://{listen}\n  \
+         Configure [whatsapp] in kairo.toml (docs/operations.md) to send for real.\n",
+        numbers.join(", ")
+    );
+    tracing::warn!("sandbox mode: no WhatsApp account configured; sends are recorded, not sent");
+}
+
+/// What `kairo sandbox inbound` sends.
+#[derive(Debug)]
+pub struct Inbound<'a> {
+    pub from: &'a str,
+    pub text: &'a str,
+    pub to: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub url: Option<&'a str>,
+}
+
+/// Posts a signed inbound text message to a running `kairo serve`.
+pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
+    let from = kairo_engine::phone::normalize_phone(args.from).map_err(|e| crate::UsageError(e.to_string()))?;
+    let catalog = demo_catalog();
+    let numbers: Vec<_> = catalog.accounts.iter().flat_map(|a| a.numbers.iter().map(move |n| (a, n))).collect();
+    let wanted: Option<String> = args.to.map(|t| t.chars().filter(char::is_ascii_digit).collect());
+    let (account, number) = numbers
+        .iter()
+        .find(|(_, n)| {
+            wanted.as_ref().is_none_or(|w| {
+                n.display_phone_number.chars().filter(char::is_ascii_digit).collect::<String>() == *w || n.id == *w
+            })
+        })
+        .ok_or_else(|| {
+            let known: Vec<&str> = numbers.iter().map(|(_, n)| n.display_phone_number.as_str()).collect();
+            crate::UsageError(format!(
+                "no sandbox number `{}`: use one of {}",
+                args.to.unwrap_or_default(),
+                known.join(", ")
+            ))
+        })?;
+    let now = kairo_engine::SystemClock.now();
+    let body = serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": account.waba_id,
+            "changes": [{
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {
+                        "display_phone_number": number.display_phone_number.chars().filter(char::is_ascii_digit).collect::<String>(),
+                        "phone_number_id": number.id,
+                    },
+                    "contacts": [{ "profile": { "name": args.name.unwrap_or("Sandbox contact") }, "wa_id": from }],
+                    "messages": [{
+                        "from": from,
+                        "id": format!("wamid.sandbox.in.{}", uuid::Uuid::now_v7().simple()),
+                        "timestamp": now.timestamp().to_string(),
+                        "text": { "body": args.text },
+                        "type": "text",
+                    }],
+                },
+                "field": "messages",
+            }],
+        }],
+    });
+    let bytes = serde_json::to_vec(&body).context("writing the webhook body")?;
+    let secret = config.whatsapp.app_secret.clone().unwrap_or_else(|| Secret::new(SANDBOX_APP_SECRET));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key");
+    mac.update(&bytes);
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let base = args.url.map_or_else(|| format!("http://{}", config.listen), str::to_string);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+    let response = client
+        .post(format!("{}/webhooks/whatsapp", base.trim_end_matches('/')))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(bytes)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach kairo serve at {base}: is it running? (--url sets where)"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        anyhow::bail!("kairo serve answered {status}: {text}");
+    }
+    println!(
+        "inbound message from +{from} to {}: \"{}\" delivered to the webhook",
+        number.display_phone_number, args.text
+    );
+    Ok(ExitCode::SUCCESS)
+}
