@@ -346,13 +346,24 @@ async fn serve(config: &Config) -> Result<()> {
     if sandbox::active(config) {
         sandbox::announce(&addr.to_string());
     }
+    // Watching starts before the server says it listens, so that no change
+    // made after that is missed.
+    let watch = match kairo_engine::workflow::watch::FolderWatch::start(&config.workflows_dir) {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            tracing::warn!(dir = %config.workflows_dir.display(), %err, "cannot watch the workflow folder: changes load at the next start");
+            None
+        }
+    };
     println!("kairo listening on http://{addr}");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let engine = build_engine(&store, config)?;
     if config.whatsapp.can_send() {
         tokio::spawn(sync::periodically(store.clone(), config.clone(), sync::SERVE_SYNC_INTERVAL, shutdown.clone()));
     }
-    tokio::spawn(watch_workflows(store.clone(), engine.clone(), config.clone(), shutdown.clone()));
+    if let Some(watch) = watch {
+        tokio::spawn(watch_workflows(watch, store.clone(), engine.clone(), config.clone(), shutdown.clone()));
+    }
     let workers = tokio::spawn({
         let (engine, settings, shutdown) = (engine.clone(), worker_config(config), shutdown.clone());
         async move { engine.run(settings, shutdown).await }
@@ -530,16 +541,14 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
 /// Reloads the workflow folder whenever a file in it changes: a valid
 /// change becomes a new version at once; an invalid one is reported with
 /// path:line:column and the previous version keeps running.
-async fn watch_workflows(store: Store, engine: Arc<Engine>, config: Config, shutdown: CancellationToken) {
-    let dir = config.workflows_dir.clone();
-    let mut watch = match kairo_engine::workflow::watch::FolderWatch::start(&dir) {
-        Ok(watch) => watch,
-        Err(err) => {
-            tracing::warn!(dir = %dir.display(), %err, "cannot watch the workflow folder: changes load at the next start");
-            return;
-        }
-    };
-    tracing::info!(dir = %dir.display(), "watching the workflow folder for changes");
+async fn watch_workflows(
+    mut watch: kairo_engine::workflow::watch::FolderWatch,
+    store: Store,
+    engine: Arc<Engine>,
+    config: Config,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(dir = %config.workflows_dir.display(), "watching the workflow folder for changes");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

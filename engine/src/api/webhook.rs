@@ -167,6 +167,7 @@ pub(super) async fn handshake(
 
 pub(super) async fn deliver(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(webhook) = &state.webhook else { return not_configured() };
+    let started = std::time::Instant::now();
     let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     if let Err(err) = webhook.channel.verify_signature(signature, &body) {
         return refuse(err);
@@ -175,8 +176,13 @@ pub(super) async fn deliver(State(state): State<AppState>, headers: HeaderMap, b
         Ok(events) => events,
         Err(err) => return refuse(err),
     };
+    let count = events.len() as u64;
     match webhook.ingestor.submit(events).await {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(()) => {
+            metrics::counter!("kairo_webhook_events_total").increment(count);
+            metrics::histogram!("kairo_webhook_ingest_seconds").record(started.elapsed().as_secs_f64());
+            StatusCode::OK.into_response()
+        }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",

@@ -79,7 +79,7 @@ impl Engine {
             .collect();
         let contacts = self.chunk_contacts(&tx, &rows, now).await?;
         let mut results = failed;
-        let mut new_keys = Vec::new();
+        let mut admitted: Vec<(BulkRow, &Contact)> = Vec::new();
         for row in rows {
             if let Some(key) = &row.key
                 && let Some((hash, first)) = seen.get(key)
@@ -87,35 +87,57 @@ impl Engine {
                 results.push(replayed(&row, hash, first));
                 continue;
             }
-            let missing: Vec<&String> =
-                api.required.iter().filter(|f| row.trigger.get(f.as_str()).is_none_or(Value::is_null)).collect();
+            let missing: Vec<&str> = api
+                .required
+                .iter()
+                .filter(|f| row.trigger.get(f.as_str()).is_none_or(Value::is_null))
+                .map(String::as_str)
+                .collect();
             let contact = match &row.contact {
                 BulkContact::Id(id) => contacts.by_id.get(id),
                 BulkContact::Phone { phone, .. } => contacts.by_phone.get(phone),
             };
-            let result = match (contact, missing.is_empty()) {
-                (None, _) => row_error(&row, format!("no contact {}", contact_label(&row.contact))),
-                (Some(_), false) => {
-                    let fields: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-                    row_error(&row, format!("trigger needs the field(s) {}", fields.join(", ")))
+            match contact {
+                None => results.push(row_error(&row, format!("no contact {}", contact_label(&row.contact)))),
+                Some(_) if !missing.is_empty() => {
+                    results.push(row_error(&row, format!("trigger needs the field(s) {}", missing.join(", "))))
                 }
-                (Some(contact), true) => {
-                    for number in &row.opt_in {
-                        tx.opt_in(contact.id, *number, now).await?;
+                Some(contact) => {
+                    // A key repeated in this chunk replays the first row.
+                    if let Some(key) = &row.key {
+                        seen.insert(key.clone(), (row.content_hash.clone(), Value::Null));
                     }
-                    let enrolled = self.enroll_in(&tx, &plan, contact, "api", row.trigger.clone(), now).await?;
-                    row_result(&row, contact.id, enrolled)
+                    admitted.push((row, contact));
                 }
-            };
-            if let Some(key) = &row.key
-                && result.outcome != "error"
-            {
+            }
+        }
+        for (row, contact) in &admitted {
+            for number in &row.opt_in {
+                tx.opt_in(contact.id, *number, now).await?;
+            }
+        }
+        let items: Vec<(&Contact, Value)> = admitted.iter().map(|(row, c)| (*c, row.trigger.clone())).collect();
+        let enrolled = self.enroll_many_in(&tx, &plan, &items, "api", now).await?;
+        let mut new_keys = Vec::new();
+        let mut firsts: HashMap<String, Value> = HashMap::new();
+        for ((row, contact), enrolled) in admitted.iter().zip(enrolled) {
+            let result = row_result(row, contact.id, enrolled);
+            if let Some(key) = &row.key {
                 let first = json!({ "outcome": result.outcome, "contact": result.contact_id,
                     "enrollment": result.enrollment_id, "reason": result.reason });
-                seen.insert(key.clone(), (row.content_hash.clone(), first.clone()));
+                firsts.insert(key.clone(), first.clone());
                 new_keys.push(RowKey { key: key.clone(), request_hash: row.content_hash.clone(), result: first });
             }
             results.push(result);
+        }
+        // Rows that repeated a key of this chunk replay its first result.
+        for result in results.iter_mut().filter(|r| r.outcome == "replayed" && r.enrollment_id.is_none()) {
+            if let Some(first) = result.row_key.as_ref().and_then(|k| firsts.get(k)) {
+                let text = |field: &str| first.get(field).and_then(Value::as_str).map(str::to_string);
+                result.contact_id = text("contact").and_then(|s| s.parse().ok());
+                result.enrollment_id = text("enrollment").and_then(|s| s.parse().ok());
+                result.reason = first.get("outcome").and_then(Value::as_str).map(|o| format!("first result: {o}"));
+            }
         }
         results.sort_by_key(|r| r.line);
         tx.insert_row_keys(target.key_scope, new_keys, now + ROW_KEY_TTL, now).await?;

@@ -37,13 +37,19 @@ impl Engine {
             return Vec::new();
         }
         match self.commit_batch(&batch).await {
-            Ok(chained) => chained,
+            Ok(chained) => {
+                count_finished(&batch);
+                chained
+            }
             Err(err) => {
                 tracing::warn!(%err, steps = batch.len(), "committing a batch of steps failed; committing them one by one");
                 let mut chained = Vec::new();
                 for finished in &batch {
                     match self.commit_batch(std::slice::from_ref(finished)).await {
-                        Ok(next) => chained.extend(next),
+                        Ok(next) => {
+                            count_finished(std::slice::from_ref(finished));
+                            chained.extend(next)
+                        }
                         Err(err) => tracing::error!(
                             %err,
                             enrollment = %finished.claim.enrollment_id,
@@ -204,6 +210,20 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// Step executions finished, by the state they were written in
+/// (`kairo_steps_total`).
+fn count_finished(batch: &[Finished]) {
+    for finished in batch {
+        let state = match &finished.outcome {
+            Outcome::Done { record, .. } | Outcome::Retry { record, .. } => record.state,
+            Outcome::Park { .. } => StepState::Waiting,
+            Outcome::Lost | Outcome::Defer { .. } => continue,
+        };
+        let label = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string));
+        metrics::counter!("kairo_steps_total", "state" => label.unwrap_or_default()).increment(1);
     }
 }
 

@@ -12,7 +12,7 @@ use super::plan::Plan;
 use super::{Engine, EngineError};
 use crate::ids::{ContactId, EnrollmentId};
 use crate::store::status::EnrollmentStatus;
-use crate::store::{Contact, EnrollmentChange, NewEnrollment, Tx};
+use crate::store::{Contact, EnrollmentChange, EnrollmentHistory, NewEnrollment, Tx};
 use crate::workflow::condition::Condition;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::model::Reenroll;
@@ -113,29 +113,9 @@ impl Engine {
         trigger_data: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<Enrolled, EngineError> {
-        let rules = &plan.model.enrollment;
-        if let Some(suppress) = &rules.suppress {
-            let context = serde_json::json!({ "contact": contact_json(contact), "trigger": trigger_data });
-            if Condition::parse(suppress).is_ok_and(|c| c.evaluate(&context)) {
-                return Ok(Enrolled::Skipped { reason: SkipReason::Suppressed });
-            }
-        }
         let history = tx.enrollment_history(contact.id, plan.workflow_id).await?;
-        match &rules.reenroll {
-            Reenroll::Never if history.total > 0 => {
-                return Ok(Enrolled::Skipped { reason: SkipReason::AlreadyEnrolled });
-            }
-            Reenroll::After(period) => {
-                let period = parse_duration(period).map_err(|e| EngineError::BrokenVersion(plan.version_id, e))?;
-                let period = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::MAX);
-                if history.last_enrolled_at.is_some_and(|last| last + period > now) {
-                    return Ok(Enrolled::Skipped { reason: SkipReason::TooSoon });
-                }
-            }
-            Reenroll::Never | Reenroll::Always => {}
-        }
-        if !rules.concurrent && history.running > 0 {
-            return Ok(Enrolled::Skipped { reason: SkipReason::StillRunning });
+        if let Some(reason) = admit(plan, contact, &trigger_data, &history, now)? {
+            return Ok(Enrolled::Skipped { reason });
         }
         let enrollment = tx
             .insert_enrollment(
@@ -160,4 +140,100 @@ impl Engine {
         tx.change_enrollment(enrollment.id, change, now).await?;
         Ok(Enrolled::Enrolled { enrollment: enrollment.id })
     }
+
+    /// [`Engine::enroll_in`] for many contacts at once: their histories
+    /// read together, the admitted enrollments and their first steps
+    /// written with one statement each. A contact named twice is judged
+    /// the second time with the first enrollment counted.
+    pub(super) async fn enroll_many_in(
+        &self,
+        tx: &Tx,
+        plan: &Arc<Plan>,
+        items: &[(&Contact, serde_json::Value)],
+        trigger_kind: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Enrolled>, EngineError> {
+        let contacts: Vec<ContactId> = items.iter().map(|(c, _)| c.id).collect();
+        let mut histories = tx.enrollment_histories(&contacts, plan.workflow_id).await?;
+        let first = plan.first_step();
+        let mut results = Vec::with_capacity(items.len());
+        let mut enrollments = Vec::new();
+        let mut steps = Vec::new();
+        for (contact, trigger_data) in items {
+            let history = histories.entry(contact.id).or_default();
+            if let Some(reason) = admit(plan, contact, trigger_data, history, now)? {
+                results.push(Enrolled::Skipped { reason });
+                continue;
+            }
+            history.total += 1;
+            history.running += 1;
+            history.last_enrolled_at = Some(now);
+            let id = EnrollmentId::new();
+            let new = NewEnrollment {
+                workflow_id: plan.workflow_id,
+                workflow_version_id: plan.version_id,
+                contact_id: contact.id,
+                trigger_kind: trigger_kind.to_string(),
+                trigger_data: trigger_data.clone(),
+            };
+            enrollments.push((id, new, first.to_string()));
+            steps.push(first_step_row(id, first, now));
+            results.push(Enrolled::Enrolled { enrollment: id });
+        }
+        tx.insert_started_enrollments(enrollments, now).await?;
+        tx.insert_steps(&steps).await?;
+        Ok(results)
+    }
+}
+
+/// The first step of a new enrollment: pending, due now.
+fn first_step_row(enrollment: EnrollmentId, step: &str, now: DateTime<Utc>) -> crate::store::StepExecution {
+    crate::store::StepExecution {
+        id: crate::ids::StepExecutionId::new(),
+        enrollment_id: enrollment,
+        step_id: step.to_string(),
+        attempt: 1,
+        state: crate::store::status::StepState::Pending,
+        output: None,
+        error: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        due_at: now,
+        started_at: None,
+        finished_at: None,
+        created_at: now,
+    }
+}
+
+/// Whether the workflow's enrollment rules let `contact` in now; the
+/// reason when they do not.
+fn admit(
+    plan: &Plan,
+    contact: &Contact,
+    trigger_data: &serde_json::Value,
+    history: &EnrollmentHistory,
+    now: DateTime<Utc>,
+) -> Result<Option<SkipReason>, EngineError> {
+    let rules = &plan.model.enrollment;
+    if let Some(suppress) = &rules.suppress {
+        let context = serde_json::json!({ "contact": contact_json(contact), "trigger": trigger_data });
+        if Condition::parse(suppress).is_ok_and(|c| c.evaluate(&context)) {
+            return Ok(Some(SkipReason::Suppressed));
+        }
+    }
+    match &rules.reenroll {
+        Reenroll::Never if history.total > 0 => return Ok(Some(SkipReason::AlreadyEnrolled)),
+        Reenroll::After(period) => {
+            let period = parse_duration(period).map_err(|e| EngineError::BrokenVersion(plan.version_id, e))?;
+            let period = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::MAX);
+            if history.last_enrolled_at.is_some_and(|last| last + period > now) {
+                return Ok(Some(SkipReason::TooSoon));
+            }
+        }
+        Reenroll::Never | Reenroll::Always => {}
+    }
+    if !rules.concurrent && history.running > 0 {
+        return Ok(Some(SkipReason::StillRunning));
+    }
+    Ok(None)
 }

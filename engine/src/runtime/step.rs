@@ -547,6 +547,7 @@ impl Engine {
         match self.pacer.slot(&self.store, self.clock.as_ref(), number).await {
             Ok(Pace::At(at)) => Ok(Some(at)),
             Ok(Pace::Wait(until)) => {
+                metrics::counter!("kairo_pacing_waits_total").increment(1);
                 let spread = chrono::Duration::microseconds((claim.id.as_uuid().as_u128() % 1_000_000) as i64);
                 Err(Outcome::defer(until + spread))
             }
@@ -616,10 +617,14 @@ impl Engine {
     ) -> Outcome {
         let error = match sent {
             Ok(receipt) => {
+                metrics::counter!("kairo_sends_total", "outcome" => "accepted", "code" => "").increment(1);
                 return self.send_done(ctx, &step.id, attempt.recorded(receipt.wamid, receipt.message_status), None);
             }
             Err(error) => error,
         };
+        let outcome = serde_json::to_value(error.kind).ok().and_then(|v| v.as_str().map(str::to_string));
+        let code = error.code.map(|c| c.to_string()).unwrap_or_default();
+        metrics::counter!("kairo_sends_total", "outcome" => outcome.unwrap_or_default(), "code" => code).increment(1);
         match (error.kind, error.code) {
             (FailureKind::Unknown, _) => self.settle_or_unknown(claim, ctx, Some(attempt), &error.message).await,
             (FailureKind::Auth, _) => {

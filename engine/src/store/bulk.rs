@@ -12,10 +12,12 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::entities::{bulk_job, bulk_job_row, consent, consent_event, contact, idempotency_key};
-use super::status::{ConsentSource, ConsentStatus};
-use super::{Contact, IdempotencyRecord, NewContact, Store, StoreError, Tx};
-use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId};
+use std::collections::HashMap;
+
+use super::entities::{bulk_job, bulk_job_row, consent, consent_event, contact, enrollment, idempotency_key};
+use super::status::{ConsentSource, ConsentStatus, EnrollmentStatus};
+use super::{Backend, Contact, EnrollmentHistory, IdempotencyRecord, NewContact, NewEnrollment, Store, StoreError, Tx};
+use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId, WorkflowId};
 
 pub type BulkJob = bulk_job::Model;
 pub type BulkJobRow = bulk_job_row::Model;
@@ -146,6 +148,74 @@ impl Store {
 }
 
 impl Tx {
+    /// Each contact's enrollments in `workflow`, read at once; on
+    /// PostgreSQL the contacts are locked first (in id order, so two
+    /// uploads never deadlock), as one enrollment locks its contact.
+    pub async fn enrollment_histories(
+        &self,
+        contacts: &[ContactId],
+        workflow: WorkflowId,
+    ) -> Result<HashMap<ContactId, EnrollmentHistory>, StoreError> {
+        let mut ids = contacts.to_vec();
+        ids.sort();
+        ids.dedup();
+        let mut histories: HashMap<ContactId, EnrollmentHistory> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            if self.store.backend == Backend::Postgres {
+                contact::Entity::find()
+                    .filter(contact::Column::Id.is_in(chunk.iter().copied()))
+                    .order_by_asc(contact::Column::Id)
+                    .lock(sea_orm::sea_query::LockType::Update)
+                    .all(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            let rows: Vec<(ContactId, EnrollmentStatus, DateTime<Utc>)> = enrollment::Entity::find()
+                .select_only()
+                .column(enrollment::Column::ContactId)
+                .column(enrollment::Column::Status)
+                .column(enrollment::Column::EnrolledAt)
+                .filter(enrollment::Column::ContactId.is_in(chunk.iter().copied()))
+                .filter(enrollment::Column::WorkflowId.eq(workflow))
+                .into_tuple()
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            for (contact, status, at) in rows {
+                let history = histories.entry(contact).or_default();
+                history.total += 1;
+                history.running += u64::from(super::runtime::RUNNING.contains(&status));
+                history.last_enrolled_at = history.last_enrolled_at.max(Some(at));
+            }
+        }
+        Ok(histories)
+    }
+
+    /// Inserts enrollments already at their first step (active), in
+    /// multi-row statements.
+    pub async fn insert_started_enrollments(
+        &self,
+        rows: Vec<(EnrollmentId, NewEnrollment, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let models: Vec<enrollment::ActiveModel> = rows
+            .into_iter()
+            .map(|(id, new, first)| {
+                let mut row = super::workflows::enrollment_row(new, now);
+                row.id = Set(id);
+                row.current_step = Set(Some(first));
+                row
+            })
+            .collect();
+        for chunk in models.chunks(500) {
+            enrollment::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Records a consent change from the API with its audit entry.
     pub async fn record_api_consent(
         &self,

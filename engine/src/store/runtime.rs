@@ -101,7 +101,7 @@ pub struct MessageOrigin {
 pub type StepSpan = (u64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// The running statuses: what "not finished" means.
-const RUNNING: [EnrollmentStatus; 2] = [EnrollmentStatus::Active, EnrollmentStatus::Waiting];
+pub(super) const RUNNING: [EnrollmentStatus; 2] = [EnrollmentStatus::Active, EnrollmentStatus::Waiting];
 
 impl Store {
     /// Claims up to `limit` due pending steps for `owner` until `lease_until`,

@@ -1,0 +1,731 @@
+//! The `/v1` HTTP API through a real `kairo serve` on a loopback port, in
+//! sandbox mode (no WhatsApp account: the demo catalogue's numbers, sends
+//! recorded in the inbox), on SQLite and on PostgreSQL: each endpoint's
+//! answers and its bad inputs.
+
+mod util;
+
+use std::path::Path;
+use std::time::Duration;
+
+use kairo_engine::testing::TestDb;
+use reqwest::Method;
+use serde_json::{Value, json};
+use util::{HANG_GUARD, Server, client, kairo};
+
+/// A test workflow enrolled through the API: one send, then done.
+const HELLO: &str = r#"id: api-hello
+name: API hello
+triggers:
+  - api:
+      required: [order_id]
+enrollment:
+  reenroll: always
+  concurrent: true
+steps:
+  - id: hello
+    send_template:
+      number: "+1 555-000-1111"
+      template: hello_world
+      language: en_US
+"#;
+
+/// A workflow that waits a day before its send: enrollments stay waiting.
+const WAITER: &str = r#"id: api-waiter
+name: API waiter
+triggers:
+  - api: {}
+enrollment:
+  reenroll: never
+steps:
+  - id: pause
+    wait:
+      for: 1d
+  - id: hello
+    send_template:
+      number: "+1 555-000-1111"
+      template: hello_world
+      language: en_US
+"#;
+
+struct Api {
+    server: Server,
+    dir: tempfile::TempDir,
+    url: String,
+    admin: String,
+    enroll: String,
+    inbox: String,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+fn token(dir: &Path, url: &str, name: &str, scope: &str) -> String {
+    let out = kairo(dir)
+        .args(["--database", url, "token", "create", "--name", name, "--scope", scope])
+        .output()
+        .expect("kairo token create runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+    assert!(token.starts_with("kairo_") && token.len() > 40, "{token}");
+    token
+}
+
+impl Api {
+    async fn start(db: &TestDb, settings: &str) -> Api {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("workflows")).expect("workflows dir");
+        std::fs::write(dir.path().join("workflows/api-hello.yaml"), HELLO).expect("write");
+        std::fs::write(dir.path().join("workflows/api-waiter.yaml"), WAITER).expect("write");
+        std::fs::write(dir.path().join("kairo.toml"), settings).expect("write config");
+        let url = db.raw_url();
+        let admin = token(dir.path(), &url, "admin", "admin");
+        let enroll = token(dir.path(), &url, "enroller", "enroll");
+        let inbox = token(dir.path(), &url, "agent", "inbox");
+        let server = Server::start(dir.path(), &url).await;
+        Api { server, dir, url, admin, enroll, inbox }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        self.send(method, path, token, body.map(|b| ("application/json", b.to_string().into_bytes())), &[]).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = client().request(method, format!("{}{path}", self.server.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Answer { status, headers, body }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// A contact writing to the sandbox number, through `kairo sandbox inbound`.
+    fn inbound(&self, from: &str, text: &str) {
+        let out = kairo(self.dir.path())
+            .args(["sandbox", "inbound", "--from", from, "--text", text, "--url", &self.server.base_url])
+            .output()
+            .expect("kairo sandbox inbound runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Polls `path` until `done` holds for its body (under the hang guard).
+    async fn until(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        loop {
+            let answer = self.get(path, token).await;
+            if answer.status == 200 && done(&answer.body) {
+                return answer.body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{path} never got there: {}", answer.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(&kairo_engine::testing::TestDb::sqlite()).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(&kairo_engine::testing::TestDb::postgres().await).await })*
+        }
+    };
+}
+
+on_both!(
+    tokens_scopes_and_malformed_requests_get_json_errors,
+    enrollment_is_idempotent_and_its_history_is_readable,
+    contacts_keep_their_consent_trail,
+    users_and_teams_are_created_listed_and_deactivated,
+    inbox_search_replies_owners_and_views,
+    bulk_enrollment_reports_each_row_and_replays_keys,
+);
+
+async fn tokens_scopes_and_malformed_requests_get_json_errors(db: &TestDb) {
+    let api = Api::start(db, "[api]\nrate_limit = 20\nmax_body_bytes = 4096\n").await;
+    let body = json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900001"}, "trigger": {"order_id": "A1"}});
+
+    let missing = api.call(Method::POST, "/v1/enrollments", None, Some(body.clone())).await;
+    assert_eq!((missing.status, missing.code()), (401, "missing_token"), "{}", missing.body);
+    assert_eq!(missing.headers["www-authenticate"], "Bearer");
+    let wrong = api.call(Method::GET, "/v1/workflows", Some("kairo_not_a_token"), None).await;
+    assert_eq!((wrong.status, wrong.code()), (401, "invalid_token"));
+    let scope = api.post("/v1/enrollments", &api.inbox, body.clone()).await;
+    assert_eq!((scope.status, scope.code()), (403, "insufficient_scope"), "{}", scope.body);
+    let scope = api.post("/v1/users", &api.enroll, json!({"email": "a@b.c", "name": "A"})).await;
+    assert_eq!(scope.status, 403);
+
+    let malformed = api
+        .send(
+            Method::POST,
+            "/v1/enrollments",
+            Some(&api.enroll),
+            Some(("application/json", b"{\"workflow\":".to_vec())),
+            &[],
+        )
+        .await;
+    assert_eq!((malformed.status, malformed.code()), (400, "malformed_json"), "{}", malformed.body);
+    let untyped =
+        api.send(Method::POST, "/v1/enrollments", Some(&api.enroll), Some(("text/plain", b"{}".to_vec())), &[]).await;
+    assert_eq!(untyped.status, 400);
+    let unknown_field = api
+        .post(
+            "/v1/enrollments",
+            &api.enroll,
+            json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900001"}, "nope": 1}),
+        )
+        .await;
+    assert_eq!((unknown_field.status, unknown_field.code()), (422, "invalid_body"), "{}", unknown_field.body);
+    let unknown = api
+        .post("/v1/enrollments", &api.enroll, json!({"workflow": "nope", "contact": {"phone": "+44 7700 900001"}}))
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (404, "unknown_workflow"));
+    let phone = api
+        .post(
+            "/v1/enrollments",
+            &api.enroll,
+            json!({"workflow": "api-hello", "contact": {"phone": "07700 900001"}, "trigger": {"order_id": "A1"}}),
+        )
+        .await;
+    assert_eq!((phone.status, phone.code()), (422, "invalid_phone"), "{}", phone.body);
+    assert_eq!(phone.body["error"]["details"]["field"], "contact.phone");
+    let trigger = api
+        .post("/v1/enrollments", &api.enroll, json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900001"}}))
+        .await;
+    assert_eq!((trigger.status, trigger.code()), (422, "missing_trigger_data"));
+    assert_eq!(trigger.body["error"]["details"]["missing"], json!(["order_id"]));
+    let big = json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900001", "name": "x".repeat(5000)}});
+    let big = api.post("/v1/enrollments", &api.enroll, big).await;
+    assert_eq!((big.status, big.code()), (413, "body_too_large"), "{}", big.body);
+    let route = api.get("/v1/nothing-here", &api.admin).await;
+    assert_eq!((route.status, route.code()), (404, "no_route"));
+    let path = api.get("/v1/enrollments/not-a-uuid", &api.admin).await;
+    assert_eq!((path.status, path.code()), (400, "invalid_path"));
+    let cursor = api.get("/v1/enrollments?cursor=zzz", &api.admin).await;
+    assert_eq!((cursor.status, cursor.code()), (400, "invalid_cursor"));
+    let status = api.get("/v1/enrollments?status=sleeping", &api.admin).await;
+    assert_eq!((status.status, status.code()), (400, "invalid_query"));
+
+    // The rate limit holds per token: a burst from one token is cut short
+    // with 429 and Retry-After; the other tokens go on.
+    let burst = token(api.dir.path(), &api.url, "burst", "inbox");
+    let answers = futures::future::join_all((0..80).map(|_| api.get("/v1/views", &burst))).await;
+    let limited: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    assert!(!limited.is_empty(), "80 requests at once are over a limit of 20/s");
+    assert!(answers.iter().all(|a| a.status == 200 || a.status == 429));
+    assert_eq!(limited[0].code(), "rate_limited");
+    assert!(limited[0].headers.contains_key("retry-after"));
+    assert_eq!(api.get("/v1/workflows", &api.inbox).await.status, 200);
+
+    // A revoked token is refused at once.
+    let out = kairo(api.dir.path()).args(["--database", &api.url, "token", "revoke", "agent"]).output().expect("runs");
+    assert!(out.status.success());
+    assert_eq!(api.get("/v1/workflows", &api.inbox).await.status, 401);
+    let again =
+        kairo(api.dir.path()).args(["--database", &api.url, "token", "revoke", "agent"]).output().expect("runs");
+    assert_eq!(again.status.code(), Some(2));
+    api.server.terminate().await;
+}
+
+async fn enrollment_is_idempotent_and_its_history_is_readable(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let body = json!({"workflow": "api-hello",
+        "contact": {"phone": "+44 7700 900123", "name": "Ada", "properties": {"plan": "gold"}, "opt_in": ["+1 555-000-1111"]},
+        "trigger": {"order_id": "A1"}});
+    let key = [("idempotency-key", "order-A1")];
+    let json_body = || Some(("application/json", body.to_string().into_bytes()));
+    let first = api.send(Method::POST, "/v1/enrollments", Some(&api.enroll), json_body(), &key).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body["result"], "enrolled");
+    let enrollment = first.body["enrollment"].as_str().expect("an id").to_string();
+    let contact = first.body["contact"].as_str().expect("an id").to_string();
+    let replay = api.send(Method::POST, "/v1/enrollments", Some(&api.enroll), json_body(), &key).await;
+    assert_eq!((replay.status, &replay.body), (201, &first.body));
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    let other =
+        json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900123"}, "trigger": {"order_id": "A2"}});
+    let conflict = api
+        .send(
+            Method::POST,
+            "/v1/enrollments",
+            Some(&api.enroll),
+            Some(("application/json", other.to_string().into_bytes())),
+            &key,
+        )
+        .await;
+    assert_eq!((conflict.status, conflict.code()), (422, "idempotency_key_reused"));
+    // Another token's key space is its own.
+    let admin_first = api.send(Method::POST, "/v1/enrollments", Some(&api.admin), json_body(), &key).await;
+    assert_eq!(admin_first.status, 201);
+    assert_ne!(admin_first.body["enrollment"], first.body["enrollment"]);
+    let listed = api.get(&format!("/v1/enrollments?contact={contact}"), &api.enroll).await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(2), "one per key and token: {}", listed.body);
+
+    // The in-process worker runs it: the history shows the send and its message.
+    let path = format!("/v1/enrollments/{enrollment}");
+    let done = api.until(&path, &api.enroll, |b| b["status"] == "completed").await;
+    assert_eq!(done["workflow"], "api-hello");
+    assert_eq!(done["workflow_version"], 1);
+    let steps = done["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "{done}");
+    assert_eq!(steps[0]["step"], "hello");
+    assert_eq!(steps[0]["state"], "succeeded");
+    assert_eq!(steps[0]["attempt"], 1);
+    assert!(steps[0]["started_at"].is_string() && steps[0]["finished_at"].is_string());
+    assert_eq!(steps[0]["message"]["template_name"], "hello_world");
+    assert!(steps[0]["message"]["wamid"].as_str().is_some_and(|w| w.starts_with("wamid.sandbox.")));
+
+    // Filters and cursors.
+    let waiters: Vec<String> = futures_ids(&api, 3).await;
+    let page = api.get("/v1/enrollments?workflow=api-waiter&limit=2", &api.enroll).await;
+    assert_eq!(page.body["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page.body["items"][0]["id"], waiters[2].as_str(), "newest first");
+    let cursor = page.body["next_cursor"].as_str().expect("a next page").to_string();
+    let rest = api.get(&format!("/v1/enrollments?workflow=api-waiter&limit=2&cursor={cursor}"), &api.enroll).await;
+    assert_eq!(rest.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rest.body["items"][0]["id"], waiters[0].as_str());
+    assert!(rest.body["next_cursor"].is_null());
+    let done_list = api.get("/v1/enrollments?workflow=api-hello&status=completed", &api.enroll).await;
+    assert!(done_list.body["items"].as_array().is_some_and(|i| i.iter().all(|e| e["status"] == "completed")));
+    assert_eq!(api.get("/v1/enrollments?workflow=nope", &api.enroll).await.status, 404);
+
+    // Cancel a waiting enrollment; cancelling again or retrying it conflicts.
+    let waiting = format!("/v1/enrollments/{}", waiters[0]);
+    api.until(&waiting, &api.enroll, |b| b["status"] == "waiting").await;
+    let cancelled = api.post(&format!("{waiting}/cancel"), &api.enroll, json!({"reason": "customer asked"})).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(
+        (cancelled.body["status"].as_str(), cancelled.body["exit_reason"].as_str()),
+        (Some("cancelled"), Some("customer asked"))
+    );
+    assert_eq!(api.post(&format!("{waiting}/cancel"), &api.enroll, json!({})).await.code(), "wrong_state");
+    assert_eq!(api.post(&format!("{waiting}/retry"), &api.enroll, json!({})).await.status, 409);
+    let nobody = api.post("/v1/enrollments/01a21e13-e387-745e-9549-3ef907b33df7/cancel", &api.enroll, json!({})).await;
+    assert_eq!(nobody.status, 404);
+
+    // The workflow's funnel counts what happened.
+    let workflow = api.until("/v1/workflows/api-hello", &api.enroll, |b| b["versions"][0]["funnel"]["sent"] == 2).await;
+    assert_eq!(workflow["current_version"], 1);
+    assert_eq!(workflow["versions"][0]["funnel"]["enrolled"], 2);
+    assert_eq!(workflow["versions"][0]["enrollments"]["completed"], 2);
+    let waiter = api.get("/v1/workflows/api-waiter", &api.enroll).await;
+    assert_eq!(waiter.body["versions"][0]["enrollments"]["cancelled"], 1);
+    assert_eq!(api.get("/v1/workflows/nope", &api.enroll).await.status, 404);
+    let all = api.get("/v1/workflows", &api.inbox).await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
+    api.server.terminate().await;
+}
+
+/// Enrolls three contacts into the waiting workflow; their enrollment ids, oldest first.
+async fn futures_ids(api: &Api, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = json!({"workflow": "api-waiter", "contact": {"phone": format!("+44 7700 90020{i}")}});
+        let answer = api.post("/v1/enrollments", &api.enroll, body).await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        ids.push(answer.body["enrollment"].as_str().expect("an id").to_string());
+    }
+    ids
+}
+
+async fn contacts_keep_their_consent_trail(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let created = api
+        .post("/v1/contacts", &api.inbox, json!({"phone": "+49 30 901820", "name": "Bea", "properties": {"tier": "a", "city": "Berlin"}, "opt_in": ["+1 555-000-1111"]}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().expect("an id").to_string();
+    assert_eq!(created.body["phone"], "4930901820");
+    assert_eq!(created.body["consents"][0]["status"], "opted_in");
+    assert_eq!(created.body["consents"][0]["display_number"], "+1 555-000-1111");
+    assert_eq!(created.body["consents"][0]["history"][0]["source"], "api");
+
+    let patched = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/contacts/{id}"),
+            Some(&api.inbox),
+            Some(json!({"properties": {"tier": "b", "city": null}})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(patched.body["properties"], json!({"tier": "b"}));
+    let bad =
+        api.call(Method::PATCH, &format!("/v1/contacts/{id}"), Some(&api.inbox), Some(json!({"phone": "12"}))).await;
+    assert_eq!((bad.status, bad.code()), (422, "invalid_phone"));
+
+    let out = api
+        .post(
+            &format!("/v1/contacts/{id}/consent"),
+            &api.enroll,
+            json!({"number": "15550001111", "status": "opted_out"}),
+        )
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(out.body["consents"][0]["status"], "opted_out");
+    let history = out.body["consents"][0]["history"].as_array().expect("history");
+    assert_eq!(
+        history.iter().map(|h| h["status"].as_str().unwrap_or_default()).collect::<Vec<_>>(),
+        ["opted_in", "opted_out"]
+    );
+    let unknown_number = api
+        .post(
+            &format!("/v1/contacts/{id}/consent"),
+            &api.enroll,
+            json!({"number": "+1 555 999 9999", "status": "opted_in"}),
+        )
+        .await;
+    assert_eq!((unknown_number.status, unknown_number.code()), (422, "unknown_number"));
+    assert!(unknown_number.body["error"]["details"]["known_numbers"].as_array().is_some_and(|k| k.len() == 3));
+
+    // The same phone finds the same contact.
+    let again = api.post("/v1/contacts", &api.inbox, json!({"phone": "+4930901820"})).await;
+    assert_eq!(again.body["id"], id.as_str());
+    let by_phone = api.get("/v1/contacts?phone=%2B49%2030%20901820", &api.inbox).await;
+    assert_eq!(by_phone.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        api.get(&format!("/v1/contacts/{}", "01a21e13-e387-745e-9549-3ef907b33df7"), &api.inbox).await.status,
+        404
+    );
+    let no_phone = api.post("/v1/contacts", &api.inbox, json!({"name": "Nobody"})).await;
+    assert_eq!((no_phone.status, no_phone.code()), (422, "missing_contact"));
+    api.server.terminate().await;
+}
+
+async fn users_and_teams_are_created_listed_and_deactivated(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let ana = api.post("/v1/users", &api.admin, json!({"email": "Ana@Example.com", "name": "Ana"})).await;
+    assert_eq!(ana.status, 201, "{}", ana.body);
+    assert_eq!(ana.body["email"], "ana@example.com");
+    let ana = ana.body["id"].as_str().expect("an id").to_string();
+    let taken = api.post("/v1/users", &api.admin, json!({"email": "ana@example.com", "name": "Ana 2"})).await;
+    assert_eq!((taken.status, taken.code()), (409, "email_taken"));
+    let invalid = api.post("/v1/users", &api.admin, json!({"email": "nope", "name": "X"})).await;
+    assert_eq!((invalid.status, invalid.code()), (422, "invalid_email"));
+    let bo = api.post("/v1/users", &api.admin, json!({"email": "bo@example.com", "name": "Bo"})).await;
+    let bo = bo.body["id"].as_str().expect("an id").to_string();
+
+    let team = api.post("/v1/teams", &api.admin, json!({"name": "Support", "members": [ana, bo]})).await;
+    assert_eq!(team.status, 201, "{}", team.body);
+    assert_eq!(team.body["members"], json!([ana, bo]));
+    let team_id = team.body["id"].as_str().expect("an id").to_string();
+    let unknown = api
+        .post("/v1/teams", &api.admin, json!({"name": "Sales", "members": ["01a21e13-e387-745e-9549-3ef907b33df7"]}))
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (422, "unknown_user"));
+    let again = api.post("/v1/teams", &api.admin, json!({"name": "Support"})).await;
+    assert_eq!(again.status, 409);
+
+    let off = api.post(&format!("/v1/users/{bo}/deactivate"), &api.admin, json!({})).await;
+    assert_eq!((off.status, &off.body["active"]), (200, &json!(false)));
+    let users = api.get("/v1/users", &api.inbox).await;
+    let active: Vec<bool> =
+        users.body["items"].as_array().expect("items").iter().map(|u| u["active"] == true).collect();
+    assert_eq!(active, [true, false], "Ana then Bo: {}", users.body);
+    let team_off = api.post(&format!("/v1/teams/{team_id}/deactivate"), &api.admin, json!({})).await;
+    assert_eq!((team_off.status, &team_off.body["active"]), (200, &json!(false)));
+    assert_eq!(api.get("/v1/teams", &api.inbox).await.body["items"][0]["active"], false);
+    assert_eq!(
+        api.post("/v1/users/01a21e13-e387-745e-9549-3ef907b33df7/deactivate", &api.admin, json!({})).await.status,
+        404
+    );
+    assert_eq!(api.post(&format!("/v1/users/{ana}/deactivate"), &api.inbox, json!({})).await.status, 403);
+    api.server.terminate().await;
+}
+
+async fn inbox_search_replies_owners_and_views(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    api.inbound("+44 7700 900500", "Hello, where is my parcel?");
+    api.inbound("+44 7700 900501", "YES");
+    let threads = api.until("/v1/threads", &api.inbox, |b| b["items"].as_array().is_some_and(|i| i.len() == 2)).await;
+    assert!(
+        threads["items"].as_array().expect("items").iter().all(|t| t["window_open"] == true && t["status"] == "open")
+    );
+
+    let found = api.get("/v1/threads?q=PARCEL", &api.inbox).await;
+    assert_eq!(found.body["items"].as_array().map(Vec::len), Some(1), "{}", found.body);
+    assert_eq!(found.body["items"][0]["customer_wa_id"], "447700900500");
+    let parcel = found.body["items"][0]["id"].as_str().expect("an id").to_string();
+    assert_eq!(api.get("/v1/threads?q=invoice", &api.inbox).await.body["items"], json!([]));
+    assert_eq!(api.get("/v1/threads?q=900501", &api.inbox).await.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(api.get("/v1/threads?q=%25", &api.inbox).await.body["items"], json!([]), "% is literal");
+    let on_number = api.get("/v1/threads?number=%2B1%20555-000-1111&status=open", &api.inbox).await;
+    assert_eq!(on_number.body["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(api.get("/v1/threads?number=%2B1%20555-000-2222", &api.inbox).await.body["items"], json!([]));
+    assert_eq!(api.get("/v1/threads?number=123", &api.inbox).await.status, 422);
+
+    // A free-form reply inside the window is sent and recorded.
+    let reply = api.post(&format!("/v1/threads/{parcel}/replies"), &api.inbox, json!({"text": "On its way!"})).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!((reply.body["status"].as_str(), reply.body["direction"].as_str()), (Some("sent"), Some("outbound")));
+    let thread = api.get(&format!("/v1/threads/{parcel}"), &api.inbox).await;
+    let bodies: Vec<&str> =
+        thread.body["messages"].as_array().expect("messages").iter().filter_map(|m| m["body"].as_str()).collect();
+    assert_eq!(bodies, ["Hello, where is my parcel?", "On its way!"]);
+    assert!(thread.body["first_response_at"].is_string());
+    assert_eq!(api.post(&format!("/v1/threads/{parcel}/replies"), &api.inbox, json!({})).await.code(), "invalid_reply");
+
+    // Outside the window: 409 naming when it closed; a template needs consent.
+    let enrolled = api.post("/v1/enrollments", &api.enroll, json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900502", "opt_in": ["+1 555-000-1111"]}, "trigger": {"order_id": "B"}})).await;
+    let contact = enrolled.body["contact"].as_str().expect("a contact").to_string();
+    let quiet = api
+        .until(&format!("/v1/threads?contact={contact}"), &api.inbox, |b| {
+            b["items"].as_array().is_some_and(|i| i.len() == 1)
+        })
+        .await;
+    let quiet = quiet["items"][0]["id"].as_str().expect("an id").to_string();
+    let closed = api.post(&format!("/v1/threads/{quiet}/replies"), &api.inbox, json!({"text": "hi"})).await;
+    assert_eq!((closed.status, closed.code()), (409, "window_closed"), "{}", closed.body);
+    assert!(closed.body["error"]["message"].as_str().is_some_and(|m| m.contains("template")));
+    let template = json!({"template": {"name": "hello_world", "language": "en_US"}});
+    let sent = api.post(&format!("/v1/threads/{quiet}/replies"), &api.inbox, template.clone()).await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    assert_eq!(sent.body["template_name"], "hello_world");
+    let not_approved = api
+        .post(
+            &format!("/v1/threads/{quiet}/replies"),
+            &api.inbox,
+            json!({"template": {"name": "back_in_stock", "language": "en_US"}}),
+        )
+        .await;
+    assert_eq!((not_approved.status, not_approved.code()), (422, "template_not_approved"));
+    let no_consent = api.post(&format!("/v1/threads/{parcel}/replies"), &api.inbox, template).await;
+    assert_eq!((no_consent.status, no_consent.code()), (409, "not_opted_in"));
+    // Associated: contacts created with a phone; the inbound ones too (matched by number).
+    let associated = api.get("/v1/threads?associated=true", &api.inbox).await;
+    assert_eq!(associated.body["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(api.get("/v1/threads?associated=false", &api.inbox).await.body["items"], json!([]));
+
+    // Owners, close and reopen, saved views.
+    let user = api.post("/v1/users", &api.admin, json!({"email": "cy@example.com", "name": "Cy"})).await;
+    let user = user.body["id"].as_str().expect("an id").to_string();
+    let owned = api.post(&format!("/v1/threads/{parcel}/owner"), &api.inbox, json!({"user": user})).await;
+    assert_eq!((owned.status, owned.body["owner_user"].as_str()), (200, Some(user.as_str())));
+    assert_eq!(
+        api.get(&format!("/v1/threads?owner={user}"), &api.inbox).await.body["items"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        api.get("/v1/threads?unassigned=true", &api.inbox).await.body["items"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let nobody = api
+        .post(
+            &format!("/v1/threads/{parcel}/owner"),
+            &api.inbox,
+            json!({"user": "01a21e13-e387-745e-9549-3ef907b33df7"}),
+        )
+        .await;
+    assert_eq!((nobody.status, nobody.code()), (422, "unknown_user"));
+    let close = api.post(&format!("/v1/threads/{parcel}/close"), &api.inbox, json!({})).await;
+    assert_eq!((close.status, close.body["status"].as_str()), (200, Some("closed")));
+    assert_eq!(api.post(&format!("/v1/threads/{parcel}/close"), &api.inbox, json!({})).await.code(), "already_closed");
+    let view = api.post("/v1/views", &api.inbox, json!({"name": "Closed", "filter": {"status": "closed"}})).await;
+    assert_eq!(view.status, 201, "{}", view.body);
+    let view_id = view.body["id"].as_str().expect("an id").to_string();
+    let in_view = api.get(&format!("/v1/threads?view={view_id}"), &api.inbox).await;
+    assert_eq!(in_view.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(in_view.body["items"][0]["id"], parcel.as_str());
+    assert_eq!(api.get("/v1/views", &api.inbox).await.body["items"][0]["name"], "Closed");
+    assert_eq!(api.post("/v1/views", &api.inbox, json!({"name": "Closed", "filter": {}})).await.status, 409);
+    assert_eq!(api.get("/v1/threads?view=01a21e13-e387-745e-9549-3ef907b33df7", &api.inbox).await.status, 404);
+    // A new message from the contact opens a new thread; the old one cannot reopen beside it.
+    api.inbound("+44 7700 900500", "one more thing");
+    api.until("/v1/threads?q=one%20more", &api.inbox, |b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    let reopen = api.post(&format!("/v1/threads/{parcel}/reopen"), &api.inbox, json!({})).await;
+    assert_eq!((reopen.status, reopen.code()), (409, "another_thread_open"), "{}", reopen.body);
+    assert_eq!(api.get(&format!("/v1/threads/{parcel}"), &api.enroll).await.status, 403);
+    api.server.terminate().await;
+}
+
+async fn bulk_enrollment_reports_each_row_and_replays_keys(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let ndjson = [
+        r#"{"key": "r1", "contact": {"phone": "+44 7700 900601", "name": "One", "opt_in": ["+1 555-000-1111"]}, "trigger": {"order_id": "1"}}"#,
+        r#"{"key": "r2", "contact": {"phone": "+44 7700 900602"}, "trigger": {"order_id": "2"}}"#,
+        r#"{"key": "r3", "contact": {"phone": "not a phone"}, "trigger": {"order_id": "3"}}"#,
+        "",
+        r#"{"key": "r4", "contact": {"phone": "+44 7700 900604"}}"#,
+        r#"{this is not json"#,
+        r#"{"key": "r1", "contact": {"phone": "+44 7700 900601", "name": "One", "opt_in": ["+1 555-000-1111"]}, "trigger": {"order_id": "1"}}"#,
+        r#"{"contact": {"phone": "+44 7700 900607"}, "trigger": {"order_id": "7"}}"#,
+    ]
+    .join("\n");
+    let upload = |body: String, content_type: &'static str, workflow: &'static str| {
+        let api = &api;
+        async move {
+            api.send(
+                Method::POST,
+                &format!("/v1/enrollments/bulk?workflow={workflow}"),
+                Some(&api.enroll),
+                Some((content_type, body.into_bytes())),
+                &[],
+            )
+            .await
+        }
+    };
+    let first = upload(ndjson.clone(), "application/x-ndjson", "api-hello").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let job = &first.body;
+    assert_eq!(job["status"], "completed");
+    assert_eq!((job["rows_seen"].as_i64(), job["rows_enrolled"].as_i64()), (Some(7), Some(3)), "{job}");
+    assert_eq!((job["rows_failed"].as_i64(), job["rows_replayed"].as_i64()), (Some(3), Some(1)));
+    let errors: Vec<i64> =
+        job["errors"].as_array().expect("errors").iter().filter_map(|e| e["line"].as_i64()).collect();
+    assert_eq!(errors, [3, 5, 6], "bad phone, missing trigger field, not JSON: {job}");
+    assert!(job["errors"][0]["error"].as_str().is_some_and(|e| e.contains("contact.phone")));
+    assert!(job["errors"][1]["error"].as_str().is_some_and(|e| e.contains("order_id")));
+
+    // The same upload again enrolls nothing new: keyed rows replay.
+    let second = upload(ndjson, "application/x-ndjson", "api-hello").await;
+    assert_eq!(
+        (second.body["rows_replayed"].as_i64(), second.body["rows_enrolled"].as_i64()),
+        (Some(3), Some(1)),
+        "{}",
+        second.body
+    );
+    let job_id = second.body["id"].as_str().expect("an id");
+    let rows = api.get(&format!("/v1/bulk-jobs/{job_id}/rows?outcome=replayed"), &api.enroll).await;
+    let replayed: Vec<i64> =
+        rows.body["items"].as_array().expect("rows").iter().filter_map(|r| r["line"].as_i64()).collect();
+    assert_eq!(replayed, [1, 2, 7]);
+    assert!(rows.body["items"][0]["enrollment"].is_string());
+    let shown = api.get(&format!("/v1/bulk-jobs/{job_id}"), &api.enroll).await;
+    assert_eq!((shown.status, shown.body["rows_seen"].as_i64()), (200, Some(7)));
+    assert_eq!(api.get("/v1/bulk-jobs", &api.enroll).await.body["items"].as_array().map(Vec::len), Some(2));
+
+    let csv = "key,phone,name,properties.plan,trigger.order_id\nc1,+44 7700 900701,Cat,gold,9\nc2,+44 7700 900702,Dan,,\nc3,nope,Eve,,10\n";
+    let from_csv = upload(csv.to_string(), "text/csv", "api-hello").await;
+    assert_eq!(from_csv.status, 200, "{}", from_csv.body);
+    assert_eq!((from_csv.body["rows_enrolled"].as_i64(), from_csv.body["rows_failed"].as_i64()), (Some(1), Some(2)));
+    let lines: Vec<i64> =
+        from_csv.body["errors"].as_array().expect("errors").iter().filter_map(|e| e["line"].as_i64()).collect();
+    assert_eq!(lines, [3, 4]);
+    let cat = api.get("/v1/contacts?phone=%2B447700900701", &api.enroll).await;
+    assert_eq!(cat.body["items"][0]["properties"], json!({"plan": "gold"}));
+
+    let bad_header = upload("key,telephone\n1,2\n".into(), "text/csv", "api-hello").await;
+    assert_eq!((bad_header.status, bad_header.code()), (400, "invalid_csv"), "{}", bad_header.body);
+    let bad_type = upload("{}".into(), "application/json", "api-hello").await;
+    assert_eq!((bad_type.status, bad_type.code()), (400, "content_type"));
+    let unknown = upload("{}".into(), "application/x-ndjson", "nope").await;
+    assert_eq!(unknown.status, 404);
+    api.server.terminate().await;
+}
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_current() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = kairo(dir.path()).arg("openapi").output().expect("kairo openapi runs");
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).expect("utf-8");
+    let committed = std::fs::read_to_string(format!("{}/docs/openapi.json", env!("CARGO_MANIFEST_DIR")))
+        .expect("docs/openapi.json is committed");
+    assert!(
+        generated == committed,
+        "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json` and commit it"
+    );
+    let doc: Value = serde_json::from_str(&generated).expect("JSON");
+    for path in
+        ["/v1/enrollments", "/v1/enrollments/bulk", "/v1/threads/{id}/replies", "/v1/contacts/{id}", "/v1/workflows"]
+    {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let db = TestDb::sqlite();
+    let api = Api::start(&db, "").await;
+    let served = client().get(format!("{}/v1/openapi.json", api.server.base_url)).send().await.expect("answer");
+    assert_eq!(served.text().await.expect("body"), committed);
+    api.server.terminate().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_enrollments_sends_and_webhook_events() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db, "").await;
+    let enrolled = api.post("/v1/enrollments", &api.enroll, json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900900", "opt_in": ["+1 555-000-1111"]}, "trigger": {"order_id": "M"}})).await;
+    let path = format!("/v1/enrollments/{}", enrolled.body["enrollment"].as_str().expect("an id"));
+    api.until(&path, &api.enroll, |b| b["status"] == "completed").await;
+    api.inbound("+44 7700 900901", "hi");
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let text = loop {
+        let (status, text) = api.server.get_text("/metrics").await;
+        assert_eq!(status, 200);
+        if text.contains("kairo_webhook_events_total") && text.contains("kairo_sends_total") {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "metrics never showed the send and the webhook: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains(r#"kairo_enrollments{status="completed"} 1"#), "{text}");
+    assert!(text.contains(r#"kairo_sends_total{outcome="accepted",code=""} "#), "{text}");
+    assert!(text.contains(r#"kairo_steps_total{state="succeeded"}"#), "{text}");
+    assert!(text.contains(r#"kairo_http_requests_total{route="/v1/enrollments",status="201"} 1"#), "{text}");
+    assert!(text.contains("kairo_webhook_ingest_seconds_bucket"), "{text}");
+    api.server.terminate().await;
+}
+
+#[tokio::test]
+async fn a_changed_workflow_file_becomes_a_new_version_and_a_broken_one_is_reported() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db, "").await;
+    let file = api.dir.path().join("workflows/api-hello.yaml");
+    std::fs::write(&file, HELLO.replace("name: API hello", "name: API hello, second edition")).expect("write");
+    let second = api.until("/v1/workflows/api-hello", &api.enroll, |b| b["current_version"] == 2).await;
+    assert_eq!(second["name"], "API hello, second edition");
+    // A broken edit is refused; version 2 keeps running and takes enrollments.
+    // A new file written after it shows when the folder has been read again.
+    std::fs::write(&file, HELLO.replace("template: hello_world", "template: hello_wrld")).expect("write");
+    std::fs::write(api.dir.path().join("workflows/api-third.yaml"), HELLO.replace("id: api-hello", "id: api-third"))
+        .expect("write");
+    api.until("/v1/workflows", &api.enroll, |b| b["items"].as_array().is_some_and(|i| i.len() == 3)).await;
+    assert_eq!(api.get("/v1/workflows/api-hello", &api.enroll).await.body["current_version"], 2);
+    let enrolled = api
+        .post(
+            "/v1/enrollments",
+            &api.enroll,
+            json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900950"}, "trigger": {"order_id": "W"}}),
+        )
+        .await;
+    assert_eq!(enrolled.status, 201, "{}", enrolled.body);
+    let (_, logs) = api.server.terminate().await;
+    let reported = logs
+        .lines()
+        .any(|l| l.contains("workflow not loaded") && l.contains("api-hello.yaml:13:") && l.contains("hello_wrld"));
+    assert!(reported, "the broken file is reported with its position: {logs}");
+}
