@@ -372,6 +372,7 @@ async fn serve(config: &Config) -> Result<()> {
     engine.refresh().await.context("loading workflows and numbers into the engine")?;
     let api_state = api::v1::ApiState {
         engine: engine.clone(),
+        queue: kairo_engine::runtime::EnrollQueue::spawn(engine.clone()),
         limiter: api::auth::token_limiter(config.api.rate_limit),
         settings: config.api.clone(),
     };

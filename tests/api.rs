@@ -348,6 +348,28 @@ async fn enrollment_is_idempotent_and_its_history_is_readable(db: &TestDb) {
     assert_eq!(api.get("/v1/workflows/nope", &api.enroll).await.status, 404);
     let all = api.get("/v1/workflows", &api.inbox).await;
     assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
+
+    // A failed enrollment is retried: a new attempt of its failed step.
+    // (Its http step calls a path of this server that answers 404: a
+    // permanent failure; the watcher loads the file written now.)
+    let failing = format!(
+        "id: api-failing\nname: API failing\ntriggers:\n  - api: {{}}\nsteps:\n  - id: call\n    http:\n      method: GET\n      url: {}/v1/no-such-path\n",
+        api.server.base_url
+    );
+    std::fs::write(api.dir.path().join("workflows/api-failing.yaml"), failing).expect("write");
+    api.until("/v1/workflows", &api.enroll, |b| b["items"].as_array().is_some_and(|i| i.len() == 3)).await;
+    let run =
+        api.post("/v1/enrollments", &api.enroll, json!({"workflow": "api-failing", "contact": {"id": contact}})).await;
+    assert_eq!(run.status, 201, "{}", run.body);
+    let path = format!("/v1/enrollments/{}", run.body["enrollment"].as_str().expect("an id"));
+    let failed = api.until(&path, &api.enroll, |b| b["status"] == "failed").await;
+    assert!(failed["steps"][0]["error"].as_str().is_some_and(|e| e.contains("404")), "{failed}");
+    let retried = api.post(&format!("{path}/retry"), &api.enroll, json!({})).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let again = api
+        .until(&path, &api.enroll, |b| b["status"] == "failed" && b["steps"].as_array().is_some_and(|s| s.len() == 2))
+        .await;
+    assert_eq!((again["steps"][0]["attempt"].as_i64(), again["steps"][1]["attempt"].as_i64()), (Some(1), Some(2)));
     api.server.terminate().await;
 }
 
@@ -424,6 +446,20 @@ async fn contacts_keep_their_consent_trail(db: &TestDb) {
     );
     let no_phone = api.post("/v1/contacts", &api.inbox, json!({"name": "Nobody"})).await;
     assert_eq!((no_phone.status, no_phone.code()), (422, "missing_contact"));
+
+    // Many enrollments at once all go in: on SQLite a writer waits for the
+    // lock rather than failing with "database is locked".
+    let many = futures::future::join_all((0..48).map(|i| {
+        let body = json!({"workflow": "api-hello", "contact": {"phone": format!("+44 7700 9003{i:02}")}, "trigger": {"order_id": i}});
+        api.post("/v1/enrollments", &api.enroll, body)
+    }))
+    .await;
+    let statuses: Vec<u16> = many.iter().map(|a| a.status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "{statuses:?}: {:?}",
+        many.iter().find(|a| a.status != 201).map(|a| &a.body)
+    );
     api.server.terminate().await;
 }
 

@@ -63,22 +63,44 @@ impl Engine {
         rows: Vec<BulkRow>,
         failed: Vec<RowResult>,
     ) -> Result<Vec<RowResult>, EngineError> {
-        let plan =
-            self.current_plan(target.workflow).ok_or_else(|| EngineError::UnknownWorkflow(target.workflow.into()))?;
-        let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
-            return Err(EngineError::NotApiEnrollable { workflow: target.workflow.into() });
-        };
         let now = self.now();
         let tx = self.store.begin().await?;
+        let mut results = self.enroll_rows(&tx, target.workflow, Some(target.key_scope), rows, now).await?;
+        results.extend(failed);
+        results.sort_by_key(|r| r.line);
+        tx.record_bulk_rows(target.job, &results, now).await?;
+        tx.commit().await?;
+        self.notify();
+        Ok(results)
+    }
+
+    /// Enrolls `rows` into `workflow` in `tx`: row keys of `key_scope`
+    /// replayed or recorded, contacts found or created, the enrollment
+    /// rules applied. Returns a result per row, in no particular order.
+    pub(super) async fn enroll_rows(
+        &self,
+        tx: &Tx,
+        workflow: &str,
+        key_scope: Option<&str>,
+        rows: Vec<BulkRow>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RowResult>, EngineError> {
+        let plan = self.current_plan(workflow).ok_or_else(|| EngineError::UnknownWorkflow(workflow.into()))?;
+        let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
+            return Err(EngineError::NotApiEnrollable { workflow: workflow.into() });
+        };
         let keys: Vec<String> = rows.iter().filter_map(|r| r.key.clone()).collect();
-        let mut seen: HashMap<String, (String, Value)> = tx
-            .row_keys(target.key_scope, &keys)
-            .await?
-            .into_iter()
-            .map(|k| (k.key, (k.request_hash, k.response_body.unwrap_or(Value::Null))))
-            .collect();
-        let contacts = self.chunk_contacts(&tx, &rows, now).await?;
-        let mut results = failed;
+        let mut seen: HashMap<String, (String, Value)> = match key_scope {
+            Some(scope) if !keys.is_empty() => tx
+                .row_keys(scope, &keys)
+                .await?
+                .into_iter()
+                .map(|k| (k.key, (k.request_hash, k.response_body.unwrap_or(Value::Null))))
+                .collect(),
+            _ => HashMap::new(),
+        };
+        let contacts = self.chunk_contacts(tx, &rows, now).await?;
+        let mut results = Vec::with_capacity(rows.len());
         let mut admitted: Vec<(BulkRow, &Contact)> = Vec::new();
         for row in rows {
             if let Some(key) = &row.key
@@ -117,7 +139,7 @@ impl Engine {
             }
         }
         let items: Vec<(&Contact, Value)> = admitted.iter().map(|(row, c)| (*c, row.trigger.clone())).collect();
-        let enrolled = self.enroll_many_in(&tx, &plan, &items, "api", now).await?;
+        let enrolled = self.enroll_many_in(tx, &plan, &items, "api", now).await?;
         let mut new_keys = Vec::new();
         let mut firsts: HashMap<String, Value> = HashMap::new();
         for ((row, contact), enrolled) in admitted.iter().zip(enrolled) {
@@ -139,11 +161,9 @@ impl Engine {
                 result.reason = first.get("outcome").and_then(Value::as_str).map(|o| format!("first result: {o}"));
             }
         }
-        results.sort_by_key(|r| r.line);
-        tx.insert_row_keys(target.key_scope, new_keys, now + ROW_KEY_TTL, now).await?;
-        tx.record_bulk_rows(target.job, &results, now).await?;
-        tx.commit().await?;
-        self.notify();
+        if let Some(scope) = key_scope {
+            tx.insert_row_keys(scope, new_keys, now + ROW_KEY_TTL, now).await?;
+        }
         Ok(results)
     }
 
@@ -183,11 +203,14 @@ impl Engine {
             let BulkContact::Phone { phone, name, mobile_phone, properties } = &row.contact else { continue };
             match by_phone.get_mut(phone) {
                 Some(contact) => {
-                    if name.is_none() && properties.is_none() {
+                    if name.is_none() && properties.is_none() && mobile_phone.is_none() {
                         continue;
                     }
                     if let Some(name) = name {
                         contact.name = Some(name.clone());
+                    }
+                    if let Some(mobile) = mobile_phone {
+                        contact.mobile_phone = Some(mobile.clone());
                     }
                     if let Some(properties) = properties {
                         contact.properties = merge_properties(contact.properties.clone(), properties.clone());

@@ -177,31 +177,12 @@ impl Engine {
                 trigger_data: trigger_data.clone(),
             };
             enrollments.push((id, new, first.to_string()));
-            steps.push(first_step_row(id, first, now));
+            steps.push(super::triggers::pending_step(id, first, 1, now));
             results.push(Enrolled::Enrolled { enrollment: id });
         }
         tx.insert_started_enrollments(enrollments, now).await?;
         tx.insert_steps(&steps).await?;
         Ok(results)
-    }
-}
-
-/// The first step of a new enrollment: pending, due now.
-fn first_step_row(enrollment: EnrollmentId, step: &str, now: DateTime<Utc>) -> crate::store::StepExecution {
-    crate::store::StepExecution {
-        id: crate::ids::StepExecutionId::new(),
-        enrollment_id: enrollment,
-        step_id: step.to_string(),
-        attempt: 1,
-        state: crate::store::status::StepState::Pending,
-        output: None,
-        error: None,
-        lease_owner: None,
-        lease_expires_at: None,
-        due_at: now,
-        started_at: None,
-        finished_at: None,
-        created_at: now,
     }
 }
 

@@ -26,6 +26,7 @@ mod commit;
 pub mod context;
 mod country_zones;
 mod enroll;
+mod enroll_queue;
 mod estimate;
 pub mod outbound;
 mod pacing;
@@ -47,6 +48,7 @@ use tokio::sync::Notify;
 
 pub use self::bulk::{BulkContact, BulkRow, BulkTarget, ROW_KEY_TTL};
 pub use self::enroll::{EnrollRequest, Enrolled, SkipReason};
+pub use self::enroll_queue::{EnrollQueue, QueueError};
 pub use self::estimate::SendEstimate;
 pub use self::outbound::{
     CallError, FailureKind, HttpAnswer, HttpCall, HttpCaller, Outbound, OutboundTemplate, OutboundText, SendReceipt,

@@ -458,7 +458,8 @@ fn running(status: EnrollmentStatus, step: &str) -> EnrollmentChange {
     EnrollmentChange { status, current_step: Some(step.to_string()), exit_reason: None, error: None }
 }
 
-fn pending_step(
+/// A new pending step execution, due now.
+pub(super) fn pending_step(
     enrollment: crate::ids::EnrollmentId,
     step_id: &str,
     attempt: i32,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
-use super::entities::{bulk_job, bulk_job_row, consent, consent_event, contact, enrollment, idempotency_key};
+use super::entities::{bulk_job, bulk_job_row, contact, enrollment, idempotency_key};
 use super::status::{ConsentSource, ConsentStatus, EnrollmentStatus};
 use super::{Backend, Contact, EnrollmentHistory, IdempotencyRecord, NewContact, NewEnrollment, Store, StoreError, Tx};
 use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId, WorkflowId};
@@ -224,34 +224,15 @@ impl Tx {
         status: ConsentStatus,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        use consent::Column as C;
-        let current = consent::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            contact_id: Set(contact),
-            phone_number_id: Set(number),
-            status: Set(status),
-            changed_at: Set(now),
+        let change = super::ConsentChange {
+            contact_id: contact,
+            phone_number_id: number,
+            status,
+            source: ConsentSource::Api,
+            keyword: None,
+            wamid: None,
         };
-        consent::Entity::insert(current)
-            .on_conflict(
-                OnConflict::columns([C::ContactId, C::PhoneNumberId])
-                    .update_columns([C::Status, C::ChangedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.txn)
-            .await
-            .map_err(|e| self.err(e))?;
-        let audit = consent_event::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            contact_id: Set(contact),
-            phone_number_id: Set(number),
-            status: Set(status),
-            source: Set(ConsentSource::Api),
-            keyword: Set(None),
-            wamid: Set(None),
-            occurred_at: Set(now),
-        };
-        consent_event::Entity::insert(audit).exec_without_returning(&self.txn).await.map_err(|e| self.err(e))?;
+        super::contacts::write_consent(&self.txn, change, now).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -307,11 +288,13 @@ impl Tx {
         Ok(rows)
     }
 
-    /// Replaces a contact's properties and name (an upsert's merge, done by the caller).
+    /// Replaces a contact's properties, name and mobile phone (an upsert's
+    /// merge, done by the caller).
     pub async fn replace_contact_fields(&self, contact: &Contact, now: DateTime<Utc>) -> Result<(), StoreError> {
         contact::Entity::update_many()
             .col_expr(contact::Column::Properties, Expr::value(contact.properties.clone()))
             .col_expr(contact::Column::Name, Expr::value(contact.name.clone()))
+            .col_expr(contact::Column::MobilePhone, Expr::value(contact.mobile_phone.clone()))
             .col_expr(contact::Column::UpdatedAt, Expr::value(now))
             .filter(contact::Column::Id.eq(contact.id))
             .exec(&self.txn)

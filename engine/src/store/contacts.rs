@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use super::entities::{consent, consent_event, contact};
@@ -66,7 +66,7 @@ impl Store {
             return Ok(ids);
         }
         let _turn = self.write_turn().await;
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         // Chunks keep each statement under the backends' bound-parameter limits.
         let rows: Vec<contact::ActiveModel> = news
             .into_iter()
@@ -145,39 +145,11 @@ impl Store {
     /// Idempotent in effect: a change to the state already held still leaves
     /// an audit entry (who said YES twice is worth knowing) but changes nothing.
     pub async fn record_consent(&self, change: ConsentChange, now: DateTime<Utc>) -> Result<Consent, StoreError> {
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
-        let current = consent::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            contact_id: Set(change.contact_id),
-            phone_number_id: Set(change.phone_number_id),
-            status: Set(change.status),
-            changed_at: Set(now),
-        };
-        use consent::Column as C;
-        consent::Entity::insert(current)
-            .on_conflict(
-                OnConflict::columns([C::ContactId, C::PhoneNumberId])
-                    .update_columns([C::Status, C::ChangedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await
-            .map_err(|e| self.query_error(e))?;
-        let audit = consent_event::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            contact_id: Set(change.contact_id),
-            phone_number_id: Set(change.phone_number_id),
-            status: Set(change.status),
-            source: Set(change.source),
-            keyword: Set(change.keyword),
-            wamid: Set(change.wamid),
-            occurred_at: Set(now),
-        };
-        consent_event::Entity::insert(audit).exec_without_returning(&txn).await.map_err(|e| self.query_error(e))?;
+        let (contact, number) = (change.contact_id, change.phone_number_id);
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
+        write_consent(&txn, change, now).await.map_err(|e| self.query_error(e))?;
         txn.commit().await.map_err(|e| self.query_error(e))?;
-        self.consent(change.contact_id, change.phone_number_id)
-            .await?
-            .ok_or_else(|| self.missing("consent just recorded"))
+        self.consent(contact, number).await?.ok_or_else(|| self.missing("consent just recorded"))
     }
 
     /// The contact's current consent on this number; `None` means never asked.
@@ -205,4 +177,39 @@ impl Store {
             .await
             .map_err(|e| self.query_error(e))
     }
+}
+
+/// The consent row (inserted or changed) and its audit entry, in the
+/// caller's transaction.
+pub(super) async fn write_consent<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    change: ConsentChange,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    use consent::Column as C;
+    let current = consent::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        contact_id: Set(change.contact_id),
+        phone_number_id: Set(change.phone_number_id),
+        status: Set(change.status),
+        changed_at: Set(now),
+    };
+    consent::Entity::insert(current)
+        .on_conflict(
+            OnConflict::columns([C::ContactId, C::PhoneNumberId]).update_columns([C::Status, C::ChangedAt]).to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    let audit = consent_event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        contact_id: Set(change.contact_id),
+        phone_number_id: Set(change.phone_number_id),
+        status: Set(change.status),
+        source: Set(change.source),
+        keyword: Set(change.keyword),
+        wamid: Set(change.wamid),
+        occurred_at: Set(now),
+    };
+    consent_event::Entity::insert(audit).exec_without_returning(db).await?;
+    Ok(())
 }

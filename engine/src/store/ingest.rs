@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, TransactionTrait,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -82,7 +82,7 @@ impl Store {
         keywords: &Keywords,
         now: DateTime<Utc>,
     ) -> Result<Vec<IngestReport>, StoreError> {
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         let mut reports = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let mut report = IngestReport::default();
@@ -558,7 +558,7 @@ impl Store {
     /// Returns how many were applied.
     pub async fn settle_pending_statuses(&self, wamid: &Wamid, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let q = |e| self.query_error(e);
-        let txn = self.db.begin().await.map_err(q)?;
+        let txn = self.begin_write().await.map_err(q)?;
         let applied = apply_pending_statuses(&txn, wamid, now).await.map_err(q)?;
         txn.commit().await.map_err(q)?;
         Ok(applied)

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 use uuid::Uuid;
 
@@ -48,7 +48,7 @@ impl Store {
         });
         // One statement for the whole batch; the transaction makes it one fsync.
         let _turn = self.write_turn().await;
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         webhook_delivery::Entity::insert_many(rows)
             .exec_without_returning(&txn)
             .await
@@ -85,7 +85,7 @@ impl Store {
 
     async fn apply_batch(&self, keywords: &Keywords, limit: u64, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let _turn = self.write_turn().await;
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         let rows = self.claim_deliveries(&txn, limit).await?;
         // The budget counts events, not deliveries: a batch of 10-message
         // deliveries must not hold the write lock ten times longer.
@@ -105,7 +105,7 @@ impl Store {
         let mut applied = 0;
         for _ in 0..limit {
             let _turn = self.write_turn().await;
-            let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+            let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
             let Some(row) = self.claim_deliveries(&txn, 1).await?.pop() else { break };
             match self.apply_delivery(&txn, &row, keywords, now).await {
                 Ok(_) => {

@@ -355,8 +355,7 @@ impl Store {
         wamid: &crate::ids::Wamid,
         now: DateTime<Utc>,
     ) -> Result<Option<super::Message>, StoreError> {
-        use sea_orm::TransactionTrait;
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         message::Entity::update_many()
             .col_expr(message::Column::Wamid, Expr::value(Some(wamid.clone())))
             .col_expr(message::Column::Status, Expr::value(super::status::DeliveryStatus::Sent))

@@ -343,6 +343,25 @@ impl Store {
         StoreError::Query { url: self.url.clone(), source }
     }
 
+    /// Starts a transaction that writes. On SQLite it takes the write lock
+    /// at `BEGIN` (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a
+    /// deferred transaction that reads first and writes later fails at
+    /// once with "database is locked" when another connection wrote in
+    /// between, whatever the busy timeout.
+    pub(crate) async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        match self.backend {
+            Backend::Sqlite => {
+                let options = TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..TransactionOptions::default()
+                };
+                self.db.begin_with_options(options).await
+            }
+            Backend::Postgres => self.db.begin().await,
+        }
+    }
+
     /// Waits for this process's turn to write, on SQLite only.
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self.backend {

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait, Value,
+    QueryOrder, QuerySelect, Statement, Value,
 };
 use uuid::Uuid;
 
@@ -296,7 +296,7 @@ impl Store {
             Backend::Sqlite => Some(self.write_gate.clone().lock_owned().await),
             Backend::Postgres => None,
         };
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         Ok(Tx { txn, store: self.clone(), _turn: turn })
     }
 

@@ -2,10 +2,7 @@
 //! timers and schedule ticks.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::entities::{enrollment, schedule_tick, step_execution, timer, workflow, workflow_version};
@@ -66,7 +63,7 @@ impl Store {
         source: &str,
         now: DateTime<Utc>,
     ) -> Result<SavedVersion, StoreError> {
-        let txn = self.db.begin().await.map_err(|e| self.query_error(e))?;
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         let existing = workflow::Entity::find()
             .filter(workflow::Column::Key.eq(key))
             .one(&txn)

@@ -186,7 +186,7 @@ fn api_consent(contact: ContactId, number: PhoneNumberId, status: ConsentStatus)
     }
 }
 
-fn normalized(phone: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {
+pub(crate) fn normalized(phone: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {
     phone
         .map(|p| {
             normalize_phone(p).map_err(|e| {

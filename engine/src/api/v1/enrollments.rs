@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::contacts::{ContactInput, upsert_contact};
+use super::contacts::{ContactInput, normalized};
 use super::inbox::MessageView;
-use super::{ApiState, PageParams, idempotent};
+use super::{ApiState, PageParams, body_hash, idempotent, resolve_number};
 use crate::api::auth::{Caller, Scope};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::ids::{ContactId, EnrollmentId, StepExecutionId, WorkflowId, WorkflowVersionId};
-use crate::runtime::{EnrollRequest, Enrolled, SkipReason};
+use crate::runtime::{BulkContact, BulkRow, EngineError, QueueError};
 use crate::store::status::{EnrollmentStatus, StepState};
 use crate::store::{Enrollment, EnrollmentFilter, HistoryEntry};
 
@@ -42,9 +42,11 @@ pub struct EnrollBody {
 pub struct EnrollResult {
     /// `enrolled`, or `skipped` by one of the workflow's enrollment rules.
     pub result: String,
-    pub contact: ContactId,
+    pub contact: Option<ContactId>,
     pub enrollment: Option<EnrollmentId>,
-    pub reason: Option<SkipReason>,
+    /// Why an enrollment rule said no: `already_enrolled`, `too_soon`,
+    /// `still_running` or `suppressed`.
+    pub reason: Option<String>,
 }
 
 /// One contact's run through one workflow version.
@@ -140,31 +142,82 @@ pub async fn enroll(
 ) -> Result<Response, ApiError> {
     caller.require(&[Scope::Enroll])?;
     let request: EnrollBody = parse_body(body.clone())?;
+    let trigger = if request.trigger.is_null() { serde_json::json!({}) } else { request.trigger.clone() };
+    check_enrollable(&state, &request.workflow, &trigger)?;
+    let row = enroll_row(&state, &request.contact, trigger, &body).await?;
     idempotent(&state, &caller, &headers, "POST /v1/enrollments", &body, || async {
-        let contact = upsert_contact(&state, &request.contact, "contact").await?;
-        let trigger = if request.trigger.is_null() { serde_json::json!({}) } else { request.trigger.clone() };
-        let enrolled = state
-            .engine
-            .enroll(EnrollRequest { workflow: request.workflow.clone(), contact: contact.id, trigger_data: trigger })
-            .await?;
-        let (status, result) = match enrolled {
-            Enrolled::Enrolled { enrollment } => (
+        let result = state.queue.enroll(&request.workflow, row).await.map_err(|err| match err {
+            QueueError::Engine(err) => ApiError::from(err),
+            QueueError::Failed(message) => ApiError::internal(&message),
+            QueueError::Stopped => ApiError::unavailable(&"the server is shutting down"),
+        })?;
+        let contact = result.contact_id;
+        let (status, answer) = match result.outcome {
+            "enrolled" => (
                 StatusCode::CREATED,
-                EnrollResult {
-                    result: "enrolled".into(),
-                    contact: contact.id,
-                    enrollment: Some(enrollment),
-                    reason: None,
-                },
+                EnrollResult { result: "enrolled".into(), contact, enrollment: result.enrollment_id, reason: None },
             ),
-            Enrolled::Skipped { reason } => (
+            "skipped" => (
                 StatusCode::OK,
-                EnrollResult { result: "skipped".into(), contact: contact.id, enrollment: None, reason: Some(reason) },
+                EnrollResult { result: "skipped".into(), contact, enrollment: None, reason: result.reason },
             ),
+            _ => {
+                let message = result.error.unwrap_or_else(|| "the enrollment was refused".into());
+                return Err(ApiError::unprocessable("enrollment_refused", message));
+            }
         };
-        Ok((status, serde_json::to_value(result).expect("a result serialises")))
+        Ok((status, serde_json::to_value(answer).expect("a result serialises")))
     })
     .await
+}
+
+/// The workflow is loaded, takes API enrollments, and `trigger` has what
+/// its `api` trigger requires.
+fn check_enrollable(state: &ApiState, workflow: &str, trigger: &Value) -> Result<(), ApiError> {
+    let plan = state.engine.current_plan(workflow).ok_or_else(|| EngineError::UnknownWorkflow(workflow.into()))?;
+    let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
+        return Err(EngineError::NotApiEnrollable { workflow: workflow.into() }.into());
+    };
+    let missing: Vec<String> =
+        api.required.iter().filter(|f| trigger.get(f.as_str()).is_none_or(Value::is_null)).cloned().collect();
+    if !missing.is_empty() {
+        return Err(EngineError::MissingTriggerData { workflow: workflow.into(), missing }.into());
+    }
+    Ok(())
+}
+
+/// The request as a row for the enrolling task, every field checked.
+async fn enroll_row(
+    state: &ApiState,
+    contact: &ContactInput,
+    trigger: Value,
+    body: &Value,
+) -> Result<BulkRow, ApiError> {
+    let target = match (contact.id, &contact.phone) {
+        (Some(id), _) => {
+            state.engine.store().contact(id).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_contact", format!("no contact {id} (contact.id)"))
+            })?;
+            BulkContact::Id(id)
+        }
+        (None, Some(phone)) => BulkContact::Phone {
+            phone: normalized(Some(phone), "contact.phone")?.unwrap_or_default(),
+            name: contact.name.clone(),
+            mobile_phone: normalized(contact.mobile_phone.as_deref(), "contact.mobile_phone")?,
+            properties: contact.properties.clone(),
+        },
+        (None, None) => {
+            return Err(ApiError::unprocessable(
+                "missing_contact",
+                "name the contact by `contact.id` or `contact.phone`",
+            ));
+        }
+    };
+    let mut opt_in = Vec::new();
+    for number in &contact.opt_in {
+        opt_in.push(resolve_number(state, number).await?.id);
+    }
+    Ok(BulkRow { line: 0, key: None, content_hash: body_hash(body), contact: target, trigger, opt_in })
 }
 
 /// A JSON value as `T`, with 422 naming what does not fit.
@@ -190,7 +243,7 @@ pub async fn list(
             keys.iter()
                 .find(|(_, k)| *k == key)
                 .map(|(id, _)| *id)
-                .ok_or_else(|| ApiError::from(crate::runtime::EngineError::UnknownWorkflow(key.clone())))?,
+                .ok_or_else(|| ApiError::from(EngineError::UnknownWorkflow(key.clone())))?,
         ),
         None => None,
     };

@@ -40,6 +40,8 @@ const MAX_LIMIT: u64 = 500;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub engine: Arc<Engine>,
+    /// Single enrollments, committed in groups.
+    pub queue: crate::runtime::EnrollQueue,
     pub limiter: Arc<TokenLimiter>,
     pub settings: crate::config::ApiSettings,
 }
