@@ -89,6 +89,7 @@ impl Engine {
         let mut changes = Vec::new();
         let mut successors: Vec<(StepExecution, Option<RunContext>)> = Vec::new();
         let mut sends = Vec::new();
+        let mut patches = Vec::new();
         for finished in batch {
             let claim = &finished.claim;
             let enrollment = claim.enrollment_id;
@@ -118,6 +119,10 @@ impl Engine {
                         match effect {
                             // Written for the whole batch below.
                             Effect::RecordSend(send) => sends.push(outbound_record(&ctx.contact, claim, send, now)),
+                            Effect::SetProperties(patch) => {
+                                patches.push((ctx.contact.id, patch.clone()));
+                                merge_into(&mut ctx.contact.properties, patch);
+                            }
                             other => self.apply_effect(&tx, &mut ctx, claim, other, now).await?,
                         }
                     }
@@ -145,6 +150,7 @@ impl Engine {
             }
         }
         tx.record_sends(sends, now).await?;
+        tx.set_properties_many(&patches, now).await?;
         let changed = tx.change_enrollments(&changes, now).await?;
         // A parked step whose enrollment ended meanwhile gets no timer; its
         // step is cancelled with the rest of what the enrollment scheduled.
@@ -179,11 +185,7 @@ impl Engine {
         match effect {
             Effect::SetProperties(patch) => {
                 tx.set_contact_properties(ctx.contact.id, patch, now).await?;
-                if let serde_json::Value::Object(properties) = &mut ctx.contact.properties {
-                    properties.extend(patch.clone());
-                } else {
-                    ctx.contact.properties = serde_json::Value::Object(patch.clone());
-                }
+                merge_into(&mut ctx.contact.properties, patch);
             }
             Effect::EnsureThread { number, owner } => {
                 let (thread, _) = tx.ensure_thread(&ctx.contact, *number, now).await?;
@@ -210,6 +212,15 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// `patch` set on a contact's properties in memory (what the store writes).
+fn merge_into(properties: &mut serde_json::Value, patch: &serde_json::Map<String, serde_json::Value>) {
+    if let serde_json::Value::Object(properties) = properties {
+        properties.extend(patch.clone());
+    } else {
+        *properties = serde_json::Value::Object(patch.clone());
     }
 }
 

@@ -303,6 +303,44 @@ impl Tx {
         Ok(())
     }
 
+    /// Sets properties on many contacts: `patches` merged in order (a
+    /// contact named twice gets both), each contact written once, with one
+    /// statement per few hundred contacts.
+    pub async fn set_properties_many(
+        &self,
+        patches: &[(ContactId, serde_json::Map<String, serde_json::Value>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if patches.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ContactId> = patches.iter().map(|(id, _)| *id).collect();
+        let mut contacts: HashMap<ContactId, Contact> =
+            self.contacts_by_ids(&ids).await?.into_iter().map(|c| (c.id, c)).collect();
+        for (id, patch) in patches {
+            if let Some(contact) = contacts.get_mut(id) {
+                let mut properties = match std::mem::take(&mut contact.properties) {
+                    serde_json::Value::Object(map) => map,
+                    _ => serde_json::Map::new(),
+                };
+                properties.extend(patch.clone());
+                contact.properties = serde_json::Value::Object(properties);
+                contact.updated_at = now;
+            }
+        }
+        use contact::Column as C;
+        let rows: Vec<contact::ActiveModel> = contacts.into_values().map(contact::ActiveModel::from).collect();
+        for chunk in rows.chunks(200) {
+            // Every contact exists: the insert always turns into the update.
+            contact::Entity::insert_many(chunk.to_vec())
+                .on_conflict(OnConflict::column(C::Id).update_columns([C::Properties, C::UpdatedAt]).to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// The row keys of `scope` among `keys` already recorded.
     pub async fn row_keys(&self, scope: &str, keys: &[String]) -> Result<Vec<IdempotencyRecord>, StoreError> {
         let mut found = Vec::new();
