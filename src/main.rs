@@ -55,7 +55,7 @@ enum Command {
     /// or many; each step is claimed by exactly one. SIGTERM stops claiming,
     /// lets running steps finish and gives back the rest.
     Worker {
-        /// Steps run at the same time [default: 32, or worker.slots].
+        /// Steps run at the same time [default: 128, or worker.slots].
         #[arg(long, value_name = "N")]
         slots: Option<usize>,
     },

@@ -132,7 +132,10 @@ impl Default for WorkerSettings {
 }
 
 fn default_slots() -> usize {
-    32
+    // A slot is a step in flight: cheap while it waits on the network, and
+    // a claim takes as many due steps as there are free slots, so more
+    // slots mean fewer claims (and commits) per step.
+    128
 }
 
 fn default_lease_secs() -> u64 {

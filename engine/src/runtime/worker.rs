@@ -36,7 +36,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            slots: 32,
+            slots: 128,
             poll_interval: Duration::from_millis(200),
             maintenance_interval: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(10),
