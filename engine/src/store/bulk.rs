@@ -207,7 +207,7 @@ impl Tx {
                 row
             })
             .collect();
-        for chunk in models.chunks(500) {
+        for chunk in models.chunks(self.store.rows_per_insert()) {
             enrollment::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(&self.txn)
                 .await
@@ -281,7 +281,7 @@ impl Tx {
                 updated_at: now,
             })
             .collect();
-        for chunk in rows.chunks(500) {
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
             let models = chunk.iter().cloned().map(contact::ActiveModel::from);
             contact::Entity::insert_many(models).exec_without_returning(&self.txn).await.map_err(|e| self.err(e))?;
         }
@@ -330,7 +330,7 @@ impl Tx {
         }
         use contact::Column as C;
         let rows: Vec<contact::ActiveModel> = contacts.into_values().map(contact::ActiveModel::from).collect();
-        for chunk in rows.chunks(200) {
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
             // Every contact exists: the insert always turns into the update.
             contact::Entity::insert_many(chunk.to_vec())
                 .on_conflict(OnConflict::column(C::Id).update_columns([C::Properties, C::UpdatedAt]).to_owned())
@@ -379,7 +379,7 @@ impl Tx {
                 expires_at: Set(expires_at),
             })
             .collect();
-        for chunk in rows.chunks(500) {
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
             idempotency_key::Entity::insert_many(chunk.to_vec())
                 .on_conflict(OnConflict::columns([C::Scope, C::Key]).do_nothing().to_owned())
                 .exec_without_returning(&self.txn)
@@ -414,7 +414,7 @@ impl Tx {
                 error: Set(r.error.clone()),
             })
             .collect();
-        for chunk in models.chunks(500) {
+        for chunk in models.chunks(self.store.rows_per_insert()) {
             bulk_job_row::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(&self.txn)
                 .await

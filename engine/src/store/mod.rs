@@ -362,6 +362,19 @@ impl Store {
         }
     }
 
+    /// Rows per multi-row INSERT. On PostgreSQL statements stay small: a
+    /// 5,000-row bulk enrollment took 3.6 s with 500 rows per statement,
+    /// 2.8 s with 100, 1.1 s with 25 and 1.2 s with 10, while the server
+    /// ran every statement in under 8 ms and the process sat mostly idle:
+    /// the time went waiting on the connection (sqlx 0.9 leaves Nagle's
+    /// algorithm on, sqlx issue 4335).
+    pub(crate) fn rows_per_insert(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => 500,
+            Backend::Postgres => 25,
+        }
+    }
+
     /// Waits for this process's turn to write, on SQLite only.
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self.backend {

@@ -570,7 +570,7 @@ impl Tx {
 
     /// Inserts step executions built by the caller, in one statement per chunk.
     pub async fn insert_steps(&self, rows: &[StepExecution]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(500) {
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
             let models = chunk.iter().map(|row| step_execution::ActiveModel {
                 id: Set(row.id),
                 enrollment_id: Set(row.enrollment_id),
