@@ -435,9 +435,27 @@ async fn contacts_keep_their_consent_trail(db: &TestDb) {
     assert_eq!((unknown_number.status, unknown_number.code()), (422, "unknown_number"));
     assert!(unknown_number.body["error"]["details"]["known_numbers"].as_array().is_some_and(|k| k.len() == 3));
 
-    // The same phone finds the same contact.
+    // The same phone finds the same contact, and so does its mobile phone,
+    // for a new contact and for an enrollment alike.
     let again = api.post("/v1/contacts", &api.inbox, json!({"phone": "+4930901820"})).await;
     assert_eq!(again.body["id"], id.as_str());
+    let mobile = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/contacts/{id}"),
+            Some(&api.inbox),
+            Some(json!({"mobile_phone": "+49 151 23456789"})),
+        )
+        .await;
+    assert_eq!(mobile.body["mobile_phone"], "4915123456789");
+    let enrolled = api
+        .post(
+            "/v1/enrollments",
+            &api.enroll,
+            json!({"workflow": "api-hello", "contact": {"phone": "+49 151 23456789"}, "trigger": {"order_id": "M"}}),
+        )
+        .await;
+    assert_eq!((enrolled.status, enrolled.body["contact"].as_str()), (201, Some(id.as_str())), "{}", enrolled.body);
     let by_phone = api.get("/v1/contacts?phone=%2B49%2030%20901820", &api.inbox).await;
     assert_eq!(by_phone.body["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(

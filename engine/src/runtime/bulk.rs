@@ -192,9 +192,14 @@ impl Engine {
         let by_id: HashMap<ContactId, Contact> =
             tx.contacts_by_ids(&ids).await?.into_iter().map(|c| (c.id, c)).collect();
         let mut by_phone: HashMap<String, Contact> = HashMap::new();
+        // The oldest contact with the number as its phone or mobile phone,
+        // as a single contact is found.
+        let wanted: std::collections::HashSet<&String> = phones.iter().collect();
         for contact in tx.contacts_by_phones(&phones).await? {
-            if let Some(phone) = contact.phone.clone() {
-                by_phone.entry(phone).or_insert(contact);
+            for number in [&contact.phone, &contact.mobile_phone].into_iter().flatten() {
+                if wanted.contains(number) {
+                    by_phone.entry(number.clone()).or_insert_with(|| contact.clone());
+                }
             }
         }
         let mut news = Vec::new();

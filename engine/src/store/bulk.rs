@@ -236,12 +236,17 @@ impl Tx {
         Ok(())
     }
 
-    /// Contacts whose `phone` is one of `phones` (normalised), oldest first.
+    /// Contacts whose `phone` or `mobile_phone` is one of `phones`
+    /// (normalised), oldest first.
     pub async fn contacts_by_phones(&self, phones: &[String]) -> Result<Vec<Contact>, StoreError> {
         let mut found = Vec::new();
         for chunk in phones.chunks(500) {
             let rows = contact::Entity::find()
-                .filter(contact::Column::Phone.is_in(chunk.iter().cloned()))
+                .filter(
+                    sea_orm::Condition::any()
+                        .add(contact::Column::Phone.is_in(chunk.iter().cloned()))
+                        .add(contact::Column::MobilePhone.is_in(chunk.iter().cloned())),
+                )
                 .order_by_asc(contact::Column::CreatedAt)
                 .all(&self.txn)
                 .await
