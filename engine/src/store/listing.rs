@@ -69,7 +69,7 @@ pub struct ThreadFilter {
 }
 
 /// One version's funnel: what a marketer watches.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Funnel {
     /// Enrollments started.
     pub enrolled: u64,

@@ -34,19 +34,8 @@ pub struct VersionView {
     pub created_at: DateTime<Utc>,
     /// Enrollments per status (`active`, `waiting`, `completed`, …).
     pub enrollments: BTreeMap<String, u64>,
-    pub funnel: FunnelView,
-}
-
-/// Enrolled, sent, delivered, read, replied, failed, goal met.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FunnelView {
-    pub enrolled: u64,
-    pub sent: u64,
-    pub delivered: u64,
-    pub read: u64,
-    pub replied: u64,
-    pub failed: u64,
-    pub goal_met: u64,
+    /// Enrolled, sent, delivered, read, replied, failed, goal met.
+    pub funnel: Funnel,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -101,13 +90,12 @@ async fn view(state: &ApiState, workflow: Workflow) -> Result<WorkflowView, ApiE
 }
 
 fn version_view(report: VersionReport) -> VersionView {
-    let Funnel { enrolled, sent, delivered, read, replied, failed, goal_met } = report.funnel;
     VersionView {
         id: report.version.id,
         version: report.version.version,
         content_hash: report.version.content_hash,
         created_at: report.version.created_at,
         enrollments: report.by_status,
-        funnel: FunnelView { enrolled, sent, delivered, read, replied, failed, goal_met },
+        funnel: report.funnel,
     }
 }
