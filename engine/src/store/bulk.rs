@@ -15,7 +15,7 @@ use uuid::Uuid;
 use std::collections::HashMap;
 
 use super::entities::{bulk_job, bulk_job_row, contact, enrollment, idempotency_key};
-use super::status::{ConsentSource, ConsentStatus, EnrollmentStatus};
+use super::status::{ConsentStatus, EnrollmentStatus};
 use super::{Backend, Contact, EnrollmentHistory, IdempotencyRecord, NewContact, NewEnrollment, Store, StoreError, Tx};
 use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId, WorkflowId};
 
@@ -224,14 +224,7 @@ impl Tx {
         status: ConsentStatus,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let change = super::ConsentChange {
-            contact_id: contact,
-            phone_number_id: number,
-            status,
-            source: ConsentSource::Api,
-            keyword: None,
-            wamid: None,
-        };
+        let change = super::ConsentChange::from_api(contact, number, status);
         super::contacts::write_consent(&self.txn, change, now).await.map_err(|e| self.err(e))?;
         Ok(())
     }

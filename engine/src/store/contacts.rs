@@ -37,6 +37,20 @@ pub struct ConsentChange {
     pub wamid: Option<Wamid>,
 }
 
+impl ConsentChange {
+    /// A change made through the HTTP API (no keyword, no message).
+    pub fn from_api(contact: ContactId, number: PhoneNumberId, status: ConsentStatus) -> ConsentChange {
+        ConsentChange {
+            contact_id: contact,
+            phone_number_id: number,
+            status,
+            source: ConsentSource::Api,
+            keyword: None,
+            wamid: None,
+        }
+    }
+}
+
 impl Store {
     pub async fn insert_contact(&self, new: NewContact, now: DateTime<Utc>) -> Result<Contact, StoreError> {
         let row = contact::ActiveModel {

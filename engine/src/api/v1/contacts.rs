@@ -169,21 +169,10 @@ pub(crate) async fn upsert_contact(state: &ApiState, input: &ContactInput, field
     for number in numbers {
         let current = store.consent(contact.id, number.id).await?;
         if current.map(|c| c.status) != Some(ConsentStatus::OptedIn) {
-            store.record_consent(api_consent(contact.id, number.id, ConsentStatus::OptedIn), now).await?;
+            store.record_consent(ConsentChange::from_api(contact.id, number.id, ConsentStatus::OptedIn), now).await?;
         }
     }
     Ok(contact)
-}
-
-fn api_consent(contact: ContactId, number: PhoneNumberId, status: ConsentStatus) -> ConsentChange {
-    ConsentChange {
-        contact_id: contact,
-        phone_number_id: number,
-        status,
-        source: ConsentSource::Api,
-        keyword: None,
-        wamid: None,
-    }
 }
 
 pub(crate) fn normalized(phone: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {
@@ -302,7 +291,11 @@ pub async fn set_consent(
     caller.require(&[Scope::Enroll, Scope::Inbox])?;
     let contact = find(&state, id).await?;
     let number = resolve_number(&state, &body.number).await?;
-    state.engine.store().record_consent(api_consent(id, number.id, body.status), state.engine.now()).await?;
+    state
+        .engine
+        .store()
+        .record_consent(ConsentChange::from_api(id, number.id, body.status), state.engine.now())
+        .await?;
     Ok(ApiJson(contact_detail(&state, contact).await?))
 }
 
