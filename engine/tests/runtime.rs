@@ -346,6 +346,44 @@ engine_test!(opt_out_exits_a_waiting_enrollment, |t| {
     assert!(t.outbound.sent().is_empty(), "an exited enrollment sends nothing");
 });
 
+engine_test!(a_first_wait_parks_at_enrollment_unless_an_exit_condition_holds, |t| {
+    let steps = format!("\n  - id: pause\n    wait:\n      for: 1d{SEND}");
+    t.load(&api_workflow("welcome", "exit_when:\n  - opted_out: true\n", &steps)).await;
+    let ada = t.contact("+1 555 0110", true).await;
+    let id = t.enrolled("welcome", &ada).await;
+    // Parked by the enrollment itself: no worker has run yet.
+    assert_eq!(t.status(id).await, EnrollmentStatus::Waiting);
+    assert_eq!(t.steps(id).await, vec![("pause".to_string(), StepState::Waiting, 1)]);
+    let row = &t.store.step_executions(id).await.expect("read")[0];
+    assert_eq!(row.started_at, Some(t0()));
+    assert_eq!(row.output.as_ref().expect("output")["until"], json!(t0() + chrono::Duration::days(1)));
+    let timers = t.store.timers_of(id).await.expect("timers");
+    assert_eq!(timers.len(), 1);
+    assert_eq!(timers[0].wake_at, t0() + chrono::Duration::days(1));
+    assert_eq!(t.store.next_due_step().await.expect("read"), None, "nothing is due for a worker");
+    assert!(t.tick().await.is_idle());
+
+    // Opted out before enrolling: the exit condition holds before the wait
+    // starts, so the step is left to a worker, which exits the enrollment.
+    let bob = t.contact("+1 555 0111", true).await;
+    t.consent(&bob, ConsentStatus::OptedOut).await;
+    let exited = t.enrolled("welcome", &bob).await;
+    assert_eq!(t.status(exited).await, EnrollmentStatus::Active);
+    assert_eq!(t.steps(exited).await, vec![("pause".to_string(), StepState::Pending, 1)]);
+    t.tick().await;
+    assert_eq!(t.status(exited).await, EnrollmentStatus::Exited);
+    assert_eq!(t.steps(exited).await, vec![("pause".to_string(), StepState::Cancelled, 1)]);
+    assert!(t.store.timers_of(exited).await.expect("timers").is_empty());
+
+    t.advance(Duration::from_secs(DAY)).await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Completed);
+    assert_eq!(t.outbound.sent().len(), 1, "only Ada's enrollment sends");
+    assert_eq!(
+        t.steps(id).await,
+        vec![("pause".to_string(), StepState::Succeeded, 1), ("hello".to_string(), StepState::Succeeded, 1)]
+    );
+});
+
 engine_test!(wait_for_reply_takes_the_reply_or_the_timeout_path, |t| {
     let steps = r#"
   - id: ask

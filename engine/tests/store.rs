@@ -468,4 +468,40 @@ async fn sqlite_file_is_created_with_durable_settings() {
     assert_eq!(pragmas.synchronous, 2, "FULL");
     assert!(pragmas.foreign_keys);
     assert!(pragmas.busy_timeout_ms >= 1000);
+    assert_eq!(pragmas.wal_autocheckpoint, 0, "the store's own task checkpoints, not a committing writer");
+}
+
+#[tokio::test]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    let path = db.url.to_string().trim_start_matches("sqlite://").to_string();
+    let contacts: Vec<NewContact> = (0..2_000)
+        .map(|i| NewContact {
+            name: Some(format!("Contact {i}")),
+            phone: Some(format!("4477009{i:05}")),
+            mobile_phone: None,
+            wa_id: None,
+            user_id: None,
+            properties: serde_json::json!({ "padding": "x".repeat(500) }),
+        })
+        .collect();
+    let tx = store.begin().await.expect("begin");
+    tx.insert_contacts(contacts, chrono::Utc::now()).await.expect("insert");
+    tx.commit().await.expect("commit");
+    let wal = std::path::PathBuf::from(format!("{path}-wal"));
+    let wal_pages = std::fs::metadata(&wal).expect("the WAL exists").len() / 4096;
+    assert!(wal_pages > 200, "the insert went to the WAL ({wal_pages} pages)");
+    // Nothing else writes: the checkpointer copies every frame into the
+    // database file within a few of its rounds.
+    let mut copied = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let db_pages = std::fs::metadata(&path).expect("the database file").len() / 4096;
+        if db_pages > 200 {
+            copied = true;
+            break;
+        }
+    }
+    assert!(copied, "the WAL was checkpointed into the database file");
 }

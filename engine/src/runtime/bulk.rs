@@ -203,6 +203,7 @@ impl Engine {
             }
         }
         let mut news = Vec::new();
+        let mut new_phones: std::collections::HashSet<&String> = std::collections::HashSet::new();
         let mut changed: HashMap<ContactId, Contact> = HashMap::new();
         for row in rows {
             let BulkContact::Phone { phone, name, mobile_phone, properties } = &row.contact else { continue };
@@ -222,7 +223,7 @@ impl Engine {
                     }
                     changed.insert(contact.id, contact.clone());
                 }
-                None if !news.iter().any(|n: &NewContact| n.phone.as_deref() == Some(phone)) => {
+                None if new_phones.insert(phone) => {
                     news.push(NewContact {
                         name: name.clone(),
                         phone: Some(phone.clone()),

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::context::contact_json;
+use std::collections::HashMap;
+
+use super::context::{RunContext, contact_json};
 use super::plan::Plan;
 use super::{Engine, EngineError};
 use crate::ids::{ContactId, EnrollmentId};
 use crate::store::status::EnrollmentStatus;
-use crate::store::{Contact, EnrollmentChange, EnrollmentHistory, NewEnrollment, Tx};
+use crate::store::{Consent, Contact, Enrollment, EnrollmentHistory, Tx};
 use crate::workflow::condition::Condition;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::model::Reenroll;
@@ -103,7 +105,7 @@ impl Engine {
     }
 
     /// Applies the enrollment rules and, when they allow it, writes the
-    /// enrollment and its first step (due now) in `tx`.
+    /// enrollment and its first step in `tx` (see [`Engine::enroll_many_in`]).
     pub(super) async fn enroll_in(
         &self,
         tx: &Tx,
@@ -113,38 +115,20 @@ impl Engine {
         trigger_data: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<Enrolled, EngineError> {
-        let history = tx.enrollment_history(contact.id, plan.workflow_id).await?;
-        if let Some(reason) = admit(plan, contact, &trigger_data, &history, now)? {
-            return Ok(Enrolled::Skipped { reason });
-        }
-        let enrollment = tx
-            .insert_enrollment(
-                NewEnrollment {
-                    workflow_id: plan.workflow_id,
-                    workflow_version_id: plan.version_id,
-                    contact_id: contact.id,
-                    trigger_kind: trigger_kind.to_string(),
-                    trigger_data,
-                },
-                now,
-            )
-            .await?;
-        let first = plan.first_step();
-        tx.insert_step(enrollment.id, first, 1, now, None, now).await?;
-        let change = EnrollmentChange {
-            status: EnrollmentStatus::Active,
-            current_step: Some(first.to_string()),
-            exit_reason: None,
-            error: None,
-        };
-        tx.change_enrollment(enrollment.id, change, now).await?;
-        Ok(Enrolled::Enrolled { enrollment: enrollment.id })
+        let mut results = self.enroll_many_in(tx, plan, &[(contact, trigger_data)], trigger_kind, now).await?;
+        Ok(results.pop().expect("enroll_many_in answers once for each contact"))
     }
 
-    /// [`Engine::enroll_in`] for many contacts at once: their histories
-    /// read together, the admitted enrollments and their first steps
-    /// written with one statement each. A contact named twice is judged
-    /// the second time with the first enrollment counted.
+    /// Enrolls many contacts at once: their histories read together, the
+    /// enrollment rules applied, the admitted enrollments and their first
+    /// steps written with one statement each. A contact named twice is
+    /// judged the second time with the first enrollment counted.
+    ///
+    /// The first step is due now for a worker, unless it is a `wait`: that
+    /// one runs here (as a worker would: goal and exit conditions first)
+    /// and the enrollment starts parked on its timer, so a large enrollment
+    /// into a workflow that begins by waiting leaves the workers nothing to
+    /// do until the timers fall due.
     pub(super) async fn enroll_many_in(
         &self,
         tx: &Tx,
@@ -156,9 +140,18 @@ impl Engine {
         let contacts: Vec<ContactId> = items.iter().map(|(c, _)| c.id).collect();
         let mut histories = tx.enrollment_histories(&contacts, plan.workflow_id).await?;
         let first = plan.first_step();
+        let starts_waiting = plan.step(first).is_some_and(|s| s.wait.is_some());
+        // Consents matter to the exit conditions checked before the wait.
+        let mut consents: HashMap<ContactId, Vec<Consent>> = HashMap::new();
+        if starts_waiting && !plan.model.exit_when.is_empty() {
+            for consent in tx.consents_of_contacts(&contacts).await? {
+                consents.entry(consent.contact_id).or_default().push(consent);
+            }
+        }
         let mut results = Vec::with_capacity(items.len());
         let mut enrollments = Vec::new();
         let mut steps = Vec::new();
+        let mut timers = Vec::new();
         for (contact, trigger_data) in items {
             let history = histories.entry(contact.id).or_default();
             if let Some(reason) = admit(plan, contact, trigger_data, history, now)? {
@@ -168,21 +161,58 @@ impl Engine {
             history.total += 1;
             history.running += 1;
             history.last_enrolled_at = Some(now);
-            let id = EnrollmentId::new();
-            let new = NewEnrollment {
-                workflow_id: plan.workflow_id,
-                workflow_version_id: plan.version_id,
-                contact_id: contact.id,
-                trigger_kind: trigger_kind.to_string(),
-                trigger_data: trigger_data.clone(),
-            };
-            enrollments.push((id, new, first.to_string()));
-            steps.push(super::triggers::pending_step(id, first, 1, now));
-            results.push(Enrolled::Enrolled { enrollment: id });
+            let mut enrollment = started_enrollment(plan, contact.id, trigger_kind, trigger_data.clone(), now);
+            let mut step = super::triggers::pending_step(enrollment.id, first, 1, now);
+            if starts_waiting {
+                let ctx = RunContext {
+                    plan: plan.clone(),
+                    enrollment: enrollment.clone(),
+                    contact: (*contact).clone(),
+                    consents: consents.get(&contact.id).cloned().unwrap_or_default(),
+                    outputs: Default::default(),
+                    attempts: Default::default(),
+                };
+                if let Some(timer) = self.park_at_start(&ctx, &mut step, now) {
+                    enrollment.status = EnrollmentStatus::Waiting;
+                    timers.push(timer);
+                }
+            }
+            results.push(Enrolled::Enrolled { enrollment: enrollment.id });
+            enrollments.push(enrollment);
+            steps.push(step);
         }
-        tx.insert_started_enrollments(enrollments, now).await?;
+        tx.insert_started_enrollments(enrollments).await?;
         tx.insert_steps(&steps).await?;
+        tx.insert_timers(&timers).await?;
+        if !timers.is_empty() {
+            metrics::counter!("kairo_steps_total", "state" => "waiting").increment(timers.len() as u64);
+        }
         Ok(results)
+    }
+}
+
+/// A new enrollment at its first step, active.
+fn started_enrollment(
+    plan: &Plan,
+    contact: ContactId,
+    trigger_kind: &str,
+    trigger_data: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Enrollment {
+    Enrollment {
+        id: EnrollmentId::new(),
+        workflow_id: plan.workflow_id,
+        workflow_version_id: plan.version_id,
+        contact_id: contact,
+        status: EnrollmentStatus::Active,
+        trigger_kind: trigger_kind.to_string(),
+        trigger_data,
+        current_step: Some(plan.first_step().to_string()),
+        exit_reason: None,
+        error: None,
+        enrolled_at: now,
+        updated_at: now,
+        finished_at: None,
     }
 }
 

@@ -16,7 +16,7 @@ use super::plan::resolve_number;
 use super::quiet::quiet_hours_wait;
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState};
-use crate::store::{OwnerChoice, PauseScope, PhoneNumber, Reach, StepExecution, StepRecord};
+use crate::store::{NewTimerRow, OwnerChoice, PauseScope, PhoneNumber, Reach, StepExecution, StepRecord};
 use crate::workflow::condition::Condition;
 use crate::workflow::duration::parse_duration;
 use crate::workflow::model::{
@@ -288,6 +288,9 @@ impl Engine {
     /// The goal and the exit conditions, checked before every step.
     pub(super) fn exit_check(&self, ctx: &RunContext, now: DateTime<Utc>) -> Option<Then> {
         let model = &ctx.plan.model;
+        if model.goal.is_none() && model.exit_when.is_empty() {
+            return None;
+        }
         let context = ctx.json(now);
         if let Some(goal) = &model.goal
             && Condition::parse(&goal.condition).is_ok_and(|c| c.evaluate(&context))
@@ -322,6 +325,35 @@ impl Engine {
             Some(next) => Then::Step(next.to_string()),
             None => Then::Finish { status: EnrollmentStatus::Completed, reason: None, error: None },
         }
+    }
+
+    /// An enrollment's first step when it is a `wait`, run at enrollment as
+    /// a worker would run it: the step written `waiting` with its output,
+    /// and the timer it parks on. `None` when a worker must run the step
+    /// (it is not a wait, the goal or an exit condition holds, the wait
+    /// cannot be worked out): it then stays pending, due now.
+    pub(super) fn park_at_start(
+        &self,
+        ctx: &RunContext,
+        step: &mut StepExecution,
+        now: DateTime<Utc>,
+    ) -> Option<NewTimerRow> {
+        let wait = ctx.plan.step(&step.step_id)?.wait.as_ref()?;
+        if self.exit_check(ctx, now).is_some() {
+            return None;
+        }
+        let Outcome::Park { output, timer_kind, wake_at } = self.wait_step(wait, now) else { return None };
+        step.state = StepState::Waiting;
+        step.output = Some(output);
+        step.started_at = Some(now);
+        step.finished_at = Some(now);
+        Some(NewTimerRow {
+            enrollment_id: step.enrollment_id,
+            step_execution_id: step.id,
+            kind: timer_kind,
+            wake_at,
+            created_at: now,
+        })
     }
 
     fn wait_step(&self, wait: &Wait, now: DateTime<Utc>) -> Outcome {

@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
-use super::entities::{bulk_job, bulk_job_row, contact, enrollment, idempotency_key};
+use super::entities::{bulk_job, bulk_job_row, consent, contact, enrollment, idempotency_key};
 use super::status::{ConsentStatus, EnrollmentStatus};
-use super::{Backend, Contact, EnrollmentHistory, IdempotencyRecord, NewContact, NewEnrollment, Store, StoreError, Tx};
+use super::{
+    Backend, Consent, Contact, Enrollment, EnrollmentHistory, IdempotencyRecord, NewContact, Store, StoreError, Tx,
+};
 use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId, WorkflowId};
 
 pub type BulkJob = bulk_job::Model;
@@ -191,22 +193,9 @@ impl Tx {
         Ok(histories)
     }
 
-    /// Inserts enrollments already at their first step (active), in
-    /// multi-row statements.
-    pub async fn insert_started_enrollments(
-        &self,
-        rows: Vec<(EnrollmentId, NewEnrollment, String)>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let models: Vec<enrollment::ActiveModel> = rows
-            .into_iter()
-            .map(|(id, new, first)| {
-                let mut row = super::workflows::enrollment_row(new, now);
-                row.id = Set(id);
-                row.current_step = Set(Some(first));
-                row
-            })
-            .collect();
+    /// Inserts new enrollments, built by the caller, in multi-row statements.
+    pub async fn insert_started_enrollments(&self, rows: Vec<Enrollment>) -> Result<(), StoreError> {
+        let models: Vec<enrollment::ActiveModel> = rows.into_iter().map(enrollment::ActiveModel::from).collect();
         for chunk in models.chunks(self.store.rows_per_insert()) {
             enrollment::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(&self.txn)
@@ -214,6 +203,20 @@ impl Tx {
                 .map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// The consents of many contacts.
+    pub async fn consents_of_contacts(&self, contacts: &[ContactId]) -> Result<Vec<Consent>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in contacts.chunks(500) {
+            let rows = consent::Entity::find()
+                .filter(consent::Column::ContactId.is_in(chunk.iter().copied()))
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            found.extend(rows);
+        }
+        Ok(found)
     }
 
     /// Records a consent change from the API with its audit entry.

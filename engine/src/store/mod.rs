@@ -7,7 +7,9 @@
 //!
 //! Invariants:
 //! - SQLite connections all run in WAL mode with `synchronous=FULL`, a busy
-//!   timeout and foreign keys on, so a commit survives a power cut.
+//!   timeout and foreign keys on, so a commit survives a power cut. The WAL
+//!   is checkpointed by a task of the store's own, never by a committing
+//!   writer (see [`checkpoint_sqlite`]).
 //! - Timestamps are UTC; a state change and its event commit together.
 //! - Errors name the database by its redacted URL: a password never appears.
 
@@ -131,6 +133,9 @@ pub struct Store {
     /// that run long or often (the journal and its applier) queue here
     /// instead, in order, without sleeping. Unused on PostgreSQL.
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Held by every clone: the SQLite checkpointer stops when the last
+    /// clone is dropped.
+    _alive: std::sync::Arc<()>,
 }
 
 impl Store {
@@ -153,7 +158,9 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true)
-            .statement_cache_capacity(SQLITE_STATEMENT_CACHE);
+            .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
+            // Checkpoints run in the background, not inside a commit.
+            .pragma("wal_autocheckpoint", "0");
         // An in-memory database lives in one connection: a second one would
         // be a second, empty database, and an idle timeout would lose it.
         let in_memory = url.expose().contains(":memory:");
@@ -165,8 +172,12 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|err| StoreError::Connect { url: url.clone(), reason: url.scrub(&err.to_string()) })?;
+        let alive = std::sync::Arc::new(());
+        if !in_memory {
+            tokio::spawn(checkpoint_sqlite(pool.clone(), std::sync::Arc::downgrade(&alive)));
+        }
         let db = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
-        Ok(Store { db, url, backend: Backend::Sqlite, write_gate: Default::default() })
+        Ok(Store { db, url, backend: Backend::Sqlite, write_gate: Default::default(), _alive: alive })
     }
 
     async fn open_postgres(url: DatabaseUrl) -> Result<Store, StoreError> {
@@ -188,7 +199,7 @@ impl Store {
             .await
             .map_err(|err| connect_error(err.to_string()))?;
         let db = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-        Ok(Store { db, url, backend: Backend::Postgres, write_gate: Default::default() })
+        Ok(Store { db, url, backend: Backend::Postgres, write_gate: Default::default(), _alive: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -314,9 +325,19 @@ impl Store {
                 synchronous: row.try_get_by_index(1)?,
                 foreign_keys: row.try_get_by_index::<i64>(2)? == 1,
                 busy_timeout_ms: row.try_get_by_index(3)?,
+                wal_autocheckpoint: 0,
             })
         };
-        read().map_err(|e| self.query_error(e))
+        let mut pragmas = read().map_err(|e| self.query_error(e))?;
+        // Not a table-valued pragma: read on its own.
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(backend, "PRAGMA wal_autocheckpoint"))
+            .await
+            .map_err(|e| self.query_error(e))?
+            .ok_or_else(|| self.missing("pragma row"))?;
+        pragmas.wal_autocheckpoint = row.try_get_by_index(0).map_err(|e| self.query_error(e))?;
+        Ok(pragmas)
     }
 
     async fn query_rows(&self, sql: &str) -> Result<Vec<(String, String, String, String)>, StoreError> {
@@ -411,4 +432,35 @@ pub struct SqlitePragmas {
     pub synchronous: i64,
     pub foreign_keys: bool,
     pub busy_timeout_ms: i64,
+    /// WAL pages after which a commit checkpoints: 0, the store's task does.
+    pub wal_autocheckpoint: i64,
+}
+
+/// How often the SQLite checkpointer looks at the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints the WAL of a SQLite database every [`CHECKPOINT_EVERY`]
+/// until the store is gone. With SQLite's own automatic checkpoint, the
+/// commit that crosses 1,000 WAL pages copies them into the database file
+/// and syncs it before it returns: a writer (a bulk chunk, a batch of
+/// timers) stalls for several milliseconds now and then. Here the copying
+/// happens beside the writers: `PASSIVE` never waits for a lock, and a
+/// checkpoint that could not finish (a reader still on old pages) is
+/// finished by a later one. Each connection is opened with
+/// `wal_autocheckpoint=0`; the last connection to close still checkpoints,
+/// as SQLite always does.
+async fn checkpoint_sqlite(pool: sqlx::SqlitePool, alive: std::sync::Weak<()>) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if alive.strong_count() == 0 || pool.is_closed() {
+            break;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                break;
+            }
+            tracing::warn!(%err, "checkpointing the SQLite WAL failed; retrying");
+        }
+    }
+    pool.close().await;
 }

@@ -843,38 +843,6 @@ impl Tx {
         Ok(res.rows_affected == 1)
     }
 
-    /// The enrollments of a contact in a workflow so far. On PostgreSQL the
-    /// contact row is locked first, so two triggers enrolling the same
-    /// contact at once take turns; SQLite has one writer anyway.
-    pub async fn enrollment_history(
-        &self,
-        contact: ContactId,
-        workflow: WorkflowId,
-    ) -> Result<EnrollmentHistory, StoreError> {
-        if self.store.backend == Backend::Postgres {
-            contact::Entity::find_by_id(contact)
-                .lock(LockType::Update)
-                .one(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        let rows: Vec<(EnrollmentStatus, DateTime<Utc>)> = enrollment::Entity::find()
-            .select_only()
-            .column(enrollment::Column::Status)
-            .column(enrollment::Column::EnrolledAt)
-            .filter(enrollment::Column::ContactId.eq(contact))
-            .filter(enrollment::Column::WorkflowId.eq(workflow))
-            .into_tuple()
-            .all(&self.txn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(EnrollmentHistory {
-            total: rows.len() as u64,
-            running: rows.iter().filter(|(s, _)| RUNNING.contains(s)).count() as u64,
-            last_enrolled_at: rows.iter().map(|(_, at)| *at).max(),
-        })
-    }
-
     pub async fn insert_enrollment(
         &self,
         new: super::NewEnrollment,

@@ -222,32 +222,56 @@ fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
     }
 }
 
-/// Takes rows as they are read and enrolls them a chunk at a time.
-async fn apply_rows(
-    state: &ApiState,
-    target: &BulkTarget<'_>,
-    mut rows: mpsc::Receiver<ReadRow>,
-) -> Result<(), ApiError> {
-    let mut chunk = Vec::with_capacity(CHUNK);
-    while let Some(row) = rows.recv().await {
-        chunk.push(row);
-        if chunk.len() >= CHUNK {
-            apply_chunk(state, target, std::mem::take(&mut chunk)).await?;
-        }
+/// Takes rows as they are read and enrolls them a chunk at a time; the
+/// next chunk is prepared (phones normalised, rows hashed) while the one
+/// before it commits, so the database's writer waits on neither.
+async fn apply_rows(state: &ApiState, target: &BulkTarget<'_>, rows: mpsc::Receiver<ReadRow>) -> Result<(), ApiError> {
+    let (prepared_tx, mut prepared) = mpsc::channel::<PreparedChunk>(1);
+    let preparer = tokio::spawn(prepare_chunks(state.clone(), rows, prepared_tx));
+    while let Some(chunk) = prepared.recv().await {
+        // On an error the receiver is dropped: the preparer and the reader stop.
+        state.engine.enroll_chunk(target, chunk.rows, chunk.failed).await?;
     }
-    if !chunk.is_empty() {
-        apply_chunk(state, target, chunk).await?;
-    }
+    preparer.await.map_err(|e| ApiError::internal(&format!("the bulk preparer stopped: {e}")))?;
     Ok(())
 }
 
-async fn apply_chunk(state: &ApiState, target: &BulkTarget<'_>, chunk: Vec<ReadRow>) -> Result<(), ApiError> {
+/// A chunk ready for the engine: its rows, and those that failed to read.
+struct PreparedChunk {
+    rows: Vec<BulkRow>,
+    failed: Vec<RowResult>,
+}
+
+/// Gathers read rows into chunks of [`CHUNK`] and prepares each.
+async fn prepare_chunks(state: ApiState, mut rows: mpsc::Receiver<ReadRow>, out: mpsc::Sender<PreparedChunk>) {
+    let mut numbers: HashMap<String, Result<PhoneNumberId, String>> = HashMap::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    loop {
+        let row = rows.recv().await;
+        let end = row.is_none();
+        chunk.extend(row);
+        if chunk.len() >= CHUNK || (end && !chunk.is_empty()) {
+            let prepared = prepare_chunk(&state, std::mem::take(&mut chunk), &mut numbers).await;
+            if out.send(prepared).await.is_err() {
+                return;
+            }
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+async fn prepare_chunk(
+    state: &ApiState,
+    chunk: Vec<ReadRow>,
+    numbers: &mut HashMap<String, Result<PhoneNumberId, String>>,
+) -> PreparedChunk {
     let mut rows = Vec::with_capacity(chunk.len());
     let mut failed = Vec::new();
-    let mut numbers: HashMap<String, Result<PhoneNumberId, String>> = HashMap::new();
     for (line, read) in chunk {
         let row = match read {
-            Ok(input) => bulk_row(state, line, input, &mut numbers).await,
+            Ok(input) => bulk_row(state, line, input, numbers).await,
             Err(error) => Err(error),
         };
         match row {
@@ -263,8 +287,7 @@ async fn apply_chunk(state: &ApiState, target: &BulkTarget<'_>, chunk: Vec<ReadR
             }),
         }
     }
-    state.engine.enroll_chunk(target, rows, failed).await?;
-    Ok(())
+    PreparedChunk { rows, failed }
 }
 
 /// A read row as the engine takes it, or what is wrong with it.
