@@ -226,10 +226,11 @@ fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
 /// next chunk is prepared (phones normalised, rows hashed) while the one
 /// before it commits, so the database's writer waits on neither.
 async fn apply_rows(state: &ApiState, target: &BulkTarget<'_>, rows: mpsc::Receiver<ReadRow>) -> Result<(), ApiError> {
-    let (prepared_tx, mut prepared) = mpsc::channel::<PreparedChunk>(1);
+    let (prepared_tx, mut prepared) = mpsc::channel::<Result<PreparedChunk, String>>(1);
     let preparer = tokio::spawn(prepare_chunks(state.clone(), rows, prepared_tx));
     while let Some(chunk) = prepared.recv().await {
         // On an error the receiver is dropped: the preparer and the reader stop.
+        let chunk = chunk.map_err(|e| ApiError::internal(&e))?;
         state.engine.enroll_chunk(target, chunk.rows, chunk.failed).await?;
     }
     preparer.await.map_err(|e| ApiError::internal(&format!("the bulk preparer stopped: {e}")))?;
@@ -243,7 +244,11 @@ struct PreparedChunk {
 }
 
 /// Gathers read rows into chunks of [`CHUNK`] and prepares each.
-async fn prepare_chunks(state: ApiState, mut rows: mpsc::Receiver<ReadRow>, out: mpsc::Sender<PreparedChunk>) {
+async fn prepare_chunks(
+    state: ApiState,
+    mut rows: mpsc::Receiver<ReadRow>,
+    out: mpsc::Sender<Result<PreparedChunk, String>>,
+) {
     let mut numbers: HashMap<String, Result<PhoneNumberId, String>> = HashMap::new();
     let mut chunk = Vec::with_capacity(CHUNK);
     loop {
@@ -262,19 +267,34 @@ async fn prepare_chunks(state: ApiState, mut rows: mpsc::Receiver<ReadRow>, out:
     }
 }
 
+/// Prepares a chunk: business numbers named for the first time are looked
+/// up here; the rest (phones parsed and normalised, rows hashed) is CPU
+/// work done on a blocking thread, so the async threads stay free for the
+/// chunk committing meanwhile.
 async fn prepare_chunk(
     state: &ApiState,
     chunk: Vec<ReadRow>,
     numbers: &mut HashMap<String, Result<PhoneNumberId, String>>,
-) -> PreparedChunk {
+) -> Result<PreparedChunk, String> {
+    for (_, read) in &chunk {
+        for name in read.iter().flat_map(|input| &input.contact.opt_in) {
+            if !numbers.contains_key(name) {
+                let found = resolve_number(state, name).await.map(|n| n.id).map_err(|e| e.message);
+                numbers.insert(name.clone(), found);
+            }
+        }
+    }
+    let numbers = numbers.clone();
+    tokio::task::spawn_blocking(move || prepare_rows(chunk, &numbers))
+        .await
+        .map_err(|err| format!("preparing rows stopped: {err}"))
+}
+
+fn prepare_rows(chunk: Vec<ReadRow>, numbers: &HashMap<String, Result<PhoneNumberId, String>>) -> PreparedChunk {
     let mut rows = Vec::with_capacity(chunk.len());
     let mut failed = Vec::new();
     for (line, read) in chunk {
-        let row = match read {
-            Ok(input) => bulk_row(state, line, input, numbers).await,
-            Err(error) => Err(error),
-        };
-        match row {
+        match read.and_then(|input| bulk_row(line, input, numbers)) {
             Ok(row) => rows.push(row),
             Err(error) => failed.push(RowResult {
                 line,
@@ -291,11 +311,10 @@ async fn prepare_chunk(
 }
 
 /// A read row as the engine takes it, or what is wrong with it.
-async fn bulk_row(
-    state: &ApiState,
+fn bulk_row(
     line: u64,
     input: RowInput,
-    numbers: &mut HashMap<String, Result<PhoneNumberId, String>>,
+    numbers: &HashMap<String, Result<PhoneNumberId, String>>,
 ) -> Result<BulkRow, String> {
     let content_hash = body_hash(&serde_json::to_value(&input).map_err(|e| e.to_string())?);
     let contact = match (input.contact.id, &input.contact.phone) {
@@ -316,11 +335,8 @@ async fn bulk_row(
     };
     let mut opt_in = Vec::new();
     for name in &input.contact.opt_in {
-        if !numbers.contains_key(name) {
-            let found = resolve_number(state, name).await.map(|n| n.id).map_err(|e| e.message);
-            numbers.insert(name.clone(), found);
-        }
-        opt_in.push(numbers[name].clone().map_err(|e| format!("contact.opt_in: {e}"))?);
+        let found = numbers.get(name).cloned().unwrap_or_else(|| Err(format!("no business number `{name}`")));
+        opt_in.push(found.map_err(|e| format!("contact.opt_in: {e}"))?);
     }
     let key = input.key.filter(|k| !k.trim().is_empty());
     if key.as_ref().is_some_and(|k| k.len() > 255) {
