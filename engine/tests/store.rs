@@ -472,6 +472,16 @@ async fn sqlite_file_is_created_with_durable_settings() {
 }
 
 #[tokio::test]
+async fn postgres_connections_plan_each_query_for_its_values() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    // A generic plan cached while a table was empty would be kept however
+    // large the table grows (until the next ANALYZE).
+    assert_eq!(store.postgres_setting("plan_cache_mode").await.expect("setting"), "force_custom_plan");
+    assert!(TestDb::sqlite().store().await.postgres_setting("plan_cache_mode").await.is_err());
+}
+
+#[tokio::test]
 async fn sqlite_wal_is_checkpointed_in_the_background() {
     let db = TestDb::sqlite();
     let store = db.store().await;
