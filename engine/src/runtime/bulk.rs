@@ -69,8 +69,12 @@ impl Engine {
         results.extend(failed);
         results.sort_by_key(|r| r.line);
         tx.record_bulk_rows(target.job, &results, now).await?;
+        // Rows whose first step parked leave the workers nothing to run.
+        let wake = tx.wrote_pending_steps();
         tx.commit().await?;
-        self.notify();
+        if wake {
+            self.notify();
+        }
         Ok(results)
     }
 

@@ -185,11 +185,13 @@ impl Store {
             .map_err(|err| StoreError::InvalidUrl { url: url.clone(), reason: url.scrub(&err.to_string()) })?
             // Every query is a prepared statement; after five runs
             // PostgreSQL may keep one generic plan for it, made when the
-            // table was small (a sequential scan of an empty `threads`), and
-            // use it until the next ANALYZE however large the table grows: a
-            // broadcast into a new inbox slowed from 970 to 400 sends/s in
-            // 30 s that way. A plan made for each run's values costs a
-            // little planning and follows the table.
+            // table was small (an empty `threads`), and use it until the next
+            // ANALYZE however large the table grows: a broadcast into a new
+            // inbox slowed from 970 to 400 sends/s in 30 s, each send slower
+            // as the table grew. A plan made for each run's values follows
+            // the table; it costs planning on every statement (a third of
+            // the API's end-to-end runs/s on a 2-core machine, see
+            // docs/benchmarks.md).
             .options([("plan_cache_mode", "force_custom_plan")]);
         // One direct attempt first: a pool retries until its timeout and then
         // reports only "timed out", hiding "connection refused" or "password

@@ -297,7 +297,7 @@ impl Store {
             Backend::Postgres => None,
         };
         let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
-        Ok(Tx { txn, store: self.clone(), _turn: turn })
+        Ok(Tx { txn, store: self.clone(), _turn: turn, pending_steps: Default::default() })
     }
 
     /// Workflows with their newest version id: what the runtime keeps loaded.
@@ -413,9 +413,17 @@ pub struct Tx {
     pub(super) txn: DatabaseTransaction,
     pub(super) store: Store,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Set when [`Tx::insert_steps`] wrote a pending step.
+    pending_steps: std::sync::atomic::AtomicBool,
 }
 
 impl Tx {
+    /// Whether [`Tx::insert_steps`] wrote a step for a worker to run: when
+    /// not, there is no need to wake the workers after the commit.
+    pub fn wrote_pending_steps(&self) -> bool {
+        self.pending_steps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         self.txn.commit().await.map_err(|e| self.store.query_error(e))
     }
@@ -570,6 +578,9 @@ impl Tx {
 
     /// Inserts step executions built by the caller, in one statement per chunk.
     pub async fn insert_steps(&self, rows: &[StepExecution]) -> Result<(), StoreError> {
+        if rows.iter().any(|row| row.state == StepState::Pending) {
+            self.pending_steps.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         for chunk in rows.chunks(self.store.rows_per_insert()) {
             let models = chunk.iter().map(|row| step_execution::ActiveModel {
                 id: Set(row.id),
