@@ -2,12 +2,11 @@
 //! re-enrollment, one running enrollment at a time), then the enrollment
 //! and its first step in the caller's transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-
-use std::collections::HashMap;
 
 use super::context::{RunContext, contact_json};
 use super::plan::Plan;

@@ -149,7 +149,26 @@ impl Store {
     }
 }
 
+/// Values per `IN (…)` list: well within both databases' parameter limits.
+const IN_LIST: usize = 500;
+
 impl Tx {
+    /// The rows `query` selects for each [`IN_LIST`]-sized chunk of `values`.
+    async fn select_in_chunks<V, E>(
+        &self,
+        values: &[V],
+        query: impl Fn(&[V]) -> sea_orm::Select<E>,
+    ) -> Result<Vec<E::Model>, StoreError>
+    where
+        E: EntityTrait,
+    {
+        let mut found = Vec::new();
+        for chunk in values.chunks(IN_LIST) {
+            found.extend(query(chunk).all(&self.txn).await.map_err(|e| self.err(e))?);
+        }
+        Ok(found)
+    }
+
     /// Each contact's enrollments in `workflow`, read at once; on
     /// PostgreSQL the contacts are locked first (in id order, so two
     /// uploads never deadlock), as one enrollment locks its contact.
@@ -162,7 +181,7 @@ impl Tx {
         ids.sort();
         ids.dedup();
         let mut histories: HashMap<ContactId, EnrollmentHistory> = HashMap::new();
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(IN_LIST) {
             if self.store.backend == Backend::Postgres {
                 contact::Entity::find()
                     .filter(contact::Column::Id.is_in(chunk.iter().copied()))
@@ -207,16 +226,10 @@ impl Tx {
 
     /// The consents of many contacts.
     pub async fn consents_of_contacts(&self, contacts: &[ContactId]) -> Result<Vec<Consent>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in contacts.chunks(500) {
-            let rows = consent::Entity::find()
-                .filter(consent::Column::ContactId.is_in(chunk.iter().copied()))
-                .all(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-            found.extend(rows);
-        }
-        Ok(found)
+        self.select_in_chunks(contacts, |chunk| {
+            consent::Entity::find().filter(consent::Column::ContactId.is_in(chunk.iter().copied()))
+        })
+        .await
     }
 
     /// Records a consent change from the API with its audit entry.
@@ -235,35 +248,24 @@ impl Tx {
     /// Contacts whose `phone` or `mobile_phone` is one of `phones`
     /// (normalised), oldest first.
     pub async fn contacts_by_phones(&self, phones: &[String]) -> Result<Vec<Contact>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in phones.chunks(500) {
-            let rows = contact::Entity::find()
+        self.select_in_chunks(phones, |chunk| {
+            contact::Entity::find()
                 .filter(
                     sea_orm::Condition::any()
                         .add(contact::Column::Phone.is_in(chunk.iter().cloned()))
                         .add(contact::Column::MobilePhone.is_in(chunk.iter().cloned())),
                 )
                 .order_by_asc(contact::Column::CreatedAt)
-                .all(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-            found.extend(rows);
-        }
-        Ok(found)
+        })
+        .await
     }
 
     /// Contacts by id.
     pub async fn contacts_by_ids(&self, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in ids.chunks(500) {
-            let rows = contact::Entity::find()
-                .filter(contact::Column::Id.is_in(chunk.iter().copied()))
-                .all(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-            found.extend(rows);
-        }
-        Ok(found)
+        self.select_in_chunks(ids, |chunk| {
+            contact::Entity::find().filter(contact::Column::Id.is_in(chunk.iter().copied()))
+        })
+        .await
     }
 
     /// Inserts contacts in multi-row statements; returns the rows in order.
@@ -344,17 +346,12 @@ impl Tx {
 
     /// The row keys of `scope` among `keys` already recorded.
     pub async fn row_keys(&self, scope: &str, keys: &[String]) -> Result<Vec<IdempotencyRecord>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in keys.chunks(500) {
-            let rows = idempotency_key::Entity::find()
+        self.select_in_chunks(keys, |chunk| {
+            idempotency_key::Entity::find()
                 .filter(idempotency_key::Column::Scope.eq(scope))
                 .filter(idempotency_key::Column::Key.is_in(chunk.iter().cloned()))
-                .all(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-            found.extend(rows);
-        }
-        Ok(found)
+        })
+        .await
     }
 
     /// Records row keys with their results. A key another upload recorded

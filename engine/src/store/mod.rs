@@ -334,36 +334,30 @@ impl Store {
     /// The durability settings of a SQLite connection, as SQLite reports
     /// them (an error on PostgreSQL).
     pub async fn sqlite_pragmas(&self) -> Result<SqlitePragmas, StoreError> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(
-                backend,
-                "SELECT (SELECT journal_mode FROM pragma_journal_mode), (SELECT synchronous FROM pragma_synchronous), \
-                 (SELECT foreign_keys FROM pragma_foreign_keys), (SELECT timeout FROM pragma_busy_timeout)",
-            ))
-            .await
-            .map_err(|e| self.query_error(e))?
-            .ok_or_else(|| self.missing("pragma row"))?;
+        let row = |sql: &'static str| async move {
+            self.db
+                .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql))
+                .await
+                .map_err(|e| self.query_error(e))?
+                .ok_or_else(|| self.missing("pragma row"))
+        };
+        let settings = row(
+            "SELECT (SELECT journal_mode FROM pragma_journal_mode), (SELECT synchronous FROM pragma_synchronous), \
+             (SELECT foreign_keys FROM pragma_foreign_keys), (SELECT timeout FROM pragma_busy_timeout)",
+        )
+        .await?;
+        // Not a table-valued pragma: read on its own.
+        let checkpoint = row("PRAGMA wal_autocheckpoint").await?;
         let read = || -> Result<SqlitePragmas, DbErr> {
             Ok(SqlitePragmas {
-                journal_mode: row.try_get_by_index(0)?,
-                synchronous: row.try_get_by_index(1)?,
-                foreign_keys: row.try_get_by_index::<i64>(2)? == 1,
-                busy_timeout_ms: row.try_get_by_index(3)?,
-                wal_autocheckpoint: 0,
+                journal_mode: settings.try_get_by_index(0)?,
+                synchronous: settings.try_get_by_index(1)?,
+                foreign_keys: settings.try_get_by_index::<i64>(2)? == 1,
+                busy_timeout_ms: settings.try_get_by_index(3)?,
+                wal_autocheckpoint: checkpoint.try_get_by_index(0)?,
             })
         };
-        let mut pragmas = read().map_err(|e| self.query_error(e))?;
-        // Not a table-valued pragma: read on its own.
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(backend, "PRAGMA wal_autocheckpoint"))
-            .await
-            .map_err(|e| self.query_error(e))?
-            .ok_or_else(|| self.missing("pragma row"))?;
-        pragmas.wal_autocheckpoint = row.try_get_by_index(0).map_err(|e| self.query_error(e))?;
-        Ok(pragmas)
+        read().map_err(|e| self.query_error(e))
     }
 
     async fn query_rows(&self, sql: &str) -> Result<Vec<(String, String, String, String)>, StoreError> {
