@@ -156,10 +156,12 @@ struct UsageError(String);
 #[derive(Debug, Clone, Subcommand)]
 enum NumbersAction {
     /// Lift a number's pause (quality drop, credentials, restriction) once
-    /// the cause is fixed; its held sends go within a minute.
+    /// the cause is fixed; its held sends go at once.
     Resume {
-        /// The number as displayed (+1 555-000-1111, digits are enough) or its Graph id.
-        number: String,
+        /// The number as displayed (+1 555-000-1111, digits are enough, quotes
+        /// optional) or its Graph id.
+        #[arg(required = true, num_args = 1..)]
+        number: Vec<String>,
     },
 }
 
@@ -250,7 +252,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sync => sync::run(&config).await,
         Command::Numbers { action: None, format } => report::numbers(&config, format == Format::Json).await,
         Command::Numbers { action: Some(NumbersAction::Resume { number }), .. } => {
-            report::resume(&config, &number).await
+            report::resume(&config, &number.join(" ")).await
         }
         Command::Status { workflow, format } => {
             report::status(&config, workflow.as_deref(), format == Format::Json).await

@@ -106,7 +106,7 @@ pub async fn resume(config: &Config, which: &str) -> Result<ExitCode> {
     };
     if store.resume_number(number.id, SystemClock.now()).await? {
         println!(
-            "{}: resumed (was paused: {}); held sends go within a minute",
+            "{}: resumed (was paused: {}); held sends go now",
             number.display_number,
             number.pause_reason.as_deref().unwrap_or("no reason recorded")
         );

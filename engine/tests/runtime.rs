@@ -531,7 +531,12 @@ async fn die_mid_send(t: &TestEngine, ids: &[EnrollmentId]) {
         t.store.claim_due_steps("dead-worker", now, now + chrono::Duration::seconds(30), 10).await.expect("claim");
     for id in ids {
         let step = claimed.iter().find(|s| s.enrollment_id == *id).expect("claimed");
-        assert!(t.store.mark_attempting(step.id, "dead-worker", None, now).await.expect("attempting"));
+        assert!(
+            t.store
+                .mark_attempting(step.id, "dead-worker", None, now, now + chrono::Duration::seconds(30))
+                .await
+                .expect("attempting")
+        );
     }
 }
 
@@ -1088,7 +1093,12 @@ engine_test!(a_send_taken_over_after_a_crash_is_settled_by_a_status_that_came_fi
         "number": t.number.id, "message_type": "template", "body": null,
         "template": ["welcome", "en_US", { "body": ["Ada"] }], "callback_data": callback,
     }});
-    assert!(t.store.mark_attempting(claimed[0].id, "dead-worker", Some(sending), now).await.expect("attempting"));
+    assert!(
+        t.store
+            .mark_attempting(claimed[0].id, "dead-worker", Some(sending), now, now + chrono::Duration::seconds(30))
+            .await
+            .expect("attempting")
+    );
     status_webhook(&t, "wamid.crash.1", DeliveryStatus::Sent, Some(callback), None).await;
     t.tick().await;
     assert_eq!(t.steps(id).await, vec![("hello".to_string(), StepState::Attempting, 1)], "the lease still holds");
@@ -1317,4 +1327,170 @@ engine_test!(the_send_estimate_follows_throughput_then_the_messaging_limit, |t| 
     assert_eq!((e.bound_by, e.messaging_limit, e.reached), ("messaging_limit", Some(50), Some(0)));
     let days = (e.last_send_at - now).num_hours() / 24;
     assert_eq!(days, 3, "{:?}", e.last_send_at);
+});
+
+// ---------------------------------------------------------------------------
+// Issue 14: the semantics users trust. Each test is named after its item.
+
+/// An inbound message from `from` on the test number, ingested as the
+/// webhook journal's applier does (default keywords).
+async fn inbound(t: &TestEngine, wamid: &str, from: &str, message_type: &str, text: &str, payload: serde_json::Value) {
+    let message = kairo_engine::channel::InboundMessage {
+        number_id: t.number.graph_id.clone(),
+        wamid: wamid.into(),
+        from: Some(from.into()),
+        from_user_id: None,
+        profile_name: Some("Ada".into()),
+        message_type: message_type.into(),
+        text: Some(text.into()),
+        payload,
+        occurred_at: t.clock.now_utc(),
+    };
+    t.store
+        .ingest(&[vec![kairo_engine::channel::InboundEvent::Message(message)]], &Keywords::default(), t.clock.now_utc())
+        .await
+        .expect("ingest");
+}
+
+async fn set_properties(t: &TestEngine, contact: ContactId, patch: serde_json::Value) {
+    let tx = t.store.begin().await.expect("begin");
+    tx.set_contact_properties(contact, patch.as_object().expect("an object"), t.clock.now_utc()).await.expect("set");
+    tx.commit().await.expect("commit");
+}
+
+async fn inbound_text(t: &TestEngine, wamid: &str, from: &str, text: &str) {
+    inbound(t, wamid, from, "text", text, json!({ "type": "text", "text": { "body": text } })).await;
+}
+
+// 14.A6
+engine_test!(resume_wakes_held_sends_at_once, |t| {
+    catalogue_template(&t, "welcome", "MARKETING").await;
+    t.load(&api_workflow("promo", "", SEND)).await;
+    let ada = t.contact("15550160", true).await;
+    // The channel says the access token is bad: the number pauses and the send is held.
+    t.outbound
+        .fail_next(CallError { code: Some(190), ..CallError::new(FailureKind::Auth, "Invalid OAuth access token") });
+    let promo = t.enrolled("promo", &ada).await;
+    t.tick().await;
+    let held = &t.store.step_executions(promo).await.expect("read")[0];
+    assert_eq!(held.state, StepState::Pending);
+    assert_eq!(held.output.as_ref().expect("why")["waiting"], "number_paused");
+    assert!(held.due_at > t.clock.now_utc() + chrono::Duration::seconds(60), "held for minutes");
+    assert!(t.outbound.sent().is_empty());
+
+    t.advance(Duration::from_secs(1)).await;
+    assert!(t.store.resume_number(t.number.id, t.clock.now_utc()).await.expect("resume"));
+    t.engine.refresh().await.expect("refresh");
+    t.tick().await;
+    assert_eq!(t.outbound.sent().len(), 1, "sent at once after the resume, not minutes later");
+    assert_eq!(t.status(promo).await, EnrollmentStatus::Completed);
+});
+
+// 14.B7
+engine_test!(goals_see_the_trigger_and_a_missing_value_never_meets_them, |t| {
+    let extra = "goal:\n  when: 'contact.last_order_cart == trigger.cart_id'\n";
+    let steps = format!("\n  - id: pause\n    wait:\n      for: 1d{SEND}");
+    t.load(&api_workflow("cart", extra, &steps)).await;
+    let ada = t.contact("15550161", true).await;
+    let no_cart = t.enrolled("cart", &ada).await;
+    let id = match t.enroll("cart", &t.contact("15550162", true).await, json!({ "cart_id": "c-1" })).await {
+        Enrolled::Enrolled { enrollment } => enrollment,
+        other => panic!("{other:?}"),
+    };
+    let bob = t.store.enrollment(id).await.expect("read").expect("exists").contact_id;
+    let bob = t.store.contact(bob).await.expect("read").expect("exists");
+    t.tick().await;
+    // A reply, a status and an opt-out word are events; none meets the goal.
+    inbound_text(&t, "wamid.goal.1", "15550162", "hello?").await;
+    inbound_text(&t, "wamid.goal.2", "15550161", "hi").await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Waiting, "null == null is not a goal met");
+    assert_eq!(t.status(no_cart).await, EnrollmentStatus::Waiting);
+
+    // The order for this cart arrives: the next event meets the goal.
+    set_properties(&t, bob.id, json!({ "last_order_cart": "c-1" })).await;
+    inbound_text(&t, "wamid.goal.3", "15550162", "ordered!").await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::GoalMet);
+    assert_eq!(t.status(no_cart).await, EnrollmentStatus::Waiting, "still no cart: no goal");
+});
+
+// 14.B7
+#[test]
+fn a_comparison_with_a_missing_value_is_false() {
+    let context = json!({ "contact": { "plan": "pro" }, "trigger": {} });
+    let holds = |text: &str| workflow::condition::Condition::parse(text).expect(text).evaluate(&context);
+    assert!(!holds("contact.cart == trigger.cart"));
+    assert!(!holds("contact.cart != \"x\""));
+    assert!(!holds("contact.cart < 3"));
+    assert!(holds("contact.cart == null"));
+    assert!(!holds("contact.cart != null"));
+    assert!(holds("contact.plan != null"));
+    assert!(holds("not (contact.cart == \"x\")"));
+}
+
+// 14.B8
+engine_test!(exit_conditions_are_checked_on_events, |t| {
+    let extra = "exit_when:\n  - when: 'contact.status == \"churned\"'\n";
+    let steps = format!("\n  - id: pause\n    wait:\n      for: 1d{SEND}");
+    t.load(&api_workflow("winback", extra, &steps)).await;
+    let ada = t.contact("15550163", true).await;
+    let id = t.enrolled("winback", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Waiting);
+    set_properties(&t, ada.id, json!({ "status": "churned" })).await;
+    inbound_text(&t, "wamid.exit.1", "15550163", "bye").await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Exited);
+    let enrollment = t.store.enrollment(id).await.expect("read").expect("exists");
+    assert!(enrollment.exit_reason.expect("reason").contains("churned"));
+    t.advance(Duration::from_secs(DAY)).await;
+    assert!(t.outbound.sent().is_empty(), "nothing sent after the exit");
+});
+
+// 14.B13
+engine_test!(held_steps_say_why_and_until_when, |t| {
+    let extra = "quiet_hours:\n  from: \"08:00\"\n  to: \"21:00\"\n  timezone_property: tz\n";
+    t.load(&api_workflow("late", extra, SEND)).await;
+    t.clock.advance(Duration::from_secs(12 * 3600)); // 22:00 UTC
+    let ada = t.contact("15550164", true).await;
+    set_properties(&t, ada.id, json!({ "tz": "UTC" })).await;
+    let id = t.enrolled("late", &ada).await;
+    t.tick().await;
+    let held = &t.store.step_executions(id).await.expect("read")[0];
+    assert_eq!(held.state, StepState::Pending);
+    let output = held.output.as_ref().expect("why");
+    assert_eq!(output["waiting"], "quiet_hours");
+    let until: DateTime<Utc> = serde_json::from_value(output["until"].clone()).expect("a time");
+    assert_eq!(until, held.due_at);
+    assert_eq!(until, t0() + chrono::Duration::hours(22));
+});
+
+// 14.A5
+engine_test!(a_reply_makes_the_checks_a_workflow_send_makes, |t| {
+    catalogue_template(&t, "welcome", "MARKETING").await;
+    let ada = t.contact("15550165", true).await;
+    inbound_text(&t, "wamid.reply.1", "15550165", "hello").await;
+    let thread = t.store.open_thread_of(ada.id, t.number.id).await.expect("read").expect("a thread");
+    assert!(
+        t.store
+            .pause_number(t.number.id, PauseScope::All, "credentials: bad token", t.clock.now_utc())
+            .await
+            .expect("pause")
+    );
+    t.engine.refresh().await.expect("refresh");
+    let refused = t.engine.reply(thread.id, ReplyContent::Text { text: "hi".into() }).await;
+    assert!(matches!(refused, Err(ReplyError::NumberPaused { .. })), "{refused:?}");
+    assert!(t.outbound.sent().is_empty(), "nothing left a paused number");
+    assert!(t.store.resume_number(t.number.id, t.clock.now_utc()).await.expect("resume"));
+    t.engine.refresh().await.expect("refresh");
+    t.engine.reply(thread.id, ReplyContent::Text { text: "hi".into() }).await.expect("sent after the resume");
+    assert_eq!(t.outbound.sent().len(), 1);
+    // A credentials answer to a reply pauses the number as a step's would.
+    t.outbound
+        .fail_next(CallError { code: Some(190), ..CallError::new(FailureKind::Auth, "Invalid OAuth access token") });
+    let failed = t.engine.reply(thread.id, ReplyContent::Text { text: "again".into() }).await;
+    assert!(matches!(failed, Err(ReplyError::Refused(_))), "{failed:?}");
+    let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
+    assert!(number.paused_at.is_some(), "the bad token paused the number");
 });

@@ -117,14 +117,17 @@ fn messages_change(
     for message in value["messages"].as_array().into_iter().flatten() {
         let wamid = text(&message["id"]).ok_or_else(|| WebhookError::Malformed("a message has no `id`".into()))?;
         let from = text(&message["from"]);
-        let from_user_id = text(&message["from_user_id"]);
-        let profile_name = contacts
+        // The sender's entry in `contacts`: by WhatsApp id, by user id, or
+        // the only entry there is.
+        let sender = contacts
             .iter()
             .find(|c| {
-                (from.is_some() && text(&c["wa_id"]) == from)
-                    || (from_user_id.is_some() && text(&c["user_id"]) == from_user_id)
+                let user_id = text(&message["from_user_id"]);
+                (from.is_some() && text(&c["wa_id"]) == from) || (user_id.is_some() && text(&c["user_id"]) == user_id)
             })
-            .and_then(|c| text(&c["profile"]["name"]));
+            .or(if contacts.len() == 1 { contacts.first() } else { None });
+        let from_user_id = text(&message["from_user_id"]).or_else(|| sender.and_then(|c| text(&c["user_id"])));
+        let profile_name = sender.and_then(|c| text(&c["profile"]["name"]));
         let message_type = text(&message["type"]).unwrap_or_else(|| "unknown".into());
         events.push(InboundEvent::Message(InboundMessage {
             number_id: number_id.clone(),
@@ -205,8 +208,11 @@ fn readable_text(kind: &str, message: &Value) -> Option<String> {
     }
 }
 
+/// A field's text; an empty string is absent (a sender shown by user id
+/// only may come with `"from": ""`).
 fn text(value: &Value) -> Option<String> {
     match value {
+        Value::String(s) if s.trim().is_empty() => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,

@@ -165,6 +165,14 @@ impl From<ReplyError> for ApiError {
                     .with_details(json!({ "window_closed_at": closed_at, "use": "template" }))
             }
             err @ ReplyError::NotOptedIn => ApiError::conflict("not_opted_in", err.to_string()),
+            ReplyError::NumberPaused { number, reason } => {
+                let message = ReplyError::NumberPaused { number: number.clone(), reason: reason.clone() }.to_string();
+                ApiError::conflict("number_paused", message).with_details(json!({ "number": number, "reason": reason }))
+            }
+            ReplyError::MessagingLimit { until } => {
+                let message = ReplyError::MessagingLimit { until }.to_string();
+                ApiError::conflict("messaging_limit", message).with_details(json!({ "until": until }))
+            }
             err @ ReplyError::TemplateNotApproved { .. } => {
                 ApiError::unprocessable("template_not_approved", err.to_string())
             }

@@ -98,11 +98,27 @@ impl Ingestor {
                 }
                 let (deliveries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.events, j.done)).unzip();
                 let outcome = writer_store.journal_deliveries("whatsapp", &deliveries, writer_clock.now()).await;
-                if let Err(err) = &outcome {
-                    tracing::error!(%err, deliveries = deliveries.len(), "webhook deliveries not stored; Meta will deliver again");
-                }
-                for waiter in waiters {
-                    let _ = waiter.send(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                match outcome {
+                    Ok(()) => {
+                        for waiter in waiters {
+                            let _ = waiter.send(Ok(()));
+                        }
+                    }
+                    // One delivery the database refuses must not fail the
+                    // others of its group: each is stored alone, and only
+                    // those that still fail are answered with an error.
+                    Err(err) => {
+                        tracing::warn!(%err, deliveries = deliveries.len(), "storing a group of webhook deliveries failed; storing them one by one");
+                        for (delivery, waiter) in deliveries.into_iter().zip(waiters) {
+                            let alone = writer_store
+                                .journal_deliveries("whatsapp", std::slice::from_ref(&delivery), writer_clock.now())
+                                .await;
+                            if let Err(err) = &alone {
+                                tracing::error!(%err, "a webhook delivery was not stored; Meta will deliver it again");
+                            }
+                            let _ = waiter.send(alone.map_err(|e| e.to_string()));
+                        }
+                    }
                 }
                 writer_wake.notify_one();
             }

@@ -21,8 +21,9 @@ pub(super) struct AttemptMarks {
 }
 
 impl AttemptMarks {
-    /// Marks `step` attempting (with `output`) under `owner`'s claim. True
-    /// when the claim held and the call may be made.
+    /// Marks `step` attempting (with `output`) under `owner`'s claim, its
+    /// lease renewed until `lease_until`. True when the claim held and the
+    /// call may be made.
     pub(super) async fn mark(
         &self,
         store: &Store,
@@ -30,6 +31,7 @@ impl AttemptMarks {
         step: StepExecutionId,
         output: Option<serde_json::Value>,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
     ) -> Result<bool, String> {
         let (done, answer) = oneshot::channel();
         self.queued.lock().expect("attempt queue lock is never poisoned").push((step, output, done));
@@ -38,7 +40,7 @@ impl AttemptMarks {
             let batch = std::mem::take(&mut *self.queued.lock().expect("attempt queue lock is never poisoned"));
             if !batch.is_empty() {
                 let steps: Vec<_> = batch.iter().map(|(id, output, _)| (*id, output.clone())).collect();
-                match store.mark_attempting_many(owner, &steps, now).await {
+                match store.mark_attempting_many(owner, &steps, now, lease_until).await {
                     Ok(marked) => {
                         for (id, _, done) in batch {
                             let _ = done.send(Ok(marked.contains(&id)));
@@ -50,7 +52,7 @@ impl AttemptMarks {
                     Err(err) => {
                         tracing::debug!(%err, marks = batch.len(), "writing attempting marks together failed; one by one");
                         for (id, output, done) in batch {
-                            let alone = store.mark_attempting(id, owner, output, now).await;
+                            let alone = store.mark_attempting(id, owner, output, now, lease_until).await;
                             let _ = done.send(alone.map_err(|e| e.to_string()));
                         }
                     }

@@ -232,7 +232,8 @@ impl Engine {
                         name: name.clone(),
                         phone: Some(phone.clone()),
                         mobile_phone: mobile_phone.clone(),
-                        wa_id: Some(phone.clone()),
+                        // Learnt from the first inbound message.
+                        wa_id: None,
                         user_id: None,
                         properties: Value::Object(properties.clone().unwrap_or_default()),
                     });

@@ -30,9 +30,11 @@ pub(super) struct Claimed {
 impl Engine {
     /// Commits a batch of outcomes; returns the successors to run now. When
     /// the batch cannot commit, each outcome is tried alone so one bad row
-    /// does not hold back the others; one that still fails keeps its claim
-    /// until the lease runs out and is then taken over.
-    pub(super) async fn commit(&self, batch: Vec<Finished>) -> Vec<Claimed> {
+    /// does not hold back the others; one that still fails goes to
+    /// `unsaved`, for the caller to write again: its step stays claimed
+    /// (`attempting` when its call left) under this worker's lease, so it is
+    /// neither run twice nor, when it never called out, made uncertain.
+    pub(super) async fn commit(&self, batch: Vec<Finished>, unsaved: &mut Vec<Finished>) -> Vec<Claimed> {
         if batch.is_empty() {
             return Vec::new();
         }
@@ -44,18 +46,21 @@ impl Engine {
             Err(err) => {
                 tracing::warn!(%err, steps = batch.len(), "committing a batch of steps failed; committing them one by one");
                 let mut chained = Vec::new();
-                for finished in &batch {
-                    match self.commit_batch(std::slice::from_ref(finished)).await {
+                for finished in batch {
+                    match self.commit_batch(std::slice::from_ref(&finished)).await {
                         Ok(next) => {
-                            count_finished(std::slice::from_ref(finished));
+                            count_finished(std::slice::from_ref(&finished));
                             chained.extend(next)
                         }
-                        Err(err) => tracing::error!(
-                            %err,
-                            enrollment = %finished.claim.enrollment_id,
-                            step = %finished.claim.step_id,
-                            "cannot commit a step's result; it is retried when its lease runs out"
-                        ),
+                        Err(err) => {
+                            tracing::error!(
+                                %err,
+                                enrollment = %finished.claim.enrollment_id,
+                                step = %finished.claim.step_id,
+                                "cannot commit a step's result; it is written again in a moment"
+                            );
+                            unsaved.push(finished);
+                        }
                     }
                 }
                 chained

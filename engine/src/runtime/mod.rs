@@ -34,6 +34,7 @@ pub mod plan;
 mod quiet;
 pub mod recording;
 mod reply;
+mod send_gate;
 pub mod simulate;
 mod step;
 mod triggers;

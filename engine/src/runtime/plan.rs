@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ids::{WorkflowId, WorkflowVersionId};
 use crate::store::{PhoneNumber, WorkflowVersion};
+use crate::workflow::condition::Condition;
 use crate::workflow::model::{Step, Workflow};
 
 /// One stored workflow version, parsed once and shared by every step of every
@@ -22,6 +23,9 @@ pub struct Plan {
     pub registered_at: DateTime<Utc>,
     pub model: Workflow,
     index: HashMap<String, usize>,
+    /// Every condition of the workflow (goal, exits, branches), parsed once
+    /// when the version is loaded, by its text.
+    conditions: HashMap<String, Condition>,
 }
 
 impl Plan {
@@ -31,7 +35,21 @@ impl Plan {
         let name = format!("workflow version {} (v{})", version.id, version.version);
         let model = crate::workflow::parse(Path::new(&name), &version.source).map_err(|d| d.to_string())?;
         let index = model.steps.iter().enumerate().map(|(i, s)| (s.id.value.clone(), i)).collect();
+        let mut texts: Vec<&str> = Vec::new();
+        texts.extend(model.goal.iter().map(|g| g.condition.value.as_str()));
+        texts.extend(model.exit_when.iter().filter_map(|e| e.condition.as_ref()).map(|c| c.value.as_str()));
+        for step in model.steps.iter() {
+            for arm in step.branch.iter().flat_map(|arms| arms.iter()) {
+                texts.extend(arm.condition.as_ref().map(|c| c.value.as_str()));
+            }
+        }
+        let mut conditions = HashMap::new();
+        for text in texts {
+            let parsed = Condition::parse(text).map_err(|e| format!("{name}: condition `{text}`: {}", e.message))?;
+            conditions.insert(text.to_string(), parsed);
+        }
         Ok(Plan {
+            conditions,
             workflow_id: version.workflow_id,
             version_id: version.id,
             version: version.version,
@@ -43,6 +61,12 @@ impl Plan {
 
     pub fn key(&self) -> &str {
         &self.model.id.value
+    }
+
+    /// A condition of this workflow, parsed when the version was loaded.
+    /// False for a text that is not one of the workflow's conditions.
+    pub fn holds(&self, condition: &str, context: &serde_json::Value) -> bool {
+        self.conditions.get(condition).is_some_and(|c| c.evaluate(context))
     }
 
     pub fn step(&self, id: &str) -> Option<&Step> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Engine;
 use super::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
 use super::pacing::Pace;
+use super::send_gate::Held;
 use crate::ids::{MessageId, ThreadId, Wamid};
 use crate::store::status::{ConsentStatus, DeliveryStatus, Direction};
 use crate::store::{Message, NewMessage, StoreError, Thread};
@@ -42,6 +43,10 @@ pub enum ReplyError {
     /// The 24-hour customer service window is closed (or never opened).
     #[error("{}", window_closed_message(*closed_at))]
     WindowClosed { closed_at: Option<DateTime<Utc>> },
+    #[error("sends from {number} are paused ({reason}): fix the cause, then run `kairo numbers resume {number}`")]
+    NumberPaused { number: String, reason: String },
+    #[error("the business portfolio's messaging limit is used up until {}: templates to new recipients wait until then", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    MessagingLimit { until: DateTime<Utc> },
     #[error("the contact has not opted in on this number: templates go only to opted-in contacts")]
     NotOptedIn,
     #[error("template `{name}` ({language}) is {status} on this number: only APPROVED templates can be sent")]
@@ -80,10 +85,21 @@ impl Engine {
             .cloned()
             .ok_or(ReplyError::UnknownNumber { thread })?;
         let now = self.now();
-        self.check_reply(&row, number.account_id, &content, now).await?;
+        let category = self.check_reply(&row, number.account_id, &content, now).await?;
+        let to = row.customer_wa_id.clone();
+        // The checks a workflow's send makes: the number's pause and the
+        // messaging limit (a template outside the window reaches someone).
+        let window_open = row.window_closes_at.is_some_and(|closes| closes > now);
+        match self.may_send(&number, category.as_deref(), window_open, &to, now).await {
+            Ok(()) => {}
+            Err(Held::Paused { reason }) => {
+                return Err(ReplyError::NumberPaused { number: number.display_number.clone(), reason });
+            }
+            Err(Held::MessagingLimit { until }) => return Err(ReplyError::MessagingLimit { until }),
+            Err(Held::Unreadable) => return Err(ReplyError::Store(self.store.missing("the messaging limit"))),
+        }
         let message = self.store.record_message(reply_row(&row, &content, now), now).await?;
         self.wait_for_slot(&number).await?;
-        let to = row.customer_wa_id.clone();
         let callback_data = format!("kairo:reply:{}", message.id);
         let sent = match &content {
             ReplyContent::Text { text } => {
@@ -112,6 +128,9 @@ impl Engine {
                 self.outbound.send_template(&template).await
             }
         };
+        if let Err(error) = &sent {
+            self.note_send_error(&number, error).await;
+        }
         self.settle_reply(message.id, sent).await
     }
 
@@ -121,10 +140,10 @@ impl Engine {
         account: crate::ids::AccountId,
         content: &ReplyContent,
         now: DateTime<Utc>,
-    ) -> Result<(), ReplyError> {
+    ) -> Result<Option<String>, ReplyError> {
         match content {
             ReplyContent::Text { .. } => match thread.window_closes_at {
-                Some(closes) if closes > now => Ok(()),
+                Some(closes) if closes > now => Ok(None),
                 closed_at => Err(ReplyError::WindowClosed { closed_at }),
             },
             ReplyContent::Template { name, language, .. } => {
@@ -133,7 +152,7 @@ impl Engine {
                     return Err(ReplyError::NotOptedIn);
                 }
                 match self.store.template_status(account, name, language).await? {
-                    Some((status, _)) if status == "APPROVED" => Ok(()),
+                    Some((status, category)) if status == "APPROVED" => Ok(Some(category)),
                     found => Err(ReplyError::TemplateNotApproved {
                         name: name.clone(),
                         language: language.clone(),

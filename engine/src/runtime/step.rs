@@ -14,10 +14,10 @@ use super::outbound::{CallError, FailureKind, HttpCall, OutboundTemplate, Outbou
 use super::pacing::{HORIZON, LATE, Pace};
 use super::plan::resolve_number;
 use super::quiet::quiet_hours_wait;
+use super::send_gate::{Held, RATE_LIMIT_HIT};
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState};
-use crate::store::{NewTimerRow, OwnerChoice, PauseScope, PhoneNumber, Reach, StepExecution, StepRecord};
-use crate::workflow::condition::Condition;
+use crate::store::{NewTimerRow, OwnerChoice, PhoneNumber, StepExecution, StepRecord};
 use crate::workflow::duration::parse_duration;
 use crate::workflow::model::{
     EventName, HeaderParam, HttpRequest, Owner, Params, RetryPolicy, SendTemplate, Step, UnknownOutcome, Wait,
@@ -29,8 +29,6 @@ const FOREVER: chrono::Duration = chrono::Duration::days(365 * 100);
 /// Default retries of a temporary failure: attempts in all, first delay.
 const DEFAULT_ATTEMPTS: u32 = 3;
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
-/// WhatsApp's "the number sends too fast" error code.
-const RATE_LIMIT_HIT: i64 = 130429;
 /// WhatsApp's "too many messages to this recipient" error code.
 const PAIR_RATE_LIMIT: i64 = 131056;
 /// The first wait after a pair-rate answer; each further one doubles it.
@@ -152,6 +150,10 @@ enum Attempt {
     Gone,
     /// The mark could not be written: the claim is still this worker's.
     NotWritten,
+    /// The mark was written, but this worker was held up so long after it
+    /// that the claim may be gone: the call is not made, and the step is
+    /// given back (when the claim still holds) or left to whoever took it.
+    Stale,
 }
 
 impl Attempt {
@@ -162,7 +164,7 @@ impl Attempt {
         match self {
             Attempt::Held => None,
             Attempt::Gone => Some(Outcome::Lost),
-            Attempt::NotWritten => Some(Outcome::defer(now + chrono::Duration::seconds(1))),
+            Attempt::NotWritten | Attempt::Stale => Some(Outcome::defer(now + chrono::Duration::seconds(1))),
         }
     }
 }
@@ -231,7 +233,7 @@ impl Engine {
             let mut taken = None;
             for (i, arm) in arms.iter().enumerate() {
                 if let (Some(condition), Some(then)) = (&arm.condition, &arm.then) {
-                    if Condition::parse(condition).is_ok_and(|c| c.evaluate(&context)) {
+                    if ctx.plan.holds(condition, &context) {
                         taken = Some((i, then.value.clone()));
                         break;
                     }
@@ -293,7 +295,7 @@ impl Engine {
         }
         let context = ctx.json(now);
         if let Some(goal) = &model.goal
-            && Condition::parse(&goal.condition).is_ok_and(|c| c.evaluate(&context))
+            && ctx.plan.holds(&goal.condition, &context)
         {
             return Some(Then::Finish {
                 status: EnrollmentStatus::GoalMet,
@@ -310,7 +312,7 @@ impl Engine {
                 });
             }
             if let Some(condition) = &exit.condition
-                && Condition::parse(condition).is_ok_and(|c| c.evaluate(&context))
+                && ctx.plan.holds(condition, &context)
             {
                 let reason = format!("exit condition `{}` held", condition.value);
                 return Some(Then::Finish { status: EnrollmentStatus::Exited, reason: Some(reason), error: None });
@@ -419,10 +421,7 @@ impl Engine {
         if let Some(quiet) = &ctx.plan.model.quiet_hours
             && let Some(due_at) = quiet_hours_wait(quiet, ctx, now)
         {
-            return Outcome::defer(due_at);
-        }
-        if let Some(wait) = paused(&number, None, now) {
-            return wait;
+            return Outcome::Defer { due_at, output: Some(json!({ "waiting": "quiet_hours", "until": due_at })) };
         }
         let context = ctx.json(now);
         let window_open = self.window_open(ctx, number.id, now).await;
@@ -449,6 +448,9 @@ impl Engine {
                 template: None,
                 callback_data,
             };
+            if let Err(held) = self.may_send(&number, None, true, &message.to, now).await {
+                return held_outcome(&number, held, now);
+            }
             if let Err(instead) = self.ready_to_send(claim, &number, &attempt, now).await {
                 return instead;
             }
@@ -472,25 +474,13 @@ impl Engine {
             }
         };
         // A template the catalogue does not know yet counts as marketing:
-        // a paused number holds it back rather than guess.
-        if let Some(wait) = paused(&number, Some(category.as_deref().unwrap_or("MARKETING")), now) {
-            return wait;
-        }
-        // Outside the service window a template reaches a recipient and
-        // counts against the portfolio's messaging limit; a used-up limit
-        // makes the send wait for the moving window, never fail.
-        if !window_open && self.outbound.paced() {
-            match self.store.reach_recipient(&number, &to, now).await {
-                Ok(Reach::Allowed) => {}
-                Ok(Reach::WaitUntil(until)) => {
-                    tracing::info!(number = %number.display_number, %until, "messaging limit used up; the send waits");
-                    return Outcome::defer(until);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, step = %claim.id, "cannot check the messaging limit; the send waits");
-                    return Outcome::defer(now + chrono::Duration::seconds(5));
-                }
-            }
+        // a paused number holds it back rather than guess. Outside the
+        // service window a template reaches a recipient and counts against
+        // the portfolio's messaging limit; a used-up limit makes the send
+        // wait for the moving window, never fail.
+        let category = category.as_deref().unwrap_or("MARKETING");
+        if let Err(held) = self.may_send(&number, Some(category), window_open, &to, now).await {
+            return held_outcome(&number, held, now);
         }
         let rendered = match self.render_template_params(send, &context) {
             Ok(r) => r,
@@ -522,10 +512,11 @@ impl Engine {
         self.sent(claim, ctx, step, &number, sent, attempt).await
     }
 
-    /// Writes `attempting` with what is about to be sent, takes a slot in
-    /// the number's pace and sleeps until it. `Err` holds what the step
-    /// does instead of sending now. The mark comes before the slot so that
-    /// the write never makes the send miss its slot.
+    /// Takes a slot in the number's pace, sleeps until it, and only then
+    /// writes `attempting` with what is about to be sent: a worker that
+    /// dies while it waits for its slot leaves a claimed step, which runs
+    /// again (once), never an uncertain one. `Err` holds what the step does
+    /// instead of sending now.
     async fn ready_to_send(
         &self,
         claim: &StepExecution,
@@ -533,11 +524,30 @@ impl Engine {
         attempt: &SendAttempt,
         now: DateTime<Utc>,
     ) -> Result<(), Outcome> {
-        if let Some(not_held) = self.attempt(claim, attempt, now).await.refused(now) {
-            return Err(not_held);
-        }
         let slot = self.pace(claim, number, now).await?;
         if !self.sleep_until(slot).await {
+            return Err(Outcome::defer(self.now()));
+        }
+        // The mark is written at the slot and the request leaves as soon
+        // as it is durable: a crash can leave a send `uncertain` only in
+        // the instant between the two. Every send is late by about the time
+        // a mark takes, so the spacing between sends holds.
+        if let Some(not_held) = self.attempt(claim, attempt, self.now()).await.refused(self.now()) {
+            return Err(not_held);
+        }
+        let Some(slot) = slot else { return Ok(()) };
+        // The mark took so long that the slot is gone: the send takes a new
+        // one rather than crowd the slots after it. Nothing left, so the
+        // mark is taken back.
+        let late = self.now() - slot;
+        if late > LATE {
+            tracing::debug!(
+                late_ms = late.num_milliseconds(),
+                "writing the mark missed the send's slot; it takes a new one"
+            );
+            if let Err(err) = self.store.unmark_attempting(claim.id, self.owner()).await {
+                tracing::warn!(%err, step = %claim.id, "cannot take back the attempt's mark; the commit does");
+            }
             return Err(Outcome::defer(self.now()));
         }
         Ok(())
@@ -606,18 +616,6 @@ impl Engine {
         late <= LATE
     }
 
-    /// After WhatsApp's throughput answer (130429): the number's sends go at
-    /// half its throughput for a minute, in every worker.
-    async fn slow_down(&self, number: &PhoneNumber) {
-        let until = self.now() + chrono::Duration::seconds(60);
-        match self.store.slow_down_sends(number.id, 50, until).await {
-            Ok(()) => {
-                tracing::warn!(number = %number.display_number, "WhatsApp says the number sends too fast; halving its pace for a minute")
-            }
-            Err(err) => tracing::warn!(%err, "cannot record the slowdown"),
-        }
-    }
-
     /// Writes `attempting`, with what is about to be sent, before a call
     /// leaves; false when the claim is gone.
     async fn attempt(&self, claim: &StepExecution, send: &SendAttempt, now: DateTime<Utc>) -> Attempt {
@@ -626,9 +624,21 @@ impl Engine {
         self.mark_attempting(claim, Some(output), now).await
     }
 
+    /// Writes `attempting` under this worker's claim, renewing its lease.
+    /// The claim must still hold when the call leaves: a worker paused
+    /// (SIGSTOP, a stalled machine) between the mark and the call past half
+    /// its lease may have lost the step to another worker, and never calls.
     async fn mark_attempting(&self, claim: &StepExecution, output: Option<Value>, now: DateTime<Utc>) -> Attempt {
-        match self.attempts.mark(&self.store, self.owner(), claim.id, output, now).await {
-            Ok(true) => Attempt::Held,
+        let lease = self.lease();
+        match self.attempts.mark(&self.store, self.owner(), claim.id, output, now, now + lease).await {
+            Ok(true) if self.now() < now + lease / 2 => Attempt::Held,
+            Ok(true) => {
+                tracing::warn!(step = %claim.id, "this worker was held up past half its lease after marking the attempt; the call is not made");
+                if let Err(err) = self.store.unmark_attempting(claim.id, self.owner()).await {
+                    tracing::warn!(%err, step = %claim.id, "cannot take back the attempt's mark; the commit does");
+                }
+                Attempt::Stale
+            }
             Ok(false) => Attempt::Gone,
             Err(err) => {
                 tracing::warn!(%err, step = %claim.id, "cannot record the attempt; the call is not made and the step goes back to the queue");
@@ -660,21 +670,21 @@ impl Engine {
         match (error.kind, error.code) {
             (FailureKind::Unknown, _) => self.settle_or_unknown(claim, ctx, Some(attempt), &error.message).await,
             (FailureKind::Auth, _) => {
-                let reason = format!("credentials: {}", error.message);
-                match self.store.pause_number(number.id, PauseScope::All, &reason, self.now()).await {
-                    Ok(true) => tracing::error!(
-                        number = %number.display_number,
-                        error = %error.message,
-                        "every send from this number is paused until an operator fixes the access token or account and runs `kairo numbers resume {}`",
-                        number.display_number
-                    ),
-                    Ok(false) => {}
-                    Err(err) => tracing::warn!(%err, "cannot record the number's pause"),
+                self.note_send_error(number, &error).await;
+                // Held as a paused number's sends are, so that resuming the
+                // number wakes it at once.
+                let wait = error.retry_after.unwrap_or(AUTH_WAIT);
+                Outcome::Defer {
+                    due_at: self.now() + chrono::Duration::from_std(wait).unwrap_or(FOREVER),
+                    output: Some(json!({
+                        "waiting": "number_paused",
+                        "number": number.display_number,
+                        "reason": super::send_gate::credentials_reason(&error),
+                    })),
                 }
-                self.call_failed(claim, ctx, step, error)
             }
             (FailureKind::Throttled, Some(RATE_LIMIT_HIT)) => {
-                self.slow_down(number).await;
+                self.note_send_error(number, &error).await;
                 self.call_failed(claim, ctx, step, error)
             }
             (FailureKind::Throttled, Some(PAIR_RATE_LIMIT)) => {
@@ -946,18 +956,19 @@ pub(super) fn send_output(send: &RecordedSend, settled_by: Option<&str>) -> Valu
     output
 }
 
-/// The wait of a send from a paused number: none when the pause does not
-/// hold back this send (`category`: the template's, None for text).
-fn paused(number: &PhoneNumber, category: Option<&str>, now: DateTime<Utc>) -> Option<Outcome> {
-    let scope = PauseScope::of(number)?;
-    if !scope.stops(category) {
-        return None;
+/// What a held send does: it waits, with the reason and until when on its
+/// output (`kairo status`, the API's run history).
+fn held_outcome(number: &PhoneNumber, held: Held, now: DateTime<Utc>) -> Outcome {
+    match held {
+        Held::Paused { reason } => Outcome::Defer {
+            due_at: now + chrono::Duration::from_std(PAUSED_WAIT).unwrap_or(FOREVER),
+            output: Some(json!({ "waiting": "number_paused", "number": number.display_number, "reason": reason })),
+        },
+        Held::MessagingLimit { until } => {
+            Outcome::Defer { due_at: until, output: Some(json!({ "waiting": "messaging_limit", "until": until })) }
+        }
+        Held::Unreadable => Outcome::defer(now + chrono::Duration::seconds(5)),
     }
-    let reason = number.pause_reason.clone().unwrap_or_default();
-    Some(Outcome::Defer {
-        due_at: now + chrono::Duration::from_std(PAUSED_WAIT).unwrap_or(FOREVER),
-        output: Some(json!({ "waiting": "number_paused", "number": number.display_number, "reason": reason })),
-    })
 }
 
 fn failed(output: Value, error: String) -> Outcome {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::commit::{Claimed, Finished, outbound_record};
-use super::context::contact_json;
+use super::context::{RunContext, contact_json};
 use super::plan::{Plan, resolve_number};
 use super::step::{SendAttempt, parse_callback_data, send_output};
 use super::{Engine, EngineError};
@@ -186,12 +186,35 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
         let numbers = self.numbers();
-        let context = json!({ "contact": contact_json(contact) });
-        for enrollment in tx.running_enrollments(contact.id).await? {
-            let plan = self.plan(enrollment.workflow_version_id).await?;
+        let running = tx.running_enrollments(contact.id).await?;
+        if running.is_empty() {
+            return Ok(());
+        }
+        let mut plans = HashMap::new();
+        for enrollment in &running {
+            plans.insert(enrollment.workflow_version_id, self.plan(enrollment.workflow_version_id).await?);
+        }
+        // The goal and exit conditions see what a step sees: the contact,
+        // the enrollment's trigger, the earlier steps' outputs.
+        let with_conditions: Vec<_> = running
+            .iter()
+            .filter(|e| plans.get(&e.workflow_version_id).is_some_and(|p| has_conditions(p)))
+            .map(|e| e.id)
+            .collect();
+        let steps = tx.steps_of(&with_conditions).await?;
+        let rows = crate::store::RunRows {
+            enrollments: running.clone(),
+            contacts: vec![contact.clone()],
+            consents: Vec::new(),
+            steps,
+        };
+        let contexts = RunContext::from_rows(rows, &plans);
+        for enrollment in running {
+            let Some(plan) = plans.get(&enrollment.workflow_version_id) else { continue };
             let model = &plan.model;
+            let context = contexts.get(&enrollment.id).map(|ctx| ctx.json(now)).unwrap_or(Value::Null);
             let mut finish = None;
-            if model.goal.as_ref().is_some_and(|g| Condition::parse(&g.condition).is_ok_and(|c| c.evaluate(&context))) {
+            if model.goal.as_ref().is_some_and(|g| plan.holds(&g.condition, &context)) {
                 finish = Some((EnrollmentStatus::GoalMet, "goal met".to_string()));
             }
             for exit in &model.exit_when {
@@ -206,6 +229,11 @@ impl Engine {
                     if happening.name == "inbound_message" && number.is_some() && number == happening.number {
                         finish = Some((EnrollmentStatus::Exited, format!("replied on {}", on.value)));
                     }
+                }
+                if let Some(condition) = &exit.condition
+                    && plan.holds(condition, &context)
+                {
+                    finish = Some((EnrollmentStatus::Exited, format!("exit condition `{}` held", condition.value)));
                 }
             }
             if let Some((status, reason)) = finish {
@@ -381,8 +409,22 @@ impl Engine {
                 self.settle_or_unknown(&claim, &ctx, attempt, "the worker stopped while the call was in flight").await;
             finished.push(Finished { claim, ctx, outcome });
         }
-        Ok(self.commit(finished).await)
+        let mut unsaved = Vec::new();
+        let chained = self.commit(finished, &mut unsaved).await;
+        // Left for the next taker rather than renewed by this worker forever.
+        let ids: Vec<_> = unsaved.iter().map(|f| f.claim.id).collect();
+        if !ids.is_empty()
+            && let Err(err) = self.store.abandon_claims(self.owner(), &ids).await
+        {
+            tracing::warn!(%err, steps = ids.len(), "cannot give back taken-over steps; they return when this worker stops");
+        }
+        Ok(chained)
     }
+}
+
+/// Whether a workflow has a goal or exit conditions to check on events.
+fn has_conditions(plan: &Plan) -> bool {
+    plan.model.goal.is_some() || plan.model.exit_when.iter().any(|e| e.condition.is_some())
 }
 
 /// Whether a parked step's timer kind waits for this event.

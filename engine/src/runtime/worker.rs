@@ -75,6 +75,9 @@ const TIMER_BATCH_FACTOR: usize = 4;
 
 /// The shortest pause of an idle timer task.
 const TIMER_MIN_PAUSE: Duration = Duration::from_millis(20);
+/// How long a result that could not be written waits before it is written
+/// again (the database restarting, a lock timeout).
+const UNSAVED_RETRY: Duration = Duration::from_secs(1);
 /// How long finished steps are gathered before their batch commits.
 const COMMIT_GATHER: Duration = Duration::from_millis(5);
 
@@ -165,7 +168,8 @@ impl Engine {
                 }
                 let finished = running.join_all().await;
                 round.steps += finished.len();
-                ready.extend(self.commit(finished).await);
+                let mut unsaved = Vec::new();
+                ready.extend(self.commit(finished, &mut unsaved).await);
             }
             total.steps += round.steps;
             total.timers += round.timers;
@@ -187,6 +191,11 @@ impl Engine {
     }
 
     /// Runs steps until `shutdown` is cancelled.
+    ///
+    /// Lease renewal and periodic work (steps left by dead workers, events,
+    /// schedules) run in tasks of their own, as timers do: a statement that
+    /// waits (a lock, a slow database) never stops this loop from claiming
+    /// and committing, nor the leases from being renewed.
     pub async fn run(
         self: &Arc<Self>,
         config: WorkerConfig,
@@ -197,26 +206,25 @@ impl Engine {
         let mut report = WorkerReport::default();
         let mut running: JoinSet<Finished> = JoinSet::new();
         let mut ready: VecDeque<Claimed> = VecDeque::new();
-        let mut last_maintenance: Option<Instant> = None;
-        let mut last_renewal = Instant::now();
-        let renew_every = self.config.lease / 3;
+        let mut unsaved: Vec<Finished> = Vec::new();
+        let mut last_save_try = Instant::now();
         tracing::info!(owner = self.owner(), slots, "worker started");
         let timers = tokio::spawn(self.clone().fire_timers_until(config.poll_interval, shutdown.clone()));
+        let (chain, mut chained) = tokio::sync::mpsc::unbounded_channel();
+        let maintenance =
+            tokio::spawn(self.clone().maintain_until(config.maintenance_interval, chain, shutdown.clone()));
+        // Leases are renewed until the last step has been committed or given
+        // back, after the loop ends.
+        let renewing = CancellationToken::new();
+        let renewal = tokio::spawn(self.clone().renew_until(renewing.clone()));
         while !shutdown.is_cancelled() {
-            if last_maintenance.is_none_or(|at| at.elapsed() >= config.maintenance_interval) {
-                let mut tick = TickReport::default();
-                match self.maintain(&mut tick, false).await {
-                    Ok(chained) => ready.extend(chained),
-                    Err(err) => tracing::warn!(%err, "periodic work failed; retrying"),
-                }
-                last_maintenance = Some(Instant::now());
+            while let Ok(claimed) = chained.try_recv() {
+                ready.push_back(claimed);
             }
-            if last_renewal.elapsed() >= renew_every {
-                let now = self.now();
-                if let Err(err) = self.store.renew_leases(self.owner(), now + self.lease()).await {
-                    tracing::warn!(%err, "cannot renew leases; retrying");
-                }
-                last_renewal = Instant::now();
+            if !unsaved.is_empty() && last_save_try.elapsed() >= UNSAVED_RETRY {
+                let batch = std::mem::take(&mut unsaved);
+                ready.extend(self.commit(batch, &mut unsaved).await);
+                last_save_try = Instant::now();
             }
             while running.len() < slots {
                 let Some(claimed) = ready.pop_front() else { break };
@@ -232,6 +240,7 @@ impl Engine {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = self.wakeup.notified() => {}
+                    Some(claimed) = chained.recv() => ready.push_back(claimed),
                     _ = tokio::time::sleep(config.poll_interval) => {}
                 }
                 continue;
@@ -258,14 +267,67 @@ impl Engine {
                 }
             }
             report.steps += finished.len() as u64;
-            ready.extend(self.commit(finished).await);
+            ready.extend(self.commit(finished, &mut unsaved).await);
         }
-        self.drain(running, config.shutdown_grace, &mut report).await;
-        if let Err(err) = timers.await {
-            tracing::error!(%err, "the timer task ended abnormally");
+        if let Err(err) = maintenance.await {
+            tracing::error!(%err, "the maintenance task ended abnormally");
+        }
+        while let Ok(claimed) = chained.try_recv() {
+            ready.push_back(claimed);
+        }
+        drop(ready); // claimed, not started: given back by `drain`
+        self.drain(running, unsaved, config.shutdown_grace, &mut report).await;
+        renewing.cancel();
+        for (task, what) in [(timers, "timer"), (renewal, "lease renewal")] {
+            if let Err(err) = task.await {
+                tracing::error!(%err, "the {what} task ended abnormally");
+            }
         }
         tracing::info!(owner = self.owner(), steps = report.steps, "worker stopped");
         Ok(report)
+    }
+
+    /// Periodic work every `every` until `shutdown`; the steps it leaves
+    /// claimed by this worker go to the loop through `chain`.
+    async fn maintain_until(
+        self: Arc<Self>,
+        every: Duration,
+        chain: tokio::sync::mpsc::UnboundedSender<Claimed>,
+        shutdown: CancellationToken,
+    ) {
+        while !shutdown.is_cancelled() {
+            let mut tick = TickReport::default();
+            match self.maintain(&mut tick, false).await {
+                Ok(claimed) => {
+                    for c in claimed {
+                        let _ = chain.send(c);
+                    }
+                    if tick.events > 0 || tick.schedules > 0 {
+                        self.wakeup.notify_waiters();
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "periodic work failed; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Renews this worker's leases every third of a lease until `stop`.
+    async fn renew_until(self: Arc<Self>, stop: CancellationToken) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let now = self.now();
+            if let Err(err) = self.store.renew_leases(self.owner(), now + self.lease()).await {
+                tracing::warn!(%err, "cannot renew leases; retrying");
+            }
+        }
     }
 
     /// Fires timers as they fall due until `shutdown`: batch after batch
@@ -309,10 +371,16 @@ impl Engine {
 
     /// Lets running steps finish within `grace`, commits them, and gives
     /// back every claim this worker still holds.
-    async fn drain(&self, mut running: JoinSet<Finished>, grace: Duration, report: &mut WorkerReport) {
+    async fn drain(
+        &self,
+        mut running: JoinSet<Finished>,
+        unsaved: Vec<Finished>,
+        grace: Duration,
+        report: &mut WorkerReport,
+    ) {
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
-        let mut finished = Vec::new();
+        let mut finished = unsaved;
         while !running.is_empty() {
             tokio::select! {
                 joined = running.join_next() => finished.extend(joined.and_then(log_join)),
@@ -321,8 +389,11 @@ impl Engine {
         }
         running.abort_all();
         report.steps += finished.len() as u64;
-        // Successors claimed by this last commit are given back below.
-        drop(self.commit(finished).await);
+        // Successors claimed by this last commit are given back below; a
+        // result that still cannot be written keeps its step claimed (sent:
+        // `attempting`) until its lease runs out.
+        let mut lost = Vec::new();
+        drop(self.commit(finished, &mut lost).await);
         match self.store.release_claims(self.owner()).await {
             Ok(released) if released > 0 => tracing::info!(released, "claims given back at shutdown"),
             Ok(_) => {}

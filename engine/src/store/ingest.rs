@@ -61,6 +61,14 @@ impl Default for Keywords {
     }
 }
 
+/// The text a contact typed: a text message's body, and nothing else.
+fn typed_text(inbound: &InboundMessage) -> Option<&str> {
+    if inbound.message_type != "text" {
+        return None;
+    }
+    inbound.payload["text"]["body"].as_str().or(inbound.text.as_deref())
+}
+
 /// What one delivery did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestReport {
@@ -195,6 +203,7 @@ impl Store {
             return Ok(());
         }
         let contact = self.contact_for_sender(txn, inbound, now).await?;
+        let contact = self.identity_change(txn, contact, inbound, now).await?;
         let (thread, opened) = self.thread_for(txn, &contact, &number, inbound, now).await?;
         let row = message_row(
             NewMessage {
@@ -216,14 +225,17 @@ impl Store {
         );
         message::Entity::insert(row).exec_without_returning(txn).await.map_err(q)?;
         // The window runs 24 h from the contact's latest message; a message
-        // delivered late does not shorten it.
-        let closes = inbound.occurred_at + SESSION_WINDOW;
+        // delivered late does not shorten it. It counts from the earlier of
+        // the message's timestamp and its arrival: a clock (or a forger)
+        // stamping a message in the future never opens it longer.
+        let sent_at = inbound.occurred_at.min(now);
+        let closes = sent_at + SESSION_WINDOW;
         let mut refreshed = thread.clone().into_active_model();
         if thread.window_closes_at.is_none_or(|c| c < closes) {
             refreshed.window_closes_at = Set(Some(closes));
         }
-        if thread.last_inbound_at.is_none_or(|t| t < inbound.occurred_at) {
-            refreshed.last_inbound_at = Set(Some(inbound.occurred_at));
+        if thread.last_inbound_at.is_none_or(|t| t < sent_at) {
+            refreshed.last_inbound_at = Set(Some(sent_at));
         }
         refreshed.updated_at = Set(now);
         refreshed.update(txn).await.map_err(q)?;
@@ -244,7 +256,9 @@ impl Store {
             now,
         )
         .await?;
-        if let Some(text) = &inbound.text {
+        // Only what the contact typed counts as a keyword: a text message's
+        // body, never a caption, a button title or an interactive reply.
+        if let Some(text) = typed_text(inbound) {
             let said = normalize(text);
             let change = if keywords.opt_in.contains(&said) {
                 Some(ConsentStatus::OptedIn)
@@ -261,7 +275,8 @@ impl Store {
         Ok(())
     }
 
-    /// The contact a sender is: matched by phone, then by WhatsApp user id;
+    /// The contact a sender is: matched by WhatsApp id, then by phone, then by
+    /// WhatsApp user id;
     /// otherwise a new contact named by the WhatsApp profile.
     async fn contact_for_sender(
         &self,
@@ -277,6 +292,16 @@ impl Store {
             .filter(|d: &String| !d.is_empty());
         let mut found = None;
         if let Some(digits) = &digits {
+            found = contact::Entity::find()
+                .filter(contact::Column::WaId.eq(digits))
+                .order_by_asc(contact::Column::CreatedAt)
+                .one(txn)
+                .await
+                .map_err(q)?;
+        }
+        if found.is_none()
+            && let Some(digits) = &digits
+        {
             found = contact::Entity::find()
                 .filter(
                     Condition::any()
@@ -295,8 +320,8 @@ impl Store {
         }
         match found {
             Some(existing) => {
-                let learn_wa_id = existing.wa_id.is_none() && digits.is_some();
-                let learn_user_id = existing.user_id.is_none() && inbound.from_user_id.is_some();
+                let learn_wa_id = existing.wa_id.as_deref().is_none_or(str::is_empty) && digits.is_some();
+                let learn_user_id = inbound.from_user_id.is_some() && existing.user_id != inbound.from_user_id;
                 if !(learn_wa_id || learn_user_id) {
                     return Ok(existing);
                 }
@@ -325,6 +350,60 @@ impl Store {
             .await
             .map_err(q),
         }
+    }
+
+    /// A system message saying the contact changed number
+    /// (`user_changed_number`: the new one in `system.wa_id`, older
+    /// versions `new_wa_id`, with user ids also `system.user_id`) or user id
+    /// (`user_changed_user_id`): the contact keeps its history and is known
+    /// by the new ids from now on.
+    async fn identity_change(
+        &self,
+        txn: &DatabaseTransaction,
+        contact: contact::Model,
+        inbound: &InboundMessage,
+        now: DateTime<Utc>,
+    ) -> Result<contact::Model, StoreError> {
+        if inbound.message_type != "system" {
+            return Ok(contact);
+        }
+        let system = &inbound.payload["system"];
+        let field = |name: &str| system[name].as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        let (wa_id, user_id) = match system["type"].as_str() {
+            Some("user_changed_number") => (
+                field("wa_id").or_else(|| field("new_wa_id")).map(|w| w.chars().filter(char::is_ascii_digit).collect()),
+                field("user_id"),
+            ),
+            Some("user_changed_user_id") => (None, field("user_id")),
+            _ => return Ok(contact),
+        };
+        if wa_id.is_none() && user_id.is_none() {
+            return Ok(contact);
+        }
+        let old_wa_id = contact.wa_id.clone();
+        let mut row = contact.clone().into_active_model();
+        if let Some(wa_id) = wa_id.filter(|w: &String| !w.is_empty()) {
+            // The stated phone follows the number it was, and so do the
+            // threads that answered to the old one.
+            if contact.phone.is_some() && contact.phone == old_wa_id {
+                row.phone = Set(Some(wa_id.clone()));
+            }
+            if let Some(old) = old_wa_id.or_else(|| inbound.from.clone()) {
+                thread::Entity::update_many()
+                    .col_expr(thread::Column::CustomerWaId, sea_orm::sea_query::Expr::value(wa_id.clone()))
+                    .filter(thread::Column::ContactId.eq(contact.id))
+                    .filter(thread::Column::CustomerWaId.eq(old))
+                    .exec(txn)
+                    .await
+                    .map_err(|e| self.query_error(e))?;
+            }
+            row.wa_id = Set(Some(wa_id));
+        }
+        if let Some(user_id) = user_id {
+            row.user_id = Set(Some(user_id));
+        }
+        row.updated_at = Set(now);
+        row.update(txn).await.map_err(|e| self.query_error(e))
     }
 
     /// The contact's open thread on the number, or a new one assigned by the
@@ -444,11 +523,15 @@ impl Store {
             .await
             .map_err(q)?;
         // A keyword older than the current state (a delivery that arrived
-        // late) is audited but does not undo a newer decision.
-        let newer = current.as_ref().is_none_or(|c| c.changed_at <= occurred_at);
+        // late) is audited but does not undo a newer decision. Webhook
+        // timestamps are whole seconds: a keyword in the same second as the
+        // current state arrived after it, and wins.
+        use chrono::SubsecRound;
+        let newer = current.as_ref().is_none_or(|c| c.changed_at.trunc_subsecs(0) <= occurred_at);
         let changed = newer && current.as_ref().is_none_or(|c| c.status != status);
         if newer {
-            self.upsert_consent(txn, contact.id, number.id, status, occurred_at).await?;
+            let at = current.as_ref().map_or(occurred_at, |c| c.changed_at.max(occurred_at));
+            self.upsert_consent(txn, contact.id, number.id, status, at).await?;
         }
         consent_event::Entity::insert(consent_event::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -670,24 +753,37 @@ fn account_restriction(notice: &crate::channel::Notice) -> Option<String> {
     if !event.eq_ignore_ascii_case("ACCOUNT_RESTRICTION") {
         return None;
     }
-    let restrictions: Vec<String> = notice
-        .payload
-        .get("restriction_info")
-        .and_then(serde_json::Value::as_array)
+    // Only a restriction on business-initiated messaging stops sends
+    // (API.md section 5); others (adding numbers, …) are kept in the event
+    // log and logged, and stop nothing.
+    let all: Vec<&serde_json::Value> =
+        notice.payload.get("restriction_info").and_then(serde_json::Value::as_array).into_iter().flatten().collect();
+    let stops = |r: &&serde_json::Value| {
+        r.get("restriction_type").and_then(serde_json::Value::as_str).is_some_and(|t| t.contains("BIZ_INITIATED"))
+    };
+    for other in all.iter().filter(|r| !stops(r)) {
+        tracing::warn!(
+            account = %notice.account_id,
+            restriction = %other.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("unknown"),
+            "Meta restricted the account; sends go on (this restriction does not stop messaging)"
+        );
+    }
+    if !all.iter().any(stops) {
+        return None;
+    }
+    let restrictions: Vec<String> = all
         .into_iter()
-        .flatten()
+        .filter(stops)
         .map(|r| {
             let kind = r.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("restricted");
-            match r.get("expiration").and_then(serde_json::Value::as_i64).and_then(|t| DateTime::from_timestamp(t, 0)) {
+            let expiration = r.get("expiration").and_then(|e| e.as_i64().or_else(|| e.as_str()?.trim().parse().ok()));
+            match expiration.and_then(|t| DateTime::from_timestamp(t, 0)) {
                 Some(until) => format!("{kind} until {}", until.format("%Y-%m-%d %H:%M UTC")),
                 None => kind.to_string(),
             }
         })
         .collect();
-    Some(format!(
-        "account restricted: {}",
-        if restrictions.is_empty() { event.to_string() } else { restrictions.join(", ") }
-    ))
+    Some(format!("account restricted: {}", restrictions.join(", ")))
 }
 
 fn status_name(status: DeliveryStatus) -> &'static str {

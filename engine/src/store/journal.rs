@@ -37,10 +37,17 @@ impl Store {
         if deliveries.is_empty() {
             return Ok(());
         }
+        let pg = self.backend == Backend::Postgres;
         let rows = deliveries.iter().map(|events| webhook_delivery::ActiveModel {
             id: Set(Uuid::now_v7()),
             channel: Set(channel.to_string()),
-            events: Set(serde_json::to_value(events).expect("events serialise")),
+            events: Set({
+                let mut value = serde_json::to_value(events).expect("events serialise");
+                if pg {
+                    super::escape_nul(&mut value);
+                }
+                value
+            }),
             received_at: Set(now),
             attempts: Set(0),
             last_error: Set(None),

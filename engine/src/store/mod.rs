@@ -77,6 +77,43 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// rows holds megabytes: a small cache keeps a worker's memory flat.
 const SQLITE_STATEMENT_CACHE: usize = 24;
 
+/// PostgreSQL: the longest a statement waits for a row or table lock
+/// before it fails (and its step goes back to the queue).
+pub const LOCK_TIMEOUT: &str = "5s";
+/// PostgreSQL: a session idle inside a transaction this long is ended by the
+/// server. No store transaction waits on anything but its own statements.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
+
+/// What U+0000 becomes in text PostgreSQL stores: it cannot hold that
+/// character in `text` or `jsonb`, so it is kept as U+2400 SYMBOL FOR NULL,
+/// which shows where it was.
+pub const NUL_STAND_IN: char = '\u{2400}';
+
+/// Replaces U+0000 in every string (and key) of `value` with
+/// [`NUL_STAND_IN`]. True when something was replaced.
+pub fn escape_nul(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', &NUL_STAND_IN.to_string());
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |any, v| escape_nul(v) | any),
+        Value::Object(map) => {
+            let mut any = false;
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries: Vec<_> = std::mem::take(map).into_iter().collect();
+                for (k, v) in entries {
+                    map.insert(k.replace('\0', &NUL_STAND_IN.to_string()), v);
+                }
+                any = true;
+            }
+            map.values_mut().fold(any, |any, v| escape_nul(v) | any)
+        }
+        _ => false,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database URL `{url}`: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
@@ -192,7 +229,16 @@ impl Store {
             // the table; it costs planning on every statement (a third of
             // the API's end-to-end runs/s on a 2-core machine, see
             // docs/benchmarks.md).
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            .options([
+                ("plan_cache_mode", "force_custom_plan"),
+                // A worker paused (SIGSTOP, a long GC-like stall of the
+                // machine) must not hold up the others: a statement gives
+                // up waiting for a lock after LOCK_TIMEOUT, and a session
+                // that sits in an open transaction is ended by the server,
+                // releasing its locks.
+                ("lock_timeout", LOCK_TIMEOUT),
+                ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+            ]);
         // One direct attempt first: a pool retries until its timeout and then
         // reports only "timed out", hiding "connection refused" or "password
         // authentication failed", which tell the operator what to fix.

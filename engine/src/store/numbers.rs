@@ -14,7 +14,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::entities::{phone_number, whatsapp_account};
-use super::{PhoneNumber, Store, StoreError};
+use super::{Backend, PhoneNumber, Store, StoreError};
 use crate::ids::PhoneNumberId;
 
 /// What a number's pause stops.
@@ -75,9 +75,11 @@ impl Store {
         pause(&self.db, id, scope, reason, now).await.map_err(|e| self.query_error(e))
     }
 
-    /// Lifts a number's pause (an operator's action). True when it was paused.
+    /// Lifts a number's pause (an operator's action). True when it was
+    /// paused. The sends the pause held back are due at once, not when
+    /// their next look would have come.
     pub async fn resume_number(&self, id: PhoneNumberId, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let _turn = self.write_turn().await;
+        let tx = self.begin().await?;
         let res = phone_number::Entity::update_many()
             .col_expr(phone_number::Column::PausedAt, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(phone_number::Column::PauseReason, Expr::value(Option::<String>::None))
@@ -85,9 +87,30 @@ impl Store {
             .col_expr(phone_number::Column::UpdatedAt, Expr::value(now))
             .filter(phone_number::Column::Id.eq(id))
             .filter(phone_number::Column::PausedAt.is_not_null())
-            .exec(&self.db)
+            .exec(&tx.txn)
             .await
-            .map_err(|e| self.query_error(e))?;
+            .map_err(|e| tx.err(e))?;
+        let display =
+            phone_number::Entity::find_by_id(id).one(&tx.txn).await.map_err(|e| tx.err(e))?.map(|n| n.display_number);
+        if let Some(display) = display {
+            let held = match self.backend {
+                Backend::Postgres => "output->>'waiting' = 'number_paused' AND output->>'number' = $2",
+                Backend::Sqlite => {
+                    "json_extract(output, '$.waiting') = 'number_paused' AND json_extract(output, '$.number') = $2"
+                }
+            };
+            let sql =
+                format!("UPDATE step_executions SET due_at = $1 WHERE state = 'pending' AND due_at > $1 AND {held}");
+            tx.txn
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    self.db_backend(),
+                    sql,
+                    [now.into(), display.into()],
+                ))
+                .await
+                .map_err(|e| tx.err(e))?;
+        }
+        tx.commit().await?;
         Ok(res.rows_affected == 1)
     }
 

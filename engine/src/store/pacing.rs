@@ -76,58 +76,78 @@ impl Store {
         now: DateTime<Utc>,
         horizon: Duration,
     ) -> Result<SlotGrant, StoreError> {
-        let tx = self.begin().await?;
-        let backend = tx.txn.get_database_backend();
-        let id = Value::Uuid(Some(number.as_uuid()));
-        tx.txn
+        // Each statement stands alone (no transaction around them): a row
+        // lock lives only as long as its own statement, so a worker paused
+        // or killed here never holds back another worker's sends.
+        let backend = self.db_backend();
+        let id = || Value::Uuid(Some(number.as_uuid()));
+        let q = |e| self.query_error(e);
+        self.db
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 "INSERT INTO send_pacing (phone_number_id) VALUES ($1) ON CONFLICT (phone_number_id) DO NOTHING",
-                [id.clone()],
+                [id()],
             ))
             .await
-            .map_err(|e| tx.err(e))?;
-        let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-        let row = tx
-            .txn
-            .query_one_raw(Statement::from_sql_and_values(
-                backend,
-                format!(
-                    "SELECT next_slot_us, slow_until_us, slow_percent FROM send_pacing WHERE phone_number_id = $1{lock}"
-                ),
-                [id.clone()],
-            ))
-            .await
-            .map_err(|e| tx.err(e))?
-            .ok_or_else(|| self.missing("send pacing row just inserted"))?;
-        let next: i64 = row.try_get_by_index(0).map_err(|e| tx.err(e))?;
-        let slow_until: i64 = row.try_get_by_index(1).map_err(|e| tx.err(e))?;
-        let slow_percent: i32 = row.try_get_by_index(2).map_err(|e| tx.err(e))?;
+            .map_err(q)?;
+        let (greatest, least) = match self.backend {
+            Backend::Postgres => ("GREATEST", "LEAST"),
+            Backend::Sqlite => ("MAX", "MIN"),
+        };
         let now_us = now.timestamp_micros();
-        let rate = if slow_until > now_us { rate * f64::from(slow_percent.clamp(1, 100)) / 100.0 } else { rate };
-        let interval_us = (1_000_000.0 / rate.max(0.001)).ceil() as i64;
-        let start = next.max(now_us);
-        // Slots that start before the horizon ends (rounded up: at least
-        // one whenever the first free slot is inside it).
-        let ahead = now_us + horizon.as_micros() as i64 - start;
-        let room = if ahead > 0 { (ahead + interval_us - 1) / interval_us } else { 0 };
-        let granted = u32::try_from(room).unwrap_or(u32::MAX).min(want);
-        if granted > 0 {
-            tx.txn
-                .execute_raw(Statement::from_sql_and_values(
+        let horizon_us = horizon.as_micros() as i64;
+        // The run starts at the next free slot (or now); it holds the slots
+        // that start before the horizon ends (rounded up: at least one
+        // whenever the first free slot is inside it), at most `want`.
+        let sql = format!(
+            "UPDATE send_pacing SET grant_start_us = {greatest}(next_slot_us, $2), \
+             next_slot_us = CASE WHEN $2 + $3 - {greatest}(next_slot_us, $2) > 0 \
+             THEN {greatest}(next_slot_us, $2) + {least}(($2 + $3 - {greatest}(next_slot_us, $2) + $4 - 1) / $4, $5) * $4 \
+             ELSE next_slot_us END \
+             WHERE phone_number_id = $1 AND slow_until_us = $6 AND slow_percent = $7 \
+             RETURNING grant_start_us, next_slot_us"
+        );
+        // The slowdown is read first; the update applies only when it is
+        // still the same (else it is read again).
+        for _ in 0..8 {
+            let row = self
+                .db
+                .query_one_raw(Statement::from_sql_and_values(
                     backend,
-                    "UPDATE send_pacing SET next_slot_us = $2 WHERE phone_number_id = $1",
-                    [id, Value::BigInt(Some(start + i64::from(granted) * interval_us))],
+                    "SELECT slow_until_us, slow_percent FROM send_pacing WHERE phone_number_id = $1",
+                    [id()],
                 ))
                 .await
-                .map_err(|e| tx.err(e))?;
+                .map_err(q)?
+                .ok_or_else(|| self.missing("send pacing row just inserted"))?;
+            let slow_until: i64 = row.try_get_by_index(0).map_err(q)?;
+            let slow_percent: i32 = row.try_get_by_index(1).map_err(q)?;
+            let rate = if slow_until > now_us { rate * f64::from(slow_percent.clamp(1, 100)) / 100.0 } else { rate };
+            let interval_us = ((1_000_000.0 / rate.max(0.001)).ceil() as i64).max(1);
+            let values = [
+                id(),
+                Value::BigInt(Some(now_us)),
+                Value::BigInt(Some(horizon_us)),
+                Value::BigInt(Some(interval_us)),
+                Value::BigInt(Some(i64::from(want))),
+                Value::BigInt(Some(slow_until)),
+                Value::Int(Some(slow_percent)),
+            ];
+            let Some(row) =
+                self.db.query_one_raw(Statement::from_sql_and_values(backend, &sql, values)).await.map_err(q)?
+            else {
+                continue;
+            };
+            let start: i64 = row.try_get_by_index(0).map_err(q)?;
+            let next: i64 = row.try_get_by_index(1).map_err(q)?;
+            let granted = u32::try_from(((next - start) / interval_us).max(0)).unwrap_or(u32::MAX).min(want);
+            return Ok(SlotGrant {
+                start: DateTime::from_timestamp_micros(start).unwrap_or(now),
+                interval: Duration::from_micros(interval_us as u64),
+                granted,
+            });
         }
-        tx.commit().await?;
-        Ok(SlotGrant {
-            start: DateTime::from_timestamp_micros(start).unwrap_or(now),
-            interval: Duration::from_micros(interval_us as u64),
-            granted,
-        })
+        Err(self.missing("a send pacing row that stays still long enough to reserve from"))
     }
 
     /// Slows a number's sends to `percent` of its throughput until `until`

@@ -169,6 +169,7 @@ impl Store {
         owner: &str,
         output: Option<serde_json::Value>,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let _turn = self.write_turn().await;
         let mut update = step_execution::Entity::update_many();
@@ -177,10 +178,26 @@ impl Store {
         }
         let res = update
             .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(lease_until))
             .filter(step_execution::Column::Id.eq(step))
             .filter(step_execution::Column::State.eq(StepState::Claimed))
             .filter(step_execution::Column::LeaseOwner.eq(owner))
             .filter(step_execution::Column::LeaseExpiresAt.gt(now))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Takes back an `attempting` mark of `owner` whose call was not made:
+    /// the step is claimed again, as before the mark.
+    pub async fn unmark_attempting(&self, step: StepExecutionId, owner: &str) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Claimed))
+            .filter(step_execution::Column::Id.eq(step))
+            .filter(step_execution::Column::State.eq(StepState::Attempting))
+            .filter(step_execution::Column::LeaseOwner.eq(owner))
             .exec(&self.db)
             .await
             .map_err(|e| self.query_error(e))?;
@@ -194,6 +211,7 @@ impl Store {
         owner: &str,
         steps: &[(StepExecutionId, Option<serde_json::Value>)],
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
     ) -> Result<HashSet<StepExecutionId>, StoreError> {
         let tx = self.begin().await?;
         let mut marked = HashSet::new();
@@ -204,6 +222,7 @@ impl Store {
             }
             let res = update
                 .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
+                .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(lease_until))
                 .filter(step_execution::Column::Id.eq(*step))
                 .filter(step_execution::Column::State.eq(StepState::Claimed))
                 .filter(step_execution::Column::LeaseOwner.eq(owner))
@@ -248,21 +267,42 @@ impl Store {
         Ok(res.rows_affected)
     }
 
+    /// Gives up `owner`'s hold on `steps` at once, leaving them in their
+    /// state with an expired lease: a claimed one is queued again, an
+    /// `attempting` one is taken over by whoever settles unknown outcomes.
+    pub async fn abandon_claims(&self, owner: &str, steps: &[StepExecutionId]) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
+        let res = step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(""))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(DateTime::<Utc>::UNIX_EPOCH))
+            .filter(step_execution::Column::LeaseOwner.eq(owner))
+            .filter(step_execution::Column::Id.is_in(steps.iter().copied()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(res.rows_affected)
+    }
+
     /// Claimed steps whose worker stopped renewing its lease go back to
     /// pending: nothing external happened for them, so running them again is
     /// running them once.
     pub async fn requeue_expired_claims(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await;
-        let res = step_execution::Entity::update_many()
-            .col_expr(step_execution::Column::State, Expr::value(StepState::Pending))
-            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(step_execution::Column::State.eq(StepState::Claimed))
-            .filter(step_execution::Column::LeaseExpiresAt.lt(now))
-            .exec(&self.db)
+        // Rows another session holds are skipped (they are being finished or
+        // claimed right now) and looked at again next time: maintenance
+        // never waits behind a lock.
+        let sql = take_sql(
+            self.backend,
+            "step_executions",
+            "state = 'pending', lease_owner = NULL, lease_expires_at = NULL",
+            "state = 'claimed' AND lease_expires_at < $1 LIMIT 10000",
+        );
+        let res = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(self.db_backend(), sql, [now.into()]))
             .await
             .map_err(|e| self.query_error(e))?;
-        Ok(res.rows_affected)
+        Ok(res.rows_affected())
     }
 
     /// Takes over steps left `attempting` by a worker whose lease ran out, so
@@ -909,6 +949,19 @@ impl Tx {
             query = query.filter(step_execution::Column::StepId.eq(step_id));
         }
         query.one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Every step execution of these enrollments, oldest first.
+    pub async fn steps_of(&self, enrollments: &[EnrollmentId]) -> Result<Vec<StepExecution>, StoreError> {
+        if enrollments.is_empty() {
+            return Ok(Vec::new());
+        }
+        step_execution::Entity::find()
+            .filter(step_execution::Column::EnrollmentId.is_in(enrollments.iter().copied()))
+            .order_by_asc(step_execution::Column::Id)
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Running enrollments of a contact.

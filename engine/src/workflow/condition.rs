@@ -11,7 +11,10 @@
 //! `workflow.*`, `now`), strings in double quotes, numbers, `true`, `false`
 //! and `null`. Operators: `==`, `!=`, `<`, `<=`, `>`, `>=`, `contains`;
 //! combined with `and`, `or`, `not` and parentheses. A path alone is true
-//! when it holds a value other than `false`, `null`, `0` or `""`.
+//! when it holds a value other than `false`, `null`, `0` or `""`. A
+//! comparison with a missing value (a path that holds nothing) is false,
+//! whatever its operator, unless it compares with the literal `null`:
+//! `contact.plan != "pro"` does not hold for a contact with no plan.
 
 use serde_json::Value;
 
@@ -95,12 +98,28 @@ impl Condition {
             Condition::Or(all) => all.iter().any(|c| c.evaluate(context)),
             Condition::Not(inner) => !inner.evaluate(context),
             Condition::Truthy(operand) => truthy(&operand.resolve(context)),
-            Condition::Compare { left, op, right } => compare(&left.resolve(context), *op, &right.resolve(context)),
+            Condition::Compare { left, op, right } => {
+                let (l, r) = (left.resolve(context), right.resolve(context));
+                // A comparison with a missing value is false (`contact.cart
+                // == trigger.cart` with neither set must not hold); only an
+                // explicit `null` literal compares with missing values.
+                let missing = |value: &Value, this: &Operand, other: &Operand| {
+                    value.is_null() && matches!(this, Operand::Path(_)) && !other.is_null_literal()
+                };
+                if missing(&l, left, right) || missing(&r, right, left) {
+                    return false;
+                }
+                compare(&l, *op, &r)
+            }
         }
     }
 }
 
 impl Operand {
+    fn is_null_literal(&self) -> bool {
+        matches!(self, Operand::Literal(Value::Null))
+    }
+
     fn resolve(&self, context: &Value) -> Value {
         match self {
             Operand::Literal(value) => value.clone(),

@@ -159,7 +159,10 @@ pub(crate) async fn upsert_contact(state: &ApiState, input: &ContactInput, field
                 name: input.name.clone(),
                 phone: phone.clone(),
                 mobile_phone: mobile,
-                wa_id: phone,
+                // The WhatsApp address is learnt from the contact's first
+                // inbound message; until then sends go to `phone`, then
+                // `mobile_phone`.
+                wa_id: None,
                 user_id: None,
                 properties: Value::Object(input.properties.clone().unwrap_or_default()),
             };

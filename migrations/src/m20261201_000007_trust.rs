@@ -1,0 +1,29 @@
+//! What the semantics users trust need from the schema.
+//!
+//! - `send_pacing.grant_start_us`: the first slot of the run the last
+//!   reservation handed out. A reservation is one UPDATE … RETURNING, so no
+//!   row lock is held across anything but that statement (a worker paused
+//!   inside a reservation used to hold every other worker's sends).
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("send_pacing")
+                    .add_column(ColumnDef::new("grant_start_us").big_integer().not_null().default(0))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("send_pacing").drop_column("grant_start_us").to_owned()).await
+    }
+}
