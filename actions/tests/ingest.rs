@@ -61,8 +61,14 @@ async fn connect(store: &Store) -> (PhoneNumber, PhoneNumber) {
     (numbers[0].clone(), numbers[1].clone())
 }
 
+/// When the fixtures' deliveries arrive: a while after they were sent
+/// (their timestamps run from t0 to t0 + 1 h).
+fn arrival() -> DateTime<Utc> {
+    t0() + Duration::hours(2)
+}
+
 async fn ingest(store: &Store, name: &str) -> IngestReport {
-    store.ingest(&[events(name)], &Keywords::default(), t0()).await.expect("ingest").remove(0)
+    store.ingest(&[events(name)], &Keywords::default(), arrival()).await.expect("ingest").remove(0)
 }
 
 async fn ana(store: &Store) -> Contact {
@@ -406,4 +412,184 @@ store_test!(journaled_deliveries_are_applied_once_in_order, |store| {
     let thread = store.open_thread_of(ana.id, number.id).await.expect("q").expect("thread");
     assert_eq!(store.messages(thread.id).await.expect("messages").len(), 2, "the repeated delivery is stored once");
     assert_eq!(store.consent(ana.id, number.id).await.expect("q").map(|c| c.status), Some(ConsentStatus::OptedOut));
+});
+
+// ---------------------------------------------------------------------------
+// Issue 14, section C: contact identity and consent. Payload shapes follow
+// ../shared/whatsapp/API.md sections 2, 3, 5 and 11.
+
+/// A `messages` webhook carrying `messages`, with `contacts`, on NUMBER_1.
+fn delivery(contacts: serde_json::Value, messages: serde_json::Value) -> Vec<InboundEvent> {
+    let body = serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550001111", "phone_number_id": NUMBER_1 },
+            "contacts": contacts,
+            "messages": messages,
+        }}]}]
+    });
+    let channel = WhatsAppWebhook { app_secret: None, verify_token: None };
+    channel.parse(body.to_string().as_bytes()).expect("a valid delivery")
+}
+
+fn text(id: &str, from: &str, body: &str, timestamp: i64) -> serde_json::Value {
+    serde_json::json!({ "from": from, "id": id, "timestamp": timestamp.to_string(), "type": "text", "text": { "body": body } })
+}
+
+async fn apply(store: &Store, events: Vec<InboundEvent>) {
+    store.ingest(&[events], &Keywords::default(), t0()).await.expect("ingest");
+}
+
+// 14.C15
+store_test!(a_sender_shown_by_user_id_is_one_contact_whatever_the_message_shows, |store| {
+    let (number, _) = connect(&store).await;
+    let ts = t0().timestamp();
+    let user = "US.13491208655302741918";
+    let profile = |name: &str| serde_json::json!({ "name": name });
+    // A username hides the phone: `from` is empty (or absent), the user id
+    // is in `contacts[]` only, or in `from_user_id` too.
+    let mut first = text("wamid.bsuid.1", "", "hi", ts);
+    first.as_object_mut().expect("object").remove("from");
+    apply(
+        &store,
+        delivery(serde_json::json!([{ "user_id": user, "profile": profile("Ana") }]), serde_json::json!([first])),
+    )
+    .await;
+    let mut second = text("wamid.bsuid.2", "", "still me", ts + 1);
+    second["from_user_id"] = serde_json::json!(user);
+    apply(
+        &store,
+        delivery(serde_json::json!([{ "user_id": user, "profile": profile("Ana") }]), serde_json::json!([second])),
+    )
+    .await;
+    // Later the phone number is shared too: the same contact learns it.
+    let mut third = text("wamid.bsuid.3", ANA, "my number", ts + 2);
+    third["from_user_id"] = serde_json::json!(user);
+    apply(
+        &store,
+        delivery(
+            serde_json::json!([{ "wa_id": ANA, "user_id": user, "profile": profile("Ana") }]),
+            serde_json::json!([third]),
+        ),
+    )
+    .await;
+    let contacts = store.list_contacts(None, None, 50).await.expect("list");
+    assert_eq!(contacts.items.len(), 1, "one person, one contact: {:?}", contacts.items);
+    let ana = &contacts.items[0];
+    assert_eq!(ana.user_id.as_deref(), Some(user));
+    assert_eq!(ana.wa_id.as_deref(), Some(ANA));
+    let thread = store.open_thread_of(ana.id, number.id).await.expect("q").expect("one thread");
+    assert_eq!(store.messages(thread.id).await.expect("messages").len(), 3, "one thread for the three messages");
+    assert!(!thread.customer_wa_id.is_empty(), "the thread answers to the user id, never to an empty number");
+});
+
+// 14.C15
+store_test!(a_changed_number_moves_the_contact_to_it, |store| {
+    let (number, _) = connect(&store).await;
+    let bruno = "15557654321";
+    apply(
+        &store,
+        delivery(
+            serde_json::json!([{ "wa_id": bruno, "profile": { "name": "Bruno" } }]),
+            serde_json::json!([text("wamid.cn.1", bruno, "hello", t0().timestamp())]),
+        ),
+    )
+    .await;
+    ingest(&store, "webhook_system_user_changed_number.json").await;
+    apply(
+        &store,
+        delivery(
+            serde_json::json!([{ "wa_id": "15557650000", "profile": { "name": "Bruno" } }]),
+            serde_json::json!([text("wamid.cn.2", "15557650000", "new number", t0().timestamp() + 7200)]),
+        ),
+    )
+    .await;
+    let contacts = store.list_contacts(None, None, 50).await.expect("list");
+    assert_eq!(contacts.items.len(), 1, "{:?}", contacts.items);
+    assert_eq!(contacts.items[0].wa_id.as_deref(), Some("15557650000"));
+    let thread = store.open_thread_of(contacts.items[0].id, number.id).await.expect("q").expect("thread");
+    assert_eq!(thread.customer_wa_id, "15557650000", "replies go to the new number");
+});
+
+// 14.C17
+store_test!(consent_keywords_count_only_in_a_text_body, |store| {
+    let (number, _) = connect(&store).await;
+    let ts = t0().timestamp();
+    let who = serde_json::json!([{ "wa_id": ANA, "profile": { "name": "Ana" } }]);
+    let image = serde_json::json!({ "from": ANA, "id": "wamid.kw.1", "timestamp": ts.to_string(), "type": "image",
+        "image": { "caption": "YES", "mime_type": "image/jpeg", "id": "1215200000000001" } });
+    let button = serde_json::json!({ "from": ANA, "id": "wamid.kw.2", "timestamp": (ts + 1).to_string(), "type": "button",
+        "button": { "text": "Subscribe", "payload": "subscribe" } });
+    let interactive = serde_json::json!({ "from": ANA, "id": "wamid.kw.3", "timestamp": (ts + 2).to_string(), "type": "interactive",
+        "interactive": { "type": "button_reply", "button_reply": { "id": "yes", "title": "YES" } } });
+    apply(&store, delivery(who.clone(), serde_json::json!([image, button, interactive]))).await;
+    let ana = ana(&store).await;
+    assert_eq!(store.consent(ana.id, number.id).await.expect("q"), None, "a caption or a button title is not consent");
+    apply(&store, delivery(who, serde_json::json!([text("wamid.kw.4", ANA, " yes ", ts + 3)]))).await;
+    assert_eq!(store.consent(ana.id, number.id).await.expect("q").map(|c| c.status), Some(ConsentStatus::OptedIn));
+});
+
+// 14.C18
+store_test!(a_stop_in_the_same_second_as_an_api_opt_in_wins, |store| {
+    let (number, _) = connect(&store).await;
+    let ana =
+        store.insert_contact(NewContact { phone: Some(ANA.into()), ..NewContact::default() }, t0()).await.expect("c");
+    let half_past = t0() + Duration::milliseconds(500);
+    store
+        .record_consent(ConsentChange::from_api(ana.id, number.id, ConsentStatus::OptedIn), half_past)
+        .await
+        .expect("api");
+    // The STOP was typed in that same second; webhook timestamps are whole seconds.
+    let who = serde_json::json!([{ "wa_id": ANA, "profile": { "name": "Ana" } }]);
+    apply(&store, delivery(who, serde_json::json!([text("wamid.tie.1", ANA, "STOP", t0().timestamp())]))).await;
+    assert_eq!(
+        store.consent(ana.id, number.id).await.expect("q").map(|c| c.status),
+        Some(ConsentStatus::OptedOut),
+        "the change that arrived later wins a tie"
+    );
+});
+
+// 14.C19
+store_test!(only_restrictions_on_business_initiated_messaging_pause_sends, |store| {
+    let (number, _) = connect(&store).await;
+    let notice = |kind: &str| {
+        let body = serde_json::json!({ "object": "whatsapp_business_account", "entry": [{ "id": "102290129340398", "time": t0().timestamp(),
+            "changes": [{ "field": "account_update", "value": { "event": "ACCOUNT_RESTRICTION",
+                "restriction_info": [{ "restriction_type": kind, "expiration": (t0() + Duration::days(7)).timestamp() }] } }] }] });
+        WhatsAppWebhook { app_secret: None, verify_token: None }.parse(body.to_string().as_bytes()).expect("valid")
+    };
+    apply(&store, notice("RESTRICTED_ADD_PHONE_NUMBER_ACTION")).await;
+    let after = store.phone_number_by_graph_id(NUMBER_1).await.expect("q").expect("n");
+    assert!(after.paused_at.is_none(), "not being able to add numbers stops no send");
+    apply(&store, notice("RESTRICTED_BIZ_INITIATED_MESSAGING")).await;
+    let after = store.phone_number_by_graph_id(&number.graph_id).await.expect("q").expect("n");
+    assert!(after.paused_at.is_some(), "a restriction on business-initiated messaging stops sends");
+    assert!(after.pause_reason.expect("reason").contains("RESTRICTED_BIZ_INITIATED_MESSAGING"));
+});
+
+// 14.C20
+store_test!(a_timestamp_in_the_future_does_not_open_the_window_until_then, |store| {
+    let (number, _) = connect(&store).await;
+    let who = serde_json::json!([{ "wa_id": ANA, "profile": { "name": "Ana" } }]);
+    let next_year = (t0() + Duration::days(365)).timestamp();
+    apply(&store, delivery(who, serde_json::json!([text("wamid.future.1", ANA, "hi", next_year)]))).await;
+    let thread = store.open_thread_of(ana(&store).await.id, number.id).await.expect("q").expect("thread");
+    assert_eq!(thread.window_closes_at, Some(t0() + Duration::hours(24)), "24 h from its arrival, not from its stamp");
+});
+
+// 14.C22
+store_test!(a_delivery_with_nul_in_its_text_is_stored_and_fails_no_other, |store| {
+    let (number, _) = connect(&store).await;
+    let who = serde_json::json!([{ "wa_id": ANA, "profile": { "name": "Ana\u{0}" } }]);
+    let bad = delivery(who.clone(), serde_json::json!([text("wamid.nul.1", ANA, "a\u{0}b", t0().timestamp())]));
+    let good = delivery(who, serde_json::json!([text("wamid.nul.2", ANA, "fine", t0().timestamp() + 1)]));
+    store.journal_deliveries("whatsapp", &[bad, good], t0()).await.expect("both are stored, in one group");
+    store.apply_journal(&Keywords::default(), 10, t0()).await.expect("apply");
+    assert_eq!(store.unapplied_deliveries().await.expect("count"), 0);
+    let thread = store.open_thread_of(ana(&store).await.id, number.id).await.expect("q").expect("thread");
+    let bodies: Vec<String> =
+        store.messages(thread.id).await.expect("messages").into_iter().filter_map(|m| m.body).collect();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies[0] == "a\u{0}b" || bodies[0] == format!("a{}b", NUL_STAND_IN), "{:?}", bodies[0]);
 });
