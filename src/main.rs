@@ -92,6 +92,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// List the workflows with their state and version; `pause` stops new
+    /// enrollments (triggers, schedules, the API), `resume` lets them in again.
+    Workflows {
+        #[command(subcommand)]
+        action: Option<WorkflowsAction>,
+    },
     /// Show each workflow's enrollments, and per step its executions, the
     /// delivery of the messages it sent and failures by WhatsApp error code.
     Status {
@@ -162,6 +168,20 @@ enum NumbersAction {
         /// optional) or its Graph id.
         #[arg(required = true, num_args = 1..)]
         number: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum WorkflowsAction {
+    /// Stop new enrollments into a workflow; running ones go on.
+    Pause {
+        /// The workflow's id.
+        workflow: String,
+    },
+    /// Let a paused workflow enroll again.
+    Resume {
+        /// The workflow's id.
+        workflow: String,
     },
 }
 
@@ -256,6 +276,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { workflow, format } => {
             report::status(&config, workflow.as_deref(), format == Format::Json).await
+        }
+        Command::Workflows { action: None } => report::workflows(&config).await,
+        Command::Workflows { action: Some(WorkflowsAction::Pause { workflow }) } => {
+            report::set_workflow_state(&config, &workflow, kairo_engine::store::WorkflowState::Paused).await
+        }
+        Command::Workflows { action: Some(WorkflowsAction::Resume { workflow }) } => {
+            report::set_workflow_state(&config, &workflow, kairo_engine::store::WorkflowState::Active).await
         }
         Command::Schema => {
             let schema = kairo_engine::workflow::json_schema();

@@ -4,6 +4,7 @@
 //! (each workflow's enrollments and, per step, executions, deliveries and
 //! failures by WhatsApp error code).
 
+use kairo_engine::store::WorkflowState;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,4 +200,55 @@ fn read_only_engine(store: &Store) -> Arc<Engine> {
         Arc::new(RecordingHttp::default()),
         EngineConfig { owner: default_owner(), lease: Duration::from_secs(30), batch: 1 },
     )
+}
+
+/// `kairo workflows`: each workflow's state, current version and file.
+pub async fn workflows(config: &Config) -> Result<ExitCode> {
+    let store = crate::open_migrated(config).await?;
+    let mut workflows = store.workflows().await?;
+    workflows.sort_by(|a, b| a.key.cmp(&b.key));
+    if workflows.is_empty() {
+        println!("no workflows loaded yet: put workflow files in the workflow folder and run `kairo serve`");
+    }
+    for workflow in workflows {
+        let state = WorkflowState::of(&workflow);
+        let version = match workflow.current_version_id {
+            Some(id) => store.workflow_version(id).await?.map_or("?".to_string(), |v| format!("v{}", v.version)),
+            None => "-".to_string(),
+        };
+        println!(
+            "{}\t{}\t{version}\t{}",
+            workflow.key,
+            state.as_str(),
+            workflow.source_path.as_deref().unwrap_or("(not from a file)")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kairo workflows pause|resume WORKFLOW`.
+pub async fn set_workflow_state(config: &Config, key: &str, to: WorkflowState) -> Result<ExitCode> {
+    let store = crate::open_migrated(config).await?;
+    let Some(workflow) = store.workflow_by_key(key).await? else {
+        let known: Vec<String> = store.workflows().await?.into_iter().map(|w| w.key).collect();
+        return Err(UsageError(format!(
+            "no workflow `{key}`; known workflows: {}",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+        .into());
+    };
+    if WorkflowState::of(&workflow) == WorkflowState::Archived {
+        return Err(UsageError(format!(
+            "workflow `{key}` is archived (its file was removed): put its file back in the workflow folder to use it again"
+        ))
+        .into());
+    }
+    store.set_workflow_state(key, to, SystemClock.now()).await?;
+    match to {
+        WorkflowState::Paused => {
+            println!("{key}: paused; nothing new enrolls and its schedules stop; running enrollments go on")
+        }
+        _ => println!("{key}: active; it enrolls again"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

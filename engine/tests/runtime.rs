@@ -1494,3 +1494,132 @@ engine_test!(a_reply_makes_the_checks_a_workflow_send_makes, |t| {
     let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
     assert!(number.paused_at.is_some(), "the bad token paused the number");
 });
+
+/// A second connected number, `+1 555-000-2222`.
+async fn second_number(t: &TestEngine) -> PhoneNumber {
+    let number = connect_number(&t.store, "222222222", "+1 555-000-2222", 80, t.clock.now_utc()).await;
+    t.engine.refresh().await.expect("refresh");
+    number
+}
+
+async fn inbound_on(t: &TestEngine, number: &PhoneNumber, wamid: &str, from: &str, text: &str) {
+    let message = kairo_engine::channel::InboundMessage {
+        number_id: number.graph_id.clone(),
+        wamid: wamid.into(),
+        from: Some(from.into()),
+        from_user_id: None,
+        profile_name: Some("Ada".into()),
+        message_type: "text".into(),
+        text: Some(text.into()),
+        payload: json!({ "type": "text", "text": { "body": text } }),
+        occurred_at: t.clock.now_utc(),
+    };
+    t.store
+        .ingest(&[vec![kairo_engine::channel::InboundEvent::Message(message)]], &Keywords::default(), t.clock.now_utc())
+        .await
+        .expect("ingest");
+}
+
+// 14.B9
+engine_test!(assign_owner_assigns_the_thread_of_the_enrollments_own_conversation, |t| {
+    let support = second_number(&t).await;
+    let team = t.store.insert_team("Support", t.clock.now_utc()).await.expect("team");
+    let agent = t
+        .store
+        .insert_user(NewUser { email: "sam@example.com".into(), name: "Sam".into() }, t.clock.now_utc())
+        .await
+        .expect("user");
+    t.store.add_team_member(team.id, agent.id, t.clock.now_utc()).await.expect("member");
+    let steps = "\n  - id: assign\n    assign_owner:\n      round_robin: Support\n";
+    let yaml = format!(
+        "id: routing\nname: Routing\ntriggers:\n  - inbound_message:\n      number: \"+1 555-000-2222\"\nsteps:{steps}"
+    );
+    t.load(&yaml).await;
+    let ada = t.contact("15550170", true).await;
+    // Ada has a thread on -1111 first, then writes to support on -2222.
+    inbound_on(&t, &t.number, "wamid.own.1", "15550170", "order question").await;
+    t.clock.advance(Duration::from_secs(60));
+    inbound_on(&t, &support, "wamid.own.2", "15550170", "help!").await;
+    t.tick().await;
+    let sales_thread = t.store.open_thread_of(ada.id, t.number.id).await.expect("q").expect("thread on -1111");
+    let support_thread = t.store.open_thread_of(ada.id, support.id).await.expect("q").expect("thread on -2222");
+    assert_eq!(support_thread.owner_user_id, Some(agent.id), "the conversation the enrollment came from");
+    assert_eq!(sales_thread.owner_user_id, None, "the other number's thread is left alone");
+});
+
+// 14.B10
+engine_test!(assign_owner_to_a_team_that_does_not_exist_fails_with_the_reason, |t| {
+    let steps = "\n  - id: assign\n    assign_owner:\n      team: Nobody\n      number: \"+1 555-000-1111\"\n";
+    t.load(&api_workflow("ghost", "", steps)).await;
+    let ada = t.contact("15550171", true).await;
+    inbound_text(&t, "wamid.ghost.1", "15550171", "hi").await;
+    let id = t.enrolled("ghost", &ada).await;
+    t.tick().await;
+    assert_eq!(t.status(id).await, EnrollmentStatus::Failed);
+    let step = &t.store.step_executions(id).await.expect("read")[0];
+    assert_eq!(step.state, StepState::Failed);
+    assert!(step.error.as_deref().expect("why").contains("no active team named `Nobody`"), "{:?}", step.error);
+});
+
+// 14.B10
+engine_test!(validation_names_an_owner_that_does_not_exist_with_its_position, |t| {
+    t.store.insert_team("Support", t.clock.now_utc()).await.expect("team");
+    let catalog = t.store.catalog().await.expect("catalog");
+    let yaml = api_workflow("ghost", "", "\n  - id: assign\n    assign_owner:\n      round_robin: Sales\n");
+    let problems = workflow::check(Path::new("ghost.yaml"), &yaml, Some(&catalog)).expect_err("rejected");
+    let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("ghost.yaml:8:20"), "{text}");
+    assert!(text.contains("no team named `Sales`") && text.contains("Support"), "{text}");
+});
+
+// 14.B11
+engine_test!(a_removed_workflow_file_archives_the_workflow_and_stops_its_schedule, |t| {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("minutely.yaml");
+    let yaml = format!(
+        "id: minutely\nname: Minutely\ntriggers:\n  - schedule:\n      cron: \"* * * * *\"\n      timezone: UTC\n      contacts:\n        opted_in_on: \"+1 555-000-1111\"\n  - api: {{}}\nenrollment:\n  reenroll: always\nsteps:\n  - id: pause\n    wait:\n      for: 1h\n{}",
+        SEND.trim_start_matches('\n')
+    );
+    std::fs::write(&file, &yaml).expect("write");
+    let report = t.store.load_workflows(dir.path(), None, t.clock.now_utc()).await.expect("load");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    t.engine.refresh().await.expect("refresh");
+    let ada = t.contact("15550180", true).await;
+    t.advance(Duration::from_secs(60)).await;
+    let running = t.store.enrollments_of(ada.id).await.expect("read");
+    assert_eq!(running.len(), 1, "the schedule fires while the file is there");
+
+    std::fs::remove_file(&file).expect("remove");
+    let report = t.store.load_workflows(dir.path(), None, t.clock.now_utc()).await.expect("load");
+    assert_eq!(report.archived, vec!["minutely".to_string()]);
+    t.engine.refresh().await.expect("refresh");
+    for _ in 0..3 {
+        t.advance(Duration::from_secs(60)).await;
+    }
+    assert_eq!(t.store.enrollments_of(ada.id).await.expect("read").len(), 1, "no tick fires after the file is gone");
+    let refused =
+        t.engine.enroll(EnrollRequest { workflow: "minutely".into(), contact: ada.id, trigger_data: json!({}) }).await;
+    assert!(
+        matches!(refused, Err(EngineError::WorkflowNotActive { state: WorkflowState::Archived, .. })),
+        "{refused:?}"
+    );
+    // The running enrollment finishes on its version.
+    t.advance(Duration::from_secs(3600)).await;
+    assert_eq!(t.status(running[0].id).await, EnrollmentStatus::Completed);
+    assert_eq!(t.outbound.sent().len(), 1);
+
+    // Paused and resumed by an operator; the file put back makes it active.
+    std::fs::write(&file, &yaml).expect("write");
+    t.store.load_workflows(dir.path(), None, t.clock.now_utc()).await.expect("load");
+    let workflow = t.store.workflow_by_key("minutely").await.expect("read").expect("exists");
+    assert_eq!(WorkflowState::of(&workflow), WorkflowState::Active);
+    t.store.set_workflow_state("minutely", WorkflowState::Paused, t.clock.now_utc()).await.expect("pause");
+    t.engine.refresh().await.expect("refresh");
+    let before = t.store.enrollments_of(ada.id).await.expect("read").len();
+    t.advance(Duration::from_secs(120)).await;
+    assert_eq!(t.store.enrollments_of(ada.id).await.expect("read").len(), before, "a paused workflow enrolls nobody");
+    t.store.set_workflow_state("minutely", WorkflowState::Active, t.clock.now_utc()).await.expect("resume");
+    t.engine.refresh().await.expect("refresh");
+    t.advance(Duration::from_secs(60)).await;
+    assert_eq!(t.store.enrollments_of(ada.id).await.expect("read").len(), before + 1, "resumed: it fires again");
+});

@@ -4,6 +4,9 @@
 //!   reservation handed out. A reservation is one UPDATE … RETURNING, so no
 //!   row lock is held across anything but that statement (a worker paused
 //!   inside a reservation used to hold every other worker's sends).
+//! - `workflows.state`: `active`, `paused` (no new enrollments, schedules
+//!   stop; an operator's choice) or `archived` (its file was removed).
+//!   Running enrollments finish on their version whatever the state.
 
 use sea_orm_migration::prelude::*;
 
@@ -20,10 +23,19 @@ impl MigrationTrait for Migration {
                     .add_column(ColumnDef::new("grant_start_us").big_integer().not_null().default(0))
                     .to_owned(),
             )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("workflows")
+                    .add_column(ColumnDef::new("state").string().not_null().default("active"))
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("workflows").drop_column("state").to_owned()).await?;
         manager.alter_table(Table::alter().table("send_pacing").drop_column("grant_start_us").to_owned()).await
     }
 }

@@ -138,6 +138,15 @@ impl From<EngineError> for ApiError {
                 "unknown_workflow",
                 format!("no workflow `{key}` is loaded: check its id (GET /v1/workflows lists them)"),
             ),
+            err @ EngineError::WorkflowNotActive { .. } => {
+                let code = match &err {
+                    EngineError::WorkflowNotActive { state: crate::store::WorkflowState::Archived, .. } => {
+                        "workflow_archived"
+                    }
+                    _ => "workflow_paused",
+                };
+                ApiError::conflict(code, err.to_string())
+            }
             err @ EngineError::NotApiEnrollable { .. } => {
                 ApiError::unprocessable("not_api_enrollable", err.to_string())
             }

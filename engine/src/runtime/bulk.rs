@@ -89,7 +89,7 @@ impl Engine {
         rows: Vec<BulkRow>,
         now: DateTime<Utc>,
     ) -> Result<Vec<RowResult>, EngineError> {
-        let plan = self.current_plan(workflow).ok_or_else(|| EngineError::UnknownWorkflow(workflow.into()))?;
+        let plan = self.enrollable_plan(workflow)?;
         let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
             return Err(EngineError::NotApiEnrollable { workflow: workflow.into() });
         };

@@ -200,18 +200,20 @@ impl Engine {
                     tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "{problem}");
                 }
             }
-            Effect::AssignOwner(owner) => match tx.open_threads(ctx.contact.id).await?.first() {
-                Some(thread) => {
-                    if let Err(problem) = tx.assign_owner(thread.id, owner, now).await? {
-                        tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "{problem}");
+            Effect::AssignOwner { owner, number } => {
+                match tx.open_threads(ctx.contact.id).await?.iter().find(|t| t.phone_number_id == *number) {
+                    Some(thread) => {
+                        if let Err(problem) = tx.assign_owner(thread.id, owner, now).await? {
+                            tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "{problem}");
+                        }
                     }
+                    None => tracing::info!(
+                        enrollment = %claim.enrollment_id,
+                        step = %claim.step_id,
+                        "assign_owner: the contact has no open thread on the number; nothing to assign"
+                    ),
                 }
-                None => tracing::info!(
-                    enrollment = %claim.enrollment_id,
-                    step = %claim.step_id,
-                    "assign_owner: the contact has no open thread; nothing to assign"
-                ),
-            },
+            }
             Effect::RecordSend(send) => {
                 tx.record_sends(vec![outbound_record(&ctx.contact, claim, send, now)], now).await?
             }

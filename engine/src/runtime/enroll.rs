@@ -52,9 +52,7 @@ impl Engine {
     /// Enrolls a contact through the API trigger of the newest version of a
     /// workflow. The trigger's required fields must be in `trigger_data`.
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EngineError> {
-        let plan = self
-            .current_plan(&request.workflow)
-            .ok_or_else(|| EngineError::UnknownWorkflow(request.workflow.clone()))?;
+        let plan = self.enrollable_plan(&request.workflow)?;
         let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
             return Err(EngineError::NotApiEnrollable { workflow: request.workflow });
         };
@@ -85,7 +83,7 @@ impl Engine {
         contacts: &[ContactId],
         trigger_data: serde_json::Value,
     ) -> Result<Vec<Enrolled>, EngineError> {
-        let plan = self.current_plan(workflow).ok_or_else(|| EngineError::UnknownWorkflow(workflow.to_string()))?;
+        let plan = self.enrollable_plan(workflow)?;
         if !plan.model.triggers.iter().any(|t| t.api.is_some()) {
             return Err(EngineError::NotApiEnrollable { workflow: workflow.to_string() });
         }

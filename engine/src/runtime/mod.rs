@@ -70,6 +70,11 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("no workflow `{0}` is loaded: check the id, or run `kairo validate` on its file")]
     UnknownWorkflow(String),
+    #[error("workflow `{workflow}` is {}: it takes no new enrollments; {}", state.as_str(), match state {
+        crate::store::WorkflowState::Archived => "its file was removed: put it back in the workflow folder to use it again",
+        _ => "resume it (`kairo workflows resume` or POST /v1/workflows/{key}/resume) to enroll again",
+    })]
+    WorkflowNotActive { workflow: String, state: crate::store::WorkflowState },
     #[error("workflow `{workflow}` has no `api` trigger: it cannot be enrolled into through the API")]
     NotApiEnrollable { workflow: String },
     #[error("workflow `{workflow}` needs trigger data field(s) {missing:?}")]
@@ -119,8 +124,10 @@ pub struct Engine {
     renderer: Renderer,
     config: EngineConfig,
     plans: RwLock<HashMap<WorkflowVersionId, Arc<Plan>>>,
-    /// The newest version of every workflow, keyed by workflow id (key).
+    /// The newest version of every active workflow, keyed by workflow id (key).
     current: RwLock<HashMap<String, Arc<Plan>>>,
+    /// Workflows that take no new enrollments (paused, archived).
+    inactive: RwLock<HashMap<String, crate::store::WorkflowState>>,
     numbers: RwLock<Arc<Vec<PhoneNumber>>>,
     /// Woken when work is created in this process, so idle workers do not
     /// wait for their next poll.
@@ -150,6 +157,7 @@ impl Engine {
             config,
             plans: RwLock::default(),
             current: RwLock::default(),
+            inactive: RwLock::default(),
             numbers: RwLock::default(),
             wakeup: Notify::new(),
             pacer: pacing::Pacer::default(),
@@ -175,12 +183,19 @@ impl Engine {
     pub async fn refresh(&self) -> Result<(), EngineError> {
         let workflows = self.store.workflows().await?;
         let mut current = HashMap::new();
+        let mut inactive = HashMap::new();
         for wf in workflows {
+            let state = crate::store::WorkflowState::of(&wf);
+            if state != crate::store::WorkflowState::Active {
+                inactive.insert(wf.key.clone(), state);
+                continue;
+            }
             let Some(version) = wf.current_version_id else { continue };
             let plan = self.plan(version).await?;
             current.insert(wf.key.clone(), plan);
         }
         *self.current.write().expect("plan cache lock is never poisoned") = current;
+        *self.inactive.write().expect("plan cache lock is never poisoned") = inactive;
         let tx = self.store.begin().await?;
         let numbers = tx.phone_numbers().await?;
         drop(tx);
@@ -211,9 +226,21 @@ impl Engine {
         Ok(plan)
     }
 
-    /// The newest version of the workflow `key`.
+    /// The newest version of the workflow `key`, when it is active.
     pub fn current_plan(&self, key: &str) -> Option<Arc<Plan>> {
         self.current.read().expect("plan cache lock is never poisoned").get(key).cloned()
+    }
+
+    /// The version new enrollments of `key` go into: unknown, paused and
+    /// archived workflows take none.
+    pub fn enrollable_plan(&self, key: &str) -> Result<Arc<Plan>, EngineError> {
+        if let Some(plan) = self.current_plan(key) {
+            return Ok(plan);
+        }
+        match self.inactive.read().expect("plan cache lock is never poisoned").get(key) {
+            Some(state) => Err(EngineError::WorkflowNotActive { workflow: key.to_string(), state: *state }),
+            None => Err(EngineError::UnknownWorkflow(key.to_string())),
+        }
     }
 
     fn current_plans(&self) -> Vec<Arc<Plan>> {

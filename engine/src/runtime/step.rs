@@ -80,8 +80,15 @@ pub(super) enum Then {
 #[derive(Debug, Clone)]
 pub(super) enum Effect {
     SetProperties(Map<String, Value>),
-    EnsureThread { number: PhoneNumberId, owner: Option<OwnerChoice> },
-    AssignOwner(OwnerChoice),
+    EnsureThread {
+        number: PhoneNumberId,
+        owner: Option<OwnerChoice>,
+    },
+    /// The owner of the contact's open thread on this number.
+    AssignOwner {
+        owner: OwnerChoice,
+        number: PhoneNumberId,
+    },
     RecordSend(RecordedSend),
 }
 
@@ -210,17 +217,35 @@ impl Engine {
             return self.http_step(claim, ctx, step, http, now).await;
         }
         if let Some(ensure) = &step.ensure_thread {
-            let Some(number) = resolve_number(&self.numbers(), &ensure.number).map(|n| n.id) else {
+            let Some(number) = resolve_number(&self.numbers(), &ensure.number).cloned() else {
                 return failed(Value::Null, format!("business number `{}` is not connected", *ensure.number));
             };
             let owner = ensure.owner.as_ref().and_then(owner_choice);
-            return after(json!({}), vec![Effect::EnsureThread { number, owner }]);
+            if let Some(owner) = &owner
+                && let Some(problem) = self.owner_problem(owner).await
+            {
+                return failed(Value::Null, format!("ensure_thread: {problem}"));
+            }
+            let output = json!({ "number": number.display_number });
+            return after(output, vec![Effect::EnsureThread { number: number.id, owner }]);
         }
         if let Some(owner) = &step.assign_owner {
             let Some(choice) = owner_choice(owner) else {
                 return failed(Value::Null, "assign_owner names no user, team or round_robin".into());
             };
-            return after(json!({}), vec![Effect::AssignOwner(choice)]);
+            if let Some(problem) = self.owner_problem(&choice).await {
+                return failed(Value::Null, format!("assign_owner: {problem}"));
+            }
+            let Some(number) = self.conversation_number(ctx, owner) else {
+                return failed(
+                    Value::Null,
+                    "assign_owner: the enrollment has no conversation to assign: it did not start from a message \
+                     and ran no ensure_thread step; add an ensure_thread step before it, or name the `number`"
+                        .into(),
+                );
+            };
+            let output = json!({ "number": number.display_number });
+            return after(output, vec![Effect::AssignOwner { owner: choice, number: number.id }]);
         }
         if let Some(wait) = &step.wait {
             return self.wait_step(wait, now);
@@ -980,12 +1005,46 @@ fn failed(output: Value, error: String) -> Outcome {
 }
 
 fn owner_choice(owner: &Owner) -> Option<OwnerChoice> {
-    owner
-        .user
-        .clone()
+    let name = |field: &Option<crate::workflow::located::Located<String>>| field.as_ref().map(|v| v.value.clone());
+    name(&owner.user)
         .map(OwnerChoice::User)
-        .or_else(|| owner.team.clone().map(OwnerChoice::Team))
-        .or_else(|| owner.round_robin.clone().map(OwnerChoice::RoundRobin))
+        .or_else(|| name(&owner.team).map(OwnerChoice::Team))
+        .or_else(|| name(&owner.round_robin).map(OwnerChoice::RoundRobin))
+}
+
+impl Engine {
+    /// Why `owner` cannot own a thread (no such user or team), if so.
+    async fn owner_problem(&self, owner: &OwnerChoice) -> Option<String> {
+        match self.store.owner_problem(owner).await {
+            Ok(problem) => problem,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look up the owner; assigning as written");
+                None
+            }
+        }
+    }
+
+    /// The business number of the enrollment's own conversation: the one
+    /// the step names, else the one its `ensure_thread` step opened, else
+    /// the one its trigger came in on.
+    fn conversation_number(&self, ctx: &RunContext, owner: &Owner) -> Option<PhoneNumber> {
+        let numbers = self.numbers();
+        if let Some(number) = &owner.number {
+            return resolve_number(&numbers, number).cloned();
+        }
+        for step in ctx.plan.model.steps.iter() {
+            if let Some(ensure) = &step.ensure_thread
+                && ctx.outputs.contains_key(&step.id.value)
+            {
+                return resolve_number(&numbers, &ensure.number).cloned();
+            }
+        }
+        let trigger = &ctx.enrollment.trigger_data;
+        ["number_id", "number"]
+            .iter()
+            .filter_map(|key| trigger.get(*key).and_then(Value::as_str))
+            .find_map(|written| resolve_number(&numbers, written).cloned())
+    }
 }
 
 pub(super) fn event_name(event: EventName) -> &'static str {

@@ -218,6 +218,8 @@ entity!(workflow, "workflows", {
     pub current_version_id: Option<WorkflowVersionId>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// `active`, `paused` or `archived` ([`super::workflows::WorkflowState`]).
+    pub state: String,
 });
 
 entity!(workflow_version, "workflow_versions", {

@@ -63,7 +63,7 @@ pub use self::whatsapp::{
     Account, NewAccount, NewPhoneNumber, NewPortfolio, NewTemplate, PhoneNumber, Portfolio, Template,
 };
 pub use self::workflows::{
-    Enrollment, NewEnrollment, NewStepExecution, NewTimer, SavedVersion, StepExecution, Timer, Workflow,
+    Enrollment, NewEnrollment, NewStepExecution, NewTimer, SavedVersion, StepExecution, Timer, Workflow, WorkflowState,
     WorkflowVersion,
 };
 

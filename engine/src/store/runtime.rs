@@ -457,6 +457,34 @@ pub struct Tx {
     pending_steps: std::sync::atomic::AtomicBool,
 }
 
+impl Store {
+    /// Why `owner` cannot own a thread: no active user with that e-mail, no
+    /// active team with that name. None when it can.
+    pub async fn owner_problem(&self, owner: &OwnerChoice) -> Result<Option<String>, StoreError> {
+        let q = |e| self.query_error(e);
+        Ok(match owner {
+            OwnerChoice::User(email) => {
+                let found = user::Entity::find()
+                    .filter(user::Column::Email.eq(email.as_str()))
+                    .filter(user::Column::DeactivatedAt.is_null())
+                    .one(&self.db)
+                    .await
+                    .map_err(q)?;
+                found.is_none().then(|| format!("no active user with e-mail `{email}`"))
+            }
+            OwnerChoice::Team(name) | OwnerChoice::RoundRobin(name) => {
+                let found = team::Entity::find()
+                    .filter(team::Column::Name.eq(name.as_str()))
+                    .filter(team::Column::DeactivatedAt.is_null())
+                    .one(&self.db)
+                    .await
+                    .map_err(q)?;
+                found.is_none().then(|| format!("no active team named `{name}`"))
+            }
+        })
+    }
+}
+
 impl Tx {
     /// Whether [`Tx::insert_steps`] wrote a step for a worker to run: when
     /// not, there is no need to wake the workers after the commit.

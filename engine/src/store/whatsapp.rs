@@ -309,7 +309,21 @@ impl Store {
                     .collect(),
             })
             .collect();
-        Ok(crate::workflow::Catalog { accounts })
+        let users = super::entities::user::Entity::find()
+            .filter(super::entities::user::Column::DeactivatedAt.is_null())
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let teams = super::entities::team::Entity::find()
+            .filter(super::entities::team::Column::DeactivatedAt.is_null())
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let people = crate::workflow::catalog::CatalogPeople {
+            users: users.into_iter().map(|u| u.email).collect(),
+            teams: teams.into_iter().map(|t| t.name).collect(),
+        };
+        Ok(crate::workflow::Catalog { accounts, people: Some(people) })
     }
 
     pub(crate) fn missing(&self, what: &str) -> StoreError {

@@ -16,6 +16,39 @@ pub type Enrollment = enrollment::Model;
 pub type StepExecution = step_execution::Model;
 pub type Timer = timer::Model;
 
+/// Whether a workflow takes new enrollments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowState {
+    /// Triggers, schedules and the API enroll contacts.
+    Active,
+    /// An operator paused it: nothing new enrolls, schedules do not fire;
+    /// running enrollments go on.
+    Paused,
+    /// Its file was removed: as paused, until a file with its id is back.
+    Archived,
+}
+
+impl WorkflowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Active => "active",
+            WorkflowState::Paused => "paused",
+            WorkflowState::Archived => "archived",
+        }
+    }
+
+    /// The state a stored value names (anything unknown counts as paused:
+    /// it enrolls nobody).
+    pub fn of(workflow: &Workflow) -> WorkflowState {
+        match workflow.state.as_str() {
+            "active" => WorkflowState::Active,
+            "archived" => WorkflowState::Archived,
+            _ => WorkflowState::Paused,
+        }
+    }
+}
+
 /// What [`Store::save_workflow_version`] did.
 #[derive(Debug, Clone)]
 pub struct SavedVersion {
@@ -51,6 +84,53 @@ pub struct NewTimer {
 }
 
 impl Store {
+    /// Sets a workflow's state. `None` when there is no workflow `key`.
+    pub async fn set_workflow_state(
+        &self,
+        key: &str,
+        state: WorkflowState,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Workflow>, StoreError> {
+        let _turn = self.write_turn().await;
+        let Some(found) = workflow::Entity::find()
+            .filter(workflow::Column::Key.eq(key))
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?
+        else {
+            return Ok(None);
+        };
+        let mut row: workflow::ActiveModel = found.into();
+        row.state = Set(state.as_str().to_string());
+        row.updated_at = Set(now);
+        row.update(&self.db).await.map(Some).map_err(|e| self.query_error(e))
+    }
+
+    /// Records the file a workflow was loaded from; a workflow archived
+    /// because its file was removed is active again.
+    pub async fn note_workflow_file(&self, key: &str, path: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
+        let Some(found) = workflow::Entity::find()
+            .filter(workflow::Column::Key.eq(key))
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?
+        else {
+            return Ok(());
+        };
+        let archived = WorkflowState::of(&found) == WorkflowState::Archived;
+        if found.source_path.as_deref() == Some(path) && !archived {
+            return Ok(());
+        }
+        let mut row: workflow::ActiveModel = found.into();
+        row.source_path = Set(Some(path.to_string()));
+        if archived {
+            row.state = Set(WorkflowState::Active.as_str().to_string());
+        }
+        row.updated_at = Set(now);
+        row.update(&self.db).await.map(|_| ()).map_err(|e| self.query_error(e))
+    }
+
     /// Stores a workflow's content as its newest version, unless this exact
     /// content (same hash) is already a version of it. The workflow row is
     /// created on first sight and points at its newest version.
@@ -77,6 +157,7 @@ impl Store {
                 name: Set(name.to_string()),
                 source_path: Set(None),
                 current_version_id: Set(None),
+                state: Set(WorkflowState::Active.as_str().to_string()),
                 created_at: Set(now),
                 updated_at: Set(now),
             }

@@ -21,6 +21,19 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Catalog {
     pub accounts: Vec<CatalogAccount>,
+    /// The inbox's users and teams that owners may name; `None`: not
+    /// checked (a catalogue file without them).
+    #[serde(default)]
+    pub people: Option<CatalogPeople>,
+}
+
+/// Who threads can be assigned to: users by e-mail, teams by name.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CatalogPeople {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

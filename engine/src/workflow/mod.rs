@@ -213,6 +213,8 @@ pub struct LoadReport {
     pub unchanged: Vec<PathBuf>,
     /// Files that failed validation: not stored; any previous version stays current.
     pub rejected: Vec<(PathBuf, Vec<Diagnostic>)>,
+    /// Workflows archived because their file was removed from the folder.
+    pub archived: Vec<String>,
 }
 
 impl Store {
@@ -263,10 +265,24 @@ impl Store {
                 continue;
             }
             let saved = self.register_workflow(&valid, now).await?;
+            self.note_workflow_file(&valid.workflow.id.value, &file.to_string_lossy(), now).await?;
             if saved.created {
                 report.new_versions.push(saved);
             } else {
                 report.unchanged.push(file);
+            }
+        }
+        // A workflow whose file is gone from the folder is archived: nothing
+        // new enrolls and its schedules stop; running enrollments finish.
+        // (A file that is there but invalid keeps its previous version.)
+        for workflow in self.workflows().await? {
+            let Some(source) = workflow.source_path.as_deref().map(Path::new) else { continue };
+            if source.parent() != Some(dir) || source.exists() {
+                continue;
+            }
+            if crate::store::WorkflowState::of(&workflow) != crate::store::WorkflowState::Archived {
+                self.set_workflow_state(&workflow.key, crate::store::WorkflowState::Archived, now).await?;
+                report.archived.push(workflow.key.clone());
             }
         }
         Ok(report)

@@ -330,13 +330,19 @@ pub struct EnsureThread {
 pub struct Owner {
     /// An agent, by e-mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub user: Option<Located<String>>,
     /// A team (the thread's team; no one person).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team: Option<String>,
+    pub team: Option<Located<String>>,
     /// The next member of this team, in turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub round_robin: Option<String>,
+    pub round_robin: Option<Located<String>>,
+    /// `assign_owner` only: the business number whose thread with the
+    /// contact is assigned. Default: the number of the enrollment's own
+    /// conversation (its `ensure_thread` step, else the number its trigger
+    /// came in on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<Located<String>>,
 }
 
 /// A durable wait; write one of `for`, `until`, `until_time` or `event`.

@@ -208,10 +208,16 @@ impl Checker<'_> {
             self.number(&thread.number);
             if let Some(owner) = &thread.owner {
                 self.owner(owner, step.id.pos);
+                if let Some(number) = &owner.number {
+                    self.report(number.pos, "`number` goes on `ensure_thread` itself, not on its owner");
+                }
             }
         }
         if let Some(owner) = &step.assign_owner {
             self.owner(owner, step.id.pos);
+            if let Some(number) = &owner.number {
+                self.number(number);
+            }
         }
         if let Some(wait) = &step.wait {
             self.wait(wait, step.id.pos);
@@ -496,6 +502,27 @@ impl Checker<'_> {
         if set.iter().filter(|s| **s).count() != 1 {
             self.report(pos, "an owner takes exactly one of `user`, `team`, `round_robin`");
         }
+        let Some(people) = self.catalog.and_then(|c| c.people.as_ref()) else { return };
+        if let Some(user) = &owner.user
+            && !people.users.iter().any(|u| u.eq_ignore_ascii_case(user))
+        {
+            let message = format!(
+                "no user with e-mail `{}`: create it (POST /v1/users), or name one of: {}",
+                user.value,
+                list_or_none(&people.users)
+            );
+            self.report(user.pos, message);
+        }
+        for team in [&owner.team, &owner.round_robin].into_iter().flatten() {
+            if !people.teams.iter().any(|t| t == &team.value) {
+                let message = format!(
+                    "no team named `{}`: create it (POST /v1/teams), or name one of: {}",
+                    team.value,
+                    list_or_none(&people.teams)
+                );
+                self.report(team.pos, message);
+            }
+        }
     }
 
     fn wait(&mut self, wait: &Wait, pos: Pos) {
@@ -750,4 +777,9 @@ fn json_strings(value: &serde_json::Value, out: &mut Vec<String>) {
         serde_json::Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
         _ => {}
     }
+}
+
+/// Names for an error message, or "(none yet)".
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() { "(none yet)".to_string() } else { names.join(", ") }
 }

@@ -162,10 +162,7 @@ pub async fn upload(
 ) -> Result<ApiJson<BulkUploadResult>, ApiError> {
     caller.require(&[Scope::Enroll])?;
     let format = body_format(&headers)?;
-    let plan = state
-        .engine
-        .current_plan(&query.workflow)
-        .ok_or_else(|| EngineError::UnknownWorkflow(query.workflow.clone()))?;
+    let plan = state.engine.enrollable_plan(&query.workflow)?;
     if !plan.model.triggers.iter().any(|t| t.api.is_some()) {
         return Err(EngineError::NotApiEnrollable { workflow: query.workflow.clone() }.into());
     }

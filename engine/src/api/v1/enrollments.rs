@@ -174,7 +174,7 @@ pub async fn enroll(
 /// The workflow is loaded, takes API enrollments, and `trigger` has what
 /// its `api` trigger requires.
 fn check_enrollable(state: &ApiState, workflow: &str, trigger: &Value) -> Result<(), ApiError> {
-    let plan = state.engine.current_plan(workflow).ok_or_else(|| EngineError::UnknownWorkflow(workflow.into()))?;
+    let plan = state.engine.enrollable_plan(workflow)?;
     let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
         return Err(EngineError::NotApiEnrollable { workflow: workflow.into() }.into());
     };

@@ -61,6 +61,8 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         .route("/bulk-jobs/{id}/rows", get(bulk::rows))
         .route("/workflows", get(workflows::list))
         .route("/workflows/{key}", get(workflows::show))
+        .route("/workflows/{key}/pause", post(workflows::pause))
+        .route("/workflows/{key}/resume", post(workflows::resume))
         .route("/contacts", post(contacts::create).get(contacts::list))
         .route("/contacts/{id}", get(contacts::show).patch(contacts::update))
         .route("/contacts/{id}/consent", post(contacts::set_consent))

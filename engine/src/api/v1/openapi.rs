@@ -15,7 +15,7 @@ use super::{bulk, contacts, enrollments, inbox, people, workflows};
     paths(
         enrollments::enroll, enrollments::list, enrollments::show, enrollments::cancel, enrollments::retry,
         bulk::upload, bulk::list, bulk::show, bulk::rows,
-        workflows::list, workflows::show,
+        workflows::list, workflows::show, workflows::pause, workflows::resume,
         contacts::create, contacts::list, contacts::show, contacts::update, contacts::set_consent,
         people::create_user, people::list_users, people::deactivate_user,
         people::create_team, people::list_teams, people::deactivate_team,

@@ -12,7 +12,7 @@ use super::ApiState;
 use crate::api::auth::{Caller, Scope};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::ids::{WorkflowId, WorkflowVersionId};
-use crate::store::{Funnel, VersionReport, Workflow};
+use crate::store::{Funnel, VersionReport, Workflow, WorkflowState};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WorkflowView {
@@ -23,6 +23,9 @@ pub struct WorkflowView {
     pub source_path: Option<String>,
     /// The version new enrollments take.
     pub current_version: Option<i32>,
+    /// `active`; `paused` (no new enrollments, schedules stopped) or
+    /// `archived` (its file was removed); running enrollments go on in both.
+    pub state: WorkflowState,
     pub versions: Vec<VersionView>,
 }
 
@@ -75,11 +78,63 @@ pub async fn show(
     Ok(ApiJson(view(&state, workflow).await?))
 }
 
+/// Pauses a workflow: nothing new enrolls (triggers, schedules, the API);
+/// running enrollments go on.
+#[utoipa::path(post, path = "/v1/workflows/{key}/pause", tag = "workflows", params(("key" = String, Path)),
+    responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn pause(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+) -> Result<ApiJson<WorkflowView>, ApiError> {
+    caller.require(&[Scope::Enroll])?;
+    set_state(&state, &key, WorkflowState::Paused).await
+}
+
+/// Resumes a paused workflow: it enrolls again.
+#[utoipa::path(post, path = "/v1/workflows/{key}/resume", tag = "workflows", params(("key" = String, Path)),
+    responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resume(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(key): ApiPath<String>,
+) -> Result<ApiJson<WorkflowView>, ApiError> {
+    caller.require(&[Scope::Enroll])?;
+    set_state(&state, &key, WorkflowState::Active).await
+}
+
+async fn set_state(state: &ApiState, key: &str, to: WorkflowState) -> Result<ApiJson<WorkflowView>, ApiError> {
+    let store = state.engine.store();
+    let workflow = store
+        .workflow_by_key(key)
+        .await?
+        .ok_or_else(|| ApiError::from(crate::runtime::EngineError::UnknownWorkflow(key.to_string())))?;
+    if WorkflowState::of(&workflow) == WorkflowState::Archived {
+        return Err(ApiError::conflict(
+            "workflow_archived",
+            format!(
+                "workflow `{key}` is archived (its file was removed): put its file back in the workflow folder to use it again"
+            ),
+        ));
+    }
+    let workflow = store
+        .set_workflow_state(key, to, state.engine.now())
+        .await?
+        .ok_or_else(|| ApiError::from(crate::runtime::EngineError::UnknownWorkflow(key.to_string())))?;
+    state.engine.refresh().await?;
+    tracing::info!(workflow = key, state = to.as_str(), "workflow state changed");
+    Ok(ApiJson(view(state, workflow).await?))
+}
+
 async fn view(state: &ApiState, workflow: Workflow) -> Result<WorkflowView, ApiError> {
     let reports = state.engine.store().version_reports(workflow.id).await?;
     let current_version =
         reports.iter().find(|r| Some(r.version.id) == workflow.current_version_id).map(|r| r.version.version);
+    let state = WorkflowState::of(&workflow);
     Ok(WorkflowView {
+        state,
         key: workflow.key,
         id: workflow.id,
         name: workflow.name,
