@@ -550,6 +550,14 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
     }
     let catalog = Some(store.catalog().await?).filter(|c| !c.is_empty());
     let report = store.load_workflows(dir, catalog.as_ref(), kairo_engine::SystemClock.now()).await?;
+    // A reload that changed nothing and found the same problems says nothing.
+    static LAST_PROBLEMS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let problems: String =
+        report.rejected.iter().flat_map(|(_, problems)| problems.iter().map(|p| format!("{p}\n"))).collect();
+    let same = LAST_PROBLEMS.lock().map(|mut last| last.replace(problems.clone()) == Some(problems)).unwrap_or(false);
+    if same && report.new_versions.is_empty() && report.archived.is_empty() {
+        return Ok(());
+    }
     for saved in &report.new_versions {
         tracing::info!(workflow = %saved.workflow.key, version = saved.version.version, "workflow version loaded");
     }
@@ -557,6 +565,9 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
         for problem in problems {
             tracing::warn!(file = %file.display(), "workflow not loaded: {problem}");
         }
+    }
+    for key in &report.archived {
+        tracing::warn!(workflow = %key, "workflow file removed: the workflow is archived (nothing new enrolls, its schedules stop; running enrollments finish)");
     }
     tracing::info!(
         new = report.new_versions.len(),
@@ -567,6 +578,9 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
     );
     Ok(())
 }
+
+/// How often `kairo serve` validates the workflow folder again without a change.
+const RELOAD_EVERY: Duration = Duration::from_secs(30);
 
 /// Reloads the workflow folder whenever a file in it changes: a valid
 /// change becomes a new version at once; an invalid one is reported with
@@ -580,9 +594,13 @@ async fn watch_workflows(
 ) {
     tracing::info!(dir = %config.workflows_dir.display(), "watching the workflow folder for changes");
     loop {
+        // Also looked at again every little while: a file rejected for a
+        // template a sync had not brought yet, or a team not created yet,
+        // loads once they are there.
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = watch.changed() => if changed.is_none() { return },
+            _ = tokio::time::sleep(RELOAD_EVERY) => {}
         }
         if let Err(err) = load_workflows(&store, &config).await {
             tracing::error!(%err, "reloading the workflow folder failed; the loaded versions keep running");

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use hmac::{KeyInit, Mac};
 use kairo_engine::config::Config;
-use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, Store};
+use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_engine::workflow::Catalog;
 use kairo_engine::{Clock, Secret};
 
@@ -69,6 +69,35 @@ pub async fn register(store: &Store) -> Result<()> {
             store.upsert_template(new, now).await?;
         }
     }
+    seed_people(store, now).await
+}
+
+/// The demo people: the teams the example workflows assign to, each with
+/// an agent, and an admin. (e-mail, name, team)
+pub const DEMO_PEOPLE: &[(&str, &str, Option<&str>)] = &[
+    ("admin@sandbox.kairo.test", "Ada Admin", None),
+    ("sam@sandbox.kairo.test", "Sam Support", Some("Support")),
+    ("sally@sandbox.kairo.test", "Sally Sales", Some("Sales")),
+];
+
+/// Creates the demo users and teams that are missing; leaves the others.
+async fn seed_people(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    let users = store.list_users().await?;
+    let teams = store.list_teams().await?;
+    for (email, name, team) in DEMO_PEOPLE {
+        let user = match users.iter().find(|u| u.email == *email) {
+            Some(user) => user.clone(),
+            None => store.insert_user(NewUser { email: email.to_string(), name: name.to_string() }, now).await?,
+        };
+        let Some(team_name) = team else { continue };
+        let (team, members) = match teams.iter().find(|(t, _)| t.name == *team_name) {
+            Some((team, members)) => (team.clone(), members.clone()),
+            None => (store.insert_team(team_name, now).await?, Vec::new()),
+        };
+        if !members.contains(&user.id) {
+            store.add_team_member(team.id, user.id, now).await?;
+        }
+    }
     Ok(())
 }
 
@@ -80,9 +109,18 @@ pub fn announce(listen: &str) {
         "\n  SANDBOX MODE: no WhatsApp account is configured.\n  \
          Nothing is sent to WhatsApp: sends are recorded in the inbox (GET /v1/threads).\n  \
          Demo numbers: {}.\n  \
+         Demo people: {}.\n  \
          Try a contact opting in:  kairo sandbox inbound --from \"+44 7700 900123\" --text YES --url http://{listen}\n  \
          Configure [whatsapp] in kairo.toml (docs/operations.md) to send for real.\n",
-        numbers.join(", ")
+        numbers.join(", "),
+        DEMO_PEOPLE
+            .iter()
+            .map(|(email, _, team)| match team {
+                Some(team) => format!("{email} ({team})"),
+                None => format!("{email} (admin)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     tracing::warn!("sandbox mode: no WhatsApp account configured; sends are recorded, not sent");
 }
