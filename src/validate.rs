@@ -35,9 +35,8 @@ pub async fn run(config: &Config, paths: Vec<PathBuf>, catalog: Option<&Path>, a
         let files: Vec<_> = reports
             .iter()
             .map(|(file, _, outcome)| match outcome {
-                Ok(valid) => {
-                    json!({"path": file, "valid": true, "content_hash": valid.content_hash, "diagnostics": []})
-                }
+                Ok(valid) => json!({"path": file, "valid": true, "content_hash": valid.content_hash,
+                    "diagnostics": [], "warnings": valid.warnings}),
                 Err(diagnostics) => json!({"path": file, "valid": false, "diagnostics": diagnostics}),
             })
             .collect();
@@ -47,6 +46,9 @@ pub async fn run(config: &Config, paths: Vec<PathBuf>, catalog: Option<&Path>, a
         for (_, source, outcome) in &reports {
             for diagnostic in outcome.as_ref().err().into_iter().flatten() {
                 println!("{}\n", render(diagnostic, source));
+            }
+            for warning in outcome.as_ref().ok().into_iter().flat_map(|v| &v.warnings) {
+                println!("warning: {}\n", warning.render(source));
             }
         }
         if invalid == 0 {

@@ -234,3 +234,32 @@ fn render_shows_the_line_and_a_caret() {
         "w.yaml:9:17: unknown template `payment_dew` on number +1 555-000-1111: did you mean `payment_due`?\n  |\n9 |       template: payment_dew\n  |                 ^"
     );
 }
+
+// 14.B12
+#[test]
+fn reading_an_uncertain_sends_wamid_without_a_default_is_warned_about() {
+    let yaml = r#"id: crm
+name: CRM
+triggers:
+  - api: {}
+steps:
+  - id: shipped
+    send_template:
+      number: "+1 555-000-1111"
+      template: welcome
+      language: en_US
+  - id: tag
+    set_property:
+      wamid: "{{steps.shipped.output.wamid}}"
+      safe: "{{default steps.shipped.output.wamid \"\"}}"
+"#;
+    let valid =
+        kairo_engine::workflow::check(std::path::Path::new("crm.yaml"), yaml, None).expect("valid: a warning only");
+    assert_eq!(valid.warnings.len(), 1, "{:?}", valid.warnings);
+    let warning = valid.warnings[0].to_string();
+    assert!(warning.contains("crm.yaml:13:14"), "{warning}");
+    assert!(warning.contains("on_unknown_outcome") && warning.contains("default"), "{warning}");
+    let failing = yaml.replace("      language: en_US\n", "      language: en_US\n    on_unknown_outcome: fail\n");
+    let valid = kairo_engine::workflow::check(std::path::Path::new("crm.yaml"), &failing, None).expect("valid");
+    assert!(valid.warnings.is_empty(), "a send that fails when uncertain never reaches the next step");
+}

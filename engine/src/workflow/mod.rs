@@ -71,18 +71,20 @@ pub struct ValidWorkflow {
     pub source: String,
     /// `sha256:<hex>` of the canonical content.
     pub content_hash: String,
+    /// What is allowed but probably not meant; the workflow loads.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Parses and validates one workflow file's text. `catalog`, when given,
 /// checks numbers and templates too.
 pub fn check(path: &Path, source: &str, catalog: Option<&Catalog>) -> Result<ValidWorkflow, Vec<Diagnostic>> {
     let workflow = parse(path, source).map_err(|d| vec![d])?;
-    let problems = validate::validate(&workflow, path, catalog);
+    let (problems, warnings) = validate::validate(&workflow, path, catalog);
     if !problems.is_empty() {
         return Err(problems);
     }
     let content_hash = content_hash(&workflow);
-    Ok(ValidWorkflow { workflow, path: path.to_path_buf(), source: source.to_string(), content_hash })
+    Ok(ValidWorkflow { workflow, path: path.to_path_buf(), source: source.to_string(), content_hash, warnings })
 }
 
 /// Parses YAML into the model; a structural problem becomes one diagnostic.

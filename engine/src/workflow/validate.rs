@@ -40,17 +40,44 @@ struct Checker<'a> {
     catalog: Option<&'a Catalog>,
     step_ids: BTreeSet<String>,
     problems: Vec<Diagnostic>,
+    /// What is allowed but probably not meant: the file still loads.
+    warnings: Vec<Diagnostic>,
+    /// Send steps that go on when their outcome is unknown
+    /// (`on_unknown_outcome: continue`, the default): their output then
+    /// holds no `wamid`.
+    uncertain_sends: BTreeSet<String>,
     /// Reachability is only meaningful when ids are unique and every
     /// reference resolves; otherwise it would repeat those errors.
     flow_broken: bool,
 }
 
-pub(super) fn validate(workflow: &Workflow, path: &Path, catalog: Option<&Catalog>) -> Vec<Diagnostic> {
+/// The problems of a workflow (it is not loaded while there are any) and
+/// its warnings.
+pub(super) fn validate(
+    workflow: &Workflow,
+    path: &Path,
+    catalog: Option<&Catalog>,
+) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     let step_ids = workflow.steps.iter().map(|s| s.id.value.clone()).collect();
-    let mut checker = Checker { path, catalog, step_ids, problems: Vec::new(), flow_broken: false };
+    let uncertain_sends = workflow
+        .steps
+        .iter()
+        .filter(|s| s.send_template.is_some() && s.on_unknown_outcome == UnknownOutcome::Continue)
+        .map(|s| s.id.value.clone())
+        .collect();
+    let mut checker = Checker {
+        path,
+        catalog,
+        step_ids,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        uncertain_sends,
+        flow_broken: false,
+    };
     checker.workflow(workflow);
     checker.problems.sort_by_key(|d| (d.line, d.column));
-    checker.problems
+    checker.warnings.sort_by_key(|d| (d.line, d.column));
+    (checker.problems, checker.warnings)
 }
 
 impl Checker<'_> {
@@ -658,7 +685,20 @@ impl Checker<'_> {
         for block in MUSTACHE.captures_iter(text) {
             let inner = block[1].trim().trim_start_matches(['#', '/', '^', '~', '&']).trim_end_matches('~');
             let inner = STRING_LITERAL.replace_all(inner, "\"\"");
+            let defaulted = inner.split_whitespace().next() == Some("default");
             for (i, token) in inner.split_whitespace().enumerate() {
+                if let Some(id) = token.strip_prefix("steps.").and_then(|rest| rest.split('.').next())
+                    && self.uncertain_sends.contains(id)
+                    && !defaulted
+                {
+                    let message = format!(
+                        "`{token}` in `{}` is missing when the send's outcome is unknown (a crash mid-send; its \
+                         `on_unknown_outcome` is `continue`), and then this step fails: write \
+                         `{{{{default {token} \"\"}}}}`, or set `on_unknown_outcome: fail` on `{id}`",
+                        **text
+                    );
+                    self.warnings.push(Diagnostic::new(self.path, text.pos, message));
+                }
                 if i == 0 && (HELPERS.contains(&token) || KEYWORDS.contains(&token)) {
                     continue;
                 }
