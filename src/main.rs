@@ -134,6 +134,17 @@ enum Command {
         /// Check numbers and templates against this catalogue file (JSON).
         #[arg(long, value_name = "FILE")]
         catalog: Option<PathBuf>,
+        /// The contact replies with this text, this long after the start
+        /// (`YES@2h`; without `@`, as soon as the workflow waits). Repeatable.
+        #[arg(long, value_name = "TEXT[@AFTER]")]
+        reply: Vec<String>,
+        /// The contact taps a quick-reply button with this title (`Yes@1d`).
+        #[arg(long, value_name = "TITLE[@AFTER]")]
+        button: Vec<String>,
+        /// WhatsApp reports this status (sent, delivered, read, failed) for
+        /// the last message sent (`read@10m`).
+        #[arg(long, value_name = "STATUS[@AFTER]")]
+        status: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -289,13 +300,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema).context("printing the schema")?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { workflow, contact, event, at, catalog, format } => {
+        Command::Simulate { workflow, contact, event, at, catalog, reply, button, status, format } => {
             simulate::run(simulate::Args {
                 workflow: &workflow,
                 contact: &contact,
                 event: event.as_deref(),
                 at: at.as_deref(),
                 catalog: catalog.as_deref(),
+                replies: &reply,
+                buttons: &button,
+                statuses: &status,
                 json: format == Format::Json,
             })
             .await

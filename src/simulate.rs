@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use kairo_engine::runtime::simulate::{SimulatedStep, Simulation, SimulationReport, simulate};
-use kairo_engine::store::status::{EnrollmentStatus, StepState};
+use kairo_engine::runtime::simulate::{Injected, Injection, SimulatedStep, Simulation, SimulationReport, simulate};
+use kairo_engine::store::status::{DeliveryStatus, EnrollmentStatus, StepState};
 use kairo_engine::workflow;
 use serde_json::Value;
 
@@ -19,7 +19,52 @@ pub struct Args<'a> {
     pub event: Option<&'a Path>,
     pub at: Option<&'a str>,
     pub catalog: Option<&'a Path>,
+    pub replies: &'a [String],
+    pub buttons: &'a [String],
+    pub statuses: &'a [String],
     pub json: bool,
+}
+
+/// `TEXT@AFTER` into the text and the offset (zero without `@`).
+fn split_at(flag: &str, value: &str) -> Result<(String, std::time::Duration)> {
+    match value.rsplit_once('@') {
+        Some((text, after)) => {
+            let after = kairo_engine::workflow::duration::parse_duration(after.trim()).map_err(|e| {
+                UsageError(format!("--{flag} `{value}`: after `@` comes a duration such as 30m, 2h or 1d ({e})"))
+            })?;
+            Ok((text.to_string(), after))
+        }
+        None => Ok((value.to_string(), std::time::Duration::ZERO)),
+    }
+}
+
+fn injections(args: &Args<'_>) -> Result<Vec<Injection>> {
+    let mut out = Vec::new();
+    for value in args.replies {
+        let (text, after) = split_at("reply", value)?;
+        out.push(Injection { after, what: Injected::Reply(text) });
+    }
+    for value in args.buttons {
+        let (title, after) = split_at("button", value)?;
+        out.push(Injection { after, what: Injected::Button(title) });
+    }
+    for value in args.statuses {
+        let (name, after) = split_at("status", value)?;
+        let status = match name.trim().to_ascii_lowercase().as_str() {
+            "sent" => DeliveryStatus::Sent,
+            "delivered" => DeliveryStatus::Delivered,
+            "read" => DeliveryStatus::Read,
+            "failed" => DeliveryStatus::Failed,
+            other => {
+                return Err(UsageError(format!(
+                    "--status `{other}`: use sent, delivered, read or failed (with @AFTER, e.g. read@10m)"
+                ))
+                .into());
+            }
+        };
+        out.push(Injection { after, what: Injected::Status(status) });
+    }
+    Ok(out)
 }
 
 pub async fn run(args: Args<'_>) -> Result<ExitCode> {
@@ -47,7 +92,9 @@ pub async fn run(args: Args<'_>) -> Result<ExitCode> {
             .to_utc(),
         None => kairo_engine::Clock::now(&kairo_engine::SystemClock),
     };
-    let report = simulate(Simulation { workflow: valid, contact, event, at }).await.context("simulating")?;
+    let injections = injections(&args)?;
+    let report =
+        simulate(Simulation { workflow: valid, contact, event, at, injections }).await.context("simulating")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).context("printing the report")?);
     } else {
@@ -71,15 +118,27 @@ fn when(at: DateTime<Utc>) -> String {
 pub fn render(report: &SimulationReport) -> String {
     let mut out = format!("Simulating `{}` from {}\n\n", report.workflow, when(report.started_at));
     let width = report.steps.iter().map(|s| s.step.len()).max().unwrap_or(4);
-    for step in &report.steps {
-        out.push_str(&format!(
+    // Steps and injections, in time order (an injection before the steps
+    // of the same instant: they ran because of it).
+    let mut lines: Vec<(DateTime<Utc>, u8, usize, String)> = Vec::new();
+    for (i, step) in report.steps.iter().enumerate() {
+        let line = format!(
             "  {}  {:width$}  {:14}  {}\n",
             when(step.at),
             step.step,
             step.action,
             describe(step),
             width = width
-        ));
+        );
+        lines.push((step.at, 1, i, line));
+    }
+    for (i, injected) in report.injected.iter().enumerate() {
+        let line = format!("  {}  {:width$}  {:14}  {}\n", when(injected.at), "", "(injected)", injected.what);
+        lines.push((injected.at, 0, i, line));
+    }
+    lines.sort_by_key(|(at, kind, i, _)| (*at, *kind, *i));
+    for (_, _, _, line) in lines {
+        out.push_str(&line);
     }
     let finished = report.finished_at.map(when).unwrap_or_default();
     let result = match report.status {

@@ -164,3 +164,53 @@ fn every_example_workflow_simulates_to_an_end() {
         assert_ne!(report["status"], "waiting", "{}: {report}", path.display());
     }
 }
+
+fn root_file(name: &str) -> String {
+    format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+// 14.B14: a reply, a button or a status can be injected, so every branch is
+// tried offline; a send held by quiet hours shows when it really goes.
+#[test]
+fn a_reply_injected_takes_the_reply_path_and_quiet_hours_show_the_real_send_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = kairo(dir.path())
+        .args(["simulate", &example("abandoned-cart.yaml")])
+        .args(["--contact", &root_file("examples/ada.json"), "--event", &root_file("examples/cart.json")])
+        .args(["--at", "2026-03-02T21:30:00Z", "--catalog", &catalog(), "--reply", "Is it in blue?@14h"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(output).expect("utf-8");
+    // 22:30 in London is past quiet hours (09:00-21:00): the reminder goes at 09:00.
+    assert!(text.contains("Tue 2026-03-03 09:00 UTC  first-reminder   send_template   sent template"), "{text}");
+    assert!(
+        text.contains(
+            "Tue 2026-03-03 11:30 UTC                   (injected)      the contact replies \"Is it in blue?\""
+        ),
+        "{text}"
+    );
+    assert!(text.contains("wait-for-answer  wait_for_reply  resumed by an event"), "{text}");
+    assert!(text.contains("hand-to-agent    assign_owner    done"), "{text}");
+    assert!(!text.contains("last-reminder"), "the reply path, not the timeout path: {text}");
+    assert!(text.contains("Messages: 1 (recorded, nothing sent)"), "{text}");
+}
+
+#[test]
+fn injections_with_a_bad_offset_or_status_are_usage_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (flag, value, says) in [
+        ("--reply", "YES@soon", "after `@` comes a duration"),
+        ("--status", "seen", "use sent, delivered, read or failed"),
+    ] {
+        kairo(dir.path())
+            .args(["simulate", &example("abandoned-cart.yaml")])
+            .args(["--contact", &root_file("examples/ada.json"), "--event", &root_file("examples/cart.json")])
+            .args([flag, value])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    }
+}

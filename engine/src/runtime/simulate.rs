@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::recording::{RecordingHttp, RecordingOutbound};
 use super::{Engine, EngineConfig, EngineError};
 use crate::clock::{Clock, FakeClock};
-use crate::store::status::{ConsentSource, ConsentStatus, EnrollmentStatus, StepState};
+use crate::store::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use crate::store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
 use crate::workflow::ValidWorkflow;
 
@@ -28,6 +28,27 @@ pub struct Simulation {
     pub event: Option<Value>,
     /// When the enrollment starts.
     pub at: DateTime<Utc>,
+    /// What the contact (or WhatsApp) does meanwhile, so that reply,
+    /// button and status paths can be tried offline.
+    pub injections: Vec<Injection>,
+}
+
+/// Something that happens during a simulation, this long after the start
+/// (or as soon as the workflow has run up to a wait, for `after` zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    pub after: std::time::Duration,
+    pub what: Injected,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Injected {
+    /// The contact writes this text.
+    Reply(String),
+    /// The contact taps a quick-reply button with this title.
+    Button(String),
+    /// WhatsApp reports this status for the last message sent.
+    Status(DeliveryStatus),
 }
 
 /// What happened, in order.
@@ -38,6 +59,8 @@ pub struct SimulationReport {
     pub steps: Vec<SimulatedStep>,
     pub sent: Vec<Value>,
     pub http_calls: Vec<Value>,
+    /// What was injected (`--reply`, `--button`, `--status`), when.
+    pub injected: Vec<InjectedAt>,
     pub status: EnrollmentStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -111,8 +134,10 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
         .insert_contact(
             NewContact {
                 name: text("name"),
-                phone: text("phone"),
-                mobile_phone: text("mobile_phone"),
+                // Stored as the API stores them: the digits of the
+                // international form, so that injected replies find the contact.
+                phone: normalized(text("phone"), "phone")?,
+                mobile_phone: normalized(text("mobile_phone"), "mobile_phone")?,
                 wa_id: text("wa_id"),
                 user_id: None,
                 properties: contact_json.get("properties").cloned().unwrap_or(Value::Null),
@@ -131,6 +156,33 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
                 wamid: None,
             };
             store.record_consent(change, now).await?;
+        }
+    }
+    // The users and teams the workflow assigns to exist here, as they do
+    // where it really runs (validation checks them there).
+    for owner in simulation
+        .workflow
+        .workflow
+        .steps
+        .iter()
+        .flat_map(|s| s.assign_owner.iter().chain(s.ensure_thread.as_ref().and_then(|e| e.owner.as_ref())))
+    {
+        if let Some(email) = &owner.user
+            && store.list_users().await?.iter().all(|u| u.email != email.value)
+        {
+            let new = crate::store::NewUser { email: email.value.clone(), name: email.value.clone() };
+            store.insert_user(new, now).await?;
+        }
+        for team in [&owner.team, &owner.round_robin].into_iter().flatten() {
+            if store.list_teams().await?.iter().all(|(t, _)| t.name != team.value) {
+                let team = store.insert_team(&team.value, now).await?;
+                let agent = crate::store::NewUser {
+                    email: format!("agent@{}.simulation", team.name.to_lowercase().replace(' ', "-")),
+                    name: format!("{} agent", team.name),
+                };
+                let agent = store.insert_user(agent, now).await?;
+                store.add_team_member(team.id, agent.id, now).await?;
+            }
         }
     }
     let saved = store.register_workflow(&simulation.workflow, now).await?;
@@ -163,21 +215,145 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
     tx.insert_step(enrollment.id, plan.first_step(), 1, now, None, now).await?;
     tx.commit().await?;
 
+    let mut injections = simulation.injections.clone();
+    injections.sort_by_key(|i| i.after);
+    let mut injections: std::collections::VecDeque<Injection> = injections.into();
+    let mut injected = Vec::new();
     for _ in 0..MAX_ROUNDS {
         engine.tick().await?;
         let row = store.enrollment(enrollment.id).await?.expect("the simulated enrollment exists");
         if !matches!(row.status, EnrollmentStatus::Active | EnrollmentStatus::Waiting) {
-            return report(&store, &plan, row, simulation.at, outbound, http).await;
+            return report(&store, &plan, row, simulation.at, outbound, http, injected).await;
         }
         let next_timer = store.next_timer().await?.map(|t| t.wake_at);
         let next_step = store.next_due_step().await?;
-        match next_timer.into_iter().chain(next_step).min() {
+        let next = next_timer.into_iter().chain(next_step).min();
+        // What was injected happens before whatever falls due after it.
+        if let Some(injection) = injections.front()
+            && let Ok(after) = chrono::Duration::from_std(injection.after)
+            && next.is_none_or(|n| simulation.at + after <= n)
+        {
+            let injection = injections.pop_front().expect("looked at just now");
+            if simulation.at + after > clock.now() {
+                clock.set(simulation.at + after);
+            }
+            let at = clock.now();
+            inject(&store, &plan, &contact, &numbers, &outbound, &injection.what, at).await?;
+            injected.push(InjectedAt { at, what: describe_injection(&injection.what) });
+            continue;
+        }
+        match next {
             Some(at) if at > clock.now() => clock.set(at),
             Some(_) => {}
             None => break,
         }
     }
     Err(SimulateError::Endless(MAX_ROUNDS))
+}
+
+fn normalized(phone: Option<String>, field: &str) -> Result<Option<String>, SimulateError> {
+    phone
+        .map(|p| crate::phone::normalize_phone(&p).map_err(|e| SimulateError::Contact(format!("`{field}`: {e}"))))
+        .transpose()
+}
+
+/// What was injected when, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct InjectedAt {
+    pub at: DateTime<Utc>,
+    pub what: String,
+}
+
+fn describe_injection(what: &Injected) -> String {
+    match what {
+        Injected::Reply(text) => format!("the contact replies \"{text}\""),
+        Injected::Button(title) => format!("the contact taps the button \"{title}\""),
+        Injected::Status(status) => format!("WhatsApp reports the last message {}", status_name(*status)),
+    }
+}
+
+fn status_name(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Received => "received",
+        DeliveryStatus::Sending => "sending",
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Read => "read",
+        DeliveryStatus::Failed => "failed",
+    }
+}
+
+/// Feeds an injection through the store's ingest, as the webhook would.
+/// Replies come in on the number the workflow waits for a reply on (else
+/// the one its trigger names, else the first it names).
+async fn inject(
+    store: &Store,
+    plan: &super::Plan,
+    contact: &crate::store::Contact,
+    numbers: &[crate::store::PhoneNumber],
+    outbound: &RecordingOutbound,
+    what: &Injected,
+    at: DateTime<Utc>,
+) -> Result<(), SimulateError> {
+    use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
+    let written =
+        plan.model.steps.iter().find_map(|s| s.wait_for_reply.as_ref().map(|r| r.number.value.clone())).or_else(|| {
+            plan.model.triggers.iter().find_map(|t| t.inbound_message.as_ref().map(|m| m.number.value.clone()))
+        });
+    let number =
+        written.and_then(|w| super::plan::resolve_number(numbers, &w).cloned()).or_else(|| numbers.first().cloned());
+    let Some(number) = number else { return Ok(()) };
+    let from: String = contact
+        .wa_id
+        .clone()
+        .or_else(|| contact.phone.clone())
+        .unwrap_or_else(|| "15550100".into())
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let wamid = format!("wamid.simulated.{}", at.timestamp_micros());
+    let event = match what {
+        Injected::Reply(text) => InboundEvent::Message(InboundMessage {
+            number_id: number.graph_id.clone(),
+            wamid,
+            from: Some(from),
+            from_user_id: None,
+            profile_name: contact.name.clone(),
+            message_type: "text".into(),
+            text: Some(text.clone()),
+            payload: serde_json::json!({ "type": "text", "text": { "body": text } }),
+            occurred_at: at,
+        }),
+        Injected::Button(title) => InboundEvent::Message(InboundMessage {
+            number_id: number.graph_id.clone(),
+            wamid,
+            from: Some(from),
+            from_user_id: None,
+            profile_name: contact.name.clone(),
+            message_type: "button".into(),
+            text: Some(title.clone()),
+            payload: serde_json::json!({ "type": "button", "button": { "text": title, "payload": title } }),
+            occurred_at: at,
+        }),
+        Injected::Status(status) => {
+            let sent = outbound.sent().len();
+            if sent == 0 {
+                return Ok(());
+            }
+            InboundEvent::Status(StatusUpdate {
+                number_id: number.graph_id.clone(),
+                wamid: format!("wamid.test.{sent}"),
+                status: *status,
+                recipient: Some(from),
+                error: None,
+                callback_data: None,
+                payload: serde_json::json!({ "status": status_name(*status) }),
+                occurred_at: at,
+            })
+        }
+    };
+    store.ingest(&[vec![event]], &crate::store::Keywords::default(), at).await?;
+    Ok(())
 }
 
 async fn report(
@@ -187,6 +363,7 @@ async fn report(
     started_at: DateTime<Utc>,
     outbound: RecordingOutbound,
     http: RecordingHttp,
+    injected: Vec<InjectedAt>,
 ) -> Result<SimulationReport, SimulateError> {
     let steps = store
         .step_executions(enrollment.id)
@@ -194,7 +371,12 @@ async fn report(
         .into_iter()
         .map(|s| SimulatedStep {
             action: plan.step(&s.step_id).map_or("unknown", action_of).to_string(),
-            at: s.started_at.unwrap_or(s.created_at),
+            // A send held back (quiet hours, a limit) is shown when it
+            // really goes: when it finished.
+            at: match plan.step(&s.step_id).map(action_of) {
+                Some("send_template") => s.finished_at.or(s.started_at).unwrap_or(s.created_at),
+                _ => s.started_at.unwrap_or(s.created_at),
+            },
             step: s.step_id,
             attempt: s.attempt,
             state: s.state,
@@ -208,6 +390,7 @@ async fn report(
         steps,
         sent: outbound.sent(),
         http_calls: http.calls().into_iter().map(|c| serde_json::to_value(c).expect("calls serialise")).collect(),
+        injected,
         status: enrollment.status,
         reason: enrollment.exit_reason,
         error: enrollment.error,

@@ -240,7 +240,7 @@ impl Engine {
                 return failed(
                     Value::Null,
                     "assign_owner: the enrollment has no conversation to assign: it did not start from a message \
-                     and ran no ensure_thread step; add an ensure_thread step before it, or name the `number`"
+                     and no step before it ran on a number; add an ensure_thread step before it, or name the `number`"
                         .into(),
                 );
             };
@@ -1025,18 +1025,26 @@ impl Engine {
     }
 
     /// The business number of the enrollment's own conversation: the one
-    /// the step names, else the one its `ensure_thread` step opened, else
-    /// the one its trigger came in on.
+    /// the step names, else the one of the latest step that ran on a number
+    /// (`ensure_thread`, `wait_for_reply`, `send_template`, latest in the
+    /// file first), else the one its trigger came in on.
     fn conversation_number(&self, ctx: &RunContext, owner: &Owner) -> Option<PhoneNumber> {
         let numbers = self.numbers();
         if let Some(number) = &owner.number {
             return resolve_number(&numbers, number).cloned();
         }
-        for step in ctx.plan.model.steps.iter() {
-            if let Some(ensure) = &step.ensure_thread
-                && ctx.outputs.contains_key(&step.id.value)
-            {
-                return resolve_number(&numbers, &ensure.number).cloned();
+        for step in ctx.plan.model.steps.iter().rev() {
+            if !ctx.outputs.contains_key(&step.id.value) {
+                continue;
+            }
+            let written = step
+                .ensure_thread
+                .as_ref()
+                .map(|e| &e.number)
+                .or(step.wait_for_reply.as_ref().map(|r| &r.number))
+                .or(step.send_template.as_ref().map(|s| &s.number));
+            if let Some(number) = written.and_then(|w| resolve_number(&numbers, w)) {
+                return Some(number.clone());
             }
         }
         let trigger = &ctx.enrollment.trigger_data;
