@@ -419,3 +419,26 @@ async fn sync_stops_on_an_expired_token_without_storing_anything() {
     assert!(!text.contains(TOKEN));
     assert!(store.phone_number_by_graph_id(NUMBER_1).await.expect("read").is_none());
 }
+
+// 14.C15: a contact known only by its business-scoped user id is sent to
+// with `recipient`, not `to` (API.md section 2).
+#[tokio::test]
+async fn a_contact_known_only_by_user_id_is_sent_to_with_recipient() {
+    let server = MockServer::start().await;
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(None::<serde_json::Value>));
+    let keep = recorded.clone();
+    Mock::given(method("POST"))
+        .and(path(messages_path()))
+        .respond_with(move |request: &wiremock::Request| {
+            *keep.lock().expect("lock") = Some(request.body_json().expect("json"));
+            ResponseTemplate::new(200).set_body_json(fixture("send_response_ok.json"))
+        })
+        .expect(1)
+        .mount(&server)
+        .await;
+    let message = OutboundTemplate { to: "US.13491208655302741918".into(), ..order_update() };
+    channel(&server).send_template(&message).await.expect("sent");
+    let body = recorded.lock().expect("lock").clone().expect("a request");
+    assert_eq!(body["recipient"], "US.13491208655302741918");
+    assert!(body.get("to").is_none(), "`to` would win over `recipient`: {body}");
+}

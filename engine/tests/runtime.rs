@@ -1623,3 +1623,64 @@ engine_test!(a_removed_workflow_file_archives_the_workflow_and_stops_its_schedul
     t.advance(Duration::from_secs(60)).await;
     assert_eq!(t.store.enrollments_of(ada.id).await.expect("read").len(), before + 1, "resumed: it fires again");
 });
+
+// 14.C15
+engine_test!(a_contact_known_only_by_user_id_gets_sends_but_no_authentication_template, |t| {
+    catalogue_template(&t, "welcome", "MARKETING").await;
+    catalogue_template(&t, "login_code", "AUTHENTICATION").await;
+    t.load(&api_workflow("hello", "", SEND)).await;
+    t.load(&api_workflow("otp", "", &SEND.replace("template: welcome", "template: login_code"))).await;
+    let user = t
+        .store
+        .insert_contact(
+            NewContact {
+                user_id: Some("US.13491208655302741918".into()),
+                properties: json!({ "first_name": "Una" }),
+                ..NewContact::default()
+            },
+            t.clock.now_utc(),
+        )
+        .await
+        .expect("contact");
+    t.consent(&user, ConsentStatus::OptedIn).await;
+    let hello = t.enrolled("hello", &user).await;
+    let otp = t.enrolled("otp", &user).await;
+    t.tick().await;
+    assert_eq!(t.status(hello).await, EnrollmentStatus::Completed);
+    let sent = t.outbound.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["to"], "US.13491208655302741918", "the channel sends it as `recipient`");
+    assert_eq!(t.status(otp).await, EnrollmentStatus::Failed);
+    let step = &t.store.step_executions(otp).await.expect("read")[0];
+    assert!(step.error.as_deref().expect("why").contains("131062"), "{:?}", step.error);
+});
+
+// 14.C16
+engine_test!(sends_go_to_the_number_the_contact_writes_from, |t| {
+    t.load(&api_workflow("hello", "enrollment:\n  reenroll: always\n", SEND)).await;
+    // Created as the API creates it: phone and mobile phone, no WhatsApp id yet.
+    let ada = t
+        .store
+        .insert_contact(
+            NewContact {
+                phone: Some("15550190".into()),
+                mobile_phone: Some("15550191".into()),
+                properties: json!({ "first_name": "Ada" }),
+                ..NewContact::default()
+            },
+            t.clock.now_utc(),
+        )
+        .await
+        .expect("contact");
+    t.consent(&ada, ConsentStatus::OptedIn).await;
+    t.enrolled("hello", &ada).await;
+    t.tick().await;
+    assert_eq!(t.outbound.sent()[0]["to"], "15550190", "before any message: the phone");
+    inbound_text(&t, "wamid.mobile.1", "15550191", "hi from my mobile").await;
+    t.tick().await;
+    let learnt = t.store.contact(ada.id).await.expect("read").expect("exists");
+    assert_eq!(learnt.wa_id.as_deref(), Some("15550191"));
+    t.enrolled("hello", &ada).await;
+    t.tick().await;
+    assert_eq!(t.outbound.sent()[1]["to"], "15550191", "after it wrote: the number it writes from");
+});

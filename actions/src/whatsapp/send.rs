@@ -104,8 +104,25 @@ pub fn text_request(message: &OutboundText) -> Value {
     body
 }
 
+/// A business-scoped user id (`US.13491208655302741918`): two letters, a
+/// period, then letters and digits. A contact known only by one is sent to
+/// with `recipient` instead of `to` (API.md section 2).
+pub fn is_user_id(to: &str) -> bool {
+    let bytes = to.as_bytes();
+    bytes.len() > 3
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1].is_ascii_alphabetic()
+        && bytes[2] == b'.'
+        && bytes[3..].iter().all(u8::is_ascii_alphanumeric)
+}
+
 fn envelope(to: &str, callback_data: &str) -> Value {
-    let mut body = json!({ "messaging_product": "whatsapp", "recipient_type": "individual", "to": digits(to) });
+    let mut body = json!({ "messaging_product": "whatsapp", "recipient_type": "individual" });
+    if is_user_id(to) {
+        body["recipient"] = json!(to);
+    } else {
+        body["to"] = json!(digits(to));
+    }
     if !callback_data.is_empty() {
         body["biz_opaque_callback_data"] = json!(truncate(callback_data, 512));
     }

@@ -436,13 +436,15 @@ impl Engine {
                 effects: vec![],
             };
         }
-        let Some(to) = recipient(ctx) else {
+        let Some(recipient) = recipient(ctx) else {
             return Outcome::Done {
                 record: record(StepState::Skipped, json!({ "reason": "no_phone_number" }), None),
                 then: self.then_after(ctx, &step.id),
                 effects: vec![],
             };
         };
+        let by_user_id = matches!(recipient, Recipient::UserId(_));
+        let to = recipient.address();
         if let Some(quiet) = &ctx.plan.model.quiet_hours
             && let Some(due_at) = quiet_hours_wait(quiet, ctx, now)
         {
@@ -504,6 +506,15 @@ impl Engine {
         // the portfolio's messaging limit; a used-up limit makes the send
         // wait for the moving window, never fail.
         let category = category.as_deref().unwrap_or("MARKETING");
+        if by_user_id && category.eq_ignore_ascii_case("AUTHENTICATION") {
+            return failed(
+                Value::Null,
+                format!(
+                    "template `{}` is an authentication template, which WhatsApp sends only to a phone number (error 131062), and this contact is known only by its WhatsApp user id",
+                    *send.template
+                ),
+            );
+        }
         if let Err(held) = self.may_send(&number, Some(category), window_open, &to, now).await {
             return held_outcome(&number, held, now);
         }
@@ -1120,17 +1131,40 @@ pub(super) fn next_local_time(zone: chrono_tz::Tz, at: NaiveTime, now: DateTime<
     now + chrono::Duration::days(1)
 }
 
-/// The recipient's WhatsApp id: what the contact's inbound messages came
-/// from, else the digits of their phone or mobile number.
-fn recipient(ctx: &RunContext) -> Option<String> {
+/// Where a send to the contact goes: the WhatsApp id its inbound messages
+/// came from, else the digits of its phone, then of its mobile phone, else
+/// its business-scoped user id (sent as `recipient`).
+fn recipient(ctx: &RunContext) -> Option<Recipient> {
     let digits = |s: &String| s.chars().filter(char::is_ascii_digit).collect::<String>();
-    ctx.contact
+    let number = ctx
+        .contact
         .wa_id
         .clone()
         .filter(|w| !w.is_empty())
-        .or_else(|| ctx.contact.phone.as_ref().map(digits))
+        .or_else(|| ctx.contact.phone.as_ref().map(digits).filter(|d| !d.is_empty()))
         .or_else(|| ctx.contact.mobile_phone.as_ref().map(digits))
-        .filter(|d| !d.is_empty())
+        .filter(|d| !d.is_empty());
+    match number {
+        Some(number) => Some(Recipient::Number(number)),
+        None => ctx.contact.user_id.clone().filter(|u| !u.is_empty()).map(Recipient::UserId),
+    }
+}
+
+/// A contact's WhatsApp address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recipient {
+    /// The digits of its number.
+    Number(String),
+    /// Its business-scoped user id: it hides its number behind a username.
+    UserId(String),
+}
+
+impl Recipient {
+    fn address(self) -> String {
+        match self {
+            Recipient::Number(n) | Recipient::UserId(n) => n,
+        }
+    }
 }
 
 /// A stable bucket in 0..100 for a split: the same enrollment always takes
