@@ -136,6 +136,9 @@ pub async fn status(config: &Config, only: Option<&str>, json_out: bool) -> Resu
         let steps = store.step_counts(workflow.id).await?;
         out.push((workflow, enrollments, steps));
     }
+    // Statuses WhatsApp sent for messages Kairo never recorded (sent by
+    // another tool on the same number, or before a crash settled them).
+    let (unmatched, unmatched_total) = store.unmatched_statuses(10).await?;
     if json_out {
         let rows: Vec<_> = out
             .iter()
@@ -145,7 +148,16 @@ pub async fn status(config: &Config, only: Option<&str>, json_out: bool) -> Resu
                 json!({ "workflow": w.key, "name": w.name, "enrollments": enrollments, "steps": steps })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let unmatched: Vec<_> = unmatched
+            .iter()
+            .map(|s| {
+                json!({ "wamid": s.wamid.0, "status": s.status, "occurred_at": s.occurred_at,
+                "received_at": s.received_at, "callback_data": s.callback_data })
+            })
+            .collect();
+        let report =
+            json!({ "workflows": rows, "unmatched_statuses": { "total": unmatched_total, "newest": unmatched } });
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else if out.is_empty() {
         println!("no workflows loaded yet: `kairo serve` loads the workflows folder");
     } else {
@@ -160,6 +172,20 @@ pub async fn status(config: &Config, only: Option<&str>, json_out: bool) -> Resu
             for step in steps {
                 println!("  {}", step_line(step));
             }
+        }
+    }
+    if !json_out && unmatched_total > 0 {
+        println!(
+            "\n{unmatched_total} status(es) for messages Kairo has not recorded (sent by another tool on the number, or not settled yet); newest:"
+        );
+        for s in &unmatched {
+            println!(
+                "  {}  {:9}  {}{}",
+                s.received_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                format!("{:?}", s.status).to_lowercase(),
+                s.wamid.0,
+                s.callback_data.as_deref().map(|c| format!("  ({c})")).unwrap_or_default()
+            );
         }
     }
     store.close().await;

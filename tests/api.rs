@@ -174,6 +174,7 @@ on_both!(
     users_and_teams_are_created_listed_and_deactivated,
     inbox_search_replies_owners_and_views,
     bulk_enrollment_reports_each_row_and_replays_keys,
+    workflows_pause_and_resume_and_unmatched_statuses_are_listed,
 );
 
 async fn tokens_scopes_and_malformed_requests_get_json_errors(db: &TestDb) {
@@ -494,26 +495,36 @@ async fn users_and_teams_are_created_listed_and_deactivated(db: &TestDb) {
     let bo = api.post("/v1/users", &api.admin, json!({"email": "bo@example.com", "name": "Bo"})).await;
     let bo = bo.body["id"].as_str().expect("an id").to_string();
 
-    let team = api.post("/v1/teams", &api.admin, json!({"name": "Support", "members": [ana, bo]})).await;
+    let team = api.post("/v1/teams", &api.admin, json!({"name": "Billing", "members": [ana, bo]})).await;
     assert_eq!(team.status, 201, "{}", team.body);
     assert_eq!(team.body["members"], json!([ana, bo]));
     let team_id = team.body["id"].as_str().expect("an id").to_string();
     let unknown = api
-        .post("/v1/teams", &api.admin, json!({"name": "Sales", "members": ["01a21e13-e387-745e-9549-3ef907b33df7"]}))
+        .post("/v1/teams", &api.admin, json!({"name": "Legal", "members": ["01a21e13-e387-745e-9549-3ef907b33df7"]}))
         .await;
     assert_eq!((unknown.status, unknown.code()), (422, "unknown_user"));
-    let again = api.post("/v1/teams", &api.admin, json!({"name": "Support"})).await;
+    let again = api.post("/v1/teams", &api.admin, json!({"name": "Billing"})).await;
     assert_eq!(again.status, 409);
+    // The sandbox's demo teams are there too.
+    let seeded = api.post("/v1/teams", &api.admin, json!({"name": "Support"})).await;
+    assert_eq!(seeded.status, 409, "the sandbox seeds Support");
 
     let off = api.post(&format!("/v1/users/{bo}/deactivate"), &api.admin, json!({})).await;
     assert_eq!((off.status, &off.body["active"]), (200, &json!(false)));
     let users = api.get("/v1/users", &api.inbox).await;
-    let active: Vec<bool> =
-        users.body["items"].as_array().expect("items").iter().map(|u| u["active"] == true).collect();
+    let active: Vec<bool> = users.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|u| u["email"].as_str().is_some_and(|e| e.ends_with("@example.com")))
+        .map(|u| u["active"] == true)
+        .collect();
     assert_eq!(active, [true, false], "Ana then Bo: {}", users.body);
     let team_off = api.post(&format!("/v1/teams/{team_id}/deactivate"), &api.admin, json!({})).await;
     assert_eq!((team_off.status, &team_off.body["active"]), (200, &json!(false)));
-    assert_eq!(api.get("/v1/teams", &api.inbox).await.body["items"][0]["active"], false);
+    let teams = api.get("/v1/teams", &api.inbox).await.body;
+    let billing = teams["items"].as_array().expect("items").iter().find(|t| t["id"] == team_id.as_str()).cloned();
+    assert_eq!(billing.expect("listed")["active"], false);
     assert_eq!(
         api.post("/v1/users/01a21e13-e387-745e-9549-3ef907b33df7/deactivate", &api.admin, json!({})).await.status,
         404
@@ -782,4 +793,58 @@ async fn a_changed_workflow_file_becomes_a_new_version_and_a_broken_one_is_repor
         .lines()
         .any(|l| l.contains("workflow not loaded") && l.contains("api-hello.yaml:13:") && l.contains("hello_wrld"));
     assert!(reported, "the broken file is reported with its position: {logs}");
+}
+
+/// Posts a webhook body signed with the sandbox's app secret.
+async fn signed_webhook(api: &Api, body: &Value) -> u16 {
+    use hmac::{KeyInit, Mac};
+    let bytes = body.to_string().into_bytes();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"kairo-sandbox-app-secret").expect("any key length");
+    mac.update(&bytes);
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let answer = api
+        .send(
+            Method::POST,
+            "/webhooks/whatsapp",
+            None,
+            Some(("application/json", bytes)),
+            &[("x-hub-signature-256", &format!("sha256={signature}"))],
+        )
+        .await;
+    answer.status
+}
+
+// 14.B11 (pause and resume through the API), 14.C21 (statuses kept for
+// messages Kairo never recorded are listed).
+async fn workflows_pause_and_resume_and_unmatched_statuses_are_listed(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let enroll = |order: &str| json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900700"}, "trigger": {"order_id": order}});
+    assert_eq!(api.post("/v1/workflows/api-hello/pause", &api.inbox, json!({})).await.status, 403);
+    let paused = api.post("/v1/workflows/api-hello/pause", &api.enroll, json!({})).await;
+    assert_eq!((paused.status, paused.body["state"].as_str()), (200, Some("paused")), "{}", paused.body);
+    let refused = api.post("/v1/enrollments", &api.enroll, enroll("P1")).await;
+    assert_eq!((refused.status, refused.code()), (409, "workflow_paused"), "{}", refused.body);
+    assert!(refused.body["error"]["message"].as_str().unwrap_or_default().contains("resume"), "{}", refused.body);
+    assert_eq!(api.get("/v1/workflows/api-hello", &api.enroll).await.body["state"], "paused");
+    let resumed = api.post("/v1/workflows/api-hello/resume", &api.enroll, json!({})).await;
+    assert_eq!(resumed.body["state"], "active");
+    assert_eq!(api.post("/v1/enrollments", &api.enroll, enroll("P2")).await.status, 201);
+    assert_eq!(api.post("/v1/workflows/nope/pause", &api.enroll, json!({})).await.status, 404);
+
+    let status = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "106540352242922"},
+            "statuses": [{"id": "wamid.sent.elsewhere.1", "status": "delivered", "timestamp": "1767261700",
+                "recipient_id": "447700900701"}]}}]}]});
+    assert_eq!(signed_webhook(&api, &status).await, 200);
+    let listed = api.until("/v1/statuses/unmatched", &api.inbox, |b| b["total"].as_u64() == Some(1)).await;
+    assert_eq!(listed["items"][0]["wamid"], "wamid.sent.elsewhere.1");
+    assert_eq!(listed["items"][0]["status"], "delivered");
+    assert_eq!(api.get("/v1/statuses/unmatched?limit=0", &api.inbox).await.status, 422);
+    let out = kairo(api.dir.path()).args(["--database", &api.url, "status"]).output().expect("kairo status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 status(es) for messages Kairo has not recorded") && text.contains("wamid.sent.elsewhere.1"),
+        "{text}"
+    );
 }

@@ -78,9 +78,11 @@ async fn status_shows_enrollments_and_step_counts() {
         .get_output()
         .stdout
         .clone();
-    let rows: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    let rows = &report["workflows"];
     assert_eq!(rows[0]["enrollments"]["active"], 300);
     assert_eq!(rows[0]["steps"][0]["states"]["pending"], 300);
+    assert_eq!(report["unmatched_statuses"]["total"], 0);
     kairo(dir.path())
         .args(["status", "autumn"])
         .assert()

@@ -256,6 +256,21 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
+    /// Statuses kept for messages Kairo has not recorded (yet), newest
+    /// first, at most `limit`; and how many there are in all.
+    pub async fn unmatched_statuses(&self, limit: u64) -> Result<(Vec<PendingStatus>, u64), StoreError> {
+        use sea_orm::{PaginatorTrait, QuerySelect};
+        let q = |e| self.query_error(e);
+        let total = pending_status::Entity::find().count(&self.db).await.map_err(q)?;
+        let items = pending_status::Entity::find()
+            .order_by_desc(pending_status::Column::ReceivedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(q)?;
+        Ok((items, total))
+    }
+
     pub async fn insert_saved_view(&self, new: NewSavedView, now: DateTime<Utc>) -> Result<SavedView, StoreError> {
         let name = new.name.clone();
         let row = saved_view::ActiveModel {

@@ -463,3 +463,62 @@ fn thread_view(state: &ApiState, t: Thread, numbers: &[crate::store::PhoneNumber
         updated_at: t.updated_at,
     }
 }
+
+/// A status WhatsApp reported for a message Kairo has not recorded.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnmatchedStatusView {
+    pub wamid: Wamid,
+    pub status: DeliveryStatus,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// The send's `biz_opaque_callback_data`, when it had one.
+    pub callback_data: Option<String>,
+    /// The status object as WhatsApp sent it.
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnmatchedStatuses {
+    /// How many are kept in all.
+    pub total: u64,
+    /// The newest, at most `limit`.
+    pub items: Vec<UnmatchedStatusView>,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UnmatchedQuery {
+    /// At most this many (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+}
+
+/// Statuses for messages Kairo has not recorded: sent by another tool on
+/// the number, or whose send has not been settled yet. Each is applied, and
+/// leaves this list, when its message is recorded.
+#[utoipa::path(get, path = "/v1/statuses/unmatched", tag = "inbox", params(UnmatchedQuery),
+    responses((status = 200, body = UnmatchedStatuses), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn unmatched_statuses(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UnmatchedQuery>,
+) -> Result<ApiJson<UnmatchedStatuses>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::unprocessable("invalid_limit", "`limit` is from 1 to 500"));
+    }
+    let (items, total) = state.engine.store().unmatched_statuses(limit).await?;
+    let items = items
+        .into_iter()
+        .map(|s| UnmatchedStatusView {
+            wamid: s.wamid,
+            status: s.status,
+            occurred_at: s.occurred_at,
+            received_at: s.received_at,
+            callback_data: s.callback_data,
+            payload: s.payload,
+        })
+        .collect();
+    Ok(ApiJson(UnmatchedStatuses { total, items }))
+}

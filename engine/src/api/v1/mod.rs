@@ -71,6 +71,7 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         .route("/teams", post(people::create_team).get(people::list_teams))
         .route("/teams/{id}/deactivate", post(people::deactivate_team))
         .route("/threads", get(inbox::list))
+        .route("/statuses/unmatched", get(inbox::unmatched_statuses))
         .route("/threads/{id}", get(inbox::show))
         .route("/threads/{id}/replies", post(inbox::reply))
         .route("/threads/{id}/owner", post(inbox::assign))

@@ -19,7 +19,7 @@ use super::{bulk, contacts, enrollments, inbox, people, workflows};
         contacts::create, contacts::list, contacts::show, contacts::update, contacts::set_consent,
         people::create_user, people::list_users, people::deactivate_user,
         people::create_team, people::list_teams, people::deactivate_team,
-        inbox::list, inbox::show, inbox::reply, inbox::assign, inbox::close, inbox::reopen,
+        inbox::unmatched_statuses, inbox::list, inbox::show, inbox::reply, inbox::assign, inbox::close, inbox::reopen,
         inbox::create_view, inbox::list_views,
     ),
     modifiers(&BearerAuth),
