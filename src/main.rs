@@ -593,6 +593,9 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// How many times a worker retries its start when the database fails (one a second).
+const STARTUP_RETRIES: u32 = 30;
+
 /// How often `kairo serve` validates the workflow folder again without a change.
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
 
@@ -627,9 +630,35 @@ async fn watch_workflows(
 }
 
 async fn worker(config: &Config, slots: Option<usize>) -> Result<()> {
-    let store = open_migrated(config).await?;
-    register_accounts(&store, config).await?;
-    load_workflows(&store, config).await?;
+    let store = Store::open(&config.database_url).await?;
+    // Migrating may meet a database that restarts (not one that cannot be
+    // reached at all: that fails at once, above, saying why).
+    let mut tries = 0;
+    while let Err(err) = store.migrate().await {
+        if tries >= STARTUP_RETRIES {
+            return Err(err.into());
+        }
+        tries += 1;
+        tracing::warn!(%err, "migrating failed; retrying in a second");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // A database restarting while the worker starts is back in a moment.
+    let mut tries = 0;
+    loop {
+        let started = async {
+            register_accounts(&store, config).await?;
+            load_workflows(&store, config).await
+        };
+        match started.await {
+            Ok(()) => break,
+            Err(err) if tries < STARTUP_RETRIES => {
+                tries += 1;
+                tracing::warn!(%err, "starting the worker failed; retrying in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
     let engine = build_engine(&store, config)?;
     let mut settings = worker_config(config);
     settings.slots = slots.unwrap_or(settings.slots);

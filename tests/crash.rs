@@ -1,7 +1,8 @@
 //! Sends under faults (issue 14, section A): real `kairo worker` processes
 //! send a paced broadcast to a mock Graph API on loopback that logs every
 //! request it receives, while workers are SIGKILLed at random instants and
-//! one is SIGSTOPped past its lease and then resumed.
+//! one is SIGSTOPped past its lease and then resumed, and (PostgreSQL) every
+//! database connection is cut as a server restart would.
 //!
 //! What must hold: none sent twice, no enrollment stuck or failed, every
 //! send reached the mock except those a kill caught in the instant between
@@ -28,7 +29,7 @@ const THROUGHPUT: i32 = 80;
 /// Short leases, so that a killed worker's steps are taken over quickly.
 const LEASE_SECS: u64 = 3;
 /// Guards against a run that never finishes; not a speed assertion.
-const FINISH_GUARD: Duration = Duration::from_secs(150);
+const FINISH_GUARD: Duration = Duration::from_secs(600);
 
 /// Every request the mock received: when, to whom, with which callback data.
 #[derive(Clone, Default)]
@@ -123,7 +124,43 @@ async fn uncertain_callbacks(store: &Store) -> Vec<String> {
     out
 }
 
-async fn sends_under_faults(db: TestDb, workers: usize, contacts: usize, kills: usize, stop_one: bool) {
+/// Prints what every session on the test database is doing (debugging aid).
+async fn show_sessions(url: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    type Session = (Option<String>, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Session> = sqlx::query_as(
+        "SELECT state, wait_event_type, wait_event, left(query, 160) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("sessions");
+    for row in rows {
+        eprintln!("session: {row:?}");
+    }
+}
+
+/// Ends every other session on the test database, as a server restart would.
+async fn cut_every_connection(url: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let cut: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("terminate");
+    eprintln!("cut {} connections", cut.len());
+}
+
+async fn sends_under_faults(
+    db: TestDb,
+    workers: usize,
+    contacts: usize,
+    kills: usize,
+    stop_one: bool,
+    cut_connections: bool,
+) {
     let store = db.store().await;
     let server = MockServer::start().await;
     let log = Log::default();
@@ -148,6 +185,15 @@ async fn sends_under_faults(db: TestDb, workers: usize, contacts: usize, kills: 
         running[victim].wait().await.expect("reaped");
         running[victim] = spawn_worker(dir.path(), &url);
     }
+    if cut_connections {
+        // What a database restart does to the workers: every connection of
+        // theirs is cut mid-statement (twice). A failed write sends a step
+        // back to the queue; it never makes an unsent step uncertain.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            cut_every_connection(&url).await;
+        }
+    }
     let mut stopped_window = None;
     if stop_one {
         // One worker stops past its lease while it holds sends waiting for
@@ -155,7 +201,11 @@ async fn sends_under_faults(db: TestDb, workers: usize, contacts: usize, kills: 
         tokio::time::sleep(Duration::from_millis(700)).await;
         signal(&running[0], "-STOP");
         let from = Instant::now();
-        tokio::time::sleep(Duration::from_secs(LEASE_SECS * 2 + 1)).await;
+        tokio::time::sleep(Duration::from_secs(LEASE_SECS + 1)).await;
+        if std::env::var_os("KAIRO_CRASH_DEBUG").is_some() {
+            show_sessions(&url).await;
+        }
+        tokio::time::sleep(Duration::from_secs(LEASE_SECS)).await;
         let to = Instant::now();
         signal(&running[0], "-CONT");
         stopped_window = Some((from, to));
@@ -166,11 +216,30 @@ async fn sends_under_faults(db: TestDb, workers: usize, contacts: usize, kills: 
         if done == contacts as u64 {
             break;
         }
-        assert!(
-            started.elapsed() < FINISH_GUARD,
-            "stuck: {done} of {contacts} completed; {:?}",
-            store.enrollment_counts(None).await
-        );
+        if started.elapsed() >= FINISH_GUARD {
+            let active = store
+                .list_enrollments(EnrollmentFilter {
+                    status: Some(EnrollmentStatus::Active),
+                    limit: 5,
+                    ..EnrollmentFilter::default()
+                })
+                .await
+                .expect("enrollments");
+            let mut steps = String::new();
+            for enrollment in &active.items {
+                for step in store.step_executions(enrollment.id).await.expect("steps") {
+                    steps.push_str(&format!(
+                        "\n  {} {:?} owner={:?} lease={:?} due={} output={:?}",
+                        step.step_id, step.state, step.lease_owner, step.lease_expires_at, step.due_at, step.output
+                    ));
+                }
+            }
+            panic!(
+                "stuck: {done} of {contacts} completed; {:?}{steps}\n{}",
+                store.enrollment_counts(None).await,
+                worker_logs(dir.path())
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A resumed stale worker would call out now, if ever: give it the time.
@@ -212,7 +281,17 @@ async fn sends_under_faults(db: TestDb, workers: usize, contacts: usize, kills: 
     );
     if let Some((from, to)) = stopped_window {
         let during = seen.iter().filter(|(at, _, _)| *at > from + Duration::from_secs(1) && *at < to).count();
-        assert!(during > 0, "the other workers sent nothing while one was stopped");
+        let mut per_second = std::collections::BTreeMap::new();
+        for (at, _, _) in &seen {
+            *per_second.entry(at.saturating_duration_since(started).as_secs()).or_insert(0) += 1;
+        }
+        assert!(
+            during > 0,
+            "the other workers sent nothing while one was stopped ({:?}..{:?} after the start); sends per second: {per_second:?}\n{}",
+            from.saturating_duration_since(started),
+            to.saturating_duration_since(started),
+            worker_logs(dir.path())
+        );
         eprintln!("{during} sends while one worker was stopped");
     }
     eprintln!(
@@ -223,12 +302,20 @@ async fn sends_under_faults(db: TestDb, workers: usize, contacts: usize, kills: 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkilled_workers_on_sqlite_lose_no_send_and_send_none_twice() {
-    sends_under_faults(TestDb::sqlite(), 1, 500, 6, false).await;
+/// A setting of the longer run (`scripts/crash-sends`), else the suite's.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkilled_and_stopped_workers_on_postgres_lose_no_send_and_send_none_twice() {
-    sends_under_faults(TestDb::postgres().await, 2, 700, 6, true).await;
+async fn sigkilled_workers_on_sqlite_lose_no_send_and_send_none_twice() {
+    let (contacts, kills) = (setting("KAIRO_CRASH_CONTACTS", 500), setting("KAIRO_CRASH_KILLS", 6));
+    sends_under_faults(TestDb::sqlite(), 1, contacts, kills, false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_stopped_and_disconnected_workers_on_postgres_lose_no_send_and_send_none_twice() {
+    let (contacts, kills) = (setting("KAIRO_CRASH_CONTACTS", 800), setting("KAIRO_CRASH_KILLS", 6));
+    let workers = setting("KAIRO_CRASH_WORKERS", 2);
+    sends_under_faults(TestDb::postgres().await, workers, contacts, kills, true, true).await;
 }

@@ -38,9 +38,16 @@ impl Engine {
         if batch.is_empty() {
             return Vec::new();
         }
+        let chained = self.commit_all(batch, unsaved).await;
+        self.hold(chained.iter().map(|c| c.claim.id));
+        chained
+    }
+
+    async fn commit_all(&self, batch: Vec<Finished>, unsaved: &mut Vec<Finished>) -> Vec<Claimed> {
         match self.commit_batch(&batch).await {
             Ok(chained) => {
                 count_finished(&batch);
+                self.let_go(batch.iter().map(|f| f.claim.id));
                 chained
             }
             Err(err) => {
@@ -50,6 +57,7 @@ impl Engine {
                     match self.commit_batch(std::slice::from_ref(&finished)).await {
                         Ok(next) => {
                             count_finished(std::slice::from_ref(&finished));
+                            self.let_go([finished.claim.id]);
                             chained.extend(next)
                         }
                         Err(err) => {

@@ -138,6 +138,9 @@ pub struct Engine {
     templates: step::TemplateCache,
     /// `attempting` marks, written together.
     attempts: attempts::AttemptMarks,
+    /// The steps this worker holds and knows of (claimed, running, waiting
+    /// to be committed): only these leases are renewed.
+    held: std::sync::Mutex<std::collections::HashSet<crate::ids::StepExecutionId>>,
 }
 
 impl Engine {
@@ -163,7 +166,25 @@ impl Engine {
             pacer: pacing::Pacer::default(),
             templates: step::TemplateCache::default(),
             attempts: attempts::AttemptMarks::default(),
+            held: Default::default(),
         })
+    }
+
+    /// Notes steps this worker now holds.
+    pub(super) fn hold(&self, steps: impl IntoIterator<Item = crate::ids::StepExecutionId>) {
+        self.held.lock().expect("held set lock is never poisoned").extend(steps);
+    }
+
+    /// Notes steps this worker no longer holds.
+    pub(super) fn let_go(&self, steps: impl IntoIterator<Item = crate::ids::StepExecutionId>) {
+        let mut held = self.held.lock().expect("held set lock is never poisoned");
+        for step in steps {
+            held.remove(&step);
+        }
+    }
+
+    pub(super) fn held_steps(&self) -> Vec<crate::ids::StepExecutionId> {
+        self.held.lock().expect("held set lock is never poisoned").iter().copied().collect()
     }
 
     pub fn store(&self) -> &Store {

@@ -399,10 +399,20 @@ impl Engine {
         if taken.is_empty() {
             return Ok(Vec::new());
         }
-        let contexts = self.contexts(&taken).await?;
+        self.hold(taken.iter().map(|c| c.id));
+        let contexts = match self.contexts(&taken).await {
+            Ok(contexts) => contexts,
+            Err(err) => {
+                self.give_back(&taken.iter().map(|c| c.id).collect::<Vec<_>>()).await;
+                return Err(err);
+            }
+        };
         let mut finished = Vec::new();
         for claim in taken {
-            let Some(ctx) = contexts.get(&claim.enrollment_id).cloned() else { continue };
+            let Some(ctx) = contexts.get(&claim.enrollment_id).cloned() else {
+                self.give_back(&[claim.id]).await;
+                continue;
+            };
             tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "a call's outcome is unknown: its worker stopped mid-call");
             let attempt = super::step::SendAttempt::of(&claim);
             let outcome =
@@ -413,11 +423,7 @@ impl Engine {
         let chained = self.commit(finished, &mut unsaved).await;
         // Left for the next taker rather than renewed by this worker forever.
         let ids: Vec<_> = unsaved.iter().map(|f| f.claim.id).collect();
-        if !ids.is_empty()
-            && let Err(err) = self.store.abandon_claims(self.owner(), &ids).await
-        {
-            tracing::warn!(%err, steps = ids.len(), "cannot give back taken-over steps; they return when this worker stops");
-        }
+        self.give_back(&ids).await;
         Ok(chained)
     }
 }

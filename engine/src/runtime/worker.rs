@@ -104,17 +104,39 @@ impl Engine {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
-        let contexts = self.contexts(&claims).await?;
-        Ok(claims
-            .into_iter()
-            .filter_map(|claim| match contexts.get(&claim.enrollment_id) {
-                Some(ctx) => Some(Claimed { ctx: ctx.clone(), claim }),
+        self.hold(claims.iter().map(|c| c.id));
+        let contexts = match self.contexts(&claims).await {
+            Ok(contexts) => contexts,
+            Err(err) => {
+                self.give_back(&claims.iter().map(|c| c.id).collect::<Vec<_>>()).await;
+                return Err(err);
+            }
+        };
+        let mut out = Vec::with_capacity(claims.len());
+        let mut unreadable = Vec::new();
+        for claim in claims {
+            match contexts.get(&claim.enrollment_id) {
+                Some(ctx) => out.push(Claimed { ctx: ctx.clone(), claim }),
                 None => {
                     tracing::error!(enrollment = %claim.enrollment_id, step = %claim.step_id, "claimed a step whose enrollment cannot be read");
-                    None
+                    unreadable.push(claim.id);
                 }
-            })
-            .collect())
+            }
+        }
+        self.give_back(&unreadable).await;
+        Ok(out)
+    }
+
+    /// Lets go of claimed steps this worker will not run: their leases run
+    /// out at once, for whoever comes next.
+    pub(super) async fn give_back(&self, steps: &[crate::ids::StepExecutionId]) {
+        if steps.is_empty() {
+            return;
+        }
+        self.let_go(steps.iter().copied());
+        if let Err(err) = self.store.abandon_claims(self.owner(), steps).await {
+            tracing::warn!(%err, steps = steps.len(), "cannot give back claimed steps; their leases run out");
+        }
     }
 
     /// One pass over periodic work: steps left by dead workers, due timers,
@@ -201,7 +223,14 @@ impl Engine {
         config: WorkerConfig,
         shutdown: CancellationToken,
     ) -> Result<WorkerReport, EngineError> {
-        self.refresh().await?;
+        // A database that is restarting now is back in a moment: wait for it.
+        while let Err(err) = self.refresh().await {
+            tracing::warn!(%err, "cannot read the workflows and numbers; retrying in a second");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(WorkerReport::default()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
         let slots = config.slots.max(1);
         let mut report = WorkerReport::default();
         let mut running: JoinSet<Finished> = JoinSet::new();
@@ -324,7 +353,8 @@ impl Engine {
                 _ = tokio::time::sleep(every) => {}
             }
             let now = self.now();
-            if let Err(err) = self.store.renew_leases(self.owner(), now + self.lease()).await {
+            let held = self.held_steps();
+            if let Err(err) = self.store.renew_leases(self.owner(), &held, now + self.lease()).await {
                 tracing::warn!(%err, "cannot renew leases; retrying");
             }
         }
@@ -394,6 +424,7 @@ impl Engine {
         // `attempting`) until its lease runs out.
         let mut lost = Vec::new();
         drop(self.commit(finished, &mut lost).await);
+        self.let_go(self.held_steps());
         match self.store.release_claims(self.owner()).await {
             Ok(released) if released > 0 => tracing::info!(released, "claims given back at shutdown"),
             Ok(_) => {}

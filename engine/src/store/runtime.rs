@@ -180,7 +180,10 @@ impl Store {
             .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
             .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(lease_until))
             .filter(step_execution::Column::Id.eq(step))
-            .filter(step_execution::Column::State.eq(StepState::Claimed))
+            // Already `attempting` under this owner: its own mark, written by
+            // a group whose answer was lost (a cut connection). Only the
+            // owner marks its steps, so the mark holds.
+            .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
             .filter(step_execution::Column::LeaseOwner.eq(owner))
             .filter(step_execution::Column::LeaseExpiresAt.gt(now))
             .exec(&self.db)
@@ -224,7 +227,7 @@ impl Store {
                 .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
                 .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(lease_until))
                 .filter(step_execution::Column::Id.eq(*step))
-                .filter(step_execution::Column::State.eq(StepState::Claimed))
+                .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
                 .filter(step_execution::Column::LeaseOwner.eq(owner))
                 .filter(step_execution::Column::LeaseExpiresAt.gt(now))
                 .exec(&tx.txn)
@@ -238,17 +241,29 @@ impl Store {
         Ok(marked)
     }
 
-    /// Extends the lease of every step `owner` holds.
-    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// Extends the lease of `steps`, those of them `owner` still holds. A
+    /// worker renews only the steps it knows it holds: a claim whose answer
+    /// it never got (a cut connection) runs out and is taken by another.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        steps: &[StepExecutionId],
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await;
-        let res = step_execution::Entity::update_many()
-            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(until))
-            .filter(step_execution::Column::LeaseOwner.eq(owner))
-            .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
-            .exec(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?;
-        Ok(res.rows_affected)
+        let mut renewed = 0;
+        for chunk in steps.chunks(BATCH_CHUNK) {
+            let res = step_execution::Entity::update_many()
+                .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(until))
+                .filter(step_execution::Column::LeaseOwner.eq(owner))
+                .filter(step_execution::Column::Id.is_in(chunk.iter().copied()))
+                .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
+                .exec(&self.db)
+                .await
+                .map_err(|e| self.query_error(e))?;
+            renewed += res.rows_affected;
+        }
+        Ok(renewed)
     }
 
     /// Gives back the steps `owner` claimed but did not start an external
