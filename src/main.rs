@@ -245,6 +245,10 @@ enum MigrateAction {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
+    // reqwest is built without a default TLS crypto provider: every command
+    // that calls out (sync, serve, worker, sandbox) uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -336,6 +340,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// `kairo numbers | head`: when the reader of stdout goes away, the command
+/// stops quietly instead of panicking on the write (Rust ignores SIGPIPE, so
+/// the write fails with EPIPE and `println!` panics).
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"));
@@ -347,6 +370,35 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The SQLite file a `sqlite:` URL names, when it names one on disk.
+pub(crate) fn sqlite_file(url: &kairo_engine::store::DatabaseUrl) -> Option<PathBuf> {
+    if url.scheme() != "sqlite" {
+        return None;
+    }
+    let path = url.to_string().trim_start_matches("sqlite://").trim_start_matches("sqlite:").to_string();
+    let path = path.split('?').next().unwrap_or_default().to_string();
+    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// The database of a command that reads or changes what `serve` keeps
+/// (tokens, numbers, workflows): a SQLite file that does not exist is not
+/// created (it would be an empty database nobody serves); the error says
+/// which file was looked for and what to do.
+pub(crate) async fn open_existing(config: &Config) -> Result<Store> {
+    if let Some(file) = sqlite_file(&config.database_url)
+        && !file.exists()
+    {
+        let absolute = std::env::current_dir().map(|d| d.join(&file)).unwrap_or(file);
+        return Err(UsageError(format!(
+            "no Kairo database at {}: run this in the folder where `kairo serve` runs, pass --database \
+             sqlite://PATH (or set KAIRO_DATABASE_URL), or create it with `kairo migrate`",
+            absolute.display()
+        ))
+        .into());
+    }
+    open_migrated(config).await
 }
 
 pub(crate) async fn open_migrated(config: &Config) -> Result<Store> {
@@ -436,7 +488,7 @@ async fn serve(config: &Config) -> Result<()> {
 
 async fn token(config: &Config, action: TokenAction) -> Result<ExitCode> {
     use kairo_engine::api::auth::{Scope, TokenError, create_token};
-    let store = open_migrated(config).await?;
+    let store = open_existing(config).await?;
     let now = kairo_engine::SystemClock.now();
     match action {
         TokenAction::Create { name, scopes } => {
@@ -457,9 +509,10 @@ async fn token(config: &Config, action: TokenAction) -> Result<ExitCode> {
             };
             let scopes: Vec<&str> = parsed.iter().map(|s| s.as_str()).collect();
             eprintln!(
-                "token `{}` created with scope {}; it is shown once, keep it now:",
+                "token `{}` created with scope {} in {}; it is shown once, keep it now:",
                 created.record.name,
-                scopes.join(", ")
+                scopes.join(", "),
+                store.url()
             );
             println!("{}", created.secret.expose());
         }

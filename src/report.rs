@@ -21,7 +21,7 @@ use crate::UsageError;
 
 /// `kairo numbers`: one line per number, or JSON.
 pub async fn numbers(config: &Config, json_out: bool) -> Result<ExitCode> {
-    let store = crate::open_migrated(config).await?;
+    let store = crate::open_existing(config).await?;
     let engine = read_only_engine(&store);
     let estimates = engine.send_estimates().await?;
     let numbers = store.phone_numbers().await?;
@@ -92,7 +92,7 @@ fn number_line(n: &PhoneNumber, e: Option<&SendEstimate>) -> String {
 
 /// `kairo numbers resume NUMBER`.
 pub async fn resume(config: &Config, which: &str) -> Result<ExitCode> {
-    let store = crate::open_migrated(config).await?;
+    let store = crate::open_existing(config).await?;
     let digits: String = which.chars().filter(char::is_ascii_digit).collect();
     let numbers = store.phone_numbers().await?;
     let Some(number) =
@@ -120,7 +120,7 @@ pub async fn resume(config: &Config, which: &str) -> Result<ExitCode> {
 
 /// `kairo status [WORKFLOW]`: enrollments per status and per-step counts.
 pub async fn status(config: &Config, only: Option<&str>, json_out: bool) -> Result<ExitCode> {
-    let store = crate::open_migrated(config).await?;
+    let store = crate::open_existing(config).await?;
     let mut workflows = store.workflows().await?;
     if let Some(key) = only {
         workflows.retain(|w| w.key == key);
@@ -230,7 +230,7 @@ fn read_only_engine(store: &Store) -> Arc<Engine> {
 
 /// `kairo workflows`: each workflow's state, current version and file.
 pub async fn workflows(config: &Config) -> Result<ExitCode> {
-    let store = crate::open_migrated(config).await?;
+    let store = crate::open_existing(config).await?;
     let mut workflows = store.workflows().await?;
     workflows.sort_by(|a, b| a.key.cmp(&b.key));
     if workflows.is_empty() {
@@ -254,7 +254,7 @@ pub async fn workflows(config: &Config) -> Result<ExitCode> {
 
 /// `kairo workflows pause|resume WORKFLOW`.
 pub async fn set_workflow_state(config: &Config, key: &str, to: WorkflowState) -> Result<ExitCode> {
-    let store = crate::open_migrated(config).await?;
+    let store = crate::open_existing(config).await?;
     let Some(workflow) = store.workflow_by_key(key).await? else {
         let known: Vec<String> = store.workflows().await?.into_iter().map(|w| w.key).collect();
         return Err(UsageError(format!(

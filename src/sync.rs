@@ -17,7 +17,7 @@ pub const SERVE_SYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub async fn run(config: &Config) -> Result<ExitCode> {
     let accounts = accounts(config)?;
-    let store = crate::open_migrated(config).await?;
+    let store = crate::open_existing(config).await?;
     let graph = crate::graph_client(config)?;
     let mut failed = false;
     for account in &accounts {

@@ -88,6 +88,10 @@ impl Api {
         std::fs::write(dir.path().join("workflows/api-waiter.yaml"), WAITER).expect("write");
         std::fs::write(dir.path().join("kairo.toml"), settings).expect("write config");
         let url = db.raw_url();
+        // Tokens are made before the server first runs: the database is
+        // created by `kairo migrate` (`token create` never creates one).
+        let migrated = kairo(dir.path()).args(["--database", &url, "migrate"]).output().expect("kairo migrate runs");
+        assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
         let admin = token(dir.path(), &url, "admin", "admin");
         let enroll = token(dir.path(), &url, "enroller", "enroll");
         let inbox = token(dir.path(), &url, "agent", "inbox");
@@ -235,6 +239,11 @@ async fn tokens_scopes_and_malformed_requests_get_json_errors(db: &TestDb) {
     assert_eq!((big.status, big.code()), (413, "body_too_large"), "{}", big.body);
     let route = api.get("/v1/nothing-here", &api.admin).await;
     assert_eq!((route.status, route.code()), (404, "no_route"));
+    // 15.7: a method a path does not take is a JSON error too, with Allow.
+    let wrong = api.call(Method::DELETE, "/v1/enrollments", Some(&api.enroll), None).await;
+    assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed"), "{}", wrong.body);
+    let allow = wrong.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     let path = api.get("/v1/enrollments/not-a-uuid", &api.admin).await;
     assert_eq!((path.status, path.code()), (400, "invalid_path"));
     let cursor = api.get("/v1/enrollments?cursor=zzz", &api.admin).await;
@@ -251,12 +260,20 @@ async fn tokens_scopes_and_malformed_requests_get_json_errors(db: &TestDb) {
     assert!(answers.iter().all(|a| a.status == 200 || a.status == 429));
     assert_eq!(limited[0].code(), "rate_limited");
     assert!(limited[0].headers.contains_key("retry-after"));
-    assert_eq!(api.get("/v1/workflows", &api.inbox).await.status, 200);
+    assert_eq!(api.get("/v1/threads", &api.inbox).await.status, 200);
+    // 15.5: workflows and run history are the enroll scope's, as docs/api.md says.
+    assert_eq!(api.get("/v1/workflows", &api.inbox).await.code(), "insufficient_scope");
+    assert_eq!(api.get("/v1/workflows/api-hello", &api.inbox).await.status, 403);
 
     // A revoked token is refused at once.
     let out = kairo(api.dir.path()).args(["--database", &api.url, "token", "revoke", "agent"]).output().expect("runs");
     assert!(out.status.success());
-    assert_eq!(api.get("/v1/workflows", &api.inbox).await.status, 401);
+    assert_eq!(api.get("/v1/threads", &api.inbox).await.status, 401);
+    // 15.10: a revoked token's name can be given to a new token.
+    let reused = token(api.dir.path(), &api.url, "agent", "inbox");
+    assert_eq!(api.get("/v1/threads", &reused).await.status, 200);
+    let out = kairo(api.dir.path()).args(["--database", &api.url, "token", "revoke", "agent"]).output().expect("runs");
+    assert!(out.status.success(), "the new `agent` is revoked");
     let again =
         kairo(api.dir.path()).args(["--database", &api.url, "token", "revoke", "agent"]).output().expect("runs");
     assert_eq!(again.status.code(), Some(2));
@@ -347,7 +364,7 @@ async fn enrollment_is_idempotent_and_its_history_is_readable(db: &TestDb) {
     let waiter = api.get("/v1/workflows/api-waiter", &api.enroll).await;
     assert_eq!(waiter.body["versions"][0]["enrollments"]["cancelled"], 1);
     assert_eq!(api.get("/v1/workflows/nope", &api.enroll).await.status, 404);
-    let all = api.get("/v1/workflows", &api.inbox).await;
+    let all = api.get("/v1/workflows", &api.enroll).await;
     assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
 
     // A failed enrollment is retried: a new attempt of its failed step.
@@ -847,4 +864,29 @@ async fn workflows_pause_and_resume_and_unmatched_statuses_are_listed(db: &TestD
         text.contains("1 status(es) for messages Kairo has not recorded") && text.contains("wamid.sent.elsewhere.1"),
         "{text}"
     );
+}
+
+// 15.9: no secret in any log line at any level, the webhook handshake's
+// verify token included.
+#[tokio::test]
+async fn the_verify_token_never_reaches_the_log_even_at_debug() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_logging(
+        dir.path(),
+        &db.raw_url(),
+        "debug,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,hyper=info,hyper_util=info,h2=info,notify=info",
+    )
+    .await;
+    let secret = "kairo-sandbox-verify-token";
+    let (status, _) = server
+        .get_text(&format!("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={secret}&hub.challenge=42"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) =
+        server.get_text("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=guess-123&hub.challenge=42").await;
+    assert_eq!(status, 403);
+    let (_, logs) = server.terminate().await;
+    assert!(logs.contains("/webhooks/whatsapp"), "requests are logged at debug level: {logs}");
+    assert!(!logs.contains(secret) && !logs.contains("guess-123"), "a verify token was logged");
 }

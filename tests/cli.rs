@@ -21,6 +21,8 @@ fn every_command_has_help() {
         &["numbers"],
         &["numbers", "resume"],
         &["status"],
+        &["workflows"],
+        &["workflows", "pause"],
         &["version"],
     ] {
         let mut args: Vec<&str> = command.to_vec();
@@ -129,4 +131,65 @@ fn a_missing_config_file_given_with_config_is_an_error() {
 fn an_unknown_command_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     kairo(dir.path()).arg("frobnicate").assert().code(2).stderr(predicate::str::contains("unrecognized subcommand"));
+}
+
+// 15.20: commands other than serve, worker and migrate do not create a
+// database; they say which one they looked for and what to do.
+#[test]
+fn token_create_in_a_folder_without_a_database_creates_none_and_says_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in
+        [&["token", "create", "--name", "me", "--scope", "admin"][..], &["numbers"], &["status"], &["workflows"]]
+    {
+        kairo(dir.path())
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("no Kairo database at").and(predicate::str::contains("kairo.db")))
+            .stderr(predicate::str::contains("kairo migrate"));
+    }
+    assert!(!dir.path().join("kairo.db").exists(), "nothing was created");
+    kairo(dir.path()).arg("migrate").assert().success();
+    kairo(dir.path())
+        .args(["token", "create", "--name", "me", "--scope", "admin"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("kairo_"))
+        .stderr(predicate::str::contains("in sqlite://kairo.db").and(predicate::str::contains("keep it now")));
+}
+
+// 15.18: a closed pipe ends a command quietly.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for command in ["openapi", "schema"] {
+        let mut child = std::process::Command::new(util::KAIRO)
+            .arg(command)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts");
+        // Read one byte, then hang up, as `| head -c1` does.
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut stdout, &mut first).expect("some output");
+        drop(stdout);
+        let out = child.wait_with_output().expect("exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "kairo {command}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "kairo {command} panicked");
+    }
+}
+
+// 15.19: a number given as the README writes it, unquoted.
+#[test]
+fn numbers_resume_takes_a_number_written_as_several_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kairo(dir.path()).arg("migrate").assert().success();
+    kairo(dir.path())
+        .args(["numbers", "resume", "+1", "555-000-1111"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no business number `+1 555-000-1111`"));
 }

@@ -294,6 +294,13 @@ async fn sends_under_faults(
         );
         eprintln!("{during} sends while one worker was stopped");
     }
+    let logs: String = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("worker-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    eprintln!("stale workers that did not call: {}", logs.matches("held up past half its lease").count());
     eprintln!(
         "{} sends, {} uncertain ({} of them without a request), {kills} kills",
         seen.len(),

@@ -7,6 +7,8 @@
 //! - `workflows.state`: `active`, `paused` (no new enrollments, schedules
 //!   stop; an operator's choice) or `archived` (its file was removed).
 //!   Running enrollments finish on their version whatever the state.
+//! - API token names are unique among live tokens only: a revoked token's
+//!   name can be given to a new one.
 
 use sea_orm_migration::prelude::*;
 
@@ -31,10 +33,24 @@ impl MigrationTrait for Migration {
                     .add_column(ColumnDef::new("state").string().not_null().default("active"))
                     .to_owned(),
             )
+            .await?;
+        manager.drop_index(Index::drop().name("uq_api_tokens_name").table("api_tokens").to_owned()).await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX uq_api_tokens_live_name ON api_tokens (name) WHERE revoked_at IS NULL",
+            )
             .await
+            .map(|_| ())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared("DROP INDEX uq_api_tokens_live_name").await?;
+        manager
+            .create_index(
+                Index::create().name("uq_api_tokens_name").table("api_tokens").col("name").unique().to_owned(),
+            )
+            .await?;
         manager.alter_table(Table::alter().table("workflows").drop_column("state").to_owned()).await?;
         manager.alter_table(Table::alter().table("send_pacing").drop_column("grant_start_us").to_owned()).await
     }

@@ -39,12 +39,17 @@ impl Server {
     /// Starts `kairo serve` on an ephemeral loopback port and waits for it to
     /// say where it listens.
     pub async fn start(dir: &Path, database_url: &str) -> Server {
+        Server::start_logging(dir, database_url, "info,kairo_engine=debug").await
+    }
+
+    /// [`Server::start`] with this `RUST_LOG`.
+    pub async fn start_logging(dir: &Path, database_url: &str, rust_log: &str) -> Server {
         let mut child = Command::new(KAIRO)
             .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database_url])
             .env_remove("KAIRO_DATABASE_URL")
             .env_remove("KAIRO_LISTEN")
-            .env("RUST_LOG", "info,kairo_engine=debug")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -47,8 +47,79 @@ pub fn router(state: AppState) -> Router {
             get(webhook::handshake).post(webhook::deliver).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
         )
         .route_layer(axum::middleware::from_fn(metrics::track))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(method_not_allowed_as_json))
+        // Requests are logged by method and path only: a query string can
+        // carry a secret (the webhook handshake's `hub.verify_token`).
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+            },
+        ))
         .with_state(state)
+}
+
+/// A 405 is a JSON error like every other one, with `Allow` naming the
+/// methods the path takes (axum loses the header behind route layers, so
+/// it is worked out here from the API's routes).
+async fn method_not_allowed_as_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = allowed_methods(&path);
+    let listed = allow.join(", ");
+    let body = json!({ "error": {
+        "code": "method_not_allowed",
+        "message": format!("{path} does not take this method; it takes {}", if listed.is_empty() { "none" } else { &listed }),
+        "details": { "allow": allow },
+    }});
+    let mut out = (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&listed) {
+        out.headers_mut().insert(axum::http::header::ALLOW, value);
+    }
+    out
+}
+
+/// The methods a path takes: the OpenAPI document's for `/v1`, and those
+/// of the routes outside it.
+fn allowed_methods(path: &str) -> Vec<String> {
+    static ROUTES: std::sync::LazyLock<Vec<(String, Vec<String>)>> = std::sync::LazyLock::new(|| {
+        let document: serde_json::Value =
+            serde_json::from_str(&v1::openapi::document_json()).unwrap_or(serde_json::Value::Null);
+        let mut routes: Vec<(String, Vec<String>)> = document["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(template, item)| {
+                        let methods =
+                            item.as_object().map(|m| m.keys().map(|k| k.to_uppercase()).collect()).unwrap_or_default();
+                        (template.clone(), methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (template, methods) in [
+            ("/healthz", &["GET"][..]),
+            ("/readyz", &["GET"]),
+            ("/metrics", &["GET"]),
+            ("/webhooks/whatsapp", &["GET", "POST"]),
+            ("/v1/openapi.json", &["GET"]),
+        ] {
+            routes.push((template.to_string(), methods.iter().map(|m| m.to_string()).collect()));
+        }
+        routes
+    });
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    ROUTES
+        .iter()
+        .find(|(template, _)| {
+            let parts: Vec<&str> = template.split('/').collect();
+            parts.len() == segments.len() && parts.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
+        })
+        .map(|(_, methods)| methods.clone())
+        .unwrap_or_default()
 }
 
 /// The process is up and serving HTTP.

@@ -24,6 +24,9 @@ use crate::workflow::model::{
     WaitForReply,
 };
 
+/// How late after its slot a send whose mark is written still goes: as
+/// late as any send may leave (the headroom covers it).
+const LATE_AFTER_MARK: chrono::Duration = LATE;
 /// A wait for an event with no timeout ends this far in the future.
 const FOREVER: chrono::Duration = chrono::Duration::days(365 * 100);
 /// Default retries of a temporary failure: attempts in all, first delay.
@@ -573,10 +576,11 @@ impl Engine {
         }
         let Some(slot) = slot else { return Ok(()) };
         // The mark took so long that the slot is gone: the send takes a new
-        // one rather than crowd the slots after it. Nothing left, so the
-        // mark is taken back.
+        // one rather than crowd the slots after it (a number's second must
+        // never hold more than its throughput). Nothing left, so the mark is
+        // taken back.
         let late = self.now() - slot;
-        if late > LATE {
+        if late > LATE_AFTER_MARK {
             tracing::debug!(
                 late_ms = late.num_milliseconds(),
                 "writing the mark missed the send's slot; it takes a new one"

@@ -216,28 +216,43 @@ impl Store {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<HashSet<StepExecutionId>, StoreError> {
-        let tx = self.begin().await?;
+        // One statement (one commit) per chunk: a send waits for its mark
+        // right before its request, so the mark must be quick.
+        let _turn = self.write_turn().await;
+        let pg = self.backend == Backend::Postgres;
         let mut marked = HashSet::new();
-        for (step, output) in steps {
-            let mut update = step_execution::Entity::update_many();
-            if let Some(output) = output {
-                update = update.col_expr(step_execution::Column::Output, Expr::value(output.clone()));
+        for chunk in steps.chunks(500) {
+            let mut values: Vec<Value> = vec![owner.into(), now.into(), lease_until.into()];
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (id, output) in chunk {
+                let n = values.len();
+                rows.push(if pg {
+                    format!("(${}::uuid, ${}::jsonb)", n + 1, n + 2)
+                } else {
+                    format!("(${}, ${})", n + 1, n + 2)
+                });
+                values.push(Value::Uuid(Some(id.as_uuid())));
+                values.push(Value::Json(output.clone().map(Box::new)));
             }
-            let res = update
-                .col_expr(step_execution::Column::State, Expr::value(StepState::Attempting))
-                .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(lease_until))
-                .filter(step_execution::Column::Id.eq(*step))
-                .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
-                .filter(step_execution::Column::LeaseOwner.eq(owner))
-                .filter(step_execution::Column::LeaseExpiresAt.gt(now))
-                .exec(&tx.txn)
+            let sql = format!(
+                "WITH v(id, output) AS (VALUES {}) \
+                 UPDATE step_executions SET state = 'attempting', lease_expires_at = $3, \
+                 output = COALESCE(v.output, step_executions.output) FROM v \
+                 WHERE step_executions.id = v.id AND step_executions.id IN (SELECT id FROM v) \
+                 AND step_executions.lease_owner = $1 AND step_executions.lease_expires_at > $2 \
+                 AND step_executions.state IN ('claimed', 'attempting') RETURNING step_executions.id",
+                rows.join(", ")
+            );
+            let found = self
+                .db
+                .query_all_raw(Statement::from_sql_and_values(self.db_backend(), sql, values))
                 .await
-                .map_err(|e| tx.err(e))?;
-            if res.rows_affected == 1 {
-                marked.insert(*step);
+                .map_err(|e| self.query_error(e))?;
+            for row in found {
+                let id: Uuid = row.try_get_by_index(0).map_err(|e| self.query_error(e))?;
+                marked.insert(StepExecutionId(id));
             }
         }
-        tx.commit().await?;
         Ok(marked)
     }
 

@@ -272,7 +272,9 @@ pub async fn show(
     caller: Caller,
     ApiPath(id): ApiPath<EnrollmentId>,
 ) -> Result<ApiJson<EnrollmentDetail>, ApiError> {
-    caller.require(&[Scope::Enroll, Scope::Inbox])?;
+    // Run history is the marketers' and their systems' (docs/api.md's
+    // scope table): an inbox token reads threads, not workflow internals.
+    caller.require(&[Scope::Enroll])?;
     Ok(ApiJson(detail(&state, id).await?))
 }
 

@@ -50,7 +50,7 @@ pub struct WorkflowList {
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
     responses((status = 200, body = WorkflowList)), security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<ApiJson<WorkflowList>, ApiError> {
-    caller.require(&[Scope::Enroll, Scope::Inbox])?;
+    caller.require(&[Scope::Enroll])?;
     let mut workflows = state.engine.store().workflows().await?;
     workflows.sort_by(|a, b| a.key.cmp(&b.key));
     let mut items = Vec::with_capacity(workflows.len());
@@ -68,7 +68,7 @@ pub async fn show(
     caller: Caller,
     ApiPath(key): ApiPath<String>,
 ) -> Result<ApiJson<WorkflowView>, ApiError> {
-    caller.require(&[Scope::Enroll, Scope::Inbox])?;
+    caller.require(&[Scope::Enroll])?;
     let workflow = state
         .engine
         .store()
