@@ -890,3 +890,28 @@ async fn the_verify_token_never_reaches_the_log_even_at_debug() {
     assert!(logs.contains("/webhooks/whatsapp"), "requests are logged at debug level: {logs}");
     assert!(!logs.contains(secret) && !logs.contains("guess-123"), "a verify token was logged");
 }
+
+// 15.15: a fresh server's /metrics has every family docs/operations.md
+// names, at zero, with its help text.
+#[tokio::test]
+async fn a_fresh_servers_metrics_have_every_family_at_zero_with_help() {
+    let db = TestDb::sqlite();
+    let api = Api::start(&db, "").await;
+    let (status, text) = api.server.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    for family in [
+        "kairo_enrollments",
+        "kairo_steps_total",
+        "kairo_sends_total",
+        "kairo_pacing_waits_total",
+        "kairo_webhook_events_total",
+        "kairo_webhook_backlog",
+        "kairo_webhook_apply_lag_seconds",
+    ] {
+        assert!(text.contains(&format!("# HELP {family} ")), "no help for {family}: {text}");
+        assert!(text.lines().any(|l| l.starts_with(family) && l.ends_with(" 0")), "{family} is not at zero: {text}");
+    }
+    assert!(text.contains(r#"kairo_enrollments{status="goal_met"} 0"#), "{text}");
+    assert!(text.contains("# HELP kairo_webhook_ingest_seconds "), "{text}");
+    api.server.terminate().await;
+}

@@ -1684,3 +1684,17 @@ engine_test!(sends_go_to_the_number_the_contact_writes_from, |t| {
     t.tick().await;
     assert_eq!(t.outbound.sent()[1]["to"], "15550191", "after it wrote: the number it writes from");
 });
+
+// 15.13: a reply on a closed thread reopens it.
+engine_test!(a_reply_on_a_closed_thread_reopens_it, |t| {
+    let ada = t.contact("15550195", true).await;
+    t.engine.refresh().await.expect("refresh");
+    inbound_text(&t, "wamid.closed.1", "15550195", "thanks, all good").await;
+    let thread = t.store.open_thread_of(ada.id, t.number.id).await.expect("q").expect("a thread");
+    assert!(t.store.close_thread(thread.id, t.clock.now_utc()).await.expect("close"));
+    let sent = t.engine.reply(thread.id, ReplyContent::Text { text: "one more thing".into() }).await;
+    assert!(sent.is_ok(), "{sent:?}");
+    let reopened = t.store.thread(thread.id).await.expect("q").expect("thread");
+    assert_eq!(reopened.status, ThreadStatus::Open);
+    assert_eq!(t.outbound.sent().len(), 1);
+});

@@ -174,6 +174,7 @@ impl From<ReplyError> for ApiError {
                     .with_details(json!({ "window_closed_at": closed_at, "use": "template" }))
             }
             err @ ReplyError::NotOptedIn => ApiError::conflict("not_opted_in", err.to_string()),
+            err @ ReplyError::AnotherThreadOpen { .. } => ApiError::conflict("another_thread_open", err.to_string()),
             ReplyError::NumberPaused { number, reason } => {
                 let message = ReplyError::NumberPaused { number: number.clone(), reason: reason.clone() }.to_string();
                 ApiError::conflict("number_paused", message).with_details(json!({ "number": number, "reason": reason }))

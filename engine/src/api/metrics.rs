@@ -17,6 +17,12 @@
 //!   durably journaled, and the time from request to commit.
 //! - `kairo_http_requests_total{route, status}`,
 //!   `kairo_http_request_seconds{route}`: the API and webhook.
+//! - `kairo_webhook_backlog`, `kairo_webhook_apply_lag_seconds`: journaled
+//!   deliveries not applied to the inbox yet, and the age of the oldest
+//!   (read at scrape).
+//!
+//! Every family is there from the first scrape, at zero, with its help
+//! text, so that dashboards and alerts can be set up before traffic comes.
 
 use std::time::Instant;
 
@@ -43,9 +49,57 @@ impl Metrics {
             .map_err(|e| e.to_string())?
             .install_recorder()
             .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        describe_families();
         Ok(Metrics { handle })
     }
 }
+
+/// Every family with its help text, and at zero.
+fn describe_families() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("kairo_enrollments", "Enrollments per status");
+    describe_counter!("kairo_steps_total", "Step executions finished, by state");
+    describe_counter!(
+        "kairo_sends_total",
+        "WhatsApp sends by outcome (accepted, temporary, throttled, permanent, auth, unknown) and error code"
+    );
+    describe_counter!(
+        "kairo_pacing_waits_total",
+        "Sends put back because their number had no free slot within a second"
+    );
+    describe_counter!("kairo_webhook_events_total", "Webhook events durably journaled");
+    describe_histogram!(
+        "kairo_webhook_ingest_seconds",
+        Unit::Seconds,
+        "Time from a webhook request to its journal commit"
+    );
+    describe_gauge!("kairo_webhook_backlog", "Journaled webhook deliveries not applied to the inbox yet");
+    describe_gauge!(
+        "kairo_webhook_apply_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest webhook delivery not applied yet"
+    );
+    describe_counter!("kairo_http_requests_total", "HTTP requests by route and status");
+    describe_histogram!("kairo_http_request_seconds", Unit::Seconds, "HTTP request time by route");
+    for state in ["succeeded", "failed", "skipped", "uncertain", "cancelled", "waiting"] {
+        metrics::counter!("kairo_steps_total", "state" => state).increment(0);
+    }
+    for outcome in ["accepted", "temporary", "throttled", "permanent", "auth", "unknown"] {
+        metrics::counter!("kairo_sends_total", "outcome" => outcome, "code" => "").increment(0);
+    }
+    metrics::counter!("kairo_pacing_waits_total").increment(0);
+    metrics::counter!("kairo_webhook_events_total").increment(0);
+    // Histograms are shown once registered, with no observation.
+    let _ = metrics::histogram!("kairo_webhook_ingest_seconds");
+    metrics::gauge!("kairo_webhook_backlog").set(0.0);
+    metrics::gauge!("kairo_webhook_apply_lag_seconds").set(0.0);
+}
+
+/// Every enrollment status, so that each has a gauge (zero included).
+const STATUSES: [crate::store::status::EnrollmentStatus; 7] = {
+    use crate::store::status::EnrollmentStatus::*;
+    [Active, Waiting, Completed, GoalMet, Exited, Failed, Cancelled]
+};
 
 /// `GET /metrics`: the Prometheus text format.
 pub async fn render(State(state): State<AppState>) -> Response {
@@ -54,12 +108,21 @@ pub async fn render(State(state): State<AppState>) -> Response {
     };
     match state.store.enrollment_counts(None).await {
         Ok(counts) => {
-            for (status, n) in counts {
+            for status in STATUSES {
+                let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
                 let label = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string));
                 metrics::gauge!("kairo_enrollments", "status" => label.unwrap_or_default()).set(n as f64);
             }
         }
         Err(err) => tracing::warn!(%err, "metrics: cannot count enrollments"),
+    }
+    match state.store.journal_backlog().await {
+        Ok((backlog, oldest)) => {
+            metrics::gauge!("kairo_webhook_backlog").set(backlog as f64);
+            let lag = oldest.map_or(0.0, |at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0);
+            metrics::gauge!("kairo_webhook_apply_lag_seconds").set(lag);
+        }
+        Err(err) => tracing::warn!(%err, "metrics: cannot read the webhook journal's backlog"),
     }
     metrics.handle.run_upkeep();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.handle.render()).into_response()

@@ -21,7 +21,7 @@ const MAX_BATCH: usize = 256;
 struct Job {
     workflow: String,
     row: BulkRow,
-    done: oneshot::Sender<Result<RowResult, String>>,
+    done: oneshot::Sender<Result<RowResult, QueueError>>,
 }
 
 /// The handle of the enrolling task; cheap to clone.
@@ -61,7 +61,7 @@ impl EnrollQueue {
         let (done, answer) = oneshot::channel();
         let job = Job { workflow: workflow.to_string(), row, done };
         self.queue.send(job).await.map_err(|_| QueueError::Stopped)?;
-        answer.await.map_err(|_| QueueError::Stopped)?.map_err(QueueError::Failed)
+        answer.await.map_err(|_| QueueError::Stopped)?
     }
 }
 
@@ -84,7 +84,7 @@ async fn enroll_batch(engine: &Engine, batch: Vec<Job>) {
         Ok(tx) => tx,
         Err(err) => return fail_all(by_workflow.into_values().flatten(), &err.to_string()),
     };
-    let mut answers: Vec<(oneshot::Sender<Result<RowResult, String>>, RowResult)> = Vec::new();
+    let mut answers: Vec<(oneshot::Sender<Result<RowResult, QueueError>>, RowResult)> = Vec::new();
     let mut refused = Vec::new();
     for (workflow, jobs) in by_workflow {
         // Lines are positions in the batch, to give each request its result.
@@ -95,8 +95,12 @@ async fn enroll_batch(engine: &Engine, batch: Vec<Job>) {
                 results.sort_by_key(|r| r.line);
                 answers.extend(senders.into_iter().zip(results));
             }
-            Err(err @ (EngineError::UnknownWorkflow(_) | EngineError::NotApiEnrollable { .. })) => {
-                refused.extend(senders.into_iter().map(|s| (s, err.to_string())));
+            Err(
+                err @ (EngineError::UnknownWorkflow(_)
+                | EngineError::NotApiEnrollable { .. }
+                | EngineError::WorkflowNotActive { .. }),
+            ) => {
+                refused.extend(senders.into_iter().map(|s| (s, refusal(&err))));
             }
             Err(err) => {
                 drop(tx);
@@ -116,8 +120,8 @@ async fn enroll_batch(engine: &Engine, batch: Vec<Job>) {
     for (sender, result) in answers {
         let _ = sender.send(Ok(result));
     }
-    for (sender, message) in refused {
-        let _ = sender.send(Err(message));
+    for (sender, refused) in refused {
+        let _ = sender.send(Err(QueueError::Engine(refused)));
     }
 }
 
@@ -125,9 +129,21 @@ fn fail_all(jobs: impl Iterator<Item = Job>, message: &str) {
     fail_all_senders(jobs.map(|j| j.done), message);
 }
 
-fn fail_all_senders(senders: impl Iterator<Item = oneshot::Sender<Result<RowResult, String>>>, message: &str) {
+/// The same refusal, for each request it answers.
+fn refusal(err: &EngineError) -> EngineError {
+    match err {
+        EngineError::UnknownWorkflow(key) => EngineError::UnknownWorkflow(key.clone()),
+        EngineError::NotApiEnrollable { workflow } => EngineError::NotApiEnrollable { workflow: workflow.clone() },
+        EngineError::WorkflowNotActive { workflow, state } => {
+            EngineError::WorkflowNotActive { workflow: workflow.clone(), state: *state }
+        }
+        other => EngineError::UnknownWorkflow(other.to_string()),
+    }
+}
+
+fn fail_all_senders(senders: impl Iterator<Item = oneshot::Sender<Result<RowResult, QueueError>>>, message: &str) {
     tracing::warn!(error = %message, "a batch of API enrollments failed; each request is answered with the error");
     for sender in senders {
-        let _ = sender.send(Err(message.to_string()));
+        let _ = sender.send(Err(QueueError::Failed(message.to_string())));
     }
 }

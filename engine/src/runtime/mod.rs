@@ -128,6 +128,7 @@ pub struct Engine {
     current: RwLock<HashMap<String, Arc<Plan>>>,
     /// Workflows that take no new enrollments (paused, archived).
     inactive: RwLock<HashMap<String, crate::store::WorkflowState>>,
+    refreshing: tokio::sync::Mutex<()>,
     numbers: RwLock<Arc<Vec<PhoneNumber>>>,
     /// Woken when work is created in this process, so idle workers do not
     /// wait for their next poll.
@@ -161,6 +162,7 @@ impl Engine {
             plans: RwLock::default(),
             current: RwLock::default(),
             inactive: RwLock::default(),
+            refreshing: tokio::sync::Mutex::new(()),
             numbers: RwLock::default(),
             wakeup: Notify::new(),
             pacer: pacing::Pacer::default(),
@@ -202,6 +204,9 @@ impl Engine {
     /// Reloads the newest version of every workflow and the business numbers.
     /// Cheap: versions already parsed are kept.
     pub async fn refresh(&self) -> Result<(), EngineError> {
+        // One refresh at a time: a refresh that read the database before a
+        // change must not write its older view after one that read it after.
+        let _one_at_a_time = self.refreshing.lock().await;
         let workflows = self.store.workflows().await?;
         let mut current = HashMap::new();
         let mut inactive = HashMap::new();

@@ -47,6 +47,8 @@ pub enum ReplyError {
     NumberPaused { number: String, reason: String },
     #[error("the business portfolio's messaging limit is used up until {}: templates to new recipients wait until then", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
     MessagingLimit { until: DateTime<Utc> },
+    #[error("thread {thread} is closed and the contact has another open thread on the number: reply there")]
+    AnotherThreadOpen { thread: ThreadId },
     #[error("the contact has not opted in on this number: templates go only to opted-in contacts")]
     NotOptedIn,
     #[error("template `{name}` ({language}) is {status} on this number: only APPROVED templates can be sent")]
@@ -97,6 +99,16 @@ impl Engine {
             }
             Err(Held::MessagingLimit { until }) => return Err(ReplyError::MessagingLimit { until }),
             Err(Held::Unreadable) => return Err(ReplyError::Store(self.store.missing("the messaging limit"))),
+        }
+        // A reply on a closed thread reopens it, as an agent answering a
+        // resolved conversation does in any inbox; refused while the contact
+        // has another open thread on the number (one open thread each).
+        if row.status == crate::store::status::ThreadStatus::Closed {
+            match self.store.reopen_thread(row.id, now).await {
+                Ok(_) => tracing::info!(thread = %row.id, "a reply reopened the thread"),
+                Err(StoreError::Duplicate { .. }) => return Err(ReplyError::AnotherThreadOpen { thread }),
+                Err(err) => return Err(err.into()),
+            }
         }
         let message = self.store.record_message(reply_row(&row, &content, now), now).await?;
         self.wait_for_slot(&number).await?;

@@ -63,6 +63,20 @@ impl Store {
         txn.commit().await.map_err(|e| self.query_error(e))
     }
 
+    /// Deliveries not applied yet, and when the oldest of them arrived.
+    pub async fn journal_backlog(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let q = |e| self.query_error(e);
+        let unapplied = || webhook_delivery::Entity::find().filter(webhook_delivery::Column::AppliedAt.is_null());
+        let count = unapplied().count(&self.db).await.map_err(q)?;
+        let oldest = unapplied()
+            .order_by_asc(webhook_delivery::Column::ReceivedAt)
+            .one(&self.db)
+            .await
+            .map_err(q)?
+            .map(|d| d.received_at);
+        Ok((count, oldest))
+    }
+
     /// Deliveries in the journal not applied yet (those set aside included).
     pub async fn unapplied_deliveries(&self) -> Result<u64, StoreError> {
         webhook_delivery::Entity::find()
