@@ -257,6 +257,19 @@ impl Engine {
         self.current.read().expect("plan cache lock is never poisoned").get(key).cloned()
     }
 
+    /// [`Engine::enrollable_plan`], reading the workflows again first when
+    /// `key` is not known to this process yet (a file loaded a moment ago by
+    /// another task or process).
+    pub async fn enrollable_plan_now(&self, key: &str) -> Result<Arc<Plan>, EngineError> {
+        match self.enrollable_plan(key) {
+            Err(EngineError::UnknownWorkflow(_)) => {
+                self.refresh().await?;
+                self.enrollable_plan(key)
+            }
+            found => found,
+        }
+    }
+
     /// The version new enrollments of `key` go into: unknown, paused and
     /// archived workflows take none.
     pub fn enrollable_plan(&self, key: &str) -> Result<Arc<Plan>, EngineError> {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::recording::{RecordingHttp, RecordingOutbound};
 use super::{Engine, EngineConfig, EngineError};
 use crate::clock::{Clock, FakeClock};
+use crate::store::delivery_status_name as status_name;
 use crate::store::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use crate::store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
 use crate::workflow::ValidWorkflow;
@@ -269,17 +270,6 @@ fn describe_injection(what: &Injected) -> String {
         Injected::Reply(text) => format!("the contact replies \"{text}\""),
         Injected::Button(title) => format!("the contact taps the button \"{title}\""),
         Injected::Status(status) => format!("WhatsApp reports the last message {}", status_name(*status)),
-    }
-}
-
-fn status_name(status: DeliveryStatus) -> &'static str {
-    match status {
-        DeliveryStatus::Received => "received",
-        DeliveryStatus::Sending => "sending",
-        DeliveryStatus::Sent => "sent",
-        DeliveryStatus::Delivered => "delivered",
-        DeliveryStatus::Read => "read",
-        DeliveryStatus::Failed => "failed",
     }
 }
 

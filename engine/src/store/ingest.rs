@@ -786,7 +786,8 @@ fn account_restriction(notice: &crate::channel::Notice) -> Option<String> {
     Some(format!("account restricted: {}", restrictions.join(", ")))
 }
 
-fn status_name(status: DeliveryStatus) -> &'static str {
+/// A delivery status as stored and as WhatsApp names it.
+pub(crate) fn status_name(status: DeliveryStatus) -> &'static str {
     match status {
         DeliveryStatus::Received => "received",
         DeliveryStatus::Sending => "sending",

@@ -48,6 +48,7 @@ pub use self::inbox::{
     AssignmentRule, Message, NewAssignmentRule, NewMessage, NewSavedView, NewThread, NewUser, PendingStatus, SavedView,
     Team, Thread, User,
 };
+pub(crate) use self::ingest::status_name as delivery_status_name;
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
 pub use self::listing::{ContactUpdate, EnrollmentFilter, Funnel, Page, ThreadFilter, VersionReport, merge_properties};

@@ -92,14 +92,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Workflow>, StoreError> {
         let _turn = self.write_turn().await;
-        let Some(found) = workflow::Entity::find()
-            .filter(workflow::Column::Key.eq(key))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?
-        else {
-            return Ok(None);
-        };
+        let Some(found) = self.workflow_by_key(key).await? else { return Ok(None) };
         let mut row: workflow::ActiveModel = found.into();
         row.state = Set(state.as_str().to_string());
         row.updated_at = Set(now);
@@ -110,14 +103,7 @@ impl Store {
     /// because its file was removed is active again.
     pub async fn note_workflow_file(&self, key: &str, path: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
-        let Some(found) = workflow::Entity::find()
-            .filter(workflow::Column::Key.eq(key))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?
-        else {
-            return Ok(());
-        };
+        let Some(found) = self.workflow_by_key(key).await? else { return Ok(()) };
         let archived = WorkflowState::of(&found) == WorkflowState::Archived;
         if found.source_path.as_deref() == Some(path) && !archived {
             return Ok(());

@@ -162,7 +162,7 @@ pub async fn upload(
 ) -> Result<ApiJson<BulkUploadResult>, ApiError> {
     caller.require(&[Scope::Enroll])?;
     let format = body_format(&headers)?;
-    let plan = state.engine.enrollable_plan(&query.workflow)?;
+    let plan = state.engine.enrollable_plan_now(&query.workflow).await?;
     if !plan.model.triggers.iter().any(|t| t.api.is_some()) {
         return Err(EngineError::NotApiEnrollable { workflow: query.workflow.clone() }.into());
     }

@@ -143,7 +143,7 @@ pub async fn enroll(
     caller.require(&[Scope::Enroll])?;
     let request: EnrollBody = parse_body(body.clone())?;
     let trigger = if request.trigger.is_null() { serde_json::json!({}) } else { request.trigger.clone() };
-    check_enrollable(&state, &request.workflow, &trigger)?;
+    check_enrollable(&state, &request.workflow, &trigger).await?;
     let row = enroll_row(&state, &request.contact, trigger, &body).await?;
     idempotent(&state, &caller, &headers, "POST /v1/enrollments", &body, || async {
         let result = state.queue.enroll(&request.workflow, row).await.map_err(|err| match err {
@@ -173,8 +173,8 @@ pub async fn enroll(
 
 /// The workflow is loaded, takes API enrollments, and `trigger` has what
 /// its `api` trigger requires.
-fn check_enrollable(state: &ApiState, workflow: &str, trigger: &Value) -> Result<(), ApiError> {
-    let plan = state.engine.enrollable_plan(workflow)?;
+async fn check_enrollable(state: &ApiState, workflow: &str, trigger: &Value) -> Result<(), ApiError> {
+    let plan = state.engine.enrollable_plan_now(workflow).await?;
     let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
         return Err(EngineError::NotApiEnrollable { workflow: workflow.into() }.into());
     };
