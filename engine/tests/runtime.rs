@@ -1332,34 +1332,17 @@ engine_test!(the_send_estimate_follows_throughput_then_the_messaging_limit, |t| 
 // ---------------------------------------------------------------------------
 // Issue 14: the semantics users trust. Each test is named after its item.
 
-/// An inbound message from `from` on the test number, ingested as the
-/// webhook journal's applier does (default keywords).
-async fn inbound(t: &TestEngine, wamid: &str, from: &str, message_type: &str, text: &str, payload: serde_json::Value) {
-    let message = kairo_engine::channel::InboundMessage {
-        number_id: t.number.graph_id.clone(),
-        wamid: wamid.into(),
-        from: Some(from.into()),
-        from_user_id: None,
-        profile_name: Some("Ada".into()),
-        message_type: message_type.into(),
-        text: Some(text.into()),
-        payload,
-        occurred_at: t.clock.now_utc(),
-    };
-    t.store
-        .ingest(&[vec![kairo_engine::channel::InboundEvent::Message(message)]], &Keywords::default(), t.clock.now_utc())
-        .await
-        .expect("ingest");
-}
-
+/// Merges `patch` into a contact's properties, as a step would.
 async fn set_properties(t: &TestEngine, contact: ContactId, patch: serde_json::Value) {
     let tx = t.store.begin().await.expect("begin");
     tx.set_contact_properties(contact, patch.as_object().expect("an object"), t.clock.now_utc()).await.expect("set");
     tx.commit().await.expect("commit");
 }
 
+/// A text message from `from` on the test number, ingested as the webhook
+/// journal's applier does (default keywords).
 async fn inbound_text(t: &TestEngine, wamid: &str, from: &str, text: &str) {
-    inbound(t, wamid, from, "text", text, json!({ "type": "text", "text": { "body": text } })).await;
+    inbound_on(t, &t.number, wamid, from, text).await;
 }
 
 // 14.A6
