@@ -469,10 +469,12 @@ async fn serve(config: &Config) -> Result<()> {
         engine: engine.clone(),
         queue: kairo_engine::runtime::EnrollQueue::spawn(engine.clone()),
         limiter: api::auth::token_limiter(config.api.rate_limit),
+        failed_auth: Default::default(),
         settings: config.api.clone(),
     };
     let app =
         api::router(api::AppState { store: store.clone(), webhook, api: Some(api_state), metrics: Some(metrics) });
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     match workers.await {

@@ -179,7 +179,266 @@ on_both!(
     inbox_search_replies_owners_and_views,
     bulk_enrollment_reports_each_row_and_replays_keys,
     workflows_pause_and_resume_and_unmatched_statuses_are_listed,
+    text_holding_nul_is_refused_naming_its_field,
+    a_client_hanging_up_never_leaves_its_idempotency_key_in_progress,
+    scopes_are_checked_before_the_body_and_failed_tokens_are_limited,
+    concurrent_creates_and_uploads_make_one_contact_per_phone_and_one_enrollment_per_key,
 );
+
+/// Concurrency is input too: creates of one new phone at once make one
+/// contact (#15 2); three uploads of one keyed file at once enroll each
+/// row once (#15 1); unkeyed uploads naming the same new phones at once
+/// all complete, with one contact per phone.
+async fn concurrent_creates_and_uploads_make_one_contact_per_phone_and_one_enrollment_per_key(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let creates = (0..12)
+        .map(|i| api.post("/v1/contacts", &api.enroll, json!({"phone": "+44 7700 900950", "properties": {"n": i}})));
+    let answers = futures::future::join_all(creates).await;
+    if let Some(bad) = answers.iter().find(|a| a.status != 201 && a.status != 200) {
+        let body = bad.body.to_string();
+        let (_, logs) = api.server.terminate().await;
+        panic!("{body}\n{logs}");
+    }
+    let ids: std::collections::BTreeSet<String> =
+        answers.iter().map(|a| a.body["id"].as_str().expect("an id").to_string()).collect();
+    assert_eq!(ids.len(), 1, "one contact for one phone: {ids:?}");
+    let listed = api.get("/v1/contacts?phone=%2B447700900950", &api.enroll).await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1), "{}", listed.body);
+
+    let rows = 1_200;
+    let file = |keyed: bool, base: usize| {
+        (0..rows)
+            .map(|i| {
+                let key = if keyed { format!(r#""key": "row-{i}", "#) } else { String::new() };
+                format!(
+                    r#"{{{key}"contact": {{"phone": "+44 7700 {:06}"}}, "trigger": {{"order_id": "{i}"}}}}"#,
+                    base + i
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let upload = |body: String| {
+        let api = &api;
+        async move {
+            api.send(
+                Method::POST,
+                "/v1/enrollments/bulk?workflow=api-hello",
+                Some(&api.enroll),
+                Some(("application/x-ndjson", body.into_bytes())),
+                &[],
+            )
+            .await
+        }
+    };
+    let keyed = file(true, 100_000);
+    let jobs = futures::future::join_all((0..3).map(|_| upload(keyed.clone()))).await;
+    for job in &jobs {
+        assert_eq!((job.status, job.body["status"].as_str()), (200, Some("completed")), "{}", job.body);
+        assert_eq!(job.body["rows_failed"].as_i64(), Some(0), "{}", job.body);
+    }
+    let enrolled: i64 = jobs.iter().filter_map(|j| j.body["rows_enrolled"].as_i64()).sum();
+    let replayed: i64 = jobs.iter().filter_map(|j| j.body["rows_replayed"].as_i64()).sum();
+    assert_eq!((enrolled, replayed), (rows as i64, 2 * rows as i64), "each keyed row enrolled once");
+
+    let unkeyed = file(false, 200_000);
+    let jobs = futures::future::join_all((0..3).map(|_| upload(unkeyed.clone()))).await;
+    for job in &jobs {
+        assert_eq!((job.status, job.body["status"].as_str()), (200, Some("completed")), "{}", job.body);
+        assert_eq!(job.body["rows_failed"].as_i64(), Some(0), "{}", job.body);
+    }
+    for i in [0, 1, 499, 500, 777, 1_199] {
+        for base in [100_000, 200_000] {
+            let phone = format!("%2B447700{:06}", base + i);
+            let found = api.get(&format!("/v1/contacts?phone={phone}"), &api.enroll).await;
+            assert_eq!(found.body["items"].as_array().map(Vec::len), Some(1), "{phone}: {}", found.body);
+            if base == 100_000 {
+                let contact = found.body["items"][0]["id"].as_str().expect("an id");
+                let runs = api.get(&format!("/v1/enrollments?contact={contact}"), &api.enroll).await;
+                assert_eq!(runs.body["items"].as_array().map(Vec::len), Some(1), "{phone}: {}", runs.body);
+            }
+        }
+    }
+    api.server.terminate().await;
+}
+
+/// Clients that send an enrollment with an `Idempotency-Key` and hang up at
+/// once: each request still runs to its end and stores its answer, so the
+/// retry gets that answer (never 409 `idempotency_in_progress`) and every
+/// key enrolled exactly once (#15 3).
+async fn a_client_hanging_up_never_leaves_its_idempotency_key_in_progress(db: &TestDb) {
+    use tokio::io::AsyncWriteExt;
+    let api = Api::start(db, "").await;
+    let address = api.server.base_url.trim_start_matches("http://").to_string();
+    let body = |i: usize| {
+        json!({"workflow": "api-hello", "contact": {"phone": format!("+44 7700 9009{i:02}")}, "trigger": {"order_id": i.to_string()}})
+            .to_string()
+    };
+    for i in 0..30 {
+        let body = body(i);
+        let request = format!(
+            "POST /v1/enrollments HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n\
+             idempotency-key: hang-{i}\r\ncontent-length: {}\r\n\r\n{body}",
+            api.enroll,
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connects");
+        stream.write_all(request.as_bytes()).await.expect("writes");
+        drop(stream);
+    }
+    for i in 0..30 {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        let retry = loop {
+            let retry = api
+                .send(
+                    Method::POST,
+                    "/v1/enrollments",
+                    Some(&api.enroll),
+                    Some(("application/json", body(i).into_bytes())),
+                    &[("idempotency-key", &format!("hang-{i}"))],
+                )
+                .await;
+            // A first request may still be committing for a moment.
+            if retry.code() != "idempotency_in_progress" || tokio::time::Instant::now() > deadline {
+                break retry;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(retry.status, 201, "key hang-{i}: {}", retry.body);
+        let contact = retry.body["contact"].as_str().expect("a contact").to_string();
+        let runs = api.get(&format!("/v1/enrollments?contact={contact}&workflow=api-hello"), &api.enroll).await;
+        assert_eq!(runs.body["items"].as_array().map(Vec::len), Some(1), "key hang-{i} enrolled once: {}", runs.body);
+    }
+    api.server.terminate().await;
+}
+
+/// A token without the route's scope gets 403 whatever its body (the body
+/// is not read), as docs/api.md's scope table says (#15 5); an address
+/// trying unknown tokens is refused with 429 after a few, without them
+/// being looked up, while a token that works goes on working (#15 6).
+async fn scopes_are_checked_before_the_body_and_failed_tokens_are_limited(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let bad_body = Some(("application/json", b"{not json".to_vec()));
+    let forbidden = api.send(Method::POST, "/v1/enrollments", Some(&api.inbox), bad_body.clone(), &[]).await;
+    assert_eq!((forbidden.status, forbidden.code()), (403, "insufficient_scope"), "{}", forbidden.body);
+    let forbidden = api.send(Method::POST, "/v1/users", Some(&api.inbox), bad_body.clone(), &[]).await;
+    assert_eq!(forbidden.status, 403, "{}", forbidden.body);
+    let forbidden = api.send(Method::POST, "/v1/views", Some(&api.enroll), bad_body.clone(), &[]).await;
+    assert_eq!(forbidden.status, 403, "{}", forbidden.body);
+    // The right scope with the same body is the body's fault.
+    let malformed = api.send(Method::POST, "/v1/enrollments", Some(&api.enroll), bad_body, &[]).await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    // The scope table: workflows and run history are the enroll scope's.
+    for path in ["/v1/workflows", "/v1/workflows/api-hello", "/v1/enrollments"] {
+        assert_eq!(api.get(path, &api.inbox).await.status, 403, "{path} with an inbox token");
+        assert_eq!(api.get(path, &api.enroll).await.status, 200, "{path} with an enroll token");
+    }
+    for path in ["/v1/threads", "/v1/views", "/v1/users", "/v1/teams", "/v1/statuses/unmatched"] {
+        assert_eq!(api.get(path, &api.enroll).await.status, 403, "{path} with an enroll token");
+        assert_eq!(api.get(path, &api.inbox).await.status, 200, "{path} with an inbox token");
+    }
+
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let answer = api.get("/v1/contacts", &format!("kairo_guess{i:040}")).await;
+        statuses.push(answer.status);
+        if answer.status == 429 {
+            assert_eq!(answer.code(), "too_many_failures", "{}", answer.body);
+            assert!(answer.headers.contains_key("retry-after"));
+        }
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(api.get("/v1/contacts", &api.enroll).await.status, 200, "a working token still works");
+    api.server.terminate().await;
+}
+
+/// U+0000 anywhere a client can put text answers 422 naming the field (no
+/// database column keeps it); a bulk row holding it is an error for that
+/// line and the rows after it are enrolled (#15 4). A JSON array is not
+/// taken for an object (#15 16).
+async fn text_holding_nul_is_refused_naming_its_field(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let nul = "a\u{0}b";
+    let refused = |answer: &Answer, field: &str| {
+        assert_eq!((answer.status, answer.code()), (422, "invalid_text"), "{field}: {}", answer.body);
+        assert_eq!(answer.body["error"]["details"]["field"], field, "{}", answer.body);
+        assert!(answer.body["error"]["message"].as_str().is_some_and(|m| m.contains("U+0000")), "{}", answer.body);
+    };
+    let name = api.post("/v1/contacts", &api.enroll, json!({"phone": "+44 7700 900801", "name": nul})).await;
+    refused(&name, "name");
+    let property =
+        api.post("/v1/contacts", &api.enroll, json!({"phone": "+44 7700 900801", "properties": {"plan": nul}})).await;
+    refused(&property, "properties.plan");
+    let trigger = api
+        .post(
+            "/v1/enrollments",
+            &api.enroll,
+            json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900801"}, "trigger": {"order_id": nul}}),
+        )
+        .await;
+    refused(&trigger, "trigger.order_id");
+    let reply =
+        api.post("/v1/threads/0192f000-0000-7000-8000-000000000000/replies", &api.inbox, json!({"text": nul})).await;
+    refused(&reply, "text");
+    let view = api.post("/v1/views", &api.inbox, json!({"name": "v", "filter": {"q": nul}})).await;
+    refused(&view, "filter.q");
+    refused(&api.get("/v1/threads?q=a%00b", &api.inbox).await, "q");
+    refused(&api.get("/v1/workflows/api%00hello", &api.enroll).await, "the path");
+    assert!(
+        api.get("/v1/contacts?phone=%2B447700900801", &api.enroll).await.body["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "nothing refused was stored"
+    );
+
+    let array = api.post("/v1/users", &api.admin, json!(["a@b.c", "Name"])).await;
+    assert_eq!((array.status, array.code()), (422, "invalid_body"), "{}", array.body);
+    assert!(
+        api.get("/v1/users", &api.admin).await.body["items"]
+            .as_array()
+            .is_some_and(|u| u.iter().all(|u| u["email"] != "a@b.c"))
+    );
+
+    let rows = [
+        r#"{"key": "n1", "contact": {"phone": "+44 7700 900811"}, "trigger": {"order_id": "1"}}"#,
+        r#"{"key": "n2", "contact": {"phone": "+44 7700 900812", "name": "x\u0000y"}, "trigger": {"order_id": "2"}}"#,
+        r#"{"key": "n3", "contact": {"phone": "+44 7700 900813"}, "trigger": {"order_id": "3\u0000"}}"#,
+        r#"{"key": "n4", "contact": {"phone": "+44 7700 900814"}, "trigger": {"order_id": "4"}}"#,
+    ]
+    .join("\n");
+    let bulk = api
+        .send(
+            Method::POST,
+            "/v1/enrollments/bulk?workflow=api-hello",
+            Some(&api.enroll),
+            Some(("application/x-ndjson", rows.into_bytes())),
+            &[],
+        )
+        .await;
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    assert_eq!(bulk.body["status"], "completed", "{}", bulk.body);
+    assert_eq!((bulk.body["rows_enrolled"].as_i64(), bulk.body["rows_failed"].as_i64()), (Some(2), Some(2)));
+    let errors = bulk.body["errors"].as_array().expect("errors");
+    assert_eq!(errors.iter().map(|e| e["line"].as_i64()).collect::<Vec<_>>(), [Some(2), Some(3)]);
+    assert_eq!(errors.iter().map(|e| e["key"].as_str()).collect::<Vec<_>>(), [Some("n2"), Some("n3")]);
+    assert!(errors[0]["error"].as_str().is_some_and(|e| e.contains("contact.name") && e.contains("U+0000")));
+    assert!(errors[1]["error"].as_str().is_some_and(|e| e.contains("trigger.order_id")));
+    let csv = "key,phone,name,trigger.order_id\nk1,+44 7700 900821,A\0,1\nk2,+44 7700 900822,B,2\n";
+    let bulk = api
+        .send(
+            Method::POST,
+            "/v1/enrollments/bulk?workflow=api-hello",
+            Some(&api.enroll),
+            Some(("text/csv", csv.as_bytes().to_vec())),
+            &[],
+        )
+        .await;
+    assert_eq!((bulk.body["rows_enrolled"].as_i64(), bulk.body["rows_failed"].as_i64()), (Some(1), Some(1)));
+    assert_eq!(bulk.body["errors"][0]["key"], "k1", "{}", bulk.body);
+    assert!(bulk.body["errors"][0]["error"].as_str().is_some_and(|e| e.contains("`name`")), "{}", bulk.body);
+    api.server.terminate().await;
+}
 
 async fn tokens_scopes_and_malformed_requests_get_json_errors(db: &TestDb) {
     let api = Api::start(db, "[api]\nrate_limit = 20\nmax_body_bytes = 4096\n").await;
@@ -691,6 +950,9 @@ async fn bulk_enrollment_reports_each_row_and_replays_keys(db: &TestDb) {
         job["errors"].as_array().expect("errors").iter().filter_map(|e| e["line"].as_i64()).collect();
     assert_eq!(errors, [3, 5, 6], "bad phone, missing trigger field, not JSON: {job}");
     assert!(job["errors"][0]["error"].as_str().is_some_and(|e| e.contains("contact.phone")));
+    // A row refused while its chunk is prepared keeps its key (#15 11).
+    assert_eq!(job["errors"][0]["key"], "r3", "{job}");
+    assert_eq!(job["errors"][1]["key"], "r4", "{job}");
     assert!(job["errors"][1]["error"].as_str().is_some_and(|e| e.contains("order_id")));
 
     // The same upload again enrolls nothing new: keyed rows replay.

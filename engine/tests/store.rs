@@ -515,3 +515,37 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
     }
     assert!(copied, "the WAL was checkpointed into the database file");
 }
+
+/// A database from before phones were unique may hold one phone on several
+/// contacts; the migration keeps the oldest as the number's contact and
+/// the later ones reachable by it as their mobile phone, and from then on
+/// the database refuses a second contact for a phone.
+#[tokio::test]
+async fn duplicate_phones_from_before_are_kept_apart_by_the_unique_phone_migration() {
+    for db in [TestDb::sqlite(), TestDb::postgres().await] {
+        let store = Store::open(&db.url).await.expect("opens");
+        store.migrate_some(7).await.expect("the migrations before unique phones");
+        let mut made = Vec::new();
+        for (i, mobile) in [None, None, Some("447700900999")].into_iter().enumerate() {
+            let new = NewContact {
+                name: Some(format!("dup {i}")),
+                phone: Some("447700900123".into()),
+                mobile_phone: mobile.map(str::to_string),
+                ..NewContact::default()
+            };
+            made.push(store.insert_contact(new, t0() + Duration::seconds(i as i64)).await.expect("a duplicate"));
+        }
+        store.migrate().await.expect("the rest of the migrations");
+        let found = store.contacts_by_phone("447700900123").await.expect("found");
+        assert_eq!(found.len(), 2, "the oldest by phone, the second by mobile phone: {found:?}");
+        let oldest = store.contact(made[0].id).await.expect("read").expect("there");
+        assert_eq!(oldest.phone.as_deref(), Some("447700900123"));
+        let second = store.contact(made[1].id).await.expect("read").expect("there");
+        assert_eq!((second.phone.as_deref(), second.mobile_phone.as_deref()), (None, Some("447700900123")));
+        let third = store.contact(made[2].id).await.expect("read").expect("there");
+        assert_eq!((third.phone.as_deref(), third.mobile_phone.as_deref()), (None, Some("447700900999")));
+        assert_eq!(third.properties["duplicate_phone"], "447700900123", "{:?}", third.properties);
+        let again = NewContact { phone: Some("447700900123".into()), ..NewContact::default() };
+        assert!(matches!(store.insert_contact(again, t0()).await, Err(StoreError::Duplicate { .. })));
+    }
+}

@@ -22,6 +22,7 @@ mod m20261125_000004_send_pacing;
 mod m20261125_000005_send_settlement;
 mod m20261127_000006_http_api;
 mod m20261201_000007_trust;
+mod m20261202_000008_unique_phone;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_send_settlement::Migration),
             Box::new(m20261127_000006_http_api::Migration),
             Box::new(m20261201_000007_trust::Migration),
+            Box::new(m20261202_000008_unique_phone::Migration),
         ]
     }
 }

@@ -105,7 +105,67 @@ pub fn token_limiter(per_second: u32) -> Arc<TokenLimiter> {
     Arc::new(RateLimiter::keyed(Quota::per_second(rate)))
 }
 
-/// The caller of a request: a live token, within its rate limit.
+/// Failed authentications a client address may make per [`FAILURE_WINDOW`]
+/// before it is refused with 429 without its token being looked up.
+pub const FAILURES_ALLOWED: u32 = 20;
+pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Failed authentications per client address (the connection's peer: put a
+/// proxy's own limits in front when clients share one).
+///
+/// A blocked address may still use a token that authenticated lately (its
+/// hash is remembered), so one client guessing does not lock out the
+/// others behind the same address; only unknown tokens are refused unread.
+#[derive(Debug, Default)]
+pub struct FailedAuth {
+    windows: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+    known: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl FailedAuth {
+    /// Remembers a token hash that authenticated.
+    fn known_good(&self, hash: &str) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() > 10_000 {
+            known.clear();
+        }
+        if !known.contains(hash) {
+            known.insert(hash.to_string());
+        }
+    }
+
+    fn is_known(&self, hash: &str) -> bool {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).contains(hash)
+    }
+
+    /// The seconds `address` must wait, when it failed too often lately.
+    pub fn blocked(&self, address: std::net::IpAddr) -> Option<u64> {
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, count) = windows.get(&address)?;
+        let left = FAILURE_WINDOW.checked_sub(start.elapsed())?;
+        (*count >= FAILURES_ALLOWED).then(|| left.as_secs().max(1))
+    }
+
+    /// Counts a failure of `address`.
+    pub fn failed(&self, address: std::net::IpAddr) {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() > 100_000 {
+            windows.retain(|_, (start, _)| start.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = windows.entry(address).or_insert((std::time::Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (std::time::Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// The scopes the matched route takes, set on the route by the router.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs(pub &'static [Scope]);
+
+/// The caller of a request: a live token, within its rate limit, with a
+/// scope the route takes.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token: ApiTokenId,
@@ -137,6 +197,17 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Self::authenticate(parts, state, address).await
+    }
+}
+
+impl Caller {
+    async fn authenticate(parts: &mut Parts, state: &ApiState, address: std::net::IpAddr) -> Result<Self, ApiError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -157,9 +228,25 @@ impl FromRequestParts<ApiState> for Caller {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
-        let record = state.engine.store().api_token_by_hash(&hash_token(token)).await?.ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token is unknown or revoked")
-        })?;
+        let hash = hash_token(token);
+        let failures = &state.failed_auth;
+        if let Some(wait) = failures.blocked(address).filter(|_| !failures.is_known(&hash)) {
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!(
+                    "too many requests from this address had no valid token ({FAILURES_ALLOWED} a minute at most); \
+                     retry after the Retry-After seconds with a token from `kairo token create`"
+                ),
+            );
+            err.retry_after = Some(wait);
+            return Err(err);
+        }
+        let Some(record) = state.engine.store().api_token_by_hash(&hash).await? else {
+            failures.failed(address);
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token is unknown or revoked"));
+        };
+        failures.known_good(&hash);
         if let Err(not_until) = state.limiter.check_key(&record.id) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let mut err = ApiError::new(
@@ -175,6 +262,10 @@ impl FromRequestParts<ApiState> for Caller {
             .as_array()
             .map(|a| a.iter().filter_map(|s| s.as_str().and_then(Scope::parse)).collect())
             .unwrap_or_default();
-        Ok(Caller { token: record.id, name: record.name, scopes })
+        let caller = Caller { token: record.id, name: record.name, scopes };
+        if let Some(Needs(needed)) = parts.extensions.get::<Needs>() {
+            caller.require(needed)?;
+        }
+        Ok(caller)
     }
 }

@@ -232,10 +232,104 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections are [`ApiError`]s.
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body whose rejections are [`ApiError`]s: the body must be
+/// an object (never an array standing in for one), and no text in it may
+/// hold U+0000, which no database column keeps; either answers 422 naming
+/// the field.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<Value>::from_request(request, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                format!("the body must be a JSON object, not {}", json_kind(&value)),
+            ));
+        }
+        check_text(&value, "body")?;
+        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|err| {
+            let field = err.path().to_string();
+            let message = err.into_inner().to_string();
+            ApiError::unprocessable("invalid_body", format!("the JSON body does not fit at `{field}`: {message}"))
+                .with_details(json!({ "field": field }))
+        })
+    }
+}
+
+/// What kind of JSON value this is, for messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The path (`contact.properties.plan`, `items[2]`) of the first text in
+/// `value` (a key or a string) that holds U+0000, if any.
+pub fn nul_field(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &mut String) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(key, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key.replace('\0', "\\u0000"));
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(value, &mut path).then_some(path)
+}
+
+/// Refuses text holding U+0000 with 422 naming the field (`what` names
+/// the whole value when it is a plain string).
+pub fn check_text(value: &Value, what: &str) -> Result<(), ApiError> {
+    match nul_field(value) {
+        None => Ok(()),
+        Some(field) => {
+            let field = if field.is_empty() { what.to_string() } else { field };
+            Err(nul_error(&field))
+        }
+    }
+}
+
+/// 422 for a field holding U+0000.
+pub fn nul_error(field: &str) -> ApiError {
+    ApiError::unprocessable(
+        "invalid_text",
+        format!("`{field}` holds the character U+0000 (NUL), which cannot be stored: remove it and send again"),
+    )
+    .with_details(json!({ "field": field }))
+}
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {

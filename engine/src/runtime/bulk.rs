@@ -94,16 +94,25 @@ impl Engine {
             return Err(EngineError::NotApiEnrollable { workflow: workflow.into() });
         };
         let keys: Vec<String> = rows.iter().filter_map(|r| r.key.clone()).collect();
+        // Keys are claimed first, in this transaction: a key another upload
+        // holds (or recorded before) replays its result instead.
+        let claimed = match key_scope {
+            Some(scope) if !keys.is_empty() => tx.claim_row_keys(scope, &keys, now + ROW_KEY_TTL, now).await?,
+            _ => Default::default(),
+        };
+        let others: Vec<String> = keys.iter().filter(|k| !claimed.contains(*k)).cloned().collect();
         let mut seen: HashMap<String, (String, Value)> = match key_scope {
-            Some(scope) if !keys.is_empty() => tx
-                .row_keys(scope, &keys)
+            Some(scope) if !others.is_empty() => tx
+                .row_keys(scope, &others)
                 .await?
                 .into_iter()
                 .map(|k| (k.key, (k.request_hash, k.response_body.unwrap_or(Value::Null))))
                 .collect(),
             _ => HashMap::new(),
         };
-        let contacts = self.chunk_contacts(tx, &rows, now).await?;
+        let fresh: Vec<BulkRow> =
+            rows.iter().filter(|r| r.key.as_ref().is_none_or(|k| !seen.contains_key(k))).cloned().collect();
+        let contacts = self.chunk_contacts(tx, &fresh, now).await?;
         let mut results = Vec::with_capacity(rows.len());
         let mut admitted: Vec<(BulkRow, &Contact)> = Vec::new();
         for row in rows {
@@ -165,7 +174,11 @@ impl Engine {
                 result.reason = first.get("outcome").and_then(Value::as_str).map(|o| format!("first result: {o}"));
             }
         }
-        if let Some(scope) = key_scope {
+        if let Some(scope) = key_scope
+            && !claimed.is_empty()
+        {
+            let claimed: Vec<String> = claimed.into_iter().collect();
+            tx.release_row_keys(scope, &claimed).await?;
             tx.insert_row_keys(scope, new_keys, now + ROW_KEY_TTL, now).await?;
         }
         Ok(results)

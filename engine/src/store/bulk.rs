@@ -268,7 +268,9 @@ impl Tx {
         .await
     }
 
-    /// Inserts contacts in multi-row statements; returns the rows in order.
+    /// Inserts contacts in multi-row statements; returns the contacts of
+    /// their phones. A phone another transaction gave a contact meanwhile
+    /// (phones are unique) is not inserted again: that contact is returned.
     pub async fn insert_contacts(&self, news: Vec<NewContact>, now: DateTime<Utc>) -> Result<Vec<Contact>, StoreError> {
         let rows: Vec<Contact> = news
             .into_iter()
@@ -286,9 +288,26 @@ impl Tx {
             .collect();
         for chunk in rows.chunks(self.store.rows_per_insert()) {
             let models = chunk.iter().cloned().map(contact::ActiveModel::from);
-            contact::Entity::insert_many(models).exec_without_returning(&self.txn).await.map_err(|e| self.err(e))?;
+            contact::Entity::insert_many(models)
+                .on_conflict(OnConflict::new().do_nothing().to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
         }
-        Ok(rows)
+        let phones: Vec<String> = rows.iter().filter_map(|c| c.phone.clone()).collect();
+        let mut stored: HashMap<String, Contact> = HashMap::new();
+        for contact in self.contacts_by_phones(&phones).await? {
+            if let Some(phone) = contact.phone.clone() {
+                stored.insert(phone, contact);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| match row.phone.as_ref().and_then(|p| stored.get(p)) {
+                Some(found) => found.clone(),
+                None => row,
+            })
+            .collect())
     }
 
     /// Replaces a contact's properties, name and mobile phone (an upsert's
@@ -352,6 +371,62 @@ impl Tx {
                 .filter(idempotency_key::Column::Key.is_in(chunk.iter().cloned()))
         })
         .await
+    }
+
+    /// Claims the row keys of `scope` among `keys` that nobody holds yet,
+    /// returning those this transaction now holds. A key another upload
+    /// is enrolling at this moment is waited for (its transaction commits
+    /// or rolls back first) and is then not claimed: so a row is enrolled
+    /// at most once per key, across concurrent uploads. Keys are claimed in
+    /// sorted order, so two uploads never wait on each other both ways.
+    pub async fn claim_row_keys(
+        &self,
+        scope: &str,
+        keys: &[String],
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        use idempotency_key::Column as C;
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
+        let ids: HashMap<Uuid, String> = keys.iter().map(|k| (Uuid::now_v7(), k.clone())).collect();
+        let mut rows: Vec<idempotency_key::ActiveModel> = ids
+            .iter()
+            .map(|(id, key)| idempotency_key::ActiveModel {
+                id: Set(*id),
+                scope: Set(scope.to_string()),
+                key: Set(key.clone()),
+                request_hash: Set(String::new()),
+                response_status: Set(None),
+                response_body: Set(None),
+                created_at: Set(now),
+                expires_at: Set(expires_at),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.key.as_ref().cmp(b.key.as_ref()));
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
+            idempotency_key::Entity::insert_many(chunk.to_vec())
+                .on_conflict(OnConflict::columns([C::Scope, C::Key]).do_nothing().to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let held = self.row_keys(scope, &keys).await?;
+        Ok(held.into_iter().filter(|record| ids.contains_key(&record.id)).map(|record| record.key).collect())
+    }
+
+    /// Lets go of claimed row keys (those whose rows were not enrolled).
+    pub async fn release_row_keys(&self, scope: &str, keys: &[String]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(IN_LIST) {
+            idempotency_key::Entity::delete_many()
+                .filter(idempotency_key::Column::Scope.eq(scope))
+                .filter(idempotency_key::Column::Key.is_in(chunk.iter().cloned()))
+                .exec(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Records row keys with their results. A key another upload recorded

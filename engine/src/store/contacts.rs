@@ -64,7 +64,11 @@ impl Store {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        contact::Entity::insert(row).exec_with_returning(&self.db).await.map_err(|e| self.query_error(e))
+        let phone = row.phone.clone().unwrap();
+        contact::Entity::insert(row)
+            .exec_with_returning(&self.db)
+            .await
+            .map_err(|e| self.insert_error(e, || format!("a contact with the phone {}", phone.unwrap_or_default())))
     }
 
     /// Inserts many contacts in one transaction, opted in on `opted_in_on`

@@ -335,20 +335,47 @@ impl Store {
                 row.updated_at = Set(now);
                 row.update(txn).await.map_err(q)
             }
-            None => contact::ActiveModel {
-                id: Set(ContactId::new()),
-                name: Set(inbound.profile_name.clone()),
-                phone: Set(digits.clone()),
-                mobile_phone: Set(None),
-                wa_id: Set(digits),
-                user_id: Set(inbound.from_user_id.clone()),
-                properties: Set(serde_json::json!({})),
-                created_at: Set(now),
-                updated_at: Set(now),
+            None => {
+                let row = contact::ActiveModel {
+                    id: Set(ContactId::new()),
+                    name: Set(inbound.profile_name.clone()),
+                    phone: Set(digits.clone()),
+                    mobile_phone: Set(None),
+                    wa_id: Set(digits.clone()),
+                    user_id: Set(inbound.from_user_id.clone()),
+                    properties: Set(serde_json::json!({})),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                };
+                let id = row.id.clone().unwrap();
+                // Phones are unique: an API call may have given this number
+                // a contact a moment ago; then that one is the sender.
+                contact::Entity::insert(row)
+                    .on_conflict(sea_orm::sea_query::OnConflict::new().do_nothing().to_owned())
+                    .exec_without_returning(txn)
+                    .await
+                    .map_err(q)?;
+                let inserted = contact::Entity::find_by_id(id).one(txn).await.map_err(q)?;
+                match (inserted, &digits) {
+                    (Some(contact), _) => Ok(contact),
+                    (None, Some(digits)) => {
+                        let existing = contact::Entity::find()
+                            .filter(contact::Column::Phone.eq(digits.as_str()))
+                            .one(txn)
+                            .await
+                            .map_err(q)?
+                            .ok_or_else(|| q(sea_orm::DbErr::RecordNotFound(format!("the contact of {digits}"))))?;
+                        let mut row = existing.into_active_model();
+                        row.wa_id = Set(Some(digits.clone()));
+                        if inbound.from_user_id.is_some() {
+                            row.user_id = Set(inbound.from_user_id.clone());
+                        }
+                        row.updated_at = Set(now);
+                        row.update(txn).await.map_err(q)
+                    }
+                    (None, None) => Err(q(sea_orm::DbErr::RecordNotInserted)),
+                }
             }
-            .insert(txn)
-            .await
-            .map_err(q),
         }
     }
 

@@ -449,7 +449,11 @@ impl Store {
             row.properties = Set(merge_properties(current.properties, updates));
         }
         row.updated_at = Set(now);
-        contact::Entity::update(row).exec(&self.db).await.map_err(|e| self.query_error(e)).map(Some)
+        contact::Entity::update(row)
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.insert_error(e, || "a contact with this phone".into()))
+            .map(Some)
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {

@@ -273,6 +273,14 @@ impl Store {
         Migrator::up(&self.db, None).await.map_err(|source| StoreError::Migrate { url: self.url.clone(), source })
     }
 
+    /// Runs the first `count` pending migrations only: a database as an
+    /// older release left it, for tests of upgrades.
+    pub async fn migrate_some(&self, count: u32) -> Result<(), StoreError> {
+        Migrator::up(&self.db, Some(count))
+            .await
+            .map_err(|source| StoreError::Migrate { url: self.url.clone(), source })
+    }
+
     /// Every migration Kairo knows, in order, and whether it has run here.
     pub async fn migration_status(&self) -> Result<Vec<MigrationState>, StoreError> {
         let pending: Vec<String> = Migrator::get_pending_migrations(&self.db)

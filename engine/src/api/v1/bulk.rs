@@ -131,7 +131,44 @@ impl Format {
 }
 
 /// A row read from the body: its line, its content, or why it is unreadable.
-type ReadRow = (u64, Result<RowInput, String>);
+type ReadRow = (u64, Result<RowInput, Unreadable>);
+
+/// Why a row cannot be taken, with its key when it could be read.
+#[derive(Debug, Clone)]
+struct Unreadable {
+    key: Option<String>,
+    error: String,
+}
+
+impl Unreadable {
+    fn new(key: Option<String>, error: impl Into<String>) -> Unreadable {
+        Unreadable {
+            key: key.filter(|k| !k.trim().is_empty() && k.len() <= 255 && !k.contains('\0')),
+            error: error.into(),
+        }
+    }
+}
+
+/// An NDJSON line as a row: an object, with no U+0000 in its text, of the
+/// row's shape.
+fn ndjson_row(text: &str) -> Result<RowInput, Unreadable> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Unreadable::new(None, format!("not JSON: {e}")))?;
+    let key = value.get("key").and_then(Value::as_str).map(str::to_string);
+    if !value.is_object() {
+        let kind = crate::api::error::json_kind(&value);
+        return Err(Unreadable::new(key, format!("a row is a JSON object, not {kind}")));
+    }
+    if let Some(field) = crate::api::error::nul_field(&value) {
+        return Err(Unreadable::new(
+            key,
+            format!("`{field}` holds the character U+0000 (NUL), which cannot be stored: remove it"),
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let field = err.path().to_string();
+        Unreadable::new(key, format!("not a row: at `{field}`: {}", err.into_inner()))
+    })
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,11 +328,14 @@ fn prepare_rows(chunk: Vec<ReadRow>, numbers: &HashMap<String, Result<PhoneNumbe
     let mut rows = Vec::with_capacity(chunk.len());
     let mut failed = Vec::new();
     for (line, read) in chunk {
-        match read.and_then(|input| bulk_row(line, input, numbers)) {
+        match read.and_then(|input| {
+            let key = input.key.clone();
+            bulk_row(line, input, numbers).map_err(|error| Unreadable::new(key, error))
+        }) {
             Ok(row) => rows.push(row),
-            Err(error) => failed.push(RowResult {
+            Err(Unreadable { key, error }) => failed.push(RowResult {
                 line,
-                row_key: None,
+                row_key: key,
                 outcome: "error",
                 contact_id: None,
                 enrollment_id: None,
@@ -399,14 +439,14 @@ async fn read_ndjson<R: tokio::io::AsyncRead + Unpin>(
             // Skip the rest of the over-long line.
             let mut rest = Vec::new();
             reader.read_until(b'\n', &mut rest).await.map_err(|e| ReadError::Body(e.to_string()))?;
-            Err(format!("the line is over {MAX_LINE} bytes"))
+            Err(Unreadable::new(None, format!("the line is over {MAX_LINE} bytes")))
         } else {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim();
             if text.is_empty() {
                 continue;
             }
-            serde_json::from_str::<RowInput>(text).map_err(|e| format!("not a row: {e}"))
+            ndjson_row(text)
         };
         if rows.send((number, row)).await.is_err() {
             return Ok(());
@@ -436,7 +476,7 @@ fn read_csv<R: std::io::Read>(reader: R, rows: &mpsc::Sender<ReadRow>) -> Result
             Err(err) if matches!(err.kind(), csv::ErrorKind::Io(_)) => return Err(csv_error(&err)),
             Err(err) => {
                 let line = err.position().map_or(0, |p| p.line());
-                if rows.blocking_send((line, Err(format!("not a CSV row: {err}")))).is_err() {
+                if rows.blocking_send((line, Err(Unreadable::new(None, format!("not a CSV row: {err}"))))).is_err() {
                     return Ok(());
                 }
             }
@@ -467,10 +507,30 @@ enum CsvColumn {
     Trigger(String),
 }
 
+impl CsvColumn {
+    fn name(&self) -> String {
+        match self {
+            CsvColumn::Key => "key".into(),
+            CsvColumn::ContactId => "contact_id".into(),
+            CsvColumn::Phone => "phone".into(),
+            CsvColumn::MobilePhone => "mobile_phone".into(),
+            CsvColumn::Name => "name".into(),
+            CsvColumn::OptIn => "opt_in".into(),
+            CsvColumn::Property(name) => format!("properties.{name}"),
+            CsvColumn::Trigger(name) => format!("trigger.{name}"),
+        }
+    }
+}
+
 impl CsvColumns {
     fn from_header(header: &csv::StringRecord) -> Result<CsvColumns, ReadError> {
         let mut columns = Vec::new();
         for name in header {
+            if name.contains('\0') {
+                return Err(ReadError::Header(
+                    "a CSV column name (line 1) holds the character U+0000 (NUL): remove it".into(),
+                ));
+            }
             let column = match name {
                 "key" => CsvColumn::Key,
                 "contact_id" | "id" => CsvColumn::ContactId,
@@ -497,7 +557,24 @@ impl CsvColumns {
         Ok(CsvColumns { columns })
     }
 
-    fn row(&self, record: &csv::StringRecord) -> Result<RowInput, String> {
+    fn row(&self, record: &csv::StringRecord) -> Result<RowInput, Unreadable> {
+        let key = self
+            .columns
+            .iter()
+            .zip(record.iter())
+            .find(|(column, _)| matches!(column, CsvColumn::Key))
+            .map(|(_, value)| value.to_string());
+        for (column, value) in self.columns.iter().zip(record.iter()) {
+            if value.contains('\0') {
+                return Err(Unreadable::new(
+                    key,
+                    format!(
+                        "column `{}` holds the character U+0000 (NUL), which cannot be stored: remove it",
+                        column.name()
+                    ),
+                ));
+            }
+        }
         let mut row = RowInput::default();
         let mut properties = Map::new();
         let mut trigger = Map::new();
@@ -509,7 +586,11 @@ impl CsvColumns {
             match column {
                 CsvColumn::Key => row.key = text(),
                 CsvColumn::ContactId => {
-                    row.contact.id = Some(value.parse().map_err(|_| format!("contact_id: `{value}` is not an id"))?)
+                    row.contact.id = Some(
+                        value
+                            .parse()
+                            .map_err(|_| Unreadable::new(key.clone(), format!("contact_id: `{value}` is not an id")))?,
+                    )
                 }
                 CsvColumn::Phone => row.contact.phone = text(),
                 CsvColumn::MobilePhone => row.contact.mobile_phone = text(),

@@ -144,21 +144,12 @@ pub(crate) async fn upsert_contact(state: &ApiState, input: &ContactInput, field
         }
     };
     let contact = match existing {
-        Some(contact) => {
-            let change = ContactUpdate {
-                name: input.name.clone(),
-                phone: None,
-                mobile_phone: mobile,
-                properties: input.properties.clone(),
-            };
-            let untouched = change.name.is_none() && change.mobile_phone.is_none() && change.properties.is_none();
-            if untouched { contact } else { store.update_contact(contact.id, change, now).await?.unwrap_or(contact) }
-        }
+        Some(contact) => update_found(state, contact, input, mobile).await?,
         None => {
             let new = NewContact {
                 name: input.name.clone(),
                 phone: phone.clone(),
-                mobile_phone: mobile,
+                mobile_phone: mobile.clone(),
                 // The WhatsApp address is learnt from the contact's first
                 // inbound message; until then sends go to `phone`, then
                 // `mobile_phone`.
@@ -166,7 +157,21 @@ pub(crate) async fn upsert_contact(state: &ApiState, input: &ContactInput, field
                 user_id: None,
                 properties: Value::Object(input.properties.clone().unwrap_or_default()),
             };
-            store.insert_contact(new, now).await?
+            match store.insert_contact(new, now).await {
+                Ok(contact) => contact,
+                // Phones are unique: a concurrent request created this
+                // number's contact a moment ago; this request updates it.
+                Err(crate::store::StoreError::Duplicate { .. }) if phone.is_some() => {
+                    let phone = phone.as_deref().unwrap_or_default();
+                    let found = store.contacts_by_phone(phone).await?.into_iter().next().ok_or_else(|| {
+                        ApiError::internal(&format!(
+                            "the contact of {phone} was refused as a duplicate but is not there"
+                        ))
+                    })?;
+                    update_found(state, found, input, mobile).await?
+                }
+                Err(err) => return Err(err.into()),
+            }
         }
     };
     for number in numbers {
@@ -176,6 +181,28 @@ pub(crate) async fn upsert_contact(state: &ApiState, input: &ContactInput, field
         }
     }
     Ok(contact)
+}
+
+/// An upsert of a contact that exists: the input's name, mobile phone and
+/// properties applied.
+async fn update_found(
+    state: &ApiState,
+    contact: Contact,
+    input: &ContactInput,
+    mobile: Option<String>,
+) -> Result<Contact, ApiError> {
+    let store = state.engine.store();
+    let now = state.engine.now();
+    let change = ContactUpdate {
+        name: input.name.clone(),
+        phone: None,
+        mobile_phone: mobile,
+        properties: input.properties.clone(),
+    };
+    if change.name.is_none() && change.mobile_phone.is_none() && change.properties.is_none() {
+        return Ok(contact);
+    }
+    Ok(store.update_contact(contact.id, change, now).await?.unwrap_or(contact))
 }
 
 pub(crate) fn normalized(phone: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {
@@ -205,9 +232,10 @@ pub async fn create(
     if input.id.is_some() {
         return Err(ApiError::unprocessable("invalid_body", "a new contact has no `id`; use PATCH /v1/contacts/{id}"));
     }
-    idempotent(&state, &caller, &headers, "POST /v1/contacts", &body, || async {
-        let contact = upsert_contact(&state, &input, "body").await?;
-        let detail = contact_detail(&state, contact).await?;
+    let task_state = state.clone();
+    idempotent(&state, &caller, &headers, "POST /v1/contacts", &body, move || async move {
+        let contact = upsert_contact(&task_state, &input, "body").await?;
+        let detail = contact_detail(&task_state, contact).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(detail).expect("a contact serialises")))
     })
     .await

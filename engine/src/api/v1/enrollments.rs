@@ -145,8 +145,9 @@ pub async fn enroll(
     let trigger = if request.trigger.is_null() { serde_json::json!({}) } else { request.trigger.clone() };
     check_enrollable(&state, &request.workflow, &trigger).await?;
     let row = enroll_row(&state, &request.contact, trigger, &body).await?;
-    idempotent(&state, &caller, &headers, "POST /v1/enrollments", &body, || async {
-        let result = state.queue.enroll(&request.workflow, row).await.map_err(|err| match err {
+    let task_state = state.clone();
+    idempotent(&state, &caller, &headers, "POST /v1/enrollments", &body, move || async move {
+        let result = task_state.queue.enroll(&request.workflow, row).await.map_err(|err| match err {
             QueueError::Engine(err) => ApiError::from(err),
             QueueError::Failed(message) => ApiError::internal(&message),
             QueueError::Stopped => ApiError::unavailable(&"the server is shutting down"),

@@ -294,8 +294,9 @@ pub async fn reply(
         }
     };
     let endpoint = format!("POST /v1/threads/{id}/replies");
-    idempotent(&state, &caller, &headers, &endpoint, &body, || async {
-        let message = state.engine.reply(id, content).await?;
+    let task_state = state.clone();
+    idempotent(&state, &caller, &headers, &endpoint, &body, move || async move {
+        let message = task_state.engine.reply(id, content).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(MessageView::from(message)).expect("a message serialises")))
     })
     .await

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::auth::{Caller, TokenLimiter};
+use super::auth::{Caller, Scope, TokenLimiter};
 use super::error::ApiError;
 use crate::ids::PhoneNumberId;
 use crate::runtime::Engine;
@@ -43,44 +43,78 @@ pub struct ApiState {
     /// Single enrollments, committed in groups.
     pub queue: crate::runtime::EnrollQueue,
     pub limiter: Arc<TokenLimiter>,
+    /// Failed authentications per client address.
+    pub failed_auth: Arc<super::auth::FailedAuth>,
     pub settings: crate::config::ApiSettings,
 }
 
 /// The `/v1` routes, ready to nest under any outer state.
 pub fn router<S>(state: ApiState) -> Router<S> {
     let max_body = state.settings.max_body_bytes;
+    use Scope::{Admin, Enroll, Inbox};
     Router::new()
         .route("/openapi.json", get(openapi::document))
-        .route("/enrollments", post(enrollments::enroll).get(enrollments::list))
-        .route("/enrollments/bulk", post(bulk::upload).layer(DefaultBodyLimit::disable()))
-        .route("/enrollments/{id}", get(enrollments::show))
-        .route("/enrollments/{id}/cancel", post(enrollments::cancel))
-        .route("/enrollments/{id}/retry", post(enrollments::retry))
-        .route("/bulk-jobs", get(bulk::list))
-        .route("/bulk-jobs/{id}", get(bulk::show))
-        .route("/bulk-jobs/{id}/rows", get(bulk::rows))
-        .route("/workflows", get(workflows::list))
-        .route("/workflows/{key}", get(workflows::show))
-        .route("/workflows/{key}/pause", post(workflows::pause))
-        .route("/workflows/{key}/resume", post(workflows::resume))
-        .route("/contacts", post(contacts::create).get(contacts::list))
-        .route("/contacts/{id}", get(contacts::show).patch(contacts::update))
-        .route("/contacts/{id}/consent", post(contacts::set_consent))
-        .route("/users", post(people::create_user).get(people::list_users))
-        .route("/users/{id}/deactivate", post(people::deactivate_user))
-        .route("/teams", post(people::create_team).get(people::list_teams))
-        .route("/teams/{id}/deactivate", post(people::deactivate_team))
-        .route("/threads", get(inbox::list))
-        .route("/statuses/unmatched", get(inbox::unmatched_statuses))
-        .route("/threads/{id}", get(inbox::show))
-        .route("/threads/{id}/replies", post(inbox::reply))
-        .route("/threads/{id}/owner", post(inbox::assign))
-        .route("/threads/{id}/close", post(inbox::close))
-        .route("/threads/{id}/reopen", post(inbox::reopen))
-        .route("/views", post(inbox::create_view).get(inbox::list_views))
+        .route("/enrollments", needs(post(enrollments::enroll).get(enrollments::list), &[Enroll]))
+        .route("/enrollments/bulk", needs(post(bulk::upload), &[Enroll]).layer(DefaultBodyLimit::disable()))
+        .route("/enrollments/{id}", needs(get(enrollments::show), &[Enroll]))
+        .route("/enrollments/{id}/cancel", needs(post(enrollments::cancel), &[Enroll]))
+        .route("/enrollments/{id}/retry", needs(post(enrollments::retry), &[Enroll]))
+        .route("/bulk-jobs", needs(get(bulk::list), &[Enroll]))
+        .route("/bulk-jobs/{id}", needs(get(bulk::show), &[Enroll]))
+        .route("/bulk-jobs/{id}/rows", needs(get(bulk::rows), &[Enroll]))
+        .route("/workflows", needs(get(workflows::list), &[Enroll]))
+        .route("/workflows/{key}", needs(get(workflows::show), &[Enroll]))
+        .route("/workflows/{key}/pause", needs(post(workflows::pause), &[Enroll]))
+        .route("/workflows/{key}/resume", needs(post(workflows::resume), &[Enroll]))
+        .route("/contacts", needs(post(contacts::create).get(contacts::list), &[Enroll, Inbox]))
+        .route("/contacts/{id}", needs(get(contacts::show).patch(contacts::update), &[Enroll, Inbox]))
+        .route("/contacts/{id}/consent", needs(post(contacts::set_consent), &[Enroll, Inbox]))
+        .route("/users", needs(post(people::create_user), &[Admin]))
+        .route("/users", needs(get(people::list_users), &[Inbox]))
+        .route("/users/{id}/deactivate", needs(post(people::deactivate_user), &[Admin]))
+        .route("/teams", needs(post(people::create_team), &[Admin]))
+        .route("/teams", needs(get(people::list_teams), &[Inbox]))
+        .route("/teams/{id}/deactivate", needs(post(people::deactivate_team), &[Admin]))
+        .route("/threads", needs(get(inbox::list), &[Inbox]))
+        .route("/statuses/unmatched", needs(get(inbox::unmatched_statuses), &[Inbox]))
+        .route("/threads/{id}", needs(get(inbox::show), &[Inbox]))
+        .route("/threads/{id}/replies", needs(post(inbox::reply), &[Inbox]))
+        .route("/threads/{id}/owner", needs(post(inbox::assign), &[Inbox]))
+        .route("/threads/{id}/close", needs(post(inbox::close), &[Inbox]))
+        .route("/threads/{id}/reopen", needs(post(inbox::reopen), &[Inbox]))
+        .route("/views", needs(post(inbox::create_view).get(inbox::list_views), &[Inbox]))
         .fallback(super::error::not_found)
+        .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// A path segment or a query parameter holding U+0000 (`%00`) answers 422
+/// naming it: no database column keeps that character.
+async fn refuse_nul_in_url(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri();
+    if uri.path().to_ascii_lowercase().contains("%00") {
+        return super::error::nul_error("the path").into_response();
+    }
+    if let Some(query) = uri.query() {
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if name.contains('\0') || value.contains('\0') {
+                return super::error::nul_error(&name.replace('\0', "\\u0000")).into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// The scopes a route takes (any of them, or `admin`), checked by
+/// [`Caller`] as the token is read: before the body is, so a token without
+/// the scope gets 403 whatever it sent. The table in docs/api.md lists the
+/// same.
+fn needs<S: Clone + Send + Sync + 'static>(
+    route: axum::routing::MethodRouter<S>,
+    scopes: &'static [Scope],
+) -> axum::routing::MethodRouter<S> {
+    route.layer(axum::Extension(super::auth::Needs(scopes)))
 }
 
 /// `?cursor=…&limit=…` of every list.
@@ -127,10 +161,19 @@ pub(crate) async fn resolve_number(state: &ApiState, name: &str) -> Result<Phone
         })
 }
 
+/// How long a first request may run before a repeat of its key takes it for
+/// abandoned (its process stopped before it could store its answer) and
+/// runs again.
+const IN_PROGRESS_STALE: chrono::Duration = chrono::Duration::minutes(2);
+
 /// Runs a creating request once per `Idempotency-Key`: a repeat with the
 /// same body gets the first answer (and changes nothing); the same key with
 /// another body is refused with 422; a repeat while the first still runs
 /// gets 409. Without the header the request simply runs.
+///
+/// The request runs in a task of its own: a client that hangs up does not
+/// stop it half way, and its answer is stored for the retry (or, when it
+/// failed, the key is forgotten so the retry runs).
 pub(crate) async fn idempotent<F, Fut>(
     state: &ApiState,
     caller: &Caller,
@@ -140,52 +183,76 @@ pub(crate) async fn idempotent<F, Fut>(
     run: F,
 ) -> Result<Response, ApiError>
 where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(StatusCode, Value), ApiError>> + Send + 'static,
 {
     let Some(key) = idempotency_key(headers)? else {
-        let (status, body) = run().await?;
+        let (status, body) = detached(run()).await?;
         return Ok((status, axum::Json(body)).into_response());
     };
-    let store = state.engine.store();
+    let store = state.engine.store().clone();
     let now = state.engine.now();
     let scope = format!("{}:{endpoint}", caller.token);
     let request_hash = body_hash(body);
-    let new = NewIdempotencyRecord {
-        scope: scope.clone(),
-        key: key.clone(),
-        request_hash: request_hash.clone(),
-        response_status: None,
-        response_body: None,
-        expires_at: now + IDEMPOTENCY_TTL,
-    };
-    let record = match store.insert_idempotency_record(new.clone(), now).await {
-        Ok(record) => record,
-        Err(StoreError::Duplicate { .. }) => {
-            let first = store.idempotency_record(&scope, &key).await?;
-            match first {
-                Some(first) if first.expires_at <= now => {
-                    store.delete_idempotency_record(first.id).await?;
-                    store.insert_idempotency_record(new, now).await?
+    // From the key's claim to its answer, all in a task of its own.
+    detached(async move {
+        let new = NewIdempotencyRecord {
+            scope: scope.clone(),
+            key: key.clone(),
+            request_hash: request_hash.clone(),
+            response_status: None,
+            response_body: None,
+            expires_at: now + IDEMPOTENCY_TTL,
+        };
+        let record = match store.insert_idempotency_record(new.clone(), now).await {
+            Ok(record) => record,
+            Err(StoreError::Duplicate { .. }) => {
+                let first = store.idempotency_record(&scope, &key).await?;
+                match first {
+                    Some(first)
+                        if first.expires_at <= now
+                            || (first.response_status.is_none() && first.created_at + IN_PROGRESS_STALE <= now) =>
+                    {
+                        store.delete_idempotency_record(first.id).await?;
+                        match store.insert_idempotency_record(new, now).await {
+                            Err(StoreError::Duplicate { .. }) => return Err(in_progress()),
+                            other => other?,
+                        }
+                    }
+                    Some(first) => return replay(first, &request_hash),
+                    None => return Err(in_progress()),
                 }
-                Some(first) => return replay(first, &request_hash),
-                None => return Err(ApiError::conflict("idempotency_in_progress", "try again in a moment")),
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match run().await {
+            Ok((status, body)) => {
+                store.complete_idempotency_record(record.id, i32::from(status.as_u16()), body.clone()).await?;
+                Ok((status, axum::Json(body)).into_response())
+            }
+            Err(err) => {
+                // Nothing was done: the client may fix the request and send
+                // it again with the same key.
+                store.delete_idempotency_record(record.id).await?;
+                Err(err)
             }
         }
-        Err(err) => return Err(err.into()),
-    };
-    match run().await {
-        Ok((status, body)) => {
-            store.complete_idempotency_record(record.id, i32::from(status.as_u16()), body.clone()).await?;
-            Ok((status, axum::Json(body)).into_response())
-        }
-        Err(err) => {
-            // Nothing was done: the client may fix the request and send it
-            // again with the same key.
-            store.delete_idempotency_record(record.id).await?;
-            Err(err)
-        }
-    }
+    })
+    .await
+}
+
+fn in_progress() -> ApiError {
+    ApiError::conflict(
+        "idempotency_in_progress",
+        "the first request with this Idempotency-Key is still running; try again in a moment",
+    )
+}
+
+/// Runs `work` to its end whether or not the request's connection stays.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work).await.map_err(|err| ApiError::internal(&format!("the request's task stopped: {err}")))?
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -211,10 +278,7 @@ fn replay(first: crate::store::IdempotencyRecord, request_hash: &str) -> Result<
         ));
     }
     let (Some(status), Some(body)) = (first.response_status, first.response_body) else {
-        return Err(ApiError::conflict(
-            "idempotency_in_progress",
-            "the first request with this Idempotency-Key is still running; try again in a moment",
-        ));
+        return Err(in_progress());
     };
     let status = u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
     let mut response = (status, axum::Json(body)).into_response();
