@@ -402,13 +402,13 @@ pub(crate) async fn open_existing(config: &Config) -> Result<Store> {
 }
 
 pub(crate) async fn open_migrated(config: &Config) -> Result<Store> {
-    let store = Store::open(&config.database_url).await?;
+    let store = Store::open_with(&config.database_url, config.database.pool()).await?;
     store.migrate().await?;
     Ok(store)
 }
 
 async fn migrate(config: &Config, action: MigrateAction) -> Result<()> {
-    let store = Store::open(&config.database_url).await?;
+    let store = Store::open_with(&config.database_url, config.database.pool()).await?;
     match action {
         MigrateAction::Up => {
             let before = store.migration_status().await?;
@@ -685,7 +685,7 @@ async fn watch_workflows(
 }
 
 async fn worker(config: &Config, slots: Option<usize>) -> Result<()> {
-    let store = Store::open(&config.database_url).await?;
+    let store = Store::open_with(&config.database_url, config.database.pool()).await?;
     // Migrating may meet a database that restarts (not one that cannot be
     // reached at all: that fails at once, above, saying why).
     let mut tries = 0;

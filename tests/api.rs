@@ -1177,3 +1177,27 @@ async fn a_fresh_servers_metrics_have_every_family_at_zero_with_help() {
     assert!(text.contains("# HELP kairo_webhook_ingest_seconds "), "{text}");
     api.server.terminate().await;
 }
+
+/// A busy database answers 503 `unavailable` with `Retry-After`, never 500
+/// (#15 8): the server keeps `database.max_connections` connections, and
+/// while a table every request reads is locked, requests either wait for a
+/// connection past `database.acquire_timeout_secs` or for the lock past
+/// the lock timeout; the server answers again once the lock is gone.
+#[tokio::test]
+async fn a_full_connection_pool_answers_503_with_retry_after() {
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let api = Api::start(&db, "[database]\nmax_connections = 2\nacquire_timeout_secs = 1\n").await;
+    assert_eq!(api.get("/v1/contacts", &api.enroll).await.status, 200);
+    let mut locker = sqlx::PgConnection::connect(&db.raw_url()).await.expect("a connection of the test's own");
+    sqlx::raw_sql("BEGIN; LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.expect("lock");
+    let answers = futures::future::join_all((0..8).map(|_| api.get("/v1/contacts", &api.enroll))).await;
+    for answer in &answers {
+        assert_eq!((answer.status, answer.code()), (503, "unavailable"), "{}", answer.body);
+        assert!(answer.headers.contains_key("retry-after"), "{:?}", answer.headers);
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.expect("unlock");
+    let again = api.get("/v1/contacts", &api.enroll).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    api.server.terminate().await;
+}

@@ -33,6 +33,8 @@ const SECRET_ENV_KEYS: &[(&str, &str)] = &[
     ("worker_batch", "worker.batch"),
     ("sandbox_record_file", "sandbox.record_file"),
     ("api_rate_limit", "api.rate_limit"),
+    ("database_max_connections", "database.max_connections"),
+    ("database_acquire_timeout_secs", "database.acquire_timeout_secs"),
     ("api_max_body_bytes", "api.max_body_bytes"),
     ("api_max_bulk_bytes", "api.max_bulk_bytes"),
     ("whatsapp_graph_url", "whatsapp.graph_url"),
@@ -62,6 +64,48 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     #[serde(default)]
     pub api: ApiSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+}
+
+/// The connections of one process (`[database]`; env
+/// `KAIRO_DATABASE_MAX_CONNECTIONS`, `KAIRO_DATABASE_ACQUIRE_TIMEOUT_SECS`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connections this process keeps at most. The default, 10, lets nine
+    /// processes (`serve` and workers) share a PostgreSQL server at its
+    /// default `max_connections` of 100 with room for the superuser's
+    /// reserved connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Seconds a request waits for a free connection before it is answered
+    /// 503 `unavailable` (with `Retry-After`).
+    #[serde(default = "default_acquire_timeout_secs")]
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { max_connections: default_max_connections(), acquire_timeout_secs: default_acquire_timeout_secs() }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn pool(&self) -> crate::store::PoolSettings {
+        crate::store::PoolSettings {
+            max_connections: self.max_connections.max(1),
+            acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs.max(1)),
+        }
+    }
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+fn default_acquire_timeout_secs() -> u64 {
+    10
 }
 
 /// The HTTP API (`[api]`; env `KAIRO_API_RATE_LIMIT`, …).

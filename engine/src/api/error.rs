@@ -94,11 +94,13 @@ impl ApiError {
     pub fn unavailable(err: &dyn std::fmt::Display) -> Self {
         let id = uuid::Uuid::now_v7().simple().to_string();
         tracing::error!(error_id = %id, %err, "API request failed: database unavailable");
-        Self::new(
+        let mut answer = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("the database is unavailable (error id {id}); try again shortly"),
-        )
+            format!("the database is unavailable or busy (error id {id}); try again after the Retry-After seconds"),
+        );
+        answer.retry_after = Some(1);
+        answer
     }
 }
 
@@ -124,6 +126,7 @@ impl From<StoreError> for ApiError {
         match &err {
             StoreError::Duplicate { what, .. } => ApiError::conflict("conflict", format!("{what} already exists")),
             StoreError::Connect { .. } => ApiError::unavailable(&err),
+            _ if err.is_busy() => ApiError::unavailable(&err),
             _ => ApiError::internal(&err),
         }
     }

@@ -133,6 +133,20 @@ pub enum StoreError {
     Duplicate { url: DatabaseUrl, what: String },
 }
 
+impl StoreError {
+    /// The database is there but busy: no connection came free in time (a
+    /// full pool), a lock was not granted within the lock timeout, or
+    /// SQLite stayed locked past its busy timeout. Worth retrying shortly.
+    pub fn is_busy(&self) -> bool {
+        let StoreError::Query { source, .. } = self else { return false };
+        if matches!(source, DbErr::ConnectionAcquire(_)) {
+            return true;
+        }
+        let text = source.to_string();
+        text.contains("55P03") || text.contains("lock timeout") || text.contains("database is locked")
+    }
+}
+
 /// Which database the store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -176,19 +190,37 @@ pub struct Store {
     _alive: std::sync::Arc<()>,
 }
 
+/// How many connections a store keeps and how long a caller waits for one.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 10, acquire_timeout: ACQUIRE_TIMEOUT }
+    }
+}
+
 impl Store {
     /// Opens (and for SQLite, creates) the database at `url`. Does not migrate.
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        Self::open_with(url, PoolSettings::default()).await
+    }
+
+    /// [`Store::open`] with this many connections at most.
+    pub async fn open_with(url: &DatabaseUrl, pool: PoolSettings) -> Result<Store, StoreError> {
         let url = url.clone();
         let scheme = url.scheme();
         match scheme.as_str() {
-            "sqlite" => Self::open_sqlite(url).await,
-            "postgres" | "postgresql" => Self::open_postgres(url).await,
+            "sqlite" => Self::open_sqlite(url, pool).await,
+            "postgres" | "postgresql" => Self::open_postgres(url, pool).await,
             _ => Err(StoreError::UnsupportedUrl { url }),
         }
     }
 
-    async fn open_sqlite(url: DatabaseUrl) -> Result<Store, StoreError> {
+    async fn open_sqlite(url: DatabaseUrl, settings: PoolSettings) -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::from_str(url.expose())
             .map_err(|err| StoreError::InvalidUrl { url: url.clone(), reason: url.scrub(&err.to_string()) })?
             .create_if_missing(true)
@@ -203,10 +235,10 @@ impl Store {
         // be a second, empty database, and an idle timeout would lose it.
         let in_memory = url.expose().contains(":memory:");
         let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 8 })
+            .max_connections(if in_memory { 1 } else { settings.max_connections })
             .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
             .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(1800)) })
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(|err| StoreError::Connect { url: url.clone(), reason: url.scrub(&err.to_string()) })?;
@@ -218,7 +250,7 @@ impl Store {
         Ok(Store { db, url, backend: Backend::Sqlite, write_gate: Default::default(), _alive: alive })
     }
 
-    async fn open_postgres(url: DatabaseUrl) -> Result<Store, StoreError> {
+    async fn open_postgres(url: DatabaseUrl, settings: PoolSettings) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(url.expose())
             .map_err(|err| StoreError::InvalidUrl { url: url.clone(), reason: url.scrub(&err.to_string()) })?
             // Every query is a prepared statement; after five runs
@@ -250,8 +282,8 @@ impl Store {
             .map_err(|err| connect_error(err.to_string()))?;
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(|err| connect_error(err.to_string()))?;
