@@ -865,6 +865,41 @@ async fn inbox_search_replies_owners_and_views(db: &TestDb) {
         )
         .await;
     assert_eq!((not_approved.status, not_approved.code()), (422, "template_not_approved"));
+    // Parameters are checked against the template as `kairo validate` checks a send (#15 12).
+    let reply_with = |template: Value| {
+        let api = &api;
+        let quiet = quiet.clone();
+        async move { api.post(&format!("/v1/threads/{quiet}/replies"), &api.inbox, json!({ "template": template })).await }
+    };
+    let short = reply_with(json!({"name": "payment_due", "language": "en_US", "body": ["Bruno"]})).await;
+    assert_eq!((short.status, short.code()), (422, "invalid_template_parameters"), "{}", short.body);
+    assert!(
+        short.body["error"]["message"].as_str().is_some_and(|m| m.contains("1 parameter") && m.contains("takes 3"))
+    );
+    let named = reply_with(json!({"name": "weekly_promo", "language": "en_US", "header": "Acme",
+        "body": {"first_name": "Ada"}, "buttons": [{"index": 0, "coupon_code": "SAVE10"}]}))
+    .await;
+    assert_eq!(named.status, 422, "{}", named.body);
+    assert!(
+        named.body["error"]["details"]["problems"][0].as_str().is_some_and(|p| p.contains("plan")),
+        "{}",
+        named.body
+    );
+    let no_header = reply_with(json!({"name": "order_update", "language": "en_US", "body": ["Ada", "KA-1"]})).await;
+    assert!(
+        no_header.body["error"]["message"].as_str().is_some_and(|m| m.contains("IMAGE header")),
+        "{}",
+        no_header.body
+    );
+    let no_code = reply_with(json!({"name": "weekly_promo", "language": "en_US", "header": "Acme",
+        "body": {"first_name": "Ada", "plan": "gold"}}))
+    .await;
+    assert!(no_code.body["error"]["message"].as_str().is_some_and(|m| m.contains("copy-code")), "{}", no_code.body);
+    let fits =
+        reply_with(json!({"name": "payment_due", "language": "en_US", "body": ["Bruno", "$49.90", "May 1"]})).await;
+    assert_eq!(fits.status, 201, "{}", fits.body);
+    let sample = reply_with(json!({"name": "sample_issue_resolution", "language": "en_US", "body": ["Pablo"]})).await;
+    assert_eq!((sample.status, sample.code()), (422, "sample_template"), "{}", sample.body);
     let no_consent = api.post(&format!("/v1/threads/{parcel}/replies"), &api.inbox, template).await;
     assert_eq!((no_consent.status, no_consent.code()), (409, "not_opted_in"));
     // Associated: contacts created with a phone; the inbound ones too (matched by number).

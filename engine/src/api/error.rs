@@ -189,6 +189,12 @@ impl From<ReplyError> for ApiError {
             err @ ReplyError::TemplateNotApproved { .. } => {
                 ApiError::unprocessable("template_not_approved", err.to_string())
             }
+            err @ ReplyError::SampleTemplate { .. } => ApiError::unprocessable("sample_template", err.to_string()),
+            ReplyError::TemplateParameters { name, problems } => {
+                let message = ReplyError::TemplateParameters { name, problems: problems.clone() }.to_string();
+                ApiError::unprocessable("invalid_template_parameters", message)
+                    .with_details(json!({ "problems": problems }))
+            }
             ReplyError::Refused(call) => {
                 let message = format!("WhatsApp refused the reply: {}", call.message);
                 ApiError::new(StatusCode::BAD_GATEWAY, "send_refused", message)

@@ -53,6 +53,12 @@ pub enum ReplyError {
     NotOptedIn,
     #[error("template `{name}` ({language}) is {status} on this number: only APPROVED templates can be sent")]
     TemplateNotApproved { name: String, language: String, status: String },
+    /// One of Meta's `sample_` templates, which Kairo never sends.
+    #[error("template `{name}` is one of Meta's sample templates, which Kairo never sends: pick one of your own")]
+    SampleTemplate { name: String },
+    /// The parameters do not fit the template.
+    #[error("the parameters do not fit template `{name}`: {}", problems.join("; "))]
+    TemplateParameters { name: String, problems: Vec<String> },
     /// The channel refused the reply; the message is recorded as failed.
     #[error("WhatsApp refused the reply: {0}")]
     Refused(CallError),
@@ -158,19 +164,38 @@ impl Engine {
                 Some(closes) if closes > now => Ok(None),
                 closed_at => Err(ReplyError::WindowClosed { closed_at }),
             },
-            ReplyContent::Template { name, language, .. } => {
+            ReplyContent::Template { name, language, header, body, buttons } => {
+                if name.starts_with("sample_") {
+                    return Err(ReplyError::SampleTemplate { name: name.clone() });
+                }
                 let consent = self.store.consent(thread.contact_id, thread.phone_number_id).await?;
                 if consent.map(|c| c.status) != Some(ConsentStatus::OptedIn) {
                     return Err(ReplyError::NotOptedIn);
                 }
-                match self.store.template_status(account, name, language).await? {
-                    Some((status, category)) if status == "APPROVED" => Ok(Some(category)),
-                    found => Err(ReplyError::TemplateNotApproved {
-                        name: name.clone(),
-                        language: language.clone(),
-                        status: found.map_or_else(|| "unknown".to_string(), |(status, _)| status),
-                    }),
+                let template = match self.store.template(account, name, language).await? {
+                    Some(template) if template.status == "APPROVED" => template,
+                    found => {
+                        return Err(ReplyError::TemplateNotApproved {
+                            name: name.clone(),
+                            language: language.clone(),
+                            status: found.map_or_else(|| "unknown".to_string(), |t| t.status),
+                        });
+                    }
+                };
+                let needs = crate::workflow::catalog::CatalogTemplate {
+                    name: template.name.clone(),
+                    language: template.language.clone(),
+                    status: template.status.clone(),
+                    category: template.category.clone(),
+                    parameter_format: template.parameter_format.clone(),
+                    components: template.components.as_array().cloned().unwrap_or_default(),
                 }
+                .needs();
+                let problems = needs.problems(header.as_ref(), body.as_ref(), buttons);
+                if !problems.is_empty() {
+                    return Err(ReplyError::TemplateParameters { name: name.clone(), problems });
+                }
+                Ok(Some(template.category))
             }
         }
     }

@@ -269,6 +269,22 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
+    /// One template of an account, by name and language.
+    pub async fn template(
+        &self,
+        account: AccountId,
+        name: &str,
+        language: &str,
+    ) -> Result<Option<Template>, StoreError> {
+        template::Entity::find()
+            .filter(template::Column::AccountId.eq(account))
+            .filter(template::Column::Name.eq(name))
+            .filter(template::Column::Language.eq(language))
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
     /// An account's templates, by name then language.
     pub async fn templates(&self, account: AccountId) -> Result<Vec<Template>, StoreError> {
         template::Entity::find()

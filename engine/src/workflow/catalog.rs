@@ -151,6 +151,100 @@ impl CatalogTemplate {
     }
 }
 
+impl TemplateNeeds {
+    /// What is wrong with the parameters of a template sent as JSON (an
+    /// inbox reply): `body` a list (positional) or an object (named),
+    /// `header` text or `{"image"|"video"|"document": link}`, `buttons`
+    /// `[{"index", "text"|"payload"|"coupon_code"}]`. Empty when they fit;
+    /// the same rules as `kairo validate` applies to a workflow's send.
+    pub fn problems(
+        &self,
+        header: Option<&serde_json::Value>,
+        body: Option<&serde_json::Value>,
+        buttons: &[serde_json::Value],
+    ) -> Vec<String> {
+        use serde_json::Value;
+        let mut problems = Vec::new();
+        let names = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
+        match (body.filter(|b| !b.is_null()), self.named) {
+            (None, _) if !self.body.is_empty() => problems.push(format!(
+                "`body` is missing: the template takes {} body parameter(s) ({})",
+                self.body.len(),
+                names(&self.body)
+            )),
+            (None, _) => {}
+            (Some(Value::Array(values)), false) if values.len() != self.body.len() => problems.push(format!(
+                "`body` has {} parameter(s); the template takes {} ({})",
+                values.len(),
+                self.body.len(),
+                names(&self.body)
+            )),
+            (Some(Value::Array(_)), false) => {}
+            (Some(Value::Object(values)), true) => {
+                let given: BTreeSet<String> = values.keys().cloned().collect();
+                let missing: BTreeSet<String> = self.body.difference(&given).cloned().collect();
+                let unknown: BTreeSet<String> = given.difference(&self.body).cloned().collect();
+                if !missing.is_empty() {
+                    problems.push(format!("`body` lacks the parameter(s) {}", names(&missing)));
+                }
+                if !unknown.is_empty() {
+                    problems.push(format!(
+                        "`body` has parameter(s) {} the template does not take; it takes {}",
+                        names(&unknown),
+                        names(&self.body)
+                    ));
+                }
+            }
+            (Some(_), false) => problems.push(format!(
+                "the template takes positional parameters: send `body` as a list of {} value(s)",
+                self.body.len()
+            )),
+            (Some(_), true) => problems.push(format!(
+                "the template takes named parameters: send `body` as an object of {}",
+                names(&self.body)
+            )),
+        }
+        match (&self.header, header.filter(|h| !h.is_null())) {
+            (HeaderNeed::None, Some(_)) => {
+                problems.push("the template has no header parameter: leave out `header`".into())
+            }
+            (HeaderNeed::Text(_), None) => {
+                problems.push("`header` is missing: the template's header takes a text".into())
+            }
+            (HeaderNeed::Text(_), Some(value)) if !value.is_string() => {
+                problems.push("the template's header takes a text: send `header` as a string".into())
+            }
+            (HeaderNeed::Media(kind), None) => problems.push(format!(
+                "`header` is missing: the template has a {kind} header, send `header: {{\"{}\": link}}`",
+                kind.to_lowercase()
+            )),
+            (HeaderNeed::Media(kind), Some(value)) if !value.is_object() => problems.push(format!(
+                "the template has a {kind} header: send `header: {{\"{}\": link}}`",
+                kind.to_lowercase()
+            )),
+            _ => {}
+        }
+        let given: BTreeSet<usize> =
+            buttons.iter().filter_map(|b| b.get("index").and_then(Value::as_u64)).map(|i| i as usize).collect();
+        for (index, need) in &self.buttons {
+            match need {
+                ButtonNeed::UrlSuffix if !given.contains(index) => problems
+                    .push(format!("button {index} is a URL with a variable: add `{{\"index\": {index}, \"text\": …}}` to `buttons`")),
+                ButtonNeed::CouponCode if !given.contains(index) => problems.push(format!(
+                    "button {index} is a copy-code button: add `{{\"index\": {index}, \"coupon_code\": …}}` to `buttons`"
+                )),
+                _ => {}
+            }
+        }
+        for index in given {
+            if !self.buttons.contains_key(&index) {
+                problems.push(format!("the template has no button {index} that takes a parameter"));
+            }
+        }
+        problems
+    }
+}
+
 /// Digits only, for comparing numbers however they are written.
 pub fn digits(text: &str) -> String {
     text.chars().filter(char::is_ascii_digit).collect()
