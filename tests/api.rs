@@ -183,7 +183,123 @@ on_both!(
     a_client_hanging_up_never_leaves_its_idempotency_key_in_progress,
     scopes_are_checked_before_the_body_and_failed_tokens_are_limited,
     concurrent_creates_and_uploads_make_one_contact_per_phone_and_one_enrollment_per_key,
+    threads_by_window_and_last_message_views_renamed_and_deleted_people_by_email,
 );
+
+/// Threads are filtered by window and sorted by their last message (paged
+/// with the cursor), saved views are shown, renamed, refiltered and
+/// deleted, and people are named by email (users) or name (teams) as
+/// workflows name them (#15 14).
+async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_email(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    api.inbound("+44 7700 900520", "first");
+    api.until("/v1/threads", &api.inbox, |b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    api.inbound("+44 7700 900521", "second");
+    api.until("/v1/threads", &api.inbox, |b| b["items"].as_array().is_some_and(|i| i.len() == 2)).await;
+    // A thread opened by a send: its window never opened.
+    let enrolled = api
+        .post(
+            "/v1/enrollments",
+            &api.enroll,
+            json!({"workflow": "api-hello", "contact": {"phone": "+44 7700 900522", "opt_in": ["+1 555-000-1111"]}, "trigger": {"order_id": "W"}}),
+        )
+        .await;
+    assert_eq!(enrolled.status, 201, "{}", enrolled.body);
+    let all = api.until("/v1/threads", &api.inbox, |b| b["items"].as_array().is_some_and(|i| i.len() == 3)).await;
+    let id_of = |wa: &str| {
+        all["items"].as_array().expect("items").iter().find(|t| t["customer_wa_id"] == wa).expect("the thread")["id"]
+            .as_str()
+            .expect("an id")
+            .to_string()
+    };
+    let (first, second, quiet) = (id_of("447700900520"), id_of("447700900521"), id_of("447700900522"));
+    let ids = |answer: &Answer| -> Vec<String> {
+        answer.body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|t| t["id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let open = api.get("/v1/threads?window=open", &api.inbox).await;
+    assert_eq!(ids(&open).len(), 2, "{}", open.body);
+    assert!(open.body["items"].as_array().expect("items").iter().all(|t| t["window_open"] == true));
+    assert_eq!(ids(&api.get("/v1/threads?window=closed", &api.inbox).await), [quiet.clone()]);
+    assert_eq!(api.get("/v1/threads?window=ajar", &api.inbox).await.status, 400);
+
+    // A reply in the first thread makes it the one with the latest message.
+    let reply = api.post(&format!("/v1/threads/{first}/replies"), &api.inbox, json!({"text": "hello again"})).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let newest = ids(&api.get("/v1/threads", &api.inbox).await);
+    assert_eq!(newest[0], quiet, "newest thread first by default");
+    let by_message = ids(&api.get("/v1/threads?sort=last_message", &api.inbox).await);
+    assert_eq!(by_message[0], first, "latest message first: {by_message:?}");
+    let page = api.get("/v1/threads?sort=last_message&limit=1", &api.inbox).await;
+    let mut walked = ids(&page);
+    let mut cursor = page.body["next_cursor"].as_str().map(str::to_string);
+    while let Some(next) = cursor {
+        let page = api.get(&format!("/v1/threads?sort=last_message&limit=1&cursor={next}"), &api.inbox).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        walked.extend(ids(&page));
+        cursor = page.body["next_cursor"].as_str().map(str::to_string);
+    }
+    assert_eq!(walked, by_message, "pages of one follow the same order");
+    assert!(walked.contains(&second));
+    assert_eq!(api.get("/v1/threads?sort=last_message&cursor=nonsense", &api.inbox).await.code(), "invalid_cursor");
+
+    // Saved views: shown, renamed, refiltered, deleted.
+    let view = api.post("/v1/views", &api.inbox, json!({"name": "Open now", "filter": {"window": "open"}})).await;
+    assert_eq!(view.status, 201, "{}", view.body);
+    let view_id = view.body["id"].as_str().expect("an id").to_string();
+    assert_eq!(ids(&api.get(&format!("/v1/threads?view={view_id}"), &api.inbox).await).len(), 2);
+    let path = format!("/v1/views/{view_id}");
+    assert_eq!(api.get(&path, &api.inbox).await.body["name"], "Open now");
+    let renamed = api
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&api.inbox),
+            Some(json!({"name": "Closed windows", "filter": {"window": "closed"}})),
+        )
+        .await;
+    assert_eq!((renamed.status, renamed.body["name"].as_str()), (200, Some("Closed windows")), "{}", renamed.body);
+    assert_eq!(ids(&api.get(&format!("/v1/threads?view={view_id}"), &api.inbox).await), [quiet.clone()]);
+    let other = api.post("/v1/views", &api.inbox, json!({"name": "Other", "filter": {}})).await;
+    assert_eq!(other.status, 201);
+    let taken = api.call(Method::PATCH, &path, Some(&api.inbox), Some(json!({"name": "Other"}))).await;
+    assert_eq!((taken.status, taken.code()), (409, "name_taken"), "{}", taken.body);
+    let deleted = api.call(Method::DELETE, &path, Some(&api.inbox), None).await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(api.get(&path, &api.inbox).await.status, 404);
+    assert_eq!(api.call(Method::DELETE, &path, Some(&api.inbox), None).await.status, 404);
+    let names: Vec<Value> = api.get("/v1/views", &api.inbox).await.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| v["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("Other")]);
+
+    // People by email and by name.
+    let sam = api.post("/v1/users", &api.admin, json!({"email": "sam@example.com", "name": "Sam"})).await;
+    assert_eq!(sam.status, 201, "{}", sam.body);
+    let team = api.post("/v1/teams", &api.admin, json!({"name": "Night shift", "members": ["SAM@example.com"]})).await;
+    assert_eq!(team.status, 201, "{}", team.body);
+    assert_eq!(team.body["members"][0], sam.body["id"]);
+    let owned = api.post(&format!("/v1/threads/{second}/owner"), &api.inbox, json!({"user": "sam@example.com"})).await;
+    assert_eq!((owned.status, &owned.body["owner_user"]), (200, &sam.body["id"]), "{}", owned.body);
+    assert_eq!(ids(&api.get("/v1/threads?owner=sam%40example.com", &api.inbox).await), [second.clone()]);
+    let by_team = api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"team": "night SHIFT"})).await;
+    assert_eq!(by_team.status, 200, "{}", by_team.body);
+    assert_eq!(ids(&api.get("/v1/threads?team=Night%20shift", &api.inbox).await), [first.clone()]);
+    let nobody =
+        api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"user": "nobody@example.com"})).await;
+    assert_eq!((nobody.status, nobody.code()), (422, "unknown_user"), "{}", nobody.body);
+    let gone = api.post("/v1/users/sam@example.com/deactivate", &api.admin, json!({})).await;
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    assert_eq!(api.post("/v1/users/nobody@example.com/deactivate", &api.admin, json!({})).await.status, 404);
+    api.server.terminate().await;
+}
 
 /// Concurrency is input too: creates of one new phone at once make one
 /// contact (#15 2); three uploads of one keyed file at once enroll each

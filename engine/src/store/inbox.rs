@@ -287,6 +287,39 @@ impl Store {
             .map_err(|e| self.insert_error(e, || format!("saved view {name}")))
     }
 
+    /// Renames a saved view or replaces its filter; `None` when there is
+    /// no such view.
+    pub async fn update_saved_view(
+        &self,
+        id: SavedViewId,
+        name: Option<String>,
+        filter: Option<serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SavedView>, StoreError> {
+        let Some(view) = saved_view::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))?
+        else {
+            return Ok(None);
+        };
+        let mut row: saved_view::ActiveModel = view.into();
+        if let Some(name) = name.clone() {
+            row.name = Set(name);
+        }
+        if let Some(filter) = filter {
+            row.filter = Set(filter);
+        }
+        row.updated_at = Set(now);
+        sea_orm::ActiveModelTrait::update(row, &self.db)
+            .await
+            .map(Some)
+            .map_err(|e| self.insert_error(e, || format!("saved view {}", name.unwrap_or_default())))
+    }
+
+    /// Deletes a saved view; false when there was none.
+    pub async fn delete_saved_view(&self, id: SavedViewId) -> Result<bool, StoreError> {
+        let done = saved_view::Entity::delete_by_id(id).exec(&self.db).await.map_err(|e| self.query_error(e))?;
+        Ok(done.rows_affected > 0)
+    }
+
     pub async fn saved_views(&self) -> Result<Vec<SavedView>, StoreError> {
         saved_view::Entity::find()
             .order_by_asc(saved_view::Column::Name)

@@ -66,6 +66,66 @@ pub struct ThreadFilter {
     /// profile alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub associated: Option<bool>,
+    /// Whether the contact's 24-hour window is open now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowFilter>,
+}
+
+/// Threads whose customer service window is open, or closed (or never
+/// opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowFilter {
+    Open,
+    Closed,
+}
+
+/// The order of a thread list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadSort {
+    /// The newest thread first.
+    #[default]
+    Newest,
+    /// The thread with the latest message (either way) first; a thread
+    /// with none yet counts from when it opened.
+    LastMessage,
+}
+
+/// Where a page of threads goes on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadCursor {
+    Before(ThreadId),
+    /// The last message's time and the thread of the previous page's end.
+    LastMessage(DateTime<Utc>, ThreadId),
+}
+
+impl ThreadCursor {
+    pub fn parse(sort: ThreadSort, text: &str) -> Option<ThreadCursor> {
+        match sort {
+            ThreadSort::Newest => text.parse().ok().map(ThreadCursor::Before),
+            ThreadSort::LastMessage => {
+                let (at, id) = text.split_once('_')?;
+                let at = DateTime::parse_from_rfc3339(at).ok()?.to_utc();
+                Some(ThreadCursor::LastMessage(at, id.parse().ok()?))
+            }
+        }
+    }
+}
+
+/// When a thread's last message was (either way), or it opened.
+const LAST_MESSAGE_AT: &str = "(CASE WHEN last_inbound_at IS NULL AND last_outbound_at IS NULL THEN opened_at \
+    WHEN last_outbound_at IS NULL OR (last_inbound_at IS NOT NULL AND last_inbound_at > last_outbound_at) \
+    THEN last_inbound_at ELSE last_outbound_at END)";
+
+/// [`LAST_MESSAGE_AT`] of a thread row, as the database works it out.
+fn last_message_at(t: &Thread) -> DateTime<Utc> {
+    match (t.last_inbound_at, t.last_outbound_at) {
+        (None, None) => t.opened_at,
+        (Some(i), None) => i,
+        (Some(i), Some(o)) if i > o => i,
+        (_, Some(o)) => o,
+    }
 }
 
 /// One version's funnel: what a marketer watches.
@@ -227,10 +287,29 @@ impl Store {
     pub async fn search_threads(
         &self,
         filter: &ThreadFilter,
-        before: Option<ThreadId>,
+        sort: ThreadSort,
+        cursor: Option<ThreadCursor>,
         limit: u64,
+        now: DateTime<Utc>,
     ) -> Result<Page<Thread>, StoreError> {
-        let mut query = thread::Entity::find().order_by_desc(thread::Column::Id);
+        let mut query = thread::Entity::find();
+        query = match sort {
+            ThreadSort::Newest => query.order_by_desc(thread::Column::Id),
+            ThreadSort::LastMessage => {
+                query.order_by_desc(Expr::cust(LAST_MESSAGE_AT)).order_by_desc(thread::Column::Id)
+            }
+        };
+        match filter.window {
+            Some(WindowFilter::Open) => query = query.filter(thread::Column::WindowClosesAt.gt(now)),
+            Some(WindowFilter::Closed) => {
+                query = query.filter(
+                    Condition::any()
+                        .add(thread::Column::WindowClosesAt.is_null())
+                        .add(thread::Column::WindowClosesAt.lte(now)),
+                )
+            }
+            None => {}
+        }
         if let Some(number) = filter.number {
             query = query.filter(thread::Column::PhoneNumberId.eq(number));
         }
@@ -292,11 +371,26 @@ impl Store {
                     .add(thread::Column::ContactId.in_subquery(in_contacts)),
             );
         }
-        if let Some(before) = before {
-            query = query.filter(thread::Column::Id.lt(before));
+        match cursor {
+            Some(ThreadCursor::Before(before)) => query = query.filter(thread::Column::Id.lt(before)),
+            Some(ThreadCursor::LastMessage(at, id)) => {
+                use sea_orm::sea_query::ExprTrait;
+                let last = || Expr::cust(LAST_MESSAGE_AT);
+                query = query.filter(
+                    Condition::any()
+                        .add(last().lt(Expr::value(at)))
+                        .add(Condition::all().add(last().eq(Expr::value(at))).add(thread::Column::Id.lt(id))),
+                );
+            }
+            None => {}
         }
         let rows = query.limit(limit + 1).all(&self.db).await.map_err(|e| self.query_error(e))?;
-        Ok(page(rows, limit, |t| t.id.to_string()))
+        Ok(match sort {
+            ThreadSort::Newest => page(rows, limit, |t| t.id.to_string()),
+            ThreadSort::LastMessage => page(rows, limit, |t| {
+                format!("{}_{}", last_message_at(t).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), t.id)
+            }),
+        })
     }
 
     /// Sets a thread's owner (a user, a team, or nobody).

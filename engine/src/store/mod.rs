@@ -51,7 +51,10 @@ pub use self::inbox::{
 pub(crate) use self::ingest::status_name as delivery_status_name;
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
-pub use self::listing::{ContactUpdate, EnrollmentFilter, Funnel, Page, ThreadFilter, VersionReport, merge_properties};
+pub use self::listing::{
+    ContactUpdate, EnrollmentFilter, Funnel, Page, ThreadCursor, ThreadFilter, ThreadSort, VersionReport, WindowFilter,
+    merge_properties,
+};
 pub use self::numbers::PauseScope;
 pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};
 pub use self::reports::{HistoryEntry, StepCounts};

@@ -123,10 +123,17 @@ pub struct ThreadQuery {
     pub q: Option<String>,
     /// The business number (display number, Graph id or id).
     pub number: Option<String>,
-    /// Owned by this user.
-    pub owner: Option<UserId>,
-    /// Owned by this team.
-    pub team: Option<TeamId>,
+    /// Owned by this user (id or email).
+    pub owner: Option<String>,
+    /// Owned by this team (id or name).
+    pub team: Option<String>,
+    /// `open`: the contact's 24-hour window is open (free-form replies
+    /// go); `closed`: it is closed or never opened (templates only).
+    pub window: Option<crate::store::WindowFilter>,
+    /// `newest` (default: newest thread first) or `last_message` (the
+    /// thread with the latest message first).
+    #[schema(ignore)]
+    pub sort: Option<crate::store::ThreadSort>,
     /// `true`: no owner.
     pub unassigned: Option<bool>,
     pub status: Option<ThreadStatus>,
@@ -136,11 +143,14 @@ pub struct ThreadQuery {
     /// a WhatsApp profile alone.
     pub associated: Option<bool>,
     /// Start from this saved view's filter; other parameters narrow it.
-    #[serde(skip_serializing)]
+    #[schema(ignore)]
     pub view: Option<SavedViewId>,
-    #[serde(skip_serializing)]
+    /// The `next_cursor` of the previous page (of the same `sort`).
+    #[schema(ignore)]
     pub cursor: Option<String>,
-    #[serde(skip_serializing)]
+    /// Threads per page (default 50, at most 500).
+    #[schema(ignore)]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 
@@ -172,8 +182,10 @@ pub struct ReplyBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerBody {
-    pub user: Option<UserId>,
-    pub team: Option<TeamId>,
+    /// A user's id or email.
+    pub user: Option<String>,
+    /// A team's id or name.
+    pub team: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -214,7 +226,14 @@ pub async fn list(
     };
     narrow(&state, &mut filter, &query).await?;
     let paging = PageParams { cursor: query.cursor.clone(), limit: query.limit };
-    let page = state.engine.store().search_threads(&filter, paging.cursor()?, paging.limit()).await?;
+    let sort = query.sort.unwrap_or_default();
+    let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(text) => Some(crate::store::ThreadCursor::parse(sort, text).ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "`cursor` is not one this API gave out for this `sort`")
+        })?),
+    };
+    let page = state.engine.store().search_threads(&filter, sort, cursor, paging.limit(), state.engine.now()).await?;
     let mut items = Vec::with_capacity(page.items.len());
     let numbers = state.engine.store().phone_numbers().await?;
     for thread in page.items {
@@ -238,8 +257,13 @@ async fn narrow(state: &ApiState, filter: &mut ThreadFilter, query: &ThreadQuery
     if let Some(number) = &query.number {
         filter.number = Some(resolve_number(state, number).await?.id);
     }
-    filter.owner_user = query.owner.or(filter.owner_user);
-    filter.owner_team = query.team.or(filter.owner_team);
+    if let Some(owner) = &query.owner {
+        filter.owner_user = Some(super::people::resolve_user(state, owner, "owner").await?.id);
+    }
+    if let Some(team) = &query.team {
+        filter.owner_team = Some(super::people::resolve_team(state, team, "team").await?.id);
+    }
+    filter.window = query.window.or(filter.window);
     filter.unassigned = query.unassigned.or(filter.unassigned);
     filter.status = query.status.or(filter.status);
     filter.contact = query.contact.or(filter.contact);
@@ -316,22 +340,23 @@ pub async fn assign(
 ) -> Result<ApiJson<ThreadDetail>, ApiError> {
     caller.require(&[Scope::Inbox])?;
     let store = state.engine.store();
-    if let Some(user) = body.user {
-        match store.user(user).await? {
-            Some(u) if u.deactivated_at.is_none() => {}
-            Some(_) => return Err(ApiError::unprocessable("inactive_user", format!("user {user} is deactivated"))),
-            None => return Err(ApiError::unprocessable("unknown_user", format!("no user {user}"))),
+    let mut owner = (None, None);
+    if let Some(user) = &body.user {
+        let user = super::people::resolve_user(&state, user, "user").await?;
+        if user.deactivated_at.is_some() {
+            return Err(ApiError::unprocessable("inactive_user", format!("user {} is deactivated", user.email)));
         }
+        owner.0 = Some(user.id);
     }
-    if let Some(team) = body.team {
-        match store.team(team).await? {
-            Some(t) if t.deactivated_at.is_none() => {}
-            Some(_) => return Err(ApiError::unprocessable("inactive_team", format!("team {team} is deactivated"))),
-            None => return Err(ApiError::unprocessable("unknown_team", format!("no team {team}"))),
+    if let Some(team) = &body.team {
+        let team = super::people::resolve_team(&state, team, "team").await?;
+        if team.deactivated_at.is_some() {
+            return Err(ApiError::unprocessable("inactive_team", format!("team {} is deactivated", team.name)));
         }
+        owner.1 = Some(team.id);
     }
     store
-        .assign_thread(id, (body.user, body.team), state.engine.now())
+        .assign_thread(id, owner, state.engine.now())
         .await?
         .ok_or_else(|| ApiError::not_found(format_args!("thread {id}")))?;
     Ok(ApiJson(detail(&state, id).await?))
@@ -396,16 +421,8 @@ pub async fn create_view(
     if name.is_empty() {
         return Err(ApiError::unprocessable("invalid_name", "a saved view needs a name"));
     }
-    if body.filter.view.is_some() || body.filter.cursor.is_some() || body.filter.limit.is_some() {
-        return Err(ApiError::unprocessable("invalid_filter", "a saved filter holds no `view`, `cursor` or `limit`"));
-    }
-    let mut filter = ThreadFilter::default();
-    narrow(&state, &mut filter, &body.filter).await?;
-    let new = NewSavedView {
-        name: name.to_string(),
-        owner_user_id: None,
-        filter: serde_json::to_value(&filter).expect("a filter serialises"),
-    };
+    let filter = saved_filter(&state, &body.filter).await?;
+    let new = NewSavedView { name: name.to_string(), owner_user_id: None, filter };
     match state.engine.store().insert_saved_view(new, state.engine.now()).await {
         Ok(view) => Ok((StatusCode::CREATED, ApiJson(view_view(view)))),
         Err(StoreError::Duplicate { .. }) => {
@@ -413,6 +430,90 @@ pub async fn create_view(
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// A saved view's new name or filter (either or both).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ViewChange {
+    pub name: Option<String>,
+    pub filter: Option<ThreadQuery>,
+}
+
+/// One saved view.
+#[utoipa::path(get, path = "/v1/views/{id}", tag = "inbox", params(("id" = SavedViewId, Path)),
+    responses((status = 200, body = ViewView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn show_view(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<SavedViewId>,
+) -> Result<ApiJson<ViewView>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let views = state.engine.store().saved_views().await?;
+    let view =
+        views.into_iter().find(|v| v.id == id).ok_or_else(|| ApiError::not_found(format_args!("saved view {id}")))?;
+    Ok(ApiJson(view_view(view)))
+}
+
+/// Rename a saved view, or replace its filter.
+#[utoipa::path(patch, path = "/v1/views/{id}", tag = "inbox", params(("id" = SavedViewId, Path)),
+    request_body = ViewChange,
+    responses((status = 200, body = ViewView), (status = 404, body = ErrorBody),
+        (status = 409, description = "Name taken", body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_view(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<SavedViewId>,
+    ApiJson(body): ApiJson<ViewChange>,
+) -> Result<ApiJson<ViewView>, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    let name = match body.name.as_deref().map(str::trim) {
+        Some("") => return Err(ApiError::unprocessable("invalid_name", "a saved view needs a name")),
+        other => other.map(str::to_string),
+    };
+    let filter = match &body.filter {
+        None => None,
+        Some(query) => Some(saved_filter(&state, query).await?),
+    };
+    match state.engine.store().update_saved_view(id, name.clone(), filter, state.engine.now()).await {
+        Ok(Some(view)) => Ok(ApiJson(view_view(view))),
+        Ok(None) => Err(ApiError::not_found(format_args!("saved view {id}"))),
+        Err(StoreError::Duplicate { .. }) => Err(ApiError::conflict(
+            "name_taken",
+            format!("a saved view named `{}` already exists", name.unwrap_or_default()),
+        )),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Delete a saved view (the threads it showed stay as they are).
+#[utoipa::path(delete, path = "/v1/views/{id}", tag = "inbox", params(("id" = SavedViewId, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn delete_view(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<SavedViewId>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&[Scope::Inbox])?;
+    if state.engine.store().delete_saved_view(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format_args!("saved view {id}")))
+    }
+}
+
+/// A saved filter from a view's query: no paging, no view of its own.
+async fn saved_filter(state: &ApiState, query: &ThreadQuery) -> Result<Value, ApiError> {
+    if query.view.is_some() || query.cursor.is_some() || query.limit.is_some() || query.sort.is_some() {
+        return Err(ApiError::unprocessable(
+            "invalid_filter",
+            "a saved filter holds no `view`, `cursor`, `limit` or `sort`",
+        ));
+    }
+    let mut filter = ThreadFilter::default();
+    narrow(state, &mut filter, query).await?;
+    Ok(serde_json::to_value(&filter).expect("a filter serialises"))
 }
 
 /// Every saved view, by name.

@@ -83,6 +83,10 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         .route("/threads/{id}/close", needs(post(inbox::close), &[Inbox]))
         .route("/threads/{id}/reopen", needs(post(inbox::reopen), &[Inbox]))
         .route("/views", needs(post(inbox::create_view).get(inbox::list_views), &[Inbox]))
+        .route(
+            "/views/{id}",
+            needs(get(inbox::show_view).patch(inbox::update_view).delete(inbox::delete_view), &[Inbox]),
+        )
         .fallback(super::error::not_found)
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(DefaultBodyLimit::max(max_body))

@@ -20,7 +20,7 @@ use super::{bulk, contacts, enrollments, inbox, people, workflows};
         people::create_user, people::list_users, people::deactivate_user,
         people::create_team, people::list_teams, people::deactivate_team,
         inbox::unmatched_statuses, inbox::list, inbox::show, inbox::reply, inbox::assign, inbox::close, inbox::reopen,
-        inbox::create_view, inbox::list_views,
+        inbox::create_view, inbox::list_views, inbox::show_view, inbox::update_view, inbox::delete_view,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -42,6 +42,50 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // The answers every operation can give, whatever it does: bad
+        // tokens, scopes, rate limits, a busy database, a bad query string,
+        // a body that does not fit.
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete].into_iter().flatten();
+            for operation in operations {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = operation.request_body.is_some();
+                let has_query = operation.parameters.as_ref().is_some_and(|ps| {
+                    ps.iter().any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+                });
+                let mut common: Vec<(&str, &str)> = Vec::new();
+                if secured {
+                    common.extend([
+                        ("401", "No token, or an unknown or revoked one (`missing_token`, `invalid_token`)"),
+                        ("403", "The token lacks the scope this operation takes (`insufficient_scope`)"),
+                        ("429", "Over the token's rate limit, or too many failed tokens from this address"),
+                        ("503", "The database is unavailable or busy: retry after `Retry-After`"),
+                    ]);
+                }
+                if has_body || has_query {
+                    common.push(("400", "A body or query string that cannot be read"));
+                }
+                if has_body || has_query {
+                    common.push(("422", "A field that does not fit (`details.field` names it)"));
+                }
+                for (status, description) in common {
+                    operation.responses.responses.entry(status.to_string()).or_insert_with(|| {
+                        utoipa::openapi::RefOr::T(
+                            utoipa::openapi::ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    utoipa::openapi::ContentBuilder::new()
+                                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+                }
+            }
+        }
     }
 }
 

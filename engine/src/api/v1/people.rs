@@ -35,9 +35,9 @@ pub struct UserView {
 #[serde(deny_unknown_fields)]
 pub struct NewTeamBody {
     pub name: String,
-    /// Members in round-robin order.
+    /// Members in round-robin order: user ids or emails.
     #[serde(default)]
-    pub members: Vec<UserId>,
+    pub members: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -127,9 +127,10 @@ pub async fn list_users(State(state): State<ApiState>, caller: Caller) -> Result
 pub async fn deactivate_user(
     State(state): State<ApiState>,
     caller: Caller,
-    ApiPath(id): ApiPath<UserId>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<UserView>, ApiError> {
     caller.require(&[Scope::Admin])?;
+    let id = resolve_user(&state, &id, "the path").await.map_err(not_found_in_path)?.id;
     let user = state.engine.store().deactivate_user(id, state.engine.now()).await?;
     user.map(|u| ApiJson(u.into())).ok_or_else(|| ApiError::not_found(format_args!("user {id}")))
 }
@@ -151,10 +152,9 @@ pub async fn create_team(
     if name.is_empty() {
         return Err(ApiError::unprocessable("invalid_name", "a team needs a name"));
     }
+    let mut ids = Vec::new();
     for member in &body.members {
-        if store.user(*member).await?.is_none() {
-            return Err(ApiError::unprocessable("unknown_user", format!("no user {member} (members)")));
-        }
+        ids.push(resolve_user(&state, member, "members").await?.id);
     }
     let team = match store.insert_team(name, now).await {
         Ok(team) => team,
@@ -164,7 +164,7 @@ pub async fn create_team(
         Err(err) => return Err(err.into()),
     };
     let mut members = Vec::new();
-    for member in body.members {
+    for member in ids {
         if members.contains(&member) {
             continue;
         }
@@ -189,9 +189,10 @@ pub async fn list_teams(State(state): State<ApiState>, caller: Caller) -> Result
 pub async fn deactivate_team(
     State(state): State<ApiState>,
     caller: Caller,
-    ApiPath(id): ApiPath<TeamId>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<TeamView>, ApiError> {
     caller.require(&[Scope::Admin])?;
+    let id = resolve_team(&state, &id, "the path").await.map_err(not_found_in_path)?.id;
     let store = state.engine.store();
     let team = store
         .deactivate_team(id, state.engine.now())
@@ -199,4 +200,39 @@ pub async fn deactivate_team(
         .ok_or_else(|| ApiError::not_found(format_args!("team {id}")))?;
     let members = store.team_members(id).await?;
     Ok(ApiJson(team_view(team, members)))
+}
+
+/// A user named by id or by email (as workflows name them), any case.
+pub(crate) async fn resolve_user(state: &ApiState, name: &str, field: &str) -> Result<crate::store::User, ApiError> {
+    let store = state.engine.store();
+    let found = match name.trim().parse::<UserId>() {
+        Ok(id) => store.user(id).await?,
+        Err(_) => store.list_users().await?.into_iter().find(|u| u.email.eq_ignore_ascii_case(name.trim())),
+    };
+    found.ok_or_else(|| {
+        ApiError::unprocessable("unknown_user", format!("no user `{name}` ({field}): name a user by id or email"))
+    })
+}
+
+/// A team named by id or by name, any case.
+pub(crate) async fn resolve_team(state: &ApiState, name: &str, field: &str) -> Result<crate::store::Team, ApiError> {
+    let store = state.engine.store();
+    let found = match name.trim().parse::<TeamId>() {
+        Ok(id) => store.team(id).await?,
+        Err(_) => {
+            store.list_teams().await?.into_iter().map(|(t, _)| t).find(|t| t.name.eq_ignore_ascii_case(name.trim()))
+        }
+    };
+    found.ok_or_else(|| {
+        ApiError::unprocessable("unknown_team", format!("no team `{name}` ({field}): name a team by id or name"))
+    })
+}
+
+/// An unknown user or team in the path is a 404, not a 422.
+fn not_found_in_path(err: ApiError) -> ApiError {
+    if err.status == StatusCode::UNPROCESSABLE_ENTITY {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", err.message)
+    } else {
+        err
+    }
 }
