@@ -224,7 +224,7 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     let open = api.get("/v1/threads?window=open", &api.inbox).await;
     assert_eq!(ids(&open).len(), 2, "{}", open.body);
     assert!(open.body["items"].as_array().expect("items").iter().all(|t| t["window_open"] == true));
-    assert_eq!(ids(&api.get("/v1/threads?window=closed", &api.inbox).await), [quiet.clone()]);
+    assert_eq!(ids(&api.get("/v1/threads?window=closed", &api.inbox).await), [quiet.as_str()]);
     assert_eq!(api.get("/v1/threads?window=ajar", &api.inbox).await.status, 400);
 
     // A reply in the first thread makes it the one with the latest message.
@@ -263,7 +263,7 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
         )
         .await;
     assert_eq!((renamed.status, renamed.body["name"].as_str()), (200, Some("Closed windows")), "{}", renamed.body);
-    assert_eq!(ids(&api.get(&format!("/v1/threads?view={view_id}"), &api.inbox).await), [quiet.clone()]);
+    assert_eq!(ids(&api.get(&format!("/v1/threads?view={view_id}"), &api.inbox).await), [quiet.as_str()]);
     let other = api.post("/v1/views", &api.inbox, json!({"name": "Other", "filter": {}})).await;
     assert_eq!(other.status, 201);
     let taken = api.call(Method::PATCH, &path, Some(&api.inbox), Some(json!({"name": "Other"}))).await;
@@ -288,10 +288,10 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     assert_eq!(team.body["members"][0], sam.body["id"]);
     let owned = api.post(&format!("/v1/threads/{second}/owner"), &api.inbox, json!({"user": "sam@example.com"})).await;
     assert_eq!((owned.status, &owned.body["owner_user"]), (200, &sam.body["id"]), "{}", owned.body);
-    assert_eq!(ids(&api.get("/v1/threads?owner=sam%40example.com", &api.inbox).await), [second.clone()]);
+    assert_eq!(ids(&api.get("/v1/threads?owner=sam%40example.com", &api.inbox).await), [second.as_str()]);
     let by_team = api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"team": "night SHIFT"})).await;
     assert_eq!(by_team.status, 200, "{}", by_team.body);
-    assert_eq!(ids(&api.get("/v1/threads?team=Night%20shift", &api.inbox).await), [first.clone()]);
+    assert_eq!(ids(&api.get("/v1/threads?team=Night%20shift", &api.inbox).await), [first.as_str()]);
     let nobody =
         api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"user": "nobody@example.com"})).await;
     assert_eq!((nobody.status, nobody.code()), (422, "unknown_user"), "{}", nobody.body);
