@@ -439,6 +439,8 @@ async fn scopes_are_checked_before_the_body_and_failed_tokens_are_limited(db: &T
     assert_eq!((forbidden.status, forbidden.code()), (403, "insufficient_scope"), "{}", forbidden.body);
     let forbidden = api.send(Method::POST, "/v1/users", Some(&api.inbox), bad_body.clone(), &[]).await;
     assert_eq!(forbidden.status, 403, "{}", forbidden.body);
+    let message = forbidden.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("needs the scope admin;") && !message.contains("admin or admin"), "{message}");
     let forbidden = api.send(Method::POST, "/v1/views", Some(&api.enroll), bad_body.clone(), &[]).await;
     assert_eq!(forbidden.status, 403, "{}", forbidden.body);
     // The right scope with the same body is the body's fault.

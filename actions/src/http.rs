@@ -36,13 +36,49 @@ impl HttpCaller for ReqwestHttp {
             builder = builder.json(body);
         }
         let response = builder.send().await.map_err(|e| {
-            let permanent = e.is_builder();
-            let what = format!("{} {}: {}", request.method, request.url, e.without_url());
-            if permanent { CallError::permanent(what) } else { CallError::temporary(what) }
+            let what = format!("{} {}: {}", request.method, request.url, describe(&e, request.timeout));
+            if e.is_builder() { CallError::permanent(what) } else { CallError::temporary(what) }
         })?;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         Ok(HttpAnswer { status, body })
     }
+}
+
+/// What went wrong with a request that got no answer, in the words of the
+/// person who runs the other side: refused, not found in DNS, TLS, timed
+/// out, cut off; and what to check.
+fn describe(error: &reqwest::Error, timeout: std::time::Duration) -> String {
+    use std::error::Error;
+    let mut chain = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    let causes = chain.join(": ").to_lowercase();
+    if error.is_builder() {
+        return format!("the request cannot be built ({}): check the step's url and headers", chain.join(": "));
+    }
+    if error.is_timeout() {
+        return format!(
+            "no answer within {}s (timeout): the service is slow or down; raise the step's `timeout` or check the service",
+            timeout.as_secs()
+        );
+    }
+    if causes.contains("dns") || causes.contains("failed to lookup") || causes.contains("name or service not known") {
+        return "the host name could not be resolved (DNS): check the url's host".to_string();
+    }
+    if causes.contains("connection refused") {
+        return "connection refused: nothing listens at that host and port; check the url and that the service runs"
+            .to_string();
+    }
+    if causes.contains("certificate") || causes.contains("tls") || causes.contains("handshake") {
+        return format!("the TLS handshake failed ({}): check the service's certificate", chain.join(": "));
+    }
+    if error.is_connect() {
+        return format!("cannot connect ({}): check the url and the network", chain.join(": "));
+    }
+    format!("the connection broke before an answer ({}); the step is retried", chain.join(": "))
 }

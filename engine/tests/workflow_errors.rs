@@ -263,3 +263,32 @@ steps:
     let valid = kairo_engine::workflow::check(std::path::Path::new("crm.yaml"), &failing, None).expect("valid");
     assert!(valid.warnings.is_empty(), "a send that fails when uncertain never reaches the next step");
 }
+
+/// Errors speak the author's language (#15 23), not serde's.
+fn first_problem(yaml: &str) -> String {
+    let problems = workflow::check(Path::new("w.yaml"), yaml, Some(&catalog())).expect_err("the workflow is invalid");
+    problems.first().map(|d| d.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn a_body_that_is_neither_a_list_nor_a_map_says_what_it_takes() {
+    for value in ["10", "y", "yes"] {
+        let yaml = with_steps(&format!(
+            "  - id: a\n    send_template:\n      number: \"+1 555-000-1111\"\n      template: payment_due\n      language: en_US\n      body: {value}\n"
+        ));
+        let problem = first_problem(&yaml);
+        assert!(
+            problem.contains("`body` is a list of texts") && problem.contains("map of names"),
+            "{value}: {problem}"
+        );
+        assert!(!problem.contains("untagged"), "{problem}");
+        assert!(problem.starts_with("w.yaml:11:"), "{problem}");
+    }
+}
+
+#[test]
+fn a_key_given_twice_is_named_without_parser_options() {
+    let problem = first_problem("id: t\nname: T\nname: U\ntriggers:\n  - api: {}\nsteps: []\n");
+    assert!(problem.contains("the key `name` appears twice"), "{problem}");
+    assert!(!problem.contains("DuplicateKeyPolicy"), "{problem}");
+}

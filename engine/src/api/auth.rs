@@ -179,7 +179,8 @@ impl Caller {
         if self.scopes.contains(&Scope::Admin) || scopes.iter().any(|s| self.scopes.contains(s)) {
             return Ok(());
         }
-        let wanted: Vec<&str> = scopes.iter().map(|s| s.as_str()).chain(["admin"]).collect();
+        let wanted: Vec<&str> =
+            scopes.iter().filter(|s| **s != Scope::Admin).map(|s| s.as_str()).chain(["admin"]).collect();
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope",

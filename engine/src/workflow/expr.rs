@@ -12,10 +12,7 @@
 //! - `{{date trigger.delivery_at "%A %-d %B" "Europe/Paris"}}`: a date-time
 //!   (RFC 3339) formatted with strftime codes in a time zone (UTC when omitted).
 
-use handlebars::{
-    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
-    handlebars_helper,
-};
+use handlebars::{Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson};
 use serde_json::Value;
 
 /// Renders expressions; build one and reuse it.
@@ -30,8 +27,44 @@ impl Default for Renderer {
     }
 }
 
-handlebars_helper!(upper: |s: str| s.to_uppercase());
-handlebars_helper!(lower: |s: str| s.to_lowercase());
+/// `upper` and `lower`: a missing value is named by its path, as a
+/// missing variable is.
+struct CaseHelper {
+    name: &'static str,
+    change: fn(&str) -> String,
+}
+
+impl HelperDef for CaseHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let name = self.name;
+        let param = h.param(0).ok_or_else(|| {
+            RenderError::from(RenderErrorReason::Other(format!(
+                "`{name}` needs a value: `{{{{{name} contact.name}}}}`"
+            )))
+        })?;
+        let text = match param.value() {
+            Value::String(text) => text.clone(),
+            Value::Null => {
+                let path = param.relative_path().map_or_else(|| "its value".to_string(), |p| format!("`{p}`"));
+                return Err(RenderError::from(RenderErrorReason::Other(format!(
+                    "{path} has no value for this contact (in `{name}`): give it one, or write \
+                     `{{{{{name} (default {} \"…\")}}}}`",
+                    param.relative_path().map_or("…", |p| p.as_str())
+                ))));
+            }
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => other.to_string(),
+        };
+        Ok(ScopedJson::Derived(Value::String((self.change)(&text))))
+    }
+}
 
 struct DefaultHelper;
 
@@ -83,8 +116,8 @@ impl Renderer {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
         registry.register_escape_fn(handlebars::no_escape);
-        registry.register_helper("upper", Box::new(upper));
-        registry.register_helper("lower", Box::new(lower));
+        registry.register_helper("upper", Box::new(CaseHelper { name: "upper", change: str::to_uppercase }));
+        registry.register_helper("lower", Box::new(CaseHelper { name: "lower", change: str::to_lowercase }));
         registry.register_helper("default", Box::new(DefaultHelper));
         registry.register_helper("date", Box::new(DateHelper));
         Renderer { registry }
@@ -94,6 +127,7 @@ impl Renderer {
     pub fn render(&self, template: &str, context: &Value) -> Result<String, String> {
         self.registry.render_template(template, context).map_err(|err| match err.reason() {
             RenderErrorReason::MissingVariable(Some(path)) => format!("`{path}` has no value for this contact"),
+            RenderErrorReason::Other(message) => message.clone(),
             other => other.to_string(),
         })
     }
@@ -106,6 +140,16 @@ mod tests {
 
     fn ctx() -> Value {
         json!({"contact": {"name": "Ana", "city": ""}, "trigger": {"at": "2026-12-24T08:30:00Z"}, "now": "2026-12-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn a_missing_value_in_a_helper_is_named_by_its_path() {
+        let r = Renderer::new();
+        let err = r.render("Hi {{upper contact.plan}}", &ctx()).expect_err("missing");
+        assert!(err.contains("`contact.plan` has no value") && err.contains("default contact.plan"), "{err}");
+        assert!(!err.contains("param with name"), "{err}");
+        let err = r.render("{{lower trigger.code}}", &ctx()).expect_err("missing");
+        assert!(err.contains("`trigger.code`"), "{err}");
     }
 
     #[test]

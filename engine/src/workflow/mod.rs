@@ -133,6 +133,14 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> String {
                 }
                 "invalid i32" | "invalid i64" => "expected a whole number".to_string(),
                 "invalid bool" => "expected true or false".to_string(),
+                _ if text.contains("DuplicateKeyPolicy") => {
+                    let key = text
+                        .strip_prefix("duplicate mapping key: ")
+                        .and_then(|rest| rest.split(", set DuplicateKeyPolicy").next())
+                        .map(|k| format!(" `{}`", k.trim()))
+                        .unwrap_or_default();
+                    format!("the key{key} appears twice in this mapping: keep one (a later one would silently win)")
+                }
                 _ => text,
             }
         }

@@ -269,7 +269,10 @@ pub struct SendTemplate {
 
 /// Positional (`[a, b]`) or named (`{first_name: a}`) parameters.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "`body` is a list of texts for positional parameters (`body: [\"{{contact.name}}\"]`) or a map of names to texts for named ones (`body: {first_name: \"{{contact.name}}\"}`)"
+)]
 pub enum Params {
     Positional(Vec<String>),
     Named(BTreeMap<String, String>),
@@ -277,7 +280,10 @@ pub enum Params {
 
 /// A header parameter: text, or a media link.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "`header` is a text (`header: \"{{contact.name}}\"`) or a media link (`header: {image: \"https://…\"}`, or `video`, `document`)"
+)]
 pub enum HeaderParam {
     Text(String),
     Media(MediaParam),
