@@ -334,7 +334,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             sandbox::inbound(&config, args).await
         }
         Command::Version => {
+            let (count, last) = kairo_engine::store::schema_version();
             println!("kairo {}", env!("CARGO_PKG_VERSION"));
+            println!("database schema {count} ({last})");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -456,9 +458,7 @@ async fn serve(config: &Config) -> Result<()> {
     if config.whatsapp.can_send() {
         tokio::spawn(sync::periodically(store.clone(), config.clone(), sync::SERVE_SYNC_INTERVAL, shutdown.clone()));
     }
-    if let Some(watch) = watch {
-        tokio::spawn(watch_workflows(watch, store.clone(), engine.clone(), config.clone(), shutdown.clone()));
-    }
+    tokio::spawn(watch_workflows(watch, store.clone(), engine.clone(), config.clone(), shutdown.clone()));
     let workers = tokio::spawn({
         let (engine, settings, shutdown) = (engine.clone(), worker_config(config), shutdown.clone());
         async move { engine.run(settings, shutdown).await }
@@ -658,21 +658,46 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// change becomes a new version at once; an invalid one is reported with
 /// path:line:column and the previous version keeps running.
 async fn watch_workflows(
-    mut watch: kairo_engine::workflow::watch::FolderWatch,
+    mut watch: Option<kairo_engine::workflow::watch::FolderWatch>,
     store: Store,
     engine: Arc<Engine>,
     config: Config,
     shutdown: CancellationToken,
 ) {
-    tracing::info!(dir = %config.workflows_dir.display(), "watching the workflow folder for changes");
+    let dir = config.workflows_dir.clone();
+    if watch.is_some() {
+        tracing::info!(dir = %dir.display(), "watching the workflow folder for changes");
+    }
     loop {
         // Also looked at again every little while: a file rejected for a
         // template a sync had not brought yet, or a team not created yet,
-        // loads once they are there.
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = watch.changed() => if changed.is_none() { return },
-            _ = tokio::time::sleep(RELOAD_EVERY) => {}
+        // loads once they are there. A folder that is not there yet is
+        // looked for every second, and watched once it is made.
+        match watch.as_mut() {
+            Some(folder) => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = folder.changed() => if changed.is_none() { return },
+                _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            },
+            None => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if !dir.is_dir() {
+                    continue;
+                }
+                match kairo_engine::workflow::watch::FolderWatch::start(&dir) {
+                    Ok(started) => {
+                        tracing::info!(dir = %dir.display(), "the workflow folder appeared: loading and watching it");
+                        watch = Some(started);
+                    }
+                    Err(err) => {
+                        tracing::warn!(dir = %dir.display(), %err, "cannot watch the workflow folder yet");
+                        continue;
+                    }
+                }
+            }
         }
         if let Err(err) = load_workflows(&store, &config).await {
             tracing::error!(%err, "reloading the workflow folder failed; the loaded versions keep running");

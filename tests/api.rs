@@ -1354,3 +1354,47 @@ async fn a_full_connection_pool_answers_503_with_retry_after() {
     assert_eq!(again.status, 200, "{}", again.body);
     api.server.terminate().await;
 }
+
+/// A `workflows/` folder made after `kairo serve` started is found, loaded
+/// and watched (#15 22).
+#[tokio::test]
+async fn a_workflow_folder_made_after_the_server_started_is_loaded_and_watched() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = db.raw_url();
+    let migrated = kairo(dir.path()).args(["--database", &url, "migrate"]).output().expect("kairo migrate runs");
+    assert!(migrated.status.success());
+    let enroll = token(dir.path(), &url, "enroller", "enroll");
+    let server = Server::start(dir.path(), &url).await;
+    let keys = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .map(|i| i.iter().filter_map(|w| w["key"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let list = || async {
+        let response = client()
+            .get(format!("{}/v1/workflows", server.base_url))
+            .bearer_auth(&enroll)
+            .send()
+            .await
+            .expect("answers");
+        response.json::<Value>().await.expect("json")
+    };
+    assert!(keys(&list().await).is_empty());
+    std::fs::create_dir(dir.path().join("workflows")).expect("mkdir");
+    std::fs::write(dir.path().join("workflows/api-hello.yaml"), HELLO).expect("write");
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while !keys(&list().await).contains(&"api-hello".to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "the new folder was never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Now watched: a second file loads without waiting for a periodic reload.
+    std::fs::write(dir.path().join("workflows/api-waiter.yaml"), WAITER).expect("write");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !keys(&list().await).contains(&"api-waiter".to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "the new file was not picked up by the watch");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.terminate().await;
+}

@@ -136,6 +136,13 @@ pub enum StoreError {
     Duplicate { url: DatabaseUrl, what: String },
 }
 
+/// The database schema this build migrates to: its number of migrations
+/// and the name of the last one.
+pub fn schema_version() -> (usize, String) {
+    let migrations = Migrator::migrations();
+    (migrations.len(), migrations.last().map(|m| m.name().to_string()).unwrap_or_default())
+}
+
 impl StoreError {
     /// The database is there but busy: no connection came free in time (a
     /// full pool), a lock was not granted within the lock timeout, or
