@@ -455,10 +455,12 @@ async fn serve(config: &Config) -> Result<()> {
     println!("kairo listening on http://{addr}");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let engine = build_engine(&store, config)?;
+    let synced = Arc::new(tokio::sync::Notify::new());
     if config.whatsapp.can_send() {
-        tokio::spawn(sync::periodically(store.clone(), config.clone(), sync::SERVE_SYNC_INTERVAL, shutdown.clone()));
+        let every = sync::SERVE_SYNC_INTERVAL;
+        tokio::spawn(sync::periodically(store.clone(), config.clone(), every, synced.clone(), shutdown.clone()));
     }
-    tokio::spawn(watch_workflows(watch, store.clone(), engine.clone(), config.clone(), shutdown.clone()));
+    tokio::spawn(watch_workflows(watch, store.clone(), engine.clone(), config.clone(), synced, shutdown.clone()));
     let workers = tokio::spawn({
         let (engine, settings, shutdown) = (engine.clone(), worker_config(config), shutdown.clone());
         async move { engine.run(settings, shutdown).await }
@@ -662,6 +664,7 @@ async fn watch_workflows(
     store: Store,
     engine: Arc<Engine>,
     config: Config,
+    synced: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     let dir = config.workflows_dir.clone();
@@ -677,6 +680,8 @@ async fn watch_workflows(
             Some(folder) => tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = folder.changed() => if changed.is_none() { return },
+                // A sync may bring the templates a rejected file named.
+                _ = synced.notified() => {}
                 _ = tokio::time::sleep(RELOAD_EVERY) => {}
             },
             None => {

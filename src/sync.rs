@@ -96,7 +96,15 @@ fn summary(report: &SyncReport) -> String {
 
 /// Syncs every account with a token now and then every `every`, until
 /// `shutdown`. Failures are logged and tried again next time.
-pub async fn periodically(store: Store, config: Config, every: Duration, shutdown: CancellationToken) {
+/// After each round `synced` is notified: the workflow folder is validated
+/// again against the new catalogue.
+pub async fn periodically(
+    store: Store,
+    config: Config,
+    every: Duration,
+    synced: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let accounts: Vec<SyncAccount> = match accounts(&config) {
         Ok(accounts) => accounts,
         Err(err) => {
@@ -118,6 +126,7 @@ pub async fn periodically(store: Store, config: Config, every: Duration, shutdow
                 Err(err) => tracing::warn!("catalogue sync failed; trying again in {}s: {err}", every.as_secs()),
             }
         }
+        synced.notify_one();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
