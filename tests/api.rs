@@ -292,6 +292,11 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     let by_team = api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"team": "night SHIFT"})).await;
     assert_eq!(by_team.status, 200, "{}", by_team.body);
     assert_eq!(ids(&api.get("/v1/threads?team=Night%20shift", &api.inbox).await), [first.as_str()]);
+    // A name that would break a log line (the workflow loader names teams) is refused.
+    let forged = api.post("/v1/teams", &api.admin, json!({"name": "Inj\n2026-12-02T01:30:00Z ERROR forged"})).await;
+    assert_eq!((forged.status, forged.code()), (422, "invalid_name"), "{}", forged.body);
+    let forged = api.post("/v1/users", &api.admin, json!({"email": "x@example.com", "name": "a\rb"})).await;
+    assert_eq!((forged.status, forged.code()), (422, "invalid_name"), "{}", forged.body);
     let nobody =
         api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"user": "nobody@example.com"})).await;
     assert_eq!((nobody.status, nobody.code()), (422, "unknown_user"), "{}", nobody.body);
@@ -621,8 +626,26 @@ async fn tokens_scopes_and_malformed_requests_get_json_errors(db: &TestDb) {
     assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed"), "{}", wrong.body);
     let allow = wrong.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    // An id this API never gives out names nothing: 404, like an unknown id.
     let path = api.get("/v1/enrollments/not-a-uuid", &api.admin).await;
-    assert_eq!((path.status, path.code()), (400, "invalid_path"));
+    assert_eq!((path.status, path.code()), (404, "not_found"), "{}", path.body);
+    // A page size outside 1..=500 is refused, as the OpenAPI document says (#15 16).
+    for limit in ["0", "501", "9223372036854775808"] {
+        for list in ["/v1/enrollments", "/v1/contacts", "/v1/threads", "/v1/statuses/unmatched"] {
+            let answer = api.get(&format!("{list}?limit={limit}"), &api.admin).await;
+            assert_eq!((answer.status, answer.code()), (422, "invalid_limit"), "{list}?limit={limit}: {}", answer.body);
+        }
+    }
+    let spaced = api
+        .send(
+            Method::POST,
+            "/v1/contacts",
+            Some(&api.admin),
+            Some(("application/json", b"{}".to_vec())),
+            &[("idempotency-key", "a b")],
+        )
+        .await;
+    assert_eq!((spaced.status, spaced.code()), (400, "invalid_idempotency_key"), "{}", spaced.body);
     let cursor = api.get("/v1/enrollments?cursor=zzz", &api.admin).await;
     assert_eq!((cursor.status, cursor.code()), (400, "invalid_cursor"));
     let status = api.get("/v1/enrollments?status=sleeping", &api.admin).await;

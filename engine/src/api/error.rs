@@ -230,8 +230,14 @@ impl From<JsonRejection> for ApiError {
 }
 
 impl From<PathRejection> for ApiError {
+    /// An id in the path that is not one this API gives out names nothing:
+    /// 404, as an unknown id is.
     fn from(rejection: PathRejection) -> Self {
-        ApiError::bad_request("invalid_path", format!("the path is not valid: {}", rejection.body_text()))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("nothing has this id: {}; ids are the `id`s this API answers with", rejection.body_text()),
+        )
     }
 }
 

@@ -820,6 +820,21 @@ fn json_strings(value: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 /// Names for an error message, or "(none yet)".
+/// Names for a message: control characters shown escaped (a name never
+/// breaks a log line), at most ten of them.
 fn list_or_none(names: &[String]) -> String {
-    if names.is_empty() { "(none yet)".to_string() } else { names.join(", ") }
+    const SHOWN: usize = 10;
+    if names.is_empty() {
+        return "(none yet)".to_string();
+    }
+    let clean = |name: &String| -> String {
+        name.chars()
+            .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+            .collect()
+    };
+    let mut out: Vec<String> = names.iter().take(SHOWN).map(clean).collect();
+    if names.len() > SHOWN {
+        out.push(format!("and {} more", names.len() - SHOWN));
+    }
+    out.join(", ")
 }

@@ -112,6 +112,8 @@ pub struct RowQuery {
     pub outcome: Option<String>,
     /// Rows after this line.
     pub after: Option<u64>,
+    /// Rows per page (default 500, at most 5,000).
+    #[param(minimum = 1, maximum = 5000)]
     pub limit: Option<u64>,
 }
 
@@ -182,8 +184,8 @@ struct RowInput {
 
 /// Enroll many contacts from an NDJSON or CSV body.
 #[utoipa::path(post, path = "/v1/enrollments/bulk", tag = "enrollments", params(BulkQuery),
-    request_body(content = String, description = "NDJSON (application/x-ndjson) or CSV (text/csv) rows",
-        content_type = "application/x-ndjson"),
+    request_body(description = "Rows, one per line: NDJSON objects `{\"key\", \"contact\": {\"phone\"|\"id\", \"name\", \"mobile_phone\", \"properties\", \"opt_in\"}, \"trigger\"}`, or CSV with a header of `key`, `contact_id`, `phone`, `mobile_phone`, `name`, `opt_in`, `properties.NAME`, `trigger.NAME`",
+        content((String = "application/x-ndjson"), (String = "text/csv"))),
     responses((status = 200, description = "Every row read; results per row", body = BulkUploadResult),
         (status = 400, description = "Not NDJSON or CSV, or a CSV header that cannot be read", body = ErrorBody),
         (status = 404, description = "Unknown workflow", body = ErrorBody),
@@ -649,7 +651,7 @@ pub async fn rows(
     caller.require(&[Scope::Enroll])?;
     let store = state.engine.store();
     store.bulk_job(id).await?.ok_or_else(|| ApiError::not_found(format_args!("bulk job {id}")))?;
-    let limit = query.limit.unwrap_or(500).clamp(1, 5_000);
+    let limit = super::checked_limit(query.limit, 500, 5_000)?;
     let rows = store.bulk_job_rows(id, query.outcome.as_deref(), query.after.unwrap_or(0), limit).await?;
     let next_after = if rows.len() as u64 == limit { rows.last().map(|r| r.line) } else { None };
     Ok(ApiJson(RowPage { items: rows.into_iter().map(row_view).collect(), next_after }))

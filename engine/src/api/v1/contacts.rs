@@ -92,6 +92,8 @@ pub struct ContactQuery {
     /// Only contacts with this phone (international form).
     pub phone: Option<String>,
     pub cursor: Option<String>,
+    /// Items per page (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 
@@ -218,7 +220,7 @@ pub(crate) fn normalized(phone: Option<&str>, field: &str) -> Result<Option<Stri
 
 /// Create a contact (or update the one with this phone).
 #[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = ContactInput,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body returns the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body returns the first answer", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     responses((status = 201, body = ContactDetail), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -253,7 +255,7 @@ pub async fn list(
     caller.require(&[Scope::Enroll, Scope::Inbox])?;
     let phone = normalized(query.phone.as_deref(), "phone")?;
     let paging = PageParams { cursor: query.cursor, limit: query.limit };
-    let page = state.engine.store().list_contacts(phone.as_deref(), paging.cursor()?, paging.limit()).await?;
+    let page = state.engine.store().list_contacts(phone.as_deref(), paging.cursor()?, paging.limit()?).await?;
     Ok(ApiJson(ContactPage {
         items: page.items.into_iter().map(ContactView::from).collect(),
         next_cursor: page.next_cursor,

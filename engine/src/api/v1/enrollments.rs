@@ -113,6 +113,8 @@ pub struct EnrollmentQuery {
     /// Only this contact.
     pub contact: Option<ContactId>,
     pub cursor: Option<String>,
+    /// Items per page (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 
@@ -126,7 +128,7 @@ pub struct CancelBody {
 /// Enroll one contact.
 #[utoipa::path(post, path = "/v1/enrollments", tag = "enrollments",
     request_body = EnrollBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body returns the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body returns the first answer", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     responses(
         (status = 201, description = "Enrolled", body = EnrollResult),
         (status = 200, description = "Skipped by an enrollment rule", body = EnrollResult),
@@ -254,7 +256,7 @@ pub async fn list(
         status: query.status,
         contact: query.contact,
         before: paging.cursor()?,
-        limit: paging.limit(),
+        limit: paging.limit()?,
     };
     let page = store.list_enrollments(filter).await?;
     Ok(ApiJson(EnrollmentPage {
@@ -292,13 +294,14 @@ pub async fn cancel(
     body: axum::body::Bytes,
 ) -> Result<ApiJson<EnrollmentDetail>, ApiError> {
     caller.require(&[Scope::Enroll])?;
-    // The body is optional: empty, or `{"reason": "…"}`.
+    // The body is optional: empty, `null`, or `{"reason": "…"}`.
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
     } else {
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
-        parse_body(value)?
+        crate::api::error::check_text(&value, "body")?;
+        if value.is_null() { CancelBody::default() } else { parse_body(value)? }
     };
     let reason = body.reason.unwrap_or_else(|| format!("cancelled through the API by {}", caller.name));
     state.engine.cancel(id, &reason).await?;

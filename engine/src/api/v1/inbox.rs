@@ -233,7 +233,7 @@ pub async fn list(
             ApiError::bad_request("invalid_cursor", "`cursor` is not one this API gave out for this `sort`")
         })?),
     };
-    let page = state.engine.store().search_threads(&filter, sort, cursor, paging.limit(), state.engine.now()).await?;
+    let page = state.engine.store().search_threads(&filter, sort, cursor, paging.limit()?, state.engine.now()).await?;
     let mut items = Vec::with_capacity(page.items.len());
     let numbers = state.engine.store().phone_numbers().await?;
     for thread in page.items {
@@ -286,7 +286,7 @@ pub async fn show(
 /// Reply in a thread: `text` inside the 24-hour window, or an approved
 /// `template` to an opted-in contact at any time.
 #[utoipa::path(post, path = "/v1/threads/{id}/replies", tag = "inbox", params(("id" = ThreadId, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body sends nothing new")),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body sends nothing new", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body = ReplyBody,
     responses((status = 201, body = MessageView), (status = 404, body = ErrorBody),
         (status = 409, description = "Window closed (use a template) or contact not opted in", body = ErrorBody),
@@ -588,6 +588,7 @@ pub struct UnmatchedStatuses {
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UnmatchedQuery {
     /// At most this many (1-500, default 50).

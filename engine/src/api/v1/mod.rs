@@ -128,12 +128,14 @@ pub struct PageParams {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Items per page (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 
 impl PageParams {
-    pub fn limit(&self) -> u64 {
-        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+    /// The page size asked for: 1 to 500 (422 `invalid_limit` otherwise).
+    pub fn limit(&self) -> Result<u64, ApiError> {
+        checked_limit(self.limit, DEFAULT_LIMIT, MAX_LIMIT)
     }
 
     /// The cursor as the id it holds.
@@ -145,6 +147,16 @@ impl PageParams {
                 .map(Some)
                 .map_err(|_| ApiError::bad_request("invalid_cursor", "`cursor` is not one this API gave out")),
         }
+    }
+}
+
+/// `limit` from 1 to `max` (`default` when absent), else 422 `invalid_limit`.
+pub(crate) fn checked_limit(limit: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::unprocessable("invalid_limit", format!("`limit` is 1 to {max}, not {n}"))
+            .with_details(serde_json::json!({ "field": "limit" }))),
     }
 }
 
@@ -262,10 +274,10 @@ async fn detached<T: Send + 'static>(
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let key = value.to_str().map(str::trim).unwrap_or_default();
-    if key.is_empty() || key.len() > 255 {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (no spaces)",
         ));
     }
     Ok(Some(key.to_string()))

@@ -22,6 +22,7 @@ use super::{bulk, contacts, enrollments, inbox, people, workflows};
         inbox::unmatched_statuses, inbox::list, inbox::show, inbox::reply, inbox::assign, inbox::close, inbox::reopen,
         inbox::create_view, inbox::list_views, inbox::show_view, inbox::update_view, inbox::delete_view,
     ),
+    components(schemas(crate::store::ThreadSort, crate::store::WindowFilter)),
     modifiers(&BearerAuth),
     tags(
         (name = "enrollments", description = "Enroll contacts, one or in bulk; read and steer runs"),

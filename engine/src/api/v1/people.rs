@@ -96,11 +96,21 @@ pub async fn create_user(
 ) -> Result<(StatusCode, ApiJson<UserView>), ApiError> {
     caller.require(&[Scope::Admin])?;
     let email = body.email.trim().to_lowercase();
-    if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+    if !email.contains('@')
+        || email.starts_with('@')
+        || email.ends_with('@')
+        || email.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(ApiError::unprocessable("invalid_email", format!("`{}` is not an email address", body.email)));
     }
     if body.name.trim().is_empty() {
         return Err(ApiError::unprocessable("invalid_name", "a user needs a name"));
+    }
+    if body.name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "a user's name holds no control characters (line breaks, tabs…)",
+        ));
     }
     let new = NewUser { email: email.clone(), name: body.name.trim().to_string() };
     match state.engine.store().insert_user(new, state.engine.now()).await {
@@ -149,6 +159,12 @@ pub async fn create_team(
     let store = state.engine.store();
     let now = state.engine.now();
     let name = body.name.trim();
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "a team's name holds no control characters (line breaks, tabs…)",
+        ));
+    }
     if name.is_empty() {
         return Err(ApiError::unprocessable("invalid_name", "a team needs a name"));
     }
