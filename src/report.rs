@@ -15,7 +15,7 @@ use kairo_engine::config::Config;
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, SendEstimate, default_owner};
 use kairo_engine::store::{PauseScope, PhoneNumber, StepCounts};
 use kairo_engine::{Clock, Store, SystemClock};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::UsageError;
 
@@ -48,9 +48,50 @@ pub async fn numbers(config: &Config, json_out: bool) -> Result<ExitCode> {
         for number in &numbers {
             println!("{}", number_line(number, estimate_of(&estimates, number)));
         }
+        for line in account_restrictions(&store).await? {
+            println!("{line}");
+        }
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Meta's account restrictions as the latest `account_update` of each
+/// account states them, those that stop sends and those that do not (adding
+/// numbers, …), with when they expire.
+async fn account_restrictions(store: &Store) -> Result<Vec<String>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lines = Vec::new();
+    for event in store.latest_events("notice:account_update", 200).await? {
+        let account = event.payload["account_id"].as_str().unwrap_or_default().to_string();
+        let update = &event.payload["payload"];
+        let kind = update["event"].as_str().unwrap_or_default();
+        if !kind.eq_ignore_ascii_case("ACCOUNT_RESTRICTION") || !seen.insert(account.clone()) {
+            continue;
+        }
+        for restriction in update["restriction_info"].as_array().into_iter().flatten() {
+            let what = restriction["restriction_type"].as_str().unwrap_or("unknown");
+            let stops = what.contains("BIZ_INITIATED");
+            let expires = match &restriction["expiration"] {
+                Value::Number(n) => n
+                    .as_i64()
+                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
+                Value::String(s) => Some(s.clone()),
+                _ => None,
+            };
+            lines.push(format!(
+                "account {account}: restricted by Meta: {what}{}; {}",
+                expires.map(|e| format!(" until {e}")).unwrap_or_default(),
+                if stops {
+                    "business-initiated sends are paused"
+                } else {
+                    "sends go on (this restriction stops no message)"
+                }
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 fn estimate_of<'a>(estimates: &'a [SendEstimate], number: &PhoneNumber) -> Option<&'a SendEstimate> {
@@ -78,8 +119,15 @@ fn number_line(n: &PhoneNumber, e: Option<&SendEstimate>) -> String {
             n.display_number
         ));
     }
-    if let Some(e) = e.filter(|e| e.queued > 0) {
-        let bound = if e.bound_by == "messaging_limit" { "the messaging limit" } else { "throughput" };
+    if let Some(e) = e.filter(|e| e.queued > 0 && e.bound_by == "paused") {
+        line.push_str(&format!(
+            "\n  {} sends queued; none goes out while the number is paused (resumed now, the last would go by {})",
+            e.queued,
+            e.last_send_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        ));
+    } else if let Some(e) = e.filter(|e| e.queued > 0) {
+        let bound =
+            if e.bound_by == "messaging_limit" { "the messaging limit" } else { "throughput and when each is due" };
         line.push_str(&format!(
             "\n  {} sends queued at {}/s; the last should go out by {} (bound by {bound})",
             e.queued,

@@ -34,14 +34,14 @@ async fn numbers_shows_a_pause_with_what_to_do_and_resume_lifts_it() {
             .and(predicate::str::contains("PAUSED (marketing sends)"))
             .and(predicate::str::contains("quality webhook FLAGGED"))
             .and(predicate::str::contains("resume with `kairo numbers resume +1 555-000-1111`"))
-            .and(predicate::str::contains("300 sends queued at 77.6/s; the last should go out by"))
-            .and(predicate::str::contains("(bound by throughput)")),
+            // #14 B13: a paused number's estimate says nothing goes until it is resumed.
+            .and(predicate::str::contains("300 sends queued; none goes out while the number is paused")),
     );
     let out = kairo(dir.path()).args(["numbers", "--format", "json"]).assert().success().get_output().stdout.clone();
     let rows: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
     assert_eq!(rows[0]["paused"]["scope"], "marketing");
     assert_eq!(rows[0]["estimate"]["queued"], 300);
-    assert_eq!(rows[0]["estimate"]["bound_by"], "throughput");
+    assert_eq!(rows[0]["estimate"]["bound_by"], "paused");
 
     kairo(dir.path())
         .args(["numbers", "resume", "15550001111"])
@@ -50,6 +50,10 @@ async fn numbers_shows_a_pause_with_what_to_do_and_resume_lifts_it() {
         .stdout(predicate::str::contains("+1 555-000-1111: resumed (was paused: quality webhook FLAGGED)"));
     let number = store.phone_number_by_graph_id("111111111").await.expect("read").expect("number");
     assert_eq!(number.paused_at, None);
+    kairo(dir.path()).arg("numbers").assert().success().stdout(
+        predicate::str::contains("300 sends queued at 77.6/s; the last should go out by")
+            .and(predicate::str::contains("(bound by throughput and when each is due)")),
+    );
     kairo(dir.path())
         .args(["numbers", "resume", "+1 555-000-1111"])
         .assert()
@@ -88,4 +92,37 @@ async fn status_shows_enrollments_and_step_counts() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no workflow `autumn` is loaded"));
+}
+
+/// #14 C19: an account restriction that stops no message (adding numbers)
+/// is shown by `kairo numbers` as such, beside one that pauses sends, with
+/// when it expires.
+#[tokio::test]
+async fn numbers_shows_metas_account_restrictions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = prepare(dir.path()).await;
+    let notice = serde_json::json!({
+        "account_id": "102290129340398", "field": "account_update", "occurred_at": "2026-12-01T10:00:00Z",
+        "payload": {"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": 1767261600},
+            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": "2027-01-01T10:00:00Z"}
+        ]}
+    });
+    let new = kairo_engine::store::NewEvent {
+        kind: "notice:account_update".into(),
+        dedup_key: "restriction-1".into(),
+        phone_number_id: None,
+        contact_id: None,
+        payload: notice,
+        occurred_at: SystemClock.now(),
+    };
+    store.append_event(new, SystemClock.now()).await.expect("event");
+    kairo(dir.path()).arg("numbers").assert().success().stdout(
+        predicate::str::contains(
+            "account 102290129340398: restricted by Meta: RESTRICTED_ADD_PHONE_NUMBER_ACTION until 2026-01-01 10:00 UTC; sends go on",
+        )
+        .and(predicate::str::contains(
+            "RESTRICTED_BIZ_INITIATED_MESSAGING until 2027-01-01T10:00:00Z; business-initiated sends are paused",
+        )),
+    );
 }

@@ -1332,6 +1332,32 @@ engine_test!(the_send_estimate_follows_throughput_then_the_messaging_limit, |t| 
 // ---------------------------------------------------------------------------
 // Issue 14: the semantics users trust. Each test is named after its item.
 
+// B13: the estimate counts a send held by quiet hours from when they end,
+// and says a paused number sends nothing until it is resumed.
+engine_test!(b13_the_send_estimate_waits_for_quiet_hours_and_pauses, |t| {
+    let extra = "quiet_hours:\n  from: \"09:00\"\n  to: \"20:00\"\n  timezone_property: tz\n";
+    t.load(&api_workflow("polite", extra, SEND)).await;
+    t.clock.advance(Duration::from_secs(3600)); // 20:00 in Tokyo: quiet
+    for i in 0..10 {
+        let contact = t.contact(&format!("+1 555 7{i:06}"), true).await;
+        set_properties(&t, contact.id, json!({ "tz": "Asia/Tokyo" })).await;
+        t.enrolled("polite", &contact).await;
+    }
+    t.tick().await;
+    assert!(t.outbound.sent().is_empty(), "all held by quiet hours");
+    let now = t.clock.now_utc();
+    let e = &t.engine.send_estimates().await.expect("estimate")[0];
+    assert_eq!((e.queued, e.bound_by), (10, "throughput"));
+    // Quiet until 09:00 in Tokyo, 13 h from now: the last goes just after.
+    let hours = (e.last_send_at - now).num_minutes() as f64 / 60.0;
+    assert!((12.9..13.1).contains(&hours), "{hours} h: {:?}", e.last_send_at);
+
+    t.store.pause_number(t.number.id, PauseScope::All, "quality RED", now).await.expect("pause");
+    let e = &t.engine.send_estimates().await.expect("estimate")[0];
+    assert_eq!((e.queued, e.bound_by), (10, "paused"));
+    assert_eq!(e.paused.as_deref(), Some("quality RED"));
+});
+
 /// Merges `patch` into a contact's properties, as a step would.
 async fn set_properties(t: &TestEngine, contact: ContactId, patch: serde_json::Value) {
     let tx = t.store.begin().await.expect("begin");

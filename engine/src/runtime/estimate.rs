@@ -34,7 +34,9 @@ pub struct SendEstimate {
     pub reached: Option<i64>,
     /// When the last queued message should go out (now when none is queued).
     pub last_send_at: DateTime<Utc>,
-    /// What bounds the estimate: `throughput` or `messaging_limit`.
+    /// What bounds the estimate: `throughput`, `messaging_limit`, or
+    /// `paused` (nothing goes until the number is resumed; the time is then
+    /// counted from its resumption being now).
     pub bound_by: &'static str,
     /// Why the number's sends are paused, when they are: the estimate
     /// holds from when an operator resumes it.
@@ -48,11 +50,13 @@ impl Engine {
         let now = self.now();
         let numbers = self.numbers();
         let mut queued: HashMap<PhoneNumberId, u64> = HashMap::new();
-        for (version, step_id, n) in self.store.unfinished_steps().await? {
-            let plan = self.plan(version).await?;
-            let send = plan.step(&step_id).and_then(|step| step.send_template.as_ref());
+        let mut spans: HashMap<PhoneNumberId, Vec<Span>> = HashMap::new();
+        for group in self.store.unfinished_step_spans().await? {
+            let plan = self.plan(group.version).await?;
+            let send = plan.step(&group.step_id).and_then(|step| step.send_template.as_ref());
             if let Some(number) = send.and_then(|send| resolve_number(&numbers, &send.number)) {
-                *queued.entry(number.id).or_default() += n;
+                *queued.entry(number.id).or_default() += group.count;
+                spans.entry(number.id).or_default().push((group.count, group.first_due, group.last_due));
             }
         }
         let mut estimates = Vec::new();
@@ -62,7 +66,15 @@ impl Engine {
                 if number.throughput_mps > 0 { f64::from(number.throughput_mps) } else { DEFAULT_THROUGHPUT };
             let rate = throughput * HEADROOM * f64::from(budget.pace_percent) / 100.0;
             let n = queued.get(&number.id).copied().unwrap_or(0);
-            let paced_until = budget.next_slot + seconds(n as f64 / rate);
+            // Sends go at the number's pace, none before it is due: a send
+            // held by quiet hours (or any wait) is due when they end.
+            let mut groups = spans.remove(&number.id).unwrap_or_default();
+            groups.sort_by_key(|(_, first, _)| *first);
+            let mut paced_until = budget.next_slot.max(now);
+            for (count, first, last) in groups {
+                paced_until = paced_until.max(first) + seconds(count as f64 / rate);
+                paced_until = paced_until.max(last);
+            }
             let (last_send_at, bound_by) = match (budget.messaging_limit, budget.reached) {
                 (Some(limit), Some(reached)) if n as i64 > limit - reached && limit > 0 => {
                     // What today's budget leaves goes now; the rest a
@@ -70,10 +82,12 @@ impl Engine {
                     let beyond = n as i64 - (limit - reached);
                     let days = (beyond + limit - 1) / limit;
                     let day_batch = seconds(limit.min(beyond) as f64 / rate);
-                    (now + chrono::Duration::days(days) + day_batch, "messaging_limit")
+                    ((now + chrono::Duration::days(days) + day_batch).max(paced_until), "messaging_limit")
                 }
                 _ => (paced_until, "throughput"),
             };
+            // A paused number sends nothing until it is resumed.
+            let bound_by = if PauseScope::of(number).is_some() && n > 0 { "paused" } else { bound_by };
             estimates.push(SendEstimate {
                 number: number.display_number.clone(),
                 queued: n,
@@ -88,6 +102,9 @@ impl Engine {
         Ok(estimates)
     }
 }
+
+/// Sends of one step: how many, the first and the last time one is due.
+type Span = (u64, DateTime<Utc>, DateTime<Utc>);
 
 fn seconds(s: f64) -> chrono::Duration {
     chrono::Duration::milliseconds((s * 1000.0).ceil() as i64)

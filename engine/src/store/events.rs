@@ -64,6 +64,18 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
+    /// The newest events of one kind (`notice:account_update`, …).
+    pub async fn latest_events(&self, kind: &str, limit: u64) -> Result<Vec<Event>, StoreError> {
+        event::Entity::find()
+            .filter(event::Column::Kind.eq(kind))
+            .order_by_desc(event::Column::OccurredAt)
+            .order_by_desc(event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
     /// Events in the log, applied or not, oldest first.
     pub async fn events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {
         event::Entity::find()

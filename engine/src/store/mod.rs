@@ -57,7 +57,7 @@ pub use self::listing::{
 };
 pub use self::numbers::PauseScope;
 pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};
-pub use self::reports::{HistoryEntry, StepCounts};
+pub use self::reports::{HistoryEntry, StepCounts, UnfinishedSteps};
 pub use self::runtime::{
     DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, NewTimerRow, OutboundRecord, OwnerChoice, RunRows,
     StepRecord, StepSpan, Tx,

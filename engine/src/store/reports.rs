@@ -147,6 +147,47 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Unfinished steps per workflow version and step, with the earliest
+    /// and latest time one is due (a send held by quiet hours or a limit is
+    /// due when that ends).
+    pub async fn unfinished_step_spans(&self) -> Result<Vec<UnfinishedSteps>, StoreError> {
+        let q = |e| self.query_error(e);
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db_backend(),
+                "SELECT e.workflow_version_id, s.step_id, COUNT(*), MIN(s.due_at), MAX(s.due_at) FROM step_executions s \
+                 JOIN enrollments e ON e.id = s.enrollment_id \
+                 WHERE s.state IN ('pending', 'claimed', 'attempting') GROUP BY e.workflow_version_id, s.step_id",
+            ))
+            .await
+            .map_err(q)?;
+        rows.into_iter()
+            .map(|row| {
+                let n: i64 = row.try_get_by_index(2).map_err(q)?;
+                Ok(UnfinishedSteps {
+                    version: row.try_get_by_index(0).map_err(q)?,
+                    step_id: row.try_get_by_index(1).map_err(q)?,
+                    count: n.max(0) as u64,
+                    first_due: row.try_get_by_index(3).map_err(q)?,
+                    last_due: row.try_get_by_index(4).map_err(q)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The unfinished steps of one step of one version.
+#[derive(Debug, Clone)]
+pub struct UnfinishedSteps {
+    pub version: WorkflowVersionId,
+    pub step_id: String,
+    pub count: u64,
+    pub first_due: chrono::DateTime<chrono::Utc>,
+    pub last_due: chrono::DateTime<chrono::Utc>,
+}
+
 fn step_entry<'a>(steps: &'a mut BTreeMap<String, StepCounts>, step: &str) -> &'a mut StepCounts {
     steps.entry(step.to_string()).or_insert_with(|| StepCounts { step_id: step.to_string(), ..Default::default() })
 }

@@ -90,6 +90,7 @@ pub struct ContactPage {
 #[into_params(parameter_in = Query)]
 pub struct ContactQuery {
     /// Only contacts with this phone (international form).
+    #[param(min_length = 1)]
     pub phone: Option<String>,
     pub cursor: Option<String>,
     /// Items per page (default 50, at most 500).
@@ -102,6 +103,7 @@ pub struct ContactQuery {
 #[serde(deny_unknown_fields)]
 pub struct ConsentBody {
     /// The business number (display number or id).
+    #[schema(min_length = 1)]
     pub number: String,
     pub status: ConsentStatus,
 }

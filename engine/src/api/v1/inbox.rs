@@ -122,10 +122,16 @@ pub struct ThreadQuery {
     /// Text in a message, or in the contact's name or phone.
     pub q: Option<String>,
     /// The business number (display number, Graph id or id).
+    #[param(min_length = 1)]
+    #[schema(min_length = 1)]
     pub number: Option<String>,
     /// Owned by this user (id or email).
+    #[param(min_length = 1)]
+    #[schema(min_length = 1)]
     pub owner: Option<String>,
     /// Owned by this team (id or name).
+    #[param(min_length = 1)]
+    #[schema(min_length = 1)]
     pub team: Option<String>,
     /// `open`: the contact's 24-hour window is open (free-form replies
     /// go); `closed`: it is closed or never opened (templates only).
@@ -183,14 +189,17 @@ pub struct ReplyBody {
 #[serde(deny_unknown_fields)]
 pub struct OwnerBody {
     /// A user's id or email.
+    #[schema(min_length = 1)]
     pub user: Option<String>,
     /// A team's id or name.
+    #[schema(min_length = 1)]
     pub team: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewViewBody {
+    #[schema(min_length = 1)]
     pub name: String,
     pub filter: ThreadQuery,
 }
@@ -436,6 +445,7 @@ pub async fn create_view(
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ViewChange {
+    #[schema(min_length = 1)]
     pub name: Option<String>,
     pub filter: Option<ThreadQuery>,
 }

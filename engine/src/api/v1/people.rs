@@ -17,7 +17,9 @@ use crate::store::{NewUser, StoreError, Team, User};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserBody {
+    #[schema(format = Email, min_length = 3)]
     pub email: String,
+    #[schema(min_length = 1)]
     pub name: String,
 }
 
@@ -34,6 +36,7 @@ pub struct UserView {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeamBody {
+    #[schema(min_length = 1)]
     pub name: String,
     /// Members in round-robin order: user ids or emails.
     #[serde(default)]
