@@ -386,7 +386,6 @@ impl Tx {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        use idempotency_key::Column as C;
         let mut keys = keys.to_vec();
         keys.sort();
         keys.dedup();
@@ -405,13 +404,7 @@ impl Tx {
             })
             .collect();
         rows.sort_by(|a, b| a.key.as_ref().cmp(b.key.as_ref()));
-        for chunk in rows.chunks(self.store.rows_per_insert()) {
-            idempotency_key::Entity::insert_many(chunk.to_vec())
-                .on_conflict(OnConflict::columns([C::Scope, C::Key]).do_nothing().to_owned())
-                .exec_without_returning(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
+        self.insert_untaken_keys(rows).await?;
         let held = self.row_keys(scope, &keys).await?;
         Ok(held.into_iter().filter(|record| ids.contains_key(&record.id)).map(|record| record.key).collect())
     }
@@ -438,7 +431,6 @@ impl Tx {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        use idempotency_key::Column as C;
         let rows: Vec<idempotency_key::ActiveModel> = keys
             .into_iter()
             .map(|k| idempotency_key::ActiveModel {
@@ -452,6 +444,13 @@ impl Tx {
                 expires_at: Set(expires_at),
             })
             .collect();
+        self.insert_untaken_keys(rows).await
+    }
+
+    /// Inserts key rows in multi-row statements; a key already there (of
+    /// another upload) is left as it is.
+    async fn insert_untaken_keys(&self, rows: Vec<idempotency_key::ActiveModel>) -> Result<(), StoreError> {
+        use idempotency_key::Column as C;
         for chunk in rows.chunks(self.store.rows_per_insert()) {
             idempotency_key::Entity::insert_many(chunk.to_vec())
                 .on_conflict(OnConflict::columns([C::Scope, C::Key]).do_nothing().to_owned())

@@ -121,30 +121,6 @@ impl Store {
             .map(|execution| HistoryEntry { message: messages.remove(&execution.id), execution })
             .collect())
     }
-
-    /// Step executions not finished yet (pending, claimed, attempting),
-    /// per workflow version and step: what sends are queued.
-    pub async fn unfinished_steps(&self) -> Result<Vec<(WorkflowVersionId, String, u64)>, StoreError> {
-        let q = |e| self.query_error(e);
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_string(
-                self.db_backend(),
-                "SELECT e.workflow_version_id, s.step_id, COUNT(*) FROM step_executions s \
-                 JOIN enrollments e ON e.id = s.enrollment_id \
-                 WHERE s.state IN ('pending', 'claimed', 'attempting') GROUP BY e.workflow_version_id, s.step_id",
-            ))
-            .await
-            .map_err(q)?;
-        rows.into_iter()
-            .map(|row| {
-                let version: WorkflowVersionId = row.try_get_by_index(0).map_err(q)?;
-                let step: String = row.try_get_by_index(1).map_err(q)?;
-                let n: i64 = row.try_get_by_index(2).map_err(q)?;
-                Ok((version, step, n.max(0) as u64))
-            })
-            .collect()
-    }
 }
 
 impl Store {

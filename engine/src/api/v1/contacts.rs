@@ -93,7 +93,7 @@ pub struct ContactQuery {
     #[param(min_length = 1)]
     pub phone: Option<String>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    #[param(pattern = "^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub cursor: Option<String>,
     /// Items per page (default 50, at most 500).
     #[param(minimum = 1, maximum = 500)]

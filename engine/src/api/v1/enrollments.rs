@@ -113,7 +113,7 @@ pub struct EnrollmentQuery {
     /// Only this contact.
     pub contact: Option<ContactId>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    #[param(pattern = "^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub cursor: Option<String>,
     /// Items per page (default 50, at most 500).
     #[param(minimum = 1, maximum = 500)]

@@ -154,7 +154,9 @@ pub struct ThreadQuery {
     /// The `next_cursor` of the previous page (of the same `sort`: an id
     /// for `newest`, a time and an id for `last_message`).
     #[schema(ignore)]
-    #[param(pattern = "^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z_)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    #[param(
+        pattern = "^$|^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z_)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub cursor: Option<String>,
     /// Threads per page (default 50, at most 500).
     #[schema(ignore)]

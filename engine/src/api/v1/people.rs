@@ -135,7 +135,7 @@ pub async fn list_users(State(state): State<ApiState>, caller: Caller) -> Result
 }
 
 /// Deactivate a user: no new threads, out of every round robin.
-#[utoipa::path(post, path = "/v1/users/{id}/deactivate", tag = "people", params(("id" = UserId, Path)),
+#[utoipa::path(post, path = "/v1/users/{id}/deactivate", tag = "people", params(("id" = String, Path, description = "The user's id or email")),
     responses((status = 200, body = UserView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn deactivate_user(
     State(state): State<ApiState>,
@@ -203,7 +203,7 @@ pub async fn list_teams(State(state): State<ApiState>, caller: Caller) -> Result
 }
 
 /// Deactivate a team: its assignment rules assign no more threads.
-#[utoipa::path(post, path = "/v1/teams/{id}/deactivate", tag = "people", params(("id" = TeamId, Path)),
+#[utoipa::path(post, path = "/v1/teams/{id}/deactivate", tag = "people", params(("id" = String, Path, description = "The team's id or name")),
     responses((status = 200, body = TeamView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn deactivate_team(
     State(state): State<ApiState>,
