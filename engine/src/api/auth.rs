@@ -264,9 +264,11 @@ impl Caller {
             .map(|a| a.iter().filter_map(|s| s.as_str().and_then(Scope::parse)).collect())
             .unwrap_or_default();
         let caller = Caller { token: record.id, name: record.name, scopes };
-        if let Some(Needs(needed)) = parts.extensions.get::<Needs>() {
-            caller.require(needed)?;
-        }
+        // Fails closed: a route that declares no scope serves nobody.
+        let Some(Needs(needed)) = parts.extensions.get::<Needs>() else {
+            return Err(ApiError::internal(&"a /v1 route declares no scope (`needs` in api/v1/mod.rs)"));
+        };
+        caller.require(needed)?;
         Ok(caller)
     }
 }

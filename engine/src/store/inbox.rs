@@ -296,10 +296,7 @@ impl Store {
         filter: Option<serde_json::Value>,
         now: DateTime<Utc>,
     ) -> Result<Option<SavedView>, StoreError> {
-        let Some(view) = saved_view::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))?
-        else {
-            return Ok(None);
-        };
+        let Some(view) = self.saved_view(id).await? else { return Ok(None) };
         let mut row: saved_view::ActiveModel = view.into();
         if let Some(name) = name.clone() {
             row.name = Set(name);
@@ -318,6 +315,10 @@ impl Store {
     pub async fn delete_saved_view(&self, id: SavedViewId) -> Result<bool, StoreError> {
         let done = saved_view::Entity::delete_by_id(id).exec(&self.db).await.map_err(|e| self.query_error(e))?;
         Ok(done.rows_affected > 0)
+    }
+
+    pub async fn saved_view(&self, id: SavedViewId) -> Result<Option<SavedView>, StoreError> {
+        saved_view::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
     }
 
     pub async fn saved_views(&self) -> Result<Vec<SavedView>, StoreError> {

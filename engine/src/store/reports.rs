@@ -121,9 +121,7 @@ impl Store {
             .map(|execution| HistoryEntry { message: messages.remove(&execution.id), execution })
             .collect())
     }
-}
 
-impl Store {
     /// Unfinished steps per workflow version and step, with the earliest
     /// and latest time one is due (a send held by quiet hours or a limit is
     /// due when that ends).
