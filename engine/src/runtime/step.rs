@@ -107,6 +107,17 @@ pub(super) struct SendAttempt {
     pub template: Option<(String, String, Value)>,
     /// What the send puts in `biz_opaque_callback_data`.
     pub callback_data: String,
+    /// Which worker wrote the mark, and when: on an `uncertain` send, the
+    /// worker that went silent after it (an operator's first question).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marked: Option<Marked>,
+}
+
+/// The worker that marked a send `attempting`, and when it wrote the mark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Marked {
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 impl SendAttempt {
@@ -477,6 +488,7 @@ impl Engine {
                 body: Some(text),
                 template: None,
                 callback_data,
+                marked: None,
             };
             if let Err(held) = self.may_send(&number, None, true, &message.to, now).await {
                 return held_outcome(&number, held, now);
@@ -543,6 +555,7 @@ impl Engine {
             body: None,
             template: Some((message.template.clone(), message.language.clone(), params)),
             callback_data,
+            marked: None,
         };
         if let Err(instead) = self.ready_to_send(claim, &number, &attempt, now).await {
             return instead;
@@ -660,7 +673,8 @@ impl Engine {
     /// leaves; false when the claim is gone.
     async fn attempt(&self, claim: &StepExecution, send: &SendAttempt, now: DateTime<Utc>) -> Attempt {
         let mut output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
-        output["sending"] = json!(send);
+        let marked = Marked { by: self.owner().to_string(), at: now };
+        output["sending"] = json!(SendAttempt { marked: Some(marked), ..send.clone() });
         self.mark_attempting(claim, Some(output), now).await
     }
 
