@@ -246,6 +246,14 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     assert_eq!(walked, by_message, "pages of one follow the same order");
     assert!(walked.contains(&second));
     assert_eq!(api.get("/v1/threads?sort=last_message&cursor=nonsense", &api.inbox).await.code(), "invalid_cursor");
+    // A cursor is the thread's place in either sort: one from the first
+    // page by last message goes on, in `newest`, after that thread.
+    let first_page = api.get("/v1/threads?sort=last_message&limit=1", &api.inbox).await;
+    let cursor = first_page.body["next_cursor"].as_str().expect("a next page").to_string();
+    let after = api.get(&format!("/v1/threads?cursor={cursor}"), &api.inbox).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    let at = newest.iter().position(|t| *t == by_message[0]).expect("listed");
+    assert_eq!(ids(&after), newest[at + 1..], "newest after {}", by_message[0]);
 
     // Saved views: shown, renamed, refiltered, deleted.
     let view = api.post("/v1/views", &api.inbox, json!({"name": "Open now", "filter": {"window": "open"}})).await;
@@ -299,7 +307,7 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     assert_eq!((forged.status, forged.code()), (422, "invalid_name"), "{}", forged.body);
     let nobody =
         api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"user": "nobody@example.com"})).await;
-    assert_eq!((nobody.status, nobody.code()), (422, "unknown_user"), "{}", nobody.body);
+    assert_eq!((nobody.status, nobody.code()), (404, "unknown_user"), "{}", nobody.body);
     let gone = api.post("/v1/users/sam@example.com/deactivate", &api.admin, json!({})).await;
     assert_eq!(gone.status, 200, "{}", gone.body);
     assert_eq!(api.post("/v1/users/nobody@example.com/deactivate", &api.admin, json!({})).await.status, 404);
@@ -461,9 +469,15 @@ async fn scopes_are_checked_before_the_body_and_failed_tokens_are_limited(db: &T
         assert_eq!(api.get(path, &api.inbox).await.status, 200, "{path} with an inbox token");
     }
 
+    // A token that is not in the shape of one can never be right: 401 each
+    // time, and not counted as a guess.
+    for i in 0..30 {
+        let answer = api.get("/v1/contacts", &format!("kairo_guess{i}")).await;
+        assert_eq!((answer.status, answer.code()), (401, "invalid_token"), "{}", answer.body);
+    }
     let mut statuses = Vec::new();
     for i in 0..30 {
-        let answer = api.get("/v1/contacts", &format!("kairo_guess{i:040}")).await;
+        let answer = api.get("/v1/contacts", &format!("kairo_{i:064x}")).await;
         statuses.push(answer.status);
         if answer.status == 429 {
             assert_eq!(answer.code(), "too_many_failures", "{}", answer.body);
@@ -850,7 +864,7 @@ async fn contacts_keep_their_consent_trail(db: &TestDb) {
             json!({"number": "+1 555 999 9999", "status": "opted_in"}),
         )
         .await;
-    assert_eq!((unknown_number.status, unknown_number.code()), (422, "unknown_number"));
+    assert_eq!((unknown_number.status, unknown_number.code()), (404, "unknown_number"));
     assert!(unknown_number.body["error"]["details"]["known_numbers"].as_array().is_some_and(|k| k.len() == 3));
 
     // The same phone finds the same contact, and so does its mobile phone,
@@ -919,7 +933,7 @@ async fn users_and_teams_are_created_listed_and_deactivated(db: &TestDb) {
     let unknown = api
         .post("/v1/teams", &api.admin, json!({"name": "Legal", "members": ["01a21e13-e387-745e-9549-3ef907b33df7"]}))
         .await;
-    assert_eq!((unknown.status, unknown.code()), (422, "unknown_user"));
+    assert_eq!((unknown.status, unknown.code()), (404, "unknown_user"));
     let again = api.post("/v1/teams", &api.admin, json!({"name": "Billing"})).await;
     assert_eq!(again.status, 409);
     // The sandbox's demo teams are there too.
@@ -969,7 +983,8 @@ async fn inbox_search_replies_owners_and_views(db: &TestDb) {
     let on_number = api.get("/v1/threads?number=%2B1%20555-000-1111&status=open", &api.inbox).await;
     assert_eq!(on_number.body["items"].as_array().map(Vec::len), Some(2));
     assert_eq!(api.get("/v1/threads?number=%2B1%20555-000-2222", &api.inbox).await.body["items"], json!([]));
-    assert_eq!(api.get("/v1/threads?number=123", &api.inbox).await.status, 422);
+    let unknown = api.get("/v1/threads?number=123", &api.inbox).await;
+    assert_eq!((unknown.status, unknown.code()), (404, "unknown_number"), "{}", unknown.body);
 
     // A free-form reply inside the window is sent and recorded.
     let reply = api.post(&format!("/v1/threads/{parcel}/replies"), &api.inbox, json!({"text": "On its way!"})).await;
@@ -1005,7 +1020,15 @@ async fn inbox_search_replies_owners_and_views(db: &TestDb) {
             json!({"template": {"name": "back_in_stock", "language": "en_US"}}),
         )
         .await;
-    assert_eq!((not_approved.status, not_approved.code()), (422, "template_not_approved"));
+    assert_eq!((not_approved.status, not_approved.code()), (409, "template_not_approved"));
+    let unknown = api
+        .post(
+            &format!("/v1/threads/{quiet}/replies"),
+            &api.inbox,
+            json!({"template": {"name": "no_such_template", "language": "en_US"}}),
+        )
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (404, "unknown_template"), "{}", unknown.body);
     // Parameters are checked against the template as `kairo validate` checks a send (#15 12).
     let reply_with = |template: Value| {
         let api = &api;
@@ -1068,7 +1091,7 @@ async fn inbox_search_replies_owners_and_views(db: &TestDb) {
             json!({"user": "01a21e13-e387-745e-9549-3ef907b33df7"}),
         )
         .await;
-    assert_eq!((nobody.status, nobody.code()), (422, "unknown_user"));
+    assert_eq!((nobody.status, nobody.code()), (404, "unknown_user"));
     let close = api.post(&format!("/v1/threads/{parcel}/close"), &api.inbox, json!({})).await;
     assert_eq!((close.status, close.body["status"].as_str()), (200, Some("closed")));
     assert_eq!(api.post(&format!("/v1/threads/{parcel}/close"), &api.inbox, json!({})).await.code(), "already_closed");

@@ -35,9 +35,75 @@ pub fn normalize_phone(input: &str) -> Result<String, PhoneError> {
     Ok(digits)
 }
 
+/// The form of phone number the API documents (its OpenAPI `pattern`):
+/// `+`, a country code WhatsApp can reach, and 10 to 14 digits in all, the
+/// first after the country code not 0. Every string of this form is taken
+/// by [`normalize_phone`], which also takes spaces, dashes, dots, brackets
+/// and other lengths from 8 to 15 digits; the document stays within what
+/// always works (a national prefix or a transform rule of the country can
+/// take a digit or add one).
+pub fn documented_pattern() -> &'static str {
+    static PATTERN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut by_length: [Vec<String>; 3] = Default::default();
+        for code in 1..1000u16 {
+            let geographic = phonenumber::metadata::DATABASE
+                .by_code(&code)
+                .is_some_and(|regions| regions.iter().any(|m| m.id() != "001"));
+            if geographic {
+                let text = code.to_string();
+                by_length[text.len() - 1].push(text);
+            }
+        }
+        let arms: Vec<String> = by_length
+            .iter()
+            .enumerate()
+            .filter(|(_, codes)| !codes.is_empty())
+            .map(|(i, codes)| {
+                // 10 to 14 digits in all: the country code's, a first digit
+                // that is not 0, and the rest.
+                let (least, most) = (10 - (i + 1) - 1, 14 - (i + 1) - 1);
+                format!("(?:{})[1-9][0-9]{{{least},{most}}}", codes.join("|"))
+            })
+            .collect();
+        format!("^\\+(?:{})$", arms.join("|"))
+    });
+    &PATTERN
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Numbers of the documented form, for every country code in it, all
+    /// normalise (the document promises no more than the server takes).
+    #[test]
+    fn every_number_of_the_documented_form_is_taken() {
+        let pattern = documented_pattern();
+        let codes: Vec<&str> = pattern
+            .trim_start_matches("^\\+(?:")
+            .split(")[1-9]")
+            .flat_map(|arm| arm.rsplit("(?:").next().unwrap_or_default().split('|'))
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        assert!(codes.len() > 200, "{} country codes: {pattern}", codes.len());
+        assert!(codes.contains(&"44") && codes.contains(&"1") && codes.contains(&"351"), "{codes:?}");
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for code in codes {
+            for total in 10..=14 {
+                for _ in 0..8 {
+                    let mut number = format!("+{code}");
+                    while number.len() - 1 < total {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        let digit = if number.len() - 1 == code.len() { 1 + seed % 9 } else { seed % 10 };
+                        number.push(char::from(b'0' + digit as u8));
+                    }
+                    assert!(normalize_phone(&number).is_ok(), "{number}: {:?}", normalize_phone(&number));
+                }
+            }
+        }
+    }
 
     #[test]
     fn international_forms_normalise_to_digits() {

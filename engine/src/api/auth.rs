@@ -105,6 +105,14 @@ pub fn token_limiter(per_second: u32) -> Arc<TokenLimiter> {
     Arc::new(RateLimiter::keyed(Quota::per_second(rate)))
 }
 
+/// Whether `token` has the shape of the tokens [`create_token`] makes:
+/// `kairo_` and 64 lowercase hexadecimal digits.
+fn well_formed(token: &str) -> bool {
+    token
+        .strip_prefix("kairo_")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 /// Failed authentications a client address may make per [`FAILURE_WINDOW`]
 /// before it is refused with 429 without its token being looked up.
 pub const FAILURES_ALLOWED: u32 = 20;
@@ -229,6 +237,16 @@ impl Caller {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
+        // A token not in the shape `kairo token create` makes can never be
+        // valid: refused without a lookup, and not counted as a guess (only
+        // guesses that could succeed are limited).
+        if !well_formed(token) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "not a Kairo token: they are `kairo_` and 64 hexadecimal digits, as `kairo token create` prints them",
+            ));
+        }
         let hash = hash_token(token);
         let failures = &state.failed_auth;
         if let Some(wait) = failures.blocked(address).filter(|_| !failures.is_known(&hash)) {

@@ -150,9 +150,7 @@ impl From<EngineError> for ApiError {
                 };
                 ApiError::conflict(code, err.to_string())
             }
-            err @ EngineError::NotApiEnrollable { .. } => {
-                ApiError::unprocessable("not_api_enrollable", err.to_string())
-            }
+            err @ EngineError::NotApiEnrollable { .. } => ApiError::conflict("not_api_enrollable", err.to_string()),
             EngineError::MissingTriggerData { workflow, missing } => ApiError::unprocessable(
                 "missing_trigger_data",
                 format!("workflow `{workflow}` needs these fields in `trigger`: {}", missing.join(", ")),
@@ -187,7 +185,10 @@ impl From<ReplyError> for ApiError {
                 ApiError::conflict("messaging_limit", message).with_details(json!({ "until": until }))
             }
             err @ ReplyError::TemplateNotApproved { .. } => {
-                ApiError::unprocessable("template_not_approved", err.to_string())
+                ApiError::conflict("template_not_approved", err.to_string())
+            }
+            err @ ReplyError::UnknownTemplate { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_template", err.to_string())
             }
             err @ ReplyError::SampleTemplate { .. } => ApiError::unprocessable("sample_template", err.to_string()),
             ReplyError::TemplateParameters { name, problems } => {

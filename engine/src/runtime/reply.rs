@@ -53,6 +53,10 @@ pub enum ReplyError {
     NotOptedIn,
     #[error("template `{name}` ({language}) is {status} on this number: only APPROVED templates can be sent")]
     TemplateNotApproved { name: String, language: String, status: String },
+    #[error(
+        "no template `{name}` ({language}) in this number's catalogue: check the name and language, or run `kairo sync`"
+    )]
+    UnknownTemplate { name: String, language: String },
     /// One of Meta's `sample_` templates, which Kairo never sends.
     #[error("template `{name}` is one of Meta's sample templates, which Kairo never sends: pick one of your own")]
     SampleTemplate { name: String },
@@ -174,12 +178,15 @@ impl Engine {
                 }
                 let template = match self.store.template(account, name, language).await? {
                     Some(template) if template.status == "APPROVED" => template,
-                    found => {
+                    Some(other) => {
                         return Err(ReplyError::TemplateNotApproved {
                             name: name.clone(),
                             language: language.clone(),
-                            status: found.map_or_else(|| "unknown".to_string(), |t| t.status),
+                            status: other.status,
                         });
+                    }
+                    None => {
+                        return Err(ReplyError::UnknownTemplate { name: name.clone(), language: language.clone() });
                     }
                 };
                 let needs = crate::workflow::catalog::CatalogTemplate {

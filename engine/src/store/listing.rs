@@ -92,24 +92,37 @@ pub enum ThreadSort {
     LastMessage,
 }
 
-/// Where a page of threads goes on from.
+/// Where a page of threads goes on from: the thread the previous page
+/// ended with, by its last message's time and its id, which is its place in
+/// either sort (`newest` reads the id, `last_message` both). Written
+/// `<seconds>.<nanoseconds>_<id>`, so that any text of that form is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreadCursor {
-    Before(ThreadId),
-    /// The last message's time and the thread of the previous page's end.
-    LastMessage(DateTime<Utc>, ThreadId),
+pub struct ThreadCursor {
+    pub last_message_at: DateTime<Utc>,
+    pub id: ThreadId,
 }
 
 impl ThreadCursor {
-    pub fn parse(sort: ThreadSort, text: &str) -> Option<ThreadCursor> {
-        match sort {
-            ThreadSort::Newest => text.parse().ok().map(ThreadCursor::Before),
-            ThreadSort::LastMessage => {
-                let (at, id) = text.split_once('_')?;
-                let at = DateTime::parse_from_rfc3339(at).ok()?.to_utc();
-                Some(ThreadCursor::LastMessage(at, id.parse().ok()?))
-            }
-        }
+    /// The form of a cursor, for the API's document.
+    pub const PATTERN: &str =
+        "^$|^[0-9]{1,11}\\.[0-9]{9}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+    /// A cursor as [`ThreadCursor::PATTERN`] writes it. A bare thread id
+    /// (what `newest` pages gave out before) still goes on after that
+    /// thread in `newest`; in `last_message` it starts from the top.
+    pub fn parse(text: &str) -> Option<ThreadCursor> {
+        let Some((at, id)) = text.split_once('_') else {
+            let id: ThreadId = text.parse().ok()?;
+            return Some(ThreadCursor { last_message_at: DateTime::<Utc>::MAX_UTC, id });
+        };
+        let (seconds, nanos) = at.split_once('.')?;
+        let last_message_at = DateTime::from_timestamp(seconds.parse().ok()?, nanos.parse().ok()?)?;
+        Some(ThreadCursor { last_message_at, id: id.parse().ok()? })
+    }
+
+    fn of(thread: &Thread) -> String {
+        let at = last_message_at(thread);
+        format!("{}.{:09}_{}", at.timestamp(), at.timestamp_subsec_nanos(), thread.id)
     }
 }
 
@@ -372,8 +385,10 @@ impl Store {
             );
         }
         match cursor {
-            Some(ThreadCursor::Before(before)) => query = query.filter(thread::Column::Id.lt(before)),
-            Some(ThreadCursor::LastMessage(at, id)) => {
+            Some(ThreadCursor { id, .. }) if sort == ThreadSort::Newest => {
+                query = query.filter(thread::Column::Id.lt(id))
+            }
+            Some(ThreadCursor { last_message_at: at, id }) => {
                 use sea_orm::sea_query::ExprTrait;
                 let last = || Expr::cust(LAST_MESSAGE_AT);
                 query = query.filter(
@@ -385,12 +400,7 @@ impl Store {
             None => {}
         }
         let rows = query.limit(limit + 1).all(&self.db).await.map_err(|e| self.query_error(e))?;
-        Ok(match sort {
-            ThreadSort::Newest => page(rows, limit, |t| t.id.to_string()),
-            ThreadSort::LastMessage => page(rows, limit, |t| {
-                format!("{}_{}", last_message_at(t).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), t.id)
-            }),
-        })
+        Ok(page(rows, limit, ThreadCursor::of))
     }
 
     /// Sets a thread's owner (a user, a team, or nobody).

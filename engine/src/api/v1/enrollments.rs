@@ -167,7 +167,7 @@ pub async fn enroll(
             ),
             _ => {
                 let message = result.error.unwrap_or_else(|| "the enrollment was refused".into());
-                return Err(ApiError::unprocessable("enrollment_refused", message));
+                return Err(ApiError::conflict("enrollment_refused", message));
             }
         };
         Ok((status, serde_json::to_value(answer).expect("a result serialises")))

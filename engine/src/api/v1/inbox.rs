@@ -151,12 +151,10 @@ pub struct ThreadQuery {
     /// Start from this saved view's filter; other parameters narrow it.
     #[schema(ignore)]
     pub view: Option<SavedViewId>,
-    /// The `next_cursor` of the previous page (of the same `sort`: an id
-    /// for `newest`, a time and an id for `last_message`).
+    /// The `next_cursor` of the previous page: the thread it ended with
+    /// (its last message's time and its id), its place in either `sort`.
+    /// (Its pattern is `ThreadCursor::PATTERN`, written in by openapi.rs.)
     #[schema(ignore)]
-    #[param(
-        pattern = "^$|^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z_)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    )]
     pub cursor: Option<String>,
     /// Threads per page (default 50, at most 500).
     #[schema(ignore)]
@@ -241,9 +239,10 @@ pub async fn list(
     let sort = query.sort.unwrap_or_default();
     let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
-        Some(text) => Some(crate::store::ThreadCursor::parse(sort, text).ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "`cursor` is not one this API gave out for this `sort`")
-        })?),
+        Some(text) => Some(
+            crate::store::ThreadCursor::parse(text)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "`cursor` is not one this API gave out"))?,
+        ),
     };
     let page = state.engine.store().search_threads(&filter, sort, cursor, paging.limit()?, state.engine.now()).await?;
     let mut items = Vec::with_capacity(page.items.len());
@@ -355,14 +354,14 @@ pub async fn assign(
     if let Some(user) = &body.user {
         let user = super::people::resolve_user(&state, user, "user").await?;
         if user.deactivated_at.is_some() {
-            return Err(ApiError::unprocessable("inactive_user", format!("user {} is deactivated", user.email)));
+            return Err(ApiError::conflict("inactive_user", format!("user {} is deactivated", user.email)));
         }
         owner.0 = Some(user.id);
     }
     if let Some(team) = &body.team {
         let team = super::people::resolve_team(&state, team, "team").await?;
         if team.deactivated_at.is_some() {
-            return Err(ApiError::unprocessable("inactive_team", format!("team {} is deactivated", team.name)));
+            return Err(ApiError::conflict("inactive_team", format!("team {} is deactivated", team.name)));
         }
         owner.1 = Some(team.id);
     }

@@ -172,7 +172,7 @@ pub(crate) async fn resolve_number(state: &ApiState, name: &str) -> Result<Phone
         .cloned()
         .ok_or_else(|| {
             let known: Vec<&str> = numbers.iter().map(|n| n.display_number.as_str()).collect();
-            ApiError::unprocessable("unknown_number", format!("no business number `{name}`"))
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_number", format!("no business number `{name}`"))
                 .with_details(serde_json::json!({ "known_numbers": known }))
         })
 }

@@ -69,6 +69,14 @@ impl Modify for BearerAuth {
                 }
                 if has_body || has_query {
                     common.push(("422", "A field that does not fit (`details.field` names it)"));
+                    common.push((
+                        "404",
+                        "Something the request names is not known: a business number, user, team, workflow or \
+                         contact (`unknown_number`, `unknown_user`, `unknown_team`, `unknown_workflow`, `not_found`)",
+                    ));
+                }
+                if has_body {
+                    common.push(("409", "The request conflicts with what is there now: the `code` says what"));
                 }
                 for (status, description) in common {
                     operation.responses.responses.entry(status.to_string()).or_insert_with(|| {
@@ -94,9 +102,77 @@ impl Modify for BearerAuth {
 pub fn document_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let mut text = doc.to_pretty_json().expect("the OpenAPI document serialises");
+    let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
+    constrain(&mut doc);
+    let mut text = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serialises");
     text.push('\n');
     text
+}
+
+/// Control characters (`char::is_control`), which names refuse.
+const CONTROL: &str = "\\u0000-\\u001f\\u007f-\\u009f";
+/// What `str::trim` takes away (Unicode `White_Space`).
+const SPACE: &str = "\\t\\n\\u000b\\u000c\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// The rules the handlers enforce that the Rust types cannot say, written
+/// into the document so that clients (and schemathesis) know them: phone
+/// numbers' form, names that are not blank (user and team names without
+/// control characters either), a contact named by `id` or `phone`, a reply
+/// that is `text` or `template`, the threads' cursor.
+fn constrain(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let phone = crate::phone::documented_pattern();
+    let not_blank = format!("[^{SPACE}]");
+    let clean_name = format!("^[^{CONTROL}]*[^{CONTROL}{SPACE}][^{CONTROL}]*$");
+    let schemas = &mut doc["components"]["schemas"];
+    for field in ["phone", "mobile_phone"] {
+        schemas["ContactInput"]["properties"][field]["pattern"] = json!(phone);
+    }
+    // Creating a contact (POST /v1/contacts) takes its phone and no id; a
+    // change (PATCH) names the contact in its path. The same fields as
+    // ContactInput otherwise (the handlers read that type).
+    let mut change = schemas["ContactInput"].clone();
+    if let Some(properties) = change["properties"].as_object_mut() {
+        properties.remove("id");
+    }
+    change["description"] = json!("What to change on a contact (named by the path).");
+    let mut create = change.clone();
+    create["description"] = json!("A contact to create, or to update when one has this phone.");
+    create["required"] = json!(["phone"]);
+    create["properties"]["phone"]["type"] = json!("string");
+    schemas["ContactChange"] = change;
+    schemas["ContactCreate"] = create;
+    for (path, method, schema) in
+        [("/v1/contacts/{id}", "patch", "ContactChange"), ("/v1/contacts", "post", "ContactCreate")]
+    {
+        doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"] =
+            json!({ "$ref": format!("#/components/schemas/{schema}") });
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["ContactInput"]["anyOf"] = json!([
+        { "required": ["id"], "properties": { "id": { "type": "string" } } },
+        { "required": ["phone"], "properties": { "phone": { "type": "string" } } },
+    ]);
+    schemas["ReplyBody"]["properties"]["text"]["pattern"] = json!(not_blank);
+    schemas["ReplyBody"]["oneOf"] = json!([
+        { "required": ["text"], "properties": { "text": { "type": "string" }, "template": { "type": "null" } } },
+        { "required": ["template"], "properties": { "template": { "type": "object" }, "text": { "type": "null" } } },
+    ]);
+    for body in ["NewUserBody", "NewTeamBody"] {
+        schemas[body]["properties"]["name"]["pattern"] = json!(clean_name);
+    }
+    for body in ["NewViewBody", "ViewChange"] {
+        schemas[body]["properties"]["name"]["pattern"] = json!(not_blank);
+    }
+    let mut pattern = |path: &str, name: &str, pattern: &str| {
+        if let Some(parameters) = doc["paths"][path]["get"]["parameters"].as_array_mut() {
+            for parameter in parameters.iter_mut().filter(|p| p["name"] == name) {
+                parameter["schema"]["pattern"] = json!(pattern);
+            }
+        }
+    };
+    pattern("/v1/contacts", "phone", phone);
+    pattern("/v1/threads", "cursor", crate::store::ThreadCursor::PATTERN);
 }
 
 /// `GET /v1/openapi.json` (no token needed).

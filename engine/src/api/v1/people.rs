@@ -223,7 +223,11 @@ pub(crate) async fn resolve_user(state: &ApiState, name: &str, field: &str) -> R
         Err(_) => store.list_users().await?.into_iter().find(|u| u.email.eq_ignore_ascii_case(name.trim())),
     };
     found.ok_or_else(|| {
-        ApiError::unprocessable("unknown_user", format!("no user `{name}` ({field}): name a user by id or email"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_user",
+            format!("no user `{name}` ({field}): name a user by id or email"),
+        )
     })
 }
 
@@ -237,13 +241,17 @@ pub(crate) async fn resolve_team(state: &ApiState, name: &str, field: &str) -> R
         }
     };
     found.ok_or_else(|| {
-        ApiError::unprocessable("unknown_team", format!("no team `{name}` ({field}): name a team by id or name"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_team",
+            format!("no team `{name}` ({field}): name a team by id or name"),
+        )
     })
 }
 
-/// An unknown user or team in the path is a 404, not a 422.
+/// An unknown user or team in the path is the path's `not_found`.
 fn not_found_in_path(err: ApiError) -> ApiError {
-    if err.status == StatusCode::UNPROCESSABLE_ENTITY {
+    if matches!(err.code, "unknown_user" | "unknown_team") {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", err.message)
     } else {
         err
