@@ -307,7 +307,7 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     assert_eq!((forged.status, forged.code()), (422, "invalid_name"), "{}", forged.body);
     let nobody =
         api.post(&format!("/v1/threads/{first}/owner"), &api.inbox, json!({"user": "nobody@example.com"})).await;
-    assert_eq!((nobody.status, nobody.code()), (404, "unknown_user"), "{}", nobody.body);
+    assert_eq!((nobody.status, nobody.code()), (409, "unknown_user"), "{}", nobody.body);
     let gone = api.post("/v1/users/sam@example.com/deactivate", &api.admin, json!({})).await;
     assert_eq!(gone.status, 200, "{}", gone.body);
     assert_eq!(api.post("/v1/users/nobody@example.com/deactivate", &api.admin, json!({})).await.status, 404);
@@ -720,7 +720,7 @@ async fn enrollment_is_idempotent_and_its_history_is_readable(db: &TestDb) {
             &key,
         )
         .await;
-    assert_eq!((conflict.status, conflict.code()), (422, "idempotency_key_reused"));
+    assert_eq!((conflict.status, conflict.code()), (409, "idempotency_key_reused"));
     // Another token's key space is its own.
     let admin_first = api.send(Method::POST, "/v1/enrollments", Some(&api.admin), json_body(), &key).await;
     assert_eq!(admin_first.status, 201);
@@ -864,7 +864,7 @@ async fn contacts_keep_their_consent_trail(db: &TestDb) {
             json!({"number": "+1 555 999 9999", "status": "opted_in"}),
         )
         .await;
-    assert_eq!((unknown_number.status, unknown_number.code()), (404, "unknown_number"));
+    assert_eq!((unknown_number.status, unknown_number.code()), (409, "unknown_number"));
     assert!(unknown_number.body["error"]["details"]["known_numbers"].as_array().is_some_and(|k| k.len() == 3));
 
     // The same phone finds the same contact, and so does its mobile phone,
@@ -933,7 +933,7 @@ async fn users_and_teams_are_created_listed_and_deactivated(db: &TestDb) {
     let unknown = api
         .post("/v1/teams", &api.admin, json!({"name": "Legal", "members": ["01a21e13-e387-745e-9549-3ef907b33df7"]}))
         .await;
-    assert_eq!((unknown.status, unknown.code()), (404, "unknown_user"));
+    assert_eq!((unknown.status, unknown.code()), (409, "unknown_user"));
     let again = api.post("/v1/teams", &api.admin, json!({"name": "Billing"})).await;
     assert_eq!(again.status, 409);
     // The sandbox's demo teams are there too.
@@ -1028,7 +1028,7 @@ async fn inbox_search_replies_owners_and_views(db: &TestDb) {
             json!({"template": {"name": "no_such_template", "language": "en_US"}}),
         )
         .await;
-    assert_eq!((unknown.status, unknown.code()), (404, "unknown_template"), "{}", unknown.body);
+    assert_eq!((unknown.status, unknown.code()), (409, "unknown_template"), "{}", unknown.body);
     // Parameters are checked against the template as `kairo validate` checks a send (#15 12).
     let reply_with = |template: Value| {
         let api = &api;
@@ -1091,7 +1091,7 @@ async fn inbox_search_replies_owners_and_views(db: &TestDb) {
             json!({"user": "01a21e13-e387-745e-9549-3ef907b33df7"}),
         )
         .await;
-    assert_eq!((nobody.status, nobody.code()), (404, "unknown_user"));
+    assert_eq!((nobody.status, nobody.code()), (409, "unknown_user"));
     let close = api.post(&format!("/v1/threads/{parcel}/close"), &api.inbox, json!({})).await;
     assert_eq!((close.status, close.body["status"].as_str()), (200, Some("closed")));
     assert_eq!(api.post(&format!("/v1/threads/{parcel}/close"), &api.inbox, json!({})).await.code(), "already_closed");

@@ -12,11 +12,19 @@ pub enum PhoneError {
 }
 
 /// The digits of the international form of `input`, which must start with
-/// `+` and a country code (spaces, dashes, dots and brackets are ignored).
+/// `+` and a country code (spaces, dashes, dots, slashes and brackets are
+/// ignored; anything else, as a letter or a `*`, is refused).
 pub fn normalize_phone(input: &str) -> Result<String, PhoneError> {
     let trimmed = input.trim();
     if !trimmed.starts_with('+') && !trimmed.starts_with("00") {
         return Err(PhoneError::NotInternational(input.to_string()));
+    }
+    let separator = |c: char| matches!(c, ' ' | '\u{a0}' | '.' | '-' | '\u{2010}'..='\u{2015}' | '/' | '(' | ')');
+    if let Some(other) = trimmed[1..].chars().find(|c| !c.is_ascii_digit() && !separator(*c)) {
+        return Err(PhoneError::Invalid {
+            input: input.to_string(),
+            reason: format!("`{other}` is neither a digit nor a separator (space, dash, dot, slash, bracket)"),
+        });
     }
     let with_plus = match trimmed.strip_prefix("00") {
         Some(rest) => format!("+{rest}"),
@@ -117,6 +125,9 @@ mod tests {
         assert!(matches!(normalize_phone("07700 900123"), Err(PhoneError::NotInternational(_))));
         assert!(matches!(normalize_phone("+12"), Err(PhoneError::Invalid { .. })));
         assert!(matches!(normalize_phone("+abc"), Err(PhoneError::Invalid { .. })));
+        assert!(matches!(normalize_phone("+1420706660837*"), Err(PhoneError::Invalid { .. })));
+        assert!(matches!(normalize_phone("+44 7700 900123 ext. 12"), Err(PhoneError::Invalid { .. })));
+        assert!(matches!(normalize_phone("+1-800-FLOWERS"), Err(PhoneError::Invalid { .. })));
     }
 
     #[test]

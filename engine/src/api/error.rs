@@ -65,6 +65,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// A name a body gave that is not known (`unknown_number`, …): 409, the
+    /// request is well formed but what it names is not there now. (In a
+    /// query string the same name is 404: nothing to find by it.)
+    pub fn named_in_body(mut self) -> Self {
+        if self.status == StatusCode::NOT_FOUND && self.code.starts_with("unknown_") {
+            self.status = StatusCode::CONFLICT;
+        }
+        self
+    }
+
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
@@ -187,9 +197,7 @@ impl From<ReplyError> for ApiError {
             err @ ReplyError::TemplateNotApproved { .. } => {
                 ApiError::conflict("template_not_approved", err.to_string())
             }
-            err @ ReplyError::UnknownTemplate { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_template", err.to_string())
-            }
+            err @ ReplyError::UnknownTemplate { .. } => ApiError::conflict("unknown_template", err.to_string()),
             err @ ReplyError::SampleTemplate { .. } => ApiError::unprocessable("sample_template", err.to_string()),
             ReplyError::TemplateParameters { name, problems } => {
                 let message = ReplyError::TemplateParameters { name, problems: problems.clone() }.to_string();

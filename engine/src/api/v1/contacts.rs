@@ -135,7 +135,7 @@ pub(crate) async fn upsert_contact(state: &ApiState, input: &ContactInput, field
     let mobile = normalized(input.mobile_phone.as_deref(), &format!("{field}.mobile_phone"))?;
     let mut numbers = Vec::new();
     for name in &input.opt_in {
-        numbers.push(resolve_number(state, name).await?);
+        numbers.push(resolve_number(state, name).await.map_err(ApiError::named_in_body)?);
     }
     let existing = match (input.id, &phone) {
         (Some(id), _) => Some(store.contact(id).await?.ok_or_else(|| {
@@ -322,7 +322,7 @@ pub async fn set_consent(
     ApiJson(body): ApiJson<ConsentBody>,
 ) -> Result<ApiJson<ContactDetail>, ApiError> {
     let contact = find(&state, id).await?;
-    let number = resolve_number(&state, &body.number).await?;
+    let number = resolve_number(&state, &body.number).await.map_err(ApiError::named_in_body)?;
     state
         .engine
         .store()

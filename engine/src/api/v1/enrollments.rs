@@ -219,7 +219,7 @@ async fn enroll_row(
     };
     let mut opt_in = Vec::new();
     for number in &contact.opt_in {
-        opt_in.push(resolve_number(state, number).await?.id);
+        opt_in.push(resolve_number(state, number).await.map_err(ApiError::named_in_body)?.id);
     }
     Ok(BulkRow { line: 0, key: None, content_hash: body_hash(body), contact: target, trigger, opt_in })
 }

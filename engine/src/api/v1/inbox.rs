@@ -352,14 +352,14 @@ pub async fn assign(
     let store = state.engine.store();
     let mut owner = (None, None);
     if let Some(user) = &body.user {
-        let user = super::people::resolve_user(&state, user, "user").await?;
+        let user = super::people::resolve_user(&state, user, "user").await.map_err(ApiError::named_in_body)?;
         if user.deactivated_at.is_some() {
             return Err(ApiError::conflict("inactive_user", format!("user {} is deactivated", user.email)));
         }
         owner.0 = Some(user.id);
     }
     if let Some(team) = &body.team {
-        let team = super::people::resolve_team(&state, team, "team").await?;
+        let team = super::people::resolve_team(&state, team, "team").await.map_err(ApiError::named_in_body)?;
         if team.deactivated_at.is_some() {
             return Err(ApiError::conflict("inactive_team", format!("team {} is deactivated", team.name)));
         }
@@ -515,7 +515,7 @@ async fn saved_filter(state: &ApiState, query: &ThreadQuery) -> Result<Value, Ap
         ));
     }
     let mut filter = ThreadFilter::default();
-    narrow(state, &mut filter, query).await?;
+    narrow(state, &mut filter, query).await.map_err(ApiError::named_in_body)?;
     Ok(serde_json::to_value(&filter).expect("a filter serialises"))
 }
 

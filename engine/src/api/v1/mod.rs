@@ -285,7 +285,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 fn replay(first: crate::store::IdempotencyRecord, request_hash: &str) -> Result<Response, ApiError> {
     if first.request_hash != request_hash {
-        return Err(ApiError::unprocessable(
+        // 409: the request is well formed, and conflicts with what its key
+        // already holds (the IETF draft on the header suggests 422).
+        return Err(ApiError::conflict(
             "idempotency_key_reused",
             format!(
                 "Idempotency-Key `{}` was used with another body; use a new key for a different request",

@@ -71,12 +71,16 @@ impl Modify for BearerAuth {
                     common.push(("422", "A field that does not fit (`details.field` names it)"));
                     common.push((
                         "404",
-                        "Something the request names is not known: a business number, user, team, workflow or \
-                         contact (`unknown_number`, `unknown_user`, `unknown_team`, `unknown_workflow`, `not_found`)",
+                        "What the request acts on, or a name in its query string, is not there (`not_found`, \
+                         `unknown_workflow`, `unknown_contact`, `unknown_number`, `unknown_user`, `unknown_team`)",
                     ));
                 }
                 if has_body {
-                    common.push(("409", "The request conflicts with what is there now: the `code` says what"));
+                    common.push((
+                        "409",
+                        "The request conflicts with what is there now, or a name in its body is not there \
+                         (`unknown_number`, `unknown_user`, `unknown_team`, `unknown_template`): the `code` says what",
+                    ));
                 }
                 for (status, description) in common {
                     operation.responses.responses.entry(status.to_string()).or_insert_with(|| {

@@ -169,7 +169,7 @@ pub async fn create_team(
     }
     let mut ids = Vec::new();
     for member in &body.members {
-        ids.push(resolve_user(&state, member, "members").await?.id);
+        ids.push(resolve_user(&state, member, "members").await.map_err(ApiError::named_in_body)?.id);
     }
     let team = match store.insert_team(name, now).await {
         Ok(team) => team,
