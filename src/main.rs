@@ -574,7 +574,7 @@ async fn webhook(
     }
     let channel = Arc::new(WhatsAppWebhook { app_secret, verify_token });
     let keywords = Keywords::new(&whatsapp.opt_in_keywords, &whatsapp.opt_out_keywords);
-    let ingestor = Ingestor::spawn(store.clone(), keywords, Arc::new(kairo_engine::SystemClock), shutdown);
+    let ingestor = Ingestor::spawn(store.clone(), keywords, process_clock(), shutdown);
     Ok(Some(api::webhook::WebhookState { channel, ingestor }))
 }
 
@@ -782,7 +782,17 @@ fn build_engine(store: &Store, config: &Config) -> Result<Arc<Engine>> {
         lease: Duration::from_secs(config.worker.lease_secs.max(1)),
         batch: config.worker.batch.max(1),
     };
-    Ok(Engine::new(store.clone(), Arc::new(kairo_engine::SystemClock), outbound, Arc::new(http), engine_config))
+    Ok(Engine::new(store.clone(), process_clock(), outbound, Arc::new(http), engine_config))
+}
+
+/// The clock of this process: the wall clock, moved forward by the seconds
+/// in `KAIRO_CLOCK_OFFSET_FILE` when that is set (tests and demos drive
+/// waits of hours through the real binary with it; docs/operations.md).
+fn process_clock() -> Arc<dyn kairo_engine::Clock> {
+    match std::env::var_os("KAIRO_CLOCK_OFFSET_FILE") {
+        Some(file) => Arc::new(kairo_engine::OffsetClock::new(std::path::PathBuf::from(file))),
+        None => Arc::new(kairo_engine::SystemClock),
+    }
 }
 
 /// The Graph API client the configuration describes.

@@ -23,6 +23,47 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock moved forward by the seconds written in a file, read
+/// again at most every [`OffsetClock::RECHECK`]: how a test (or a demo)
+/// drives real `kairo` processes through an hour's wait in a moment
+/// (`KAIRO_CLOCK_OFFSET_FILE`, docs/operations.md). A missing or unreadable
+/// file is no offset. Never set in production: the offset only grows in
+/// tests, and timers due by it fire at once.
+#[derive(Debug)]
+pub struct OffsetClock {
+    file: std::path::PathBuf,
+    read: Mutex<(std::time::Instant, chrono::Duration)>,
+}
+
+impl OffsetClock {
+    pub const RECHECK: Duration = Duration::from_millis(20);
+
+    pub fn new(file: impl Into<std::path::PathBuf>) -> Self {
+        let file = file.into();
+        let offset = Self::offset_in(&file);
+        Self { file, read: Mutex::new((std::time::Instant::now(), offset)) }
+    }
+
+    fn offset_in(file: &std::path::Path) -> chrono::Duration {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.trim().parse::<f64>().ok())
+            .filter(|seconds| seconds.is_finite() && seconds.abs() < 1e10)
+            .map(|seconds| chrono::Duration::microseconds((seconds * 1e6) as i64))
+            .unwrap_or_default()
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        if read.0.elapsed() >= Self::RECHECK {
+            *read = (std::time::Instant::now(), Self::offset_in(&self.file));
+        }
+        Utc::now() + read.1
+    }
+}
+
 /// A clock that only moves when told to; clones share one time.
 #[derive(Debug, Clone)]
 pub struct FakeClock {
@@ -56,6 +97,18 @@ impl Clock for FakeClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offset_clock_follows_its_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("offset");
+        let clock = OffsetClock::new(&file);
+        assert!((clock.now() - Utc::now()).num_seconds().abs() <= 1, "no file, no offset");
+        std::fs::write(&file, "3600").expect("write");
+        std::thread::sleep(OffsetClock::RECHECK * 2);
+        let ahead = (clock.now() - Utc::now()).num_seconds();
+        assert!((3599..=3601).contains(&ahead), "{ahead}");
+    }
 
     #[test]
     fn fake_clock_moves_only_when_advanced_and_clones_share_time() {

@@ -18,7 +18,7 @@ pub mod store;
 pub mod testing;
 pub mod workflow;
 
-pub use clock::{Clock, FakeClock, SystemClock};
+pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
 pub use config::{Config, ConfigError};
 pub use secret::Secret;
 pub use store::{Store, StoreError};

@@ -44,12 +44,22 @@ impl Server {
 
     /// [`Server::start`] with this `RUST_LOG`.
     pub async fn start_logging(dir: &Path, database_url: &str, rust_log: &str) -> Server {
-        let mut child = Command::new(KAIRO)
+        Server::start_with(dir, database_url, rust_log, &[]).await
+    }
+
+    /// [`Server::start_logging`] with these environment variables too.
+    pub async fn start_with(dir: &Path, database_url: &str, rust_log: &str, env: &[(&str, String)]) -> Server {
+        let mut command = Command::new(KAIRO);
+        command
             .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database_url])
             .env_remove("KAIRO_DATABASE_URL")
             .env_remove("KAIRO_LISTEN")
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", rust_log);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
