@@ -278,6 +278,12 @@ impl Journey {
     }
 }
 
+/// The id of the user with `email` in a `GET /v1/users` answer.
+fn user_id(users: &Value, email: &str) -> Value {
+    let found = users["items"].as_array().and_then(|u| u.iter().find(|u| u["email"] == email));
+    found.unwrap_or_else(|| panic!("no user {email}: {users}"))["id"].clone()
+}
+
 /// The next instant at `hour`:`minute` in London, at least `after`.
 fn london(after: DateTime<Utc>, hour: u32, minute: u32) -> DateTime<Utc> {
     let zone = chrono_tz::Europe::London;
@@ -379,11 +385,7 @@ async fn journeys(db: TestDb) {
         .await;
     assert_eq!(routed["exit_reason"], "routed", "{routed}");
     let users = j.get("/v1/users").await;
-    let sam = users["items"]
-        .as_array()
-        .and_then(|u| u.iter().find(|u| u["email"] == "sam@sandbox.kairo.test"))
-        .expect("the sandbox's Sam")["id"]
-        .clone();
+    let sam = user_id(&users, "sam@sandbox.kairo.test");
     let thread = j.thread(&cy_id, SUPPORT_NUMBER.0).await.expect("Cy's support thread");
     assert_eq!(thread["owner_user"], sam, "Sam, the Support team's one member, owns it: {thread}");
     assert_eq!(j.contact_detail(&cy_id).await["properties"]["support_priority"], "high");
@@ -432,11 +434,7 @@ async fn journeys(db: TestDb) {
     j.deliver(tapped).await;
     let dan = j.status_becomes(&dan_run, "exited").await;
     assert_eq!(dan["exit_reason"], "reminders sent", "{dan}");
-    let sally = users["items"]
-        .as_array()
-        .and_then(|u| u.iter().find(|u| u["email"] == "sally@sandbox.kairo.test"))
-        .expect("the sandbox's Sally")["id"]
-        .clone();
+    let sally = user_id(&users, "sally@sandbox.kairo.test");
     let thread = j.thread(&dan_id, SALES_NUMBER.0).await.expect("Dan's thread");
     assert_eq!(thread["owner_user"], sally, "Sally (Sales) owns Dan's conversation: {thread}");
 
