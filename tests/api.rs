@@ -246,6 +246,8 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     assert_eq!(walked, by_message, "pages of one follow the same order");
     assert!(walked.contains(&second));
     assert_eq!(api.get("/v1/threads?sort=last_message&cursor=nonsense", &api.inbox).await.code(), "invalid_cursor");
+    let signed = format!("/v1/threads?sort=last_message&cursor=-5.000000000_{first}");
+    assert_eq!(api.get(&signed, &api.inbox).await.code(), "invalid_cursor", "a cursor's time is digits");
     // A cursor is the thread's place in either sort: one from the first
     // page by last message goes on, in `newest`, after that thread.
     let first_page = api.get("/v1/threads?sort=last_message&limit=1", &api.inbox).await;

@@ -165,6 +165,13 @@ impl FailedAuth {
             *entry = (std::time::Instant::now(), 0);
         }
         entry.1 += 1;
+        if entry.1 == FAILURES_ALLOWED {
+            tracing::warn!(
+                %address,
+                "{FAILURES_ALLOWED} unknown tokens from this address within a minute: its unknown tokens are refused \
+                 (429) until the minute is over"
+            );
+        }
     }
 }
 
@@ -254,8 +261,8 @@ impl Caller {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_failures",
                 format!(
-                    "too many requests from this address had no valid token ({FAILURES_ALLOWED} a minute at most); \
-                     retry after the Retry-After seconds with a token from `kairo token create`"
+                    "too many requests from this address had no valid token ({FAILURES_ALLOWED} a minute at most): \
+                     retry after the Retry-After seconds (until then only a token that worked lately gets through)"
                 ),
             );
             err.retry_after = Some(wait);

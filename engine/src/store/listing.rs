@@ -116,6 +116,11 @@ impl ThreadCursor {
             return Some(ThreadCursor { last_message_at: DateTime::<Utc>::MAX_UTC, id });
         };
         let (seconds, nanos) = at.split_once('.')?;
+        let digits =
+            |text: &str, most: usize| (1..=most).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+        if !digits(seconds, 11) || !digits(nanos, 9) || nanos.len() != 9 {
+            return None;
+        }
         let last_message_at = DateTime::from_timestamp(seconds.parse().ok()?, nanos.parse().ok()?)?;
         Some(ThreadCursor { last_message_at, id: id.parse().ok()? })
     }
