@@ -66,8 +66,8 @@ const KNOWN: &[(&str, &str, usize)] = &[
     ("WhatsApp wire field read outside the WhatsApp crate", "src/report.rs", 1),
     ("cycle between top-level modules", "engine:channel <-> engine:store <-> engine:workflow", 3),
     ("file over 600 lines", "engine/src/api/v1/bulk.rs", 684),
-    ("file over 600 lines", "engine/src/api/v1/inbox.rs", 628),
-    ("file over 600 lines", "engine/src/runtime/step.rs", 1207),
+    ("file over 600 lines", "engine/src/api/v1/inbox.rs", 627),
+    ("file over 600 lines", "engine/src/runtime/step.rs", 1182),
     ("file over 600 lines", "engine/src/store/ingest.rs", 928),
     ("file over 600 lines", "engine/src/store/listing.rs", 653),
     ("file over 600 lines", "engine/src/store/runtime.rs", 1435),
@@ -89,9 +89,6 @@ const KNOWN: &[(&str, &str, usize)] = &[
     ("function over 80 lines", "engine/src/workflow/validate.rs::against_catalog", 156),
     ("function over 80 lines", "engine/src/workflow/validate.rs::step", 96),
     ("function over 80 lines", "migrations/src/m20261125_000001_initial.rs::tables", 307),
-    ("module cycle", "engine:api::auth <-> engine:api::v1", 2),
-    ("module cycle", "engine:api::v1::contacts <-> engine:api::v1::enrollments <-> engine:api::v1::inbox", 3),
-    ("module cycle", "engine:runtime::quiet <-> engine:runtime::step", 2),
 ];
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]

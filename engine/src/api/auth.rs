@@ -7,7 +7,6 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use governor::clock::{Clock as _, DefaultClock};
@@ -17,7 +16,6 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::v1::ApiState;
 use crate::ids::ApiTokenId;
 use crate::store::{ApiToken, NewApiToken, Store, StoreError};
 
@@ -209,21 +207,17 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<ApiState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let address = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        Self::authenticate(parts, state, address).await
-    }
-}
-
 impl Caller {
-    async fn authenticate(parts: &mut Parts, state: &ApiState, address: std::net::IpAddr) -> Result<Self, ApiError> {
+    /// Who sends the request: its bearer token checked against `store`, the
+    /// address's failures and the token's rate limit, then the route's
+    /// scopes ([`Needs`]).
+    pub(crate) async fn authenticate(
+        parts: &mut Parts,
+        store: &Store,
+        limiter: &TokenLimiter,
+        failures: &FailedAuth,
+        address: std::net::IpAddr,
+    ) -> Result<Self, ApiError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -255,7 +249,6 @@ impl Caller {
             ));
         }
         let hash = hash_token(token);
-        let failures = &state.failed_auth;
         if let Some(wait) = failures.blocked(address).filter(|_| !failures.is_known(&hash)) {
             let mut err = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -268,12 +261,12 @@ impl Caller {
             err.retry_after = Some(wait);
             return Err(err);
         }
-        let Some(record) = state.engine.store().api_token_by_hash(&hash).await? else {
+        let Some(record) = store.api_token_by_hash(&hash).await? else {
             failures.failed(address);
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the token is unknown or revoked"));
         };
         failures.known_good(&hash);
-        if let Err(not_until) = state.limiter.check_key(&record.id) {
+        if let Err(not_until) = limiter.check_key(&record.id) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let mut err = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

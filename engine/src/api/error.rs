@@ -375,3 +375,9 @@ pub struct ApiQuery<T>(pub T);
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint: see /v1/openapi.json for the API")
 }
+
+/// A JSON value as `T`, with 422 naming what does not fit.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(body)
+        .map_err(|e| ApiError::unprocessable("invalid_body", format!("the JSON body does not fit: {e}")))
+}

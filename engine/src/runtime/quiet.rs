@@ -11,13 +11,12 @@
 //! a country's zones share no allowed hour, the zone it lists first
 //! decides. No phone number, or one whose country is unknown: UTC.
 
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::context::RunContext;
 use super::country_zones::COUNTRY_ZONES;
-use super::step::next_local_time;
 use crate::workflow::model::QuietHours;
 
 /// When a send outside the allowed hours may go: `None` when it may go now.
@@ -75,6 +74,31 @@ pub(super) fn country_zones(phone: &str) -> Vec<Tz> {
         .binary_search_by(|(c, _)| (*c).cmp(code))
         .map(|i| COUNTRY_ZONES[i].1.iter().filter_map(|z| z.parse::<Tz>().ok()).collect())
         .unwrap_or_default()
+}
+
+/// The next instant after `now` when the wall clock in `zone` reads `at`.
+/// A time skipped by a daylight-saving jump falls on the first instant after it.
+pub(super) fn next_local_time(zone: chrono_tz::Tz, at: NaiveTime, now: DateTime<Utc>) -> DateTime<Utc> {
+    let local_today = now.with_timezone(&zone).date_naive();
+    for days in 0..3 {
+        let date = local_today + chrono::Duration::days(days);
+        let naive = date.and_time(at);
+        let candidate = match zone.from_local_datetime(&naive) {
+            chrono::LocalResult::Single(t) => t.to_utc(),
+            chrono::LocalResult::Ambiguous(first, _) => first.to_utc(),
+            chrono::LocalResult::None => {
+                let later = naive + chrono::Duration::hours(1);
+                match zone.from_local_datetime(&later) {
+                    chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.to_utc(),
+                    chrono::LocalResult::None => continue,
+                }
+            }
+        };
+        if candidate > now {
+            return candidate;
+        }
+    }
+    now + chrono::Duration::days(1)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -13,7 +13,7 @@ use super::context::RunContext;
 use super::outbound::{CallError, FailureKind, HttpCall, OutboundTemplate, OutboundText};
 use super::pacing::{HORIZON, LATE, Pace};
 use super::plan::resolve_number;
-use super::quiet::quiet_hours_wait;
+use super::quiet::{next_local_time, quiet_hours_wait};
 use super::send_gate::{Held, RATE_LIMIT_HIT};
 use crate::ids::PhoneNumberId;
 use crate::store::status::{EnrollmentStatus, StepState};
@@ -1122,31 +1122,6 @@ fn wait_until(wait: &Wait, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
         return Ok(now + timeout);
     }
     Err("`wait` needs `for`, `until`, `until_time` or `event`".into())
-}
-
-/// The next instant after `now` when the wall clock in `zone` reads `at`.
-/// A time skipped by a daylight-saving jump falls on the first instant after it.
-pub(super) fn next_local_time(zone: chrono_tz::Tz, at: NaiveTime, now: DateTime<Utc>) -> DateTime<Utc> {
-    let local_today = now.with_timezone(&zone).date_naive();
-    for days in 0..3 {
-        let date = local_today + chrono::Duration::days(days);
-        let naive = date.and_time(at);
-        let candidate = match zone.from_local_datetime(&naive) {
-            chrono::LocalResult::Single(t) => t.to_utc(),
-            chrono::LocalResult::Ambiguous(first, _) => first.to_utc(),
-            chrono::LocalResult::None => {
-                let later = naive + chrono::Duration::hours(1);
-                match zone.from_local_datetime(&later) {
-                    chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.to_utc(),
-                    chrono::LocalResult::None => continue,
-                }
-            }
-        };
-        if candidate > now {
-            return candidate;
-        }
-    }
-    now + chrono::Duration::days(1)
 }
 
 /// Where a send to the contact goes: the WhatsApp id its inbound messages

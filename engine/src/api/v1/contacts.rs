@@ -9,10 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::enrollments::parse_body;
 use super::{ApiState, PageParams, idempotent, resolve_number};
 use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
 use crate::ids::{ContactId, PhoneNumberId, Wamid};
 use crate::phone::normalize_phone;
 use crate::store::status::{ConsentSource, ConsentStatus};

@@ -16,7 +16,7 @@ use super::contacts::{ContactInput, normalized};
 use super::inbox::MessageView;
 use super::{ApiState, PageParams, body_hash, idempotent, resolve_number};
 use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
 use crate::ids::{ContactId, EnrollmentId, StepExecutionId, WorkflowId, WorkflowVersionId};
 use crate::runtime::{BulkContact, BulkRow, EngineError, QueueError};
 use crate::store::status::{EnrollmentStatus, StepState};
@@ -222,12 +222,6 @@ async fn enroll_row(
         opt_in.push(resolve_number(state, number).await.map_err(ApiError::named_in_body)?.id);
     }
     Ok(BulkRow { line: 0, key: None, content_hash: body_hash(body), contact: target, trigger, opt_in })
-}
-
-/// A JSON value as `T`, with 422 naming what does not fit.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    serde_json::from_value(body)
-        .map_err(|e| ApiError::unprocessable("invalid_body", format!("the JSON body does not fit: {e}")))
 }
 
 /// List enrollments, newest first.

@@ -11,10 +11,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::contacts::ContactView;
-use super::enrollments::parse_body;
 use super::{ApiState, PageParams, idempotent, resolve_number};
 use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
 use crate::ids::{
     ContactId, EnrollmentId, MessageId, PhoneNumberId, SavedViewId, StepExecutionId, TeamId, ThreadId, UserId, Wamid,
 };
