@@ -205,7 +205,7 @@ impl Tx {
             for (contact, status, at) in rows {
                 let history = histories.entry(contact).or_default();
                 history.total += 1;
-                history.running += u64::from(super::runtime::RUNNING.contains(&status));
+                history.running += u64::from(super::enrollments::RUNNING.contains(&status));
                 history.last_enrolled_at = history.last_enrolled_at.max(Some(at));
             }
         }
@@ -241,7 +241,7 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let change = super::ConsentChange::from_api(contact, number, status);
-        super::contacts::write_consent(&self.txn, change, now).await.map_err(|e| self.err(e))?;
+        super::consents::write_consent(&self.txn, change, now).await.map_err(|e| self.err(e))?;
         Ok(())
     }
 

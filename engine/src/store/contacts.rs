@@ -1,18 +1,47 @@
-//! Contacts and their consent, with its audit trail.
+//! Contacts: who a business talks to, their phones and properties.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::entities::{consent, consent_event, contact};
+use super::paging::{Page, page};
 use super::status::{ConsentSource, ConsentStatus};
-use super::{Store, StoreError};
-use crate::ids::{ContactId, PhoneNumberId, Wamid};
+use super::{Store, StoreError, Tx};
+use crate::ids::{ContactId, PhoneNumberId};
+
+/// A change to a contact; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ContactUpdate {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub mobile_phone: Option<String>,
+    /// Merged into the properties: a key set to `null` is removed.
+    pub properties: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `updates` merged into `properties`: keys set to `null` are removed.
+pub fn merge_properties(
+    properties: serde_json::Value,
+    updates: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut merged = match properties {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in updates {
+        if value.is_null() {
+            merged.remove(&key);
+        } else {
+            merged.insert(key, value);
+        }
+    }
+    serde_json::Value::Object(merged)
+}
 
 pub type Contact = contact::Model;
-pub type Consent = consent::Model;
-pub type ConsentEvent = consent_event::Model;
 
 /// A contact to create. Phone numbers are already normalised (digits of the
 /// international form).
@@ -26,32 +55,56 @@ pub struct NewContact {
     pub properties: serde_json::Value,
 }
 
-/// A change of a contact's consent on one business number.
-#[derive(Debug, Clone)]
-pub struct ConsentChange {
-    pub contact_id: ContactId,
-    pub phone_number_id: PhoneNumberId,
-    pub status: ConsentStatus,
-    pub source: ConsentSource,
-    pub keyword: Option<String>,
-    pub wamid: Option<Wamid>,
-}
-
-impl ConsentChange {
-    /// A change made through the HTTP API (no keyword, no message).
-    pub fn from_api(contact: ContactId, number: PhoneNumberId, status: ConsentStatus) -> ConsentChange {
-        ConsentChange {
-            contact_id: contact,
-            phone_number_id: number,
-            status,
-            source: ConsentSource::Api,
-            keyword: None,
-            wamid: None,
-        }
-    }
-}
-
 impl Store {
+    /// Contacts, newest first; `phone` narrows to a normalised number.
+    pub async fn list_contacts(
+        &self,
+        phone: Option<&str>,
+        before: Option<ContactId>,
+        limit: u64,
+    ) -> Result<Page<Contact>, StoreError> {
+        let mut query = contact::Entity::find().order_by_desc(contact::Column::Id);
+        if let Some(phone) = phone {
+            query = query.filter(
+                Condition::any().add(contact::Column::Phone.eq(phone)).add(contact::Column::MobilePhone.eq(phone)),
+            );
+        }
+        if let Some(before) = before {
+            query = query.filter(contact::Column::Id.lt(before));
+        }
+        let rows = query.limit(limit + 1).all(&self.db).await.map_err(|e| self.query_error(e))?;
+        Ok(page(rows, limit, |c| c.id.to_string()))
+    }
+
+    /// Applies `change` to a contact; `None` when there is no such contact.
+    pub async fn update_contact(
+        &self,
+        id: ContactId,
+        change: ContactUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Contact>, StoreError> {
+        let Some(current) = self.contact(id).await? else { return Ok(None) };
+        let mut row: contact::ActiveModel = current.clone().into();
+        if let Some(name) = change.name {
+            row.name = Set(Some(name));
+        }
+        if let Some(phone) = change.phone {
+            row.phone = Set(Some(phone));
+        }
+        if let Some(mobile) = change.mobile_phone {
+            row.mobile_phone = Set(Some(mobile));
+        }
+        if let Some(updates) = change.properties {
+            row.properties = Set(merge_properties(current.properties, updates));
+        }
+        row.updated_at = Set(now);
+        contact::Entity::update(row)
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.insert_error(e, || "a contact with this phone".into()))
+            .map(Some)
+    }
+
     pub async fn insert_contact(&self, new: NewContact, now: DateTime<Utc>) -> Result<Contact, StoreError> {
         let row = contact::ActiveModel {
             id: Set(ContactId::new()),
@@ -158,76 +211,59 @@ impl Store {
             .await
             .map_err(|e| self.query_error(e))
     }
-
-    /// Records a consent change and its audit entry in one transaction.
-    /// Idempotent in effect: a change to the state already held still leaves
-    /// an audit entry (who said YES twice is worth knowing) but changes nothing.
-    pub async fn record_consent(&self, change: ConsentChange, now: DateTime<Utc>) -> Result<Consent, StoreError> {
-        let (contact, number) = (change.contact_id, change.phone_number_id);
-        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
-        write_consent(&txn, change, now).await.map_err(|e| self.query_error(e))?;
-        txn.commit().await.map_err(|e| self.query_error(e))?;
-        self.consent(contact, number).await?.ok_or_else(|| self.missing("consent just recorded"))
-    }
-
-    /// The contact's current consent on this number; `None` means never asked.
-    pub async fn consent(&self, contact: ContactId, number: PhoneNumberId) -> Result<Option<Consent>, StoreError> {
-        consent::Entity::find()
-            .filter(consent::Column::ContactId.eq(contact))
-            .filter(consent::Column::PhoneNumberId.eq(number))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
-    }
-
-    /// The audit trail of the contact's consent on this number, oldest first.
-    pub async fn consent_history(
-        &self,
-        contact: ContactId,
-        number: PhoneNumberId,
-    ) -> Result<Vec<ConsentEvent>, StoreError> {
-        consent_event::Entity::find()
-            .filter(consent_event::Column::ContactId.eq(contact))
-            .filter(consent_event::Column::PhoneNumberId.eq(number))
-            .order_by_asc(consent_event::Column::OccurredAt)
-            .order_by_asc(consent_event::Column::Id)
-            .all(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
-    }
 }
 
-/// The consent row (inserted or changed) and its audit entry, in the
-/// caller's transaction.
-pub(super) async fn write_consent<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    change: ConsentChange,
-    now: DateTime<Utc>,
-) -> Result<(), sea_orm::DbErr> {
-    use consent::Column as C;
-    let current = consent::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        contact_id: Set(change.contact_id),
-        phone_number_id: Set(change.phone_number_id),
-        status: Set(change.status),
-        changed_at: Set(now),
-    };
-    consent::Entity::insert(current)
-        .on_conflict(
-            OnConflict::columns([C::ContactId, C::PhoneNumberId]).update_columns([C::Status, C::ChangedAt]).to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    let audit = consent_event::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        contact_id: Set(change.contact_id),
-        phone_number_id: Set(change.phone_number_id),
-        status: Set(change.status),
-        source: Set(change.source),
-        keyword: Set(change.keyword),
-        wamid: Set(change.wamid),
-        occurred_at: Set(now),
-    };
-    consent_event::Entity::insert(audit).exec_without_returning(db).await?;
-    Ok(())
+impl Tx {
+    pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        contact::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Merges `patch` into a contact's properties.
+    pub async fn set_contact_properties(
+        &self,
+        id: ContactId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(row) = self.contact(id).await? else { return Ok(()) };
+        let mut properties = match row.properties {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in patch {
+            properties.insert(k.clone(), v.clone());
+        }
+        contact::Entity::update_many()
+            .col_expr(contact::Column::Properties, Expr::value(serde_json::Value::Object(properties)))
+            .col_expr(contact::Column::UpdatedAt, Expr::value(now))
+            .filter(contact::Column::Id.eq(id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Contacts opted in on a number (all contacts when `number` is None).
+    pub async fn audience(&self, number: Option<PhoneNumberId>) -> Result<Vec<Contact>, StoreError> {
+        match number {
+            None => contact::Entity::find().all(&self.txn).await.map_err(|e| self.err(e)),
+            Some(number) => {
+                let ids: Vec<ContactId> = consent::Entity::find()
+                    .select_only()
+                    .column(consent::Column::ContactId)
+                    .filter(consent::Column::PhoneNumberId.eq(number))
+                    .filter(consent::Column::Status.eq(ConsentStatus::OptedIn))
+                    .into_tuple()
+                    .all(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                contact::Entity::find()
+                    .filter(contact::Column::Id.is_in(ids))
+                    .order_by_asc(contact::Column::Id)
+                    .all(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))
+            }
+        }
+    }
 }

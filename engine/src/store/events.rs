@@ -5,10 +5,12 @@
 //! appended once; `applied_at` is set when its effects commit.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::event;
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError, Tx};
 use crate::ids::{ContactId, EventId, PhoneNumberId};
 
 pub type Event = event::Model;
@@ -85,5 +87,31 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| self.query_error(e))
+    }
+}
+
+impl Tx {
+    /// Unapplied events, oldest first, locked for this transaction (other
+    /// PostgreSQL appliers skip them).
+    pub async fn unapplied_events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {
+        let mut query = event::Entity::find()
+            .filter(event::Column::AppliedAt.is_null())
+            .order_by_asc(event::Column::CreatedAt)
+            .order_by_asc(event::Column::Id)
+            .limit(limit);
+        if self.store.backend == Backend::Postgres {
+            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        query.all(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn mark_event_applied(&self, id: EventId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        event::Entity::update_many()
+            .col_expr(event::Column::AppliedAt, Expr::value(Some(now)))
+            .filter(event::Column::Id.eq(id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }

@@ -13,10 +13,11 @@
 //!   history, so what arrives after a number is connected is all there is.
 
 use chrono::{DateTime, Duration, Utc};
+use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -25,8 +26,9 @@ use super::entities::{
     assignment_rule, consent, consent_event, contact, event, message, pending_status, phone_number, team, team_member,
     template, thread, user, whatsapp_account,
 };
-use super::inbox::{message_row, new_thread_row};
+use super::messages::{apply_status, message_row, status_name};
 use super::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
+use super::threads::new_thread_row;
 use super::{NewMessage, Store, StoreError};
 use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
 use crate::ids::*;
@@ -80,6 +82,56 @@ pub struct IngestReport {
     /// Messages to numbers not connected, or from before the connection.
     pub ignored: usize,
     pub other: usize,
+}
+
+/// The pause reason of an `account_update` that restricts business-initiated
+/// messaging; None for any other notice.
+fn account_restriction(notice: &crate::channel::Notice) -> Option<String> {
+    if notice.field != "account_update" {
+        return None;
+    }
+    let event = notice.payload.get("event").and_then(serde_json::Value::as_str)?;
+    if !event.eq_ignore_ascii_case("ACCOUNT_RESTRICTION") {
+        return None;
+    }
+    // Only a restriction on business-initiated messaging stops sends
+    // (API.md section 5); others (adding numbers, …) are kept in the event
+    // log and logged, and stop nothing.
+    let all: Vec<&serde_json::Value> =
+        notice.payload.get("restriction_info").and_then(serde_json::Value::as_array).into_iter().flatten().collect();
+    let stops = |r: &&serde_json::Value| {
+        r.get("restriction_type").and_then(serde_json::Value::as_str).is_some_and(|t| t.contains("BIZ_INITIATED"))
+    };
+    for other in all.iter().filter(|r| !stops(r)) {
+        tracing::warn!(
+            account = %notice.account_id,
+            restriction = %other.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("unknown"),
+            "Meta restricted the account; sends go on (this restriction does not stop messaging)"
+        );
+    }
+    if !all.iter().any(stops) {
+        return None;
+    }
+    let restrictions: Vec<String> = all
+        .into_iter()
+        .filter(stops)
+        .map(|r| {
+            let kind = r.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("restricted");
+            let expiration = r.get("expiration").and_then(|e| e.as_i64().or_else(|| e.as_str()?.trim().parse().ok()));
+            match expiration.and_then(|t| DateTime::from_timestamp(t, 0)) {
+                Some(until) => format!("{kind} until {}", until.format("%Y-%m-%d %H:%M UTC")),
+                None => kind.to_string(),
+            }
+        })
+        .collect();
+    Some(format!("account restricted: {}", restrictions.join(", ")))
+}
+
+/// A dedup key for events whose payload is their identity.
+fn dedup(kind: &str, payload: &serde_json::Value) -> String {
+    let digest = Sha256::digest(payload.to_string().as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{hex}")
 }
 
 impl Store {
@@ -664,16 +716,6 @@ impl Store {
         Ok(())
     }
 
-    /// Applies statuses that arrived before their message was recorded.
-    /// Returns how many were applied.
-    pub async fn settle_pending_statuses(&self, wamid: &Wamid, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let q = |e| self.query_error(e);
-        let txn = self.begin_write().await.map_err(q)?;
-        let applied = apply_pending_statuses(&txn, wamid, now).await.map_err(q)?;
-        txn.commit().await.map_err(q)?;
-        Ok(applied)
-    }
-
     async fn apply_template_status(
         &self,
         txn: &DatabaseTransaction,
@@ -756,173 +798,4 @@ impl Store {
             .map_err(|e| self.query_error(e))?;
         Ok(inserted == 1)
     }
-}
-
-#[derive(serde::Deserialize)]
-struct StatusUpdateRecord {
-    error: Option<ErrorRecord>,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorRecord {
-    code: i32,
-    title: String,
-    details: Option<String>,
-}
-
-/// The pause reason of an `account_update` that restricts business-initiated
-/// messaging; None for any other notice.
-fn account_restriction(notice: &crate::channel::Notice) -> Option<String> {
-    if notice.field != "account_update" {
-        return None;
-    }
-    let event = notice.payload.get("event").and_then(serde_json::Value::as_str)?;
-    if !event.eq_ignore_ascii_case("ACCOUNT_RESTRICTION") {
-        return None;
-    }
-    // Only a restriction on business-initiated messaging stops sends
-    // (API.md section 5); others (adding numbers, …) are kept in the event
-    // log and logged, and stop nothing.
-    let all: Vec<&serde_json::Value> =
-        notice.payload.get("restriction_info").and_then(serde_json::Value::as_array).into_iter().flatten().collect();
-    let stops = |r: &&serde_json::Value| {
-        r.get("restriction_type").and_then(serde_json::Value::as_str).is_some_and(|t| t.contains("BIZ_INITIATED"))
-    };
-    for other in all.iter().filter(|r| !stops(r)) {
-        tracing::warn!(
-            account = %notice.account_id,
-            restriction = %other.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("unknown"),
-            "Meta restricted the account; sends go on (this restriction does not stop messaging)"
-        );
-    }
-    if !all.iter().any(stops) {
-        return None;
-    }
-    let restrictions: Vec<String> = all
-        .into_iter()
-        .filter(stops)
-        .map(|r| {
-            let kind = r.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("restricted");
-            let expiration = r.get("expiration").and_then(|e| e.as_i64().or_else(|| e.as_str()?.trim().parse().ok()));
-            match expiration.and_then(|t| DateTime::from_timestamp(t, 0)) {
-                Some(until) => format!("{kind} until {}", until.format("%Y-%m-%d %H:%M UTC")),
-                None => kind.to_string(),
-            }
-        })
-        .collect();
-    Some(format!("account restricted: {}", restrictions.join(", ")))
-}
-
-/// A delivery status as stored and as WhatsApp names it.
-pub(crate) fn status_name(status: DeliveryStatus) -> &'static str {
-    match status {
-        DeliveryStatus::Received => "received",
-        DeliveryStatus::Sending => "sending",
-        DeliveryStatus::Sent => "sent",
-        DeliveryStatus::Delivered => "delivered",
-        DeliveryStatus::Read => "read",
-        DeliveryStatus::Failed => "failed",
-    }
-}
-
-/// Applies to a recorded message the statuses that arrived before it (a
-/// status webhook can beat the send's own commit), oldest first, and drops
-/// them. Returns how many were applied.
-pub(super) async fn apply_pending_statuses<C: ConnectionTrait>(
-    db: &C,
-    wamid: &Wamid,
-    now: DateTime<Utc>,
-) -> Result<usize, DbErr> {
-    let pending = pending_status::Entity::find()
-        .filter(pending_status::Column::Wamid.eq(wamid.clone()))
-        .order_by_asc(pending_status::Column::OccurredAt)
-        .all(db)
-        .await?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    let Some(mut found) = message::Entity::find().filter(message::Column::Wamid.eq(wamid.clone())).one(db).await?
-    else {
-        return Ok(0);
-    };
-    for status in &pending {
-        let update: Option<StatusUpdateRecord> = serde_json::from_value(status.payload.clone()).ok();
-        let error = update.and_then(|u| u.error).map(|e| crate::channel::DeliveryError {
-            code: e.code,
-            title: e.title,
-            details: e.details,
-        });
-        found = apply_status(db, found, status.status, error.as_ref(), status.occurred_at, now).await?;
-    }
-    pending_status::Entity::delete_many().filter(pending_status::Column::Wamid.eq(wamid.clone())).exec(db).await?;
-    Ok(pending.len())
-}
-
-/// Where a status sits in the forward-only order; `None` for statuses that
-/// are not part of it.
-fn rank(status: DeliveryStatus) -> Option<u8> {
-    match status {
-        DeliveryStatus::Sending => Some(0),
-        DeliveryStatus::Sent => Some(1),
-        DeliveryStatus::Delivered => Some(2),
-        DeliveryStatus::Read => Some(3),
-        DeliveryStatus::Received | DeliveryStatus::Failed => None,
-    }
-}
-
-/// Moves an outbound message's status forward; records the time of each
-/// status whatever the order, and `failed` only over sending or sent.
-async fn apply_status<C: ConnectionTrait>(
-    txn: &C,
-    found: message::Model,
-    status: DeliveryStatus,
-    error: Option<&crate::channel::DeliveryError>,
-    at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<message::Model, sea_orm::DbErr> {
-    let current = found.status;
-    let mut row = found.clone().into_active_model();
-    match status {
-        DeliveryStatus::Sent => {
-            row.sent_at = Set(found.sent_at.or(Some(at)));
-        }
-        DeliveryStatus::Delivered => {
-            row.delivered_at = Set(found.delivered_at.or(Some(at)));
-        }
-        DeliveryStatus::Read => {
-            row.read_at = Set(found.read_at.or(Some(at)));
-            // Read implies delivered, even when `delivered` never comes.
-            row.delivered_at = Set(found.delivered_at.or(Some(at)));
-        }
-        DeliveryStatus::Failed | DeliveryStatus::Received | DeliveryStatus::Sending => {}
-    }
-    let next = match (status, rank(current), rank(status)) {
-        (DeliveryStatus::Failed, Some(r), _) if r <= 1 => Some(DeliveryStatus::Failed),
-        (DeliveryStatus::Failed, _, _) => {
-            tracing::warn!(wamid = ?found.wamid, current = ?current, "failed status after delivery: recorded, status kept");
-            None
-        }
-        (_, Some(now_rank), Some(new_rank)) if new_rank > now_rank => Some(status),
-        _ => None,
-    };
-    if let Some(next) = next {
-        row.status = Set(next);
-    }
-    if status == DeliveryStatus::Failed {
-        row.failed_at = Set(Some(at));
-        if let Some(error) = error {
-            row.error_code = Set(Some(error.code));
-            row.error_title = Set(Some(error.title.clone()));
-            row.error_details = Set(error.details.clone());
-        }
-    }
-    row.updated_at = Set(now);
-    row.update(txn).await
-}
-
-/// A dedup key for events whose payload is their identity.
-fn dedup(kind: &str, payload: &serde_json::Value) -> String {
-    let digest = Sha256::digest(payload.to_string().as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{kind}:{hex}")
 }

@@ -13,22 +13,31 @@
 //! - Timestamps are UTC; a state change and its event commit together.
 //! - Errors name the database by its redacted URL: a password never appears.
 
-mod api;
 mod bulk;
+mod catalog;
+mod consents;
 mod contacts;
+mod enrollments;
 mod entities;
 mod events;
-mod inbox;
+mod idempotency;
 mod ingest;
 mod journal;
-mod listing;
+mod messages;
 mod numbers;
 mod pacing;
+mod paging;
+mod people;
 mod reports;
-mod runtime;
+mod saved_views;
+mod schedules;
 pub mod status;
+mod steps;
+mod threads;
+mod timers;
+mod tokens;
+mod tx;
 mod url;
-mod whatsapp;
 mod workflows;
 
 use std::str::FromStr;
@@ -40,36 +49,30 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use self::api::{ApiToken, IdempotencyRecord, NewApiToken, NewIdempotencyRecord};
 pub use self::bulk::{BulkJob, BulkJobRow, BulkJobStatus, RowKey, RowResult};
-pub use self::contacts::{Consent, ConsentChange, ConsentEvent, Contact, NewContact};
+pub use self::catalog::{NewTemplate, Template};
+pub use self::consents::{Consent, ConsentChange, ConsentEvent};
+pub use self::contacts::{Contact, ContactUpdate, NewContact, merge_properties};
+pub use self::enrollments::{Enrollment, EnrollmentChange, EnrollmentFilter, EnrollmentHistory, NewEnrollment};
 pub use self::events::{Event, NewEvent};
-pub use self::inbox::{
-    AssignmentRule, Message, NewAssignmentRule, NewMessage, NewSavedView, NewThread, NewUser, PendingStatus, SavedView,
-    Team, Thread, User,
-};
-pub(crate) use self::ingest::status_name as delivery_status_name;
+pub use self::idempotency::{IdempotencyRecord, NewIdempotencyRecord};
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
-pub use self::listing::{
-    ContactUpdate, EnrollmentFilter, Funnel, Page, ThreadCursor, ThreadFilter, ThreadSort, VersionReport, WindowFilter,
-    merge_properties,
-};
-pub use self::numbers::PauseScope;
+pub(crate) use self::messages::status_name as delivery_status_name;
+pub use self::messages::{Message, MessageOrigin, NewMessage, OutboundRecord, PendingStatus};
+pub use self::numbers::{Account, NewAccount, NewPhoneNumber, NewPortfolio, PauseScope, PhoneNumber, Portfolio};
 pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};
-pub use self::reports::{HistoryEntry, StepCounts, UnfinishedSteps};
-pub use self::runtime::{
-    DueTimer, EnrollmentChange, EnrollmentHistory, MessageOrigin, NewTimerRow, OutboundRecord, OwnerChoice, RunRows,
-    StepRecord, StepSpan, Tx,
-};
+pub use self::paging::Page;
+pub use self::people::{AssignmentRule, NewAssignmentRule, NewUser, OwnerChoice, Team, User};
+pub use self::reports::{Funnel, HistoryEntry, StepCounts, UnfinishedSteps, VersionReport};
+pub use self::saved_views::{NewSavedView, SavedView};
+pub use self::steps::{NewStepExecution, RunRows, StepExecution, StepRecord, StepSpan};
+pub use self::threads::{NewThread, Thread, ThreadCursor, ThreadFilter, ThreadSort, WindowFilter};
+pub use self::timers::{DueTimer, NewTimer, NewTimerRow, Timer};
+pub use self::tokens::{ApiToken, NewApiToken};
+pub use self::tx::Tx;
 pub use self::url::DatabaseUrl;
-pub use self::whatsapp::{
-    Account, NewAccount, NewPhoneNumber, NewPortfolio, NewTemplate, PhoneNumber, Portfolio, Template,
-};
-pub use self::workflows::{
-    Enrollment, NewEnrollment, NewStepExecution, NewTimer, SavedVersion, StepExecution, Timer, Workflow, WorkflowState,
-    WorkflowVersion,
-};
+pub use self::workflows::{SavedVersion, Workflow, WorkflowState, WorkflowVersion};
 
 /// How long a query waits for a connection from the pool, and how long a
 /// SQLite writer waits for the file lock, before giving up.

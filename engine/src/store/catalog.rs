@@ -1,48 +1,19 @@
-//! The WhatsApp catalogue: business portfolios, accounts, their phone numbers
-//! and message templates.
+//! The template catalogue: message templates per account, with their status
+//! and components, as the catalogue sync finds them.
 
 use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::entities::{business_portfolio, phone_number, template, whatsapp_account};
+use super::entities::{phone_number, template, whatsapp_account};
 use super::{Store, StoreError};
-use crate::ids::{AccountId, PhoneNumberId, PortfolioId, TemplateId};
+use crate::ids::{AccountId, TemplateId};
 
-pub type Portfolio = business_portfolio::Model;
-pub type Account = whatsapp_account::Model;
-pub type PhoneNumber = phone_number::Model;
 pub type Template = template::Model;
 
 /// The status a template gets when its account no longer lists it.
 pub const TEMPLATE_GONE: &str = "DELETED";
-
-#[derive(Debug, Clone)]
-pub struct NewPortfolio {
-    pub business_id: String,
-    pub name: String,
-    pub messaging_limit: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewAccount {
-    pub waba_id: String,
-    pub name: String,
-    pub portfolio_id: Option<PortfolioId>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewPhoneNumber {
-    pub account_id: AccountId,
-    /// The number's id in the Graph API.
-    pub graph_id: String,
-    pub display_number: String,
-    pub normalized_number: String,
-    pub verified_name: Option<String>,
-    pub quality_rating: Option<String>,
-    pub throughput_mps: i32,
-    pub messaging_limit_tier: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 pub struct NewTemplate {
@@ -57,123 +28,6 @@ pub struct NewTemplate {
 }
 
 impl Store {
-    /// Inserts a portfolio, or updates the one with the same business id.
-    pub async fn upsert_portfolio(&self, new: NewPortfolio, now: DateTime<Utc>) -> Result<Portfolio, StoreError> {
-        let row = business_portfolio::ActiveModel {
-            id: Set(PortfolioId::new()),
-            business_id: Set(new.business_id.clone()),
-            name: Set(new.name),
-            messaging_limit: Set(new.messaging_limit),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        use business_portfolio::Column as C;
-        business_portfolio::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(C::BusinessId).update_columns([C::Name, C::MessagingLimit, C::UpdatedAt]).to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?;
-        business_portfolio::Entity::find()
-            .filter(C::BusinessId.eq(new.business_id))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?
-            .ok_or_else(|| self.missing("portfolio just upserted"))
-    }
-
-    /// Inserts an account, or updates the one with the same WABA id.
-    pub async fn upsert_account(&self, new: NewAccount, now: DateTime<Utc>) -> Result<Account, StoreError> {
-        let row = whatsapp_account::ActiveModel {
-            id: Set(AccountId::new()),
-            waba_id: Set(new.waba_id.clone()),
-            name: Set(new.name),
-            portfolio_id: Set(new.portfolio_id),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        use whatsapp_account::Column as C;
-        whatsapp_account::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(C::WabaId).update_columns([C::Name, C::PortfolioId, C::UpdatedAt]).to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?;
-        whatsapp_account::Entity::find()
-            .filter(C::WabaId.eq(new.waba_id))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?
-            .ok_or_else(|| self.missing("account just upserted"))
-    }
-
-    /// Inserts a phone number, or refreshes the one with the same Graph id.
-    /// `connected_at` is kept from the first time the number was seen: only
-    /// messages after it are recorded.
-    pub async fn upsert_phone_number(
-        &self,
-        new: NewPhoneNumber,
-        now: DateTime<Utc>,
-    ) -> Result<PhoneNumber, StoreError> {
-        let row = phone_number::ActiveModel {
-            id: Set(PhoneNumberId::new()),
-            account_id: Set(new.account_id),
-            graph_id: Set(new.graph_id.clone()),
-            display_number: Set(new.display_number),
-            normalized_number: Set(new.normalized_number),
-            verified_name: Set(new.verified_name),
-            quality_rating: Set(new.quality_rating),
-            throughput_mps: Set(new.throughput_mps),
-            messaging_limit_tier: Set(new.messaging_limit_tier),
-            status: Set(None),
-            paused_at: Set(None),
-            pause_reason: Set(None),
-            pause_scope: Set(None),
-            connected_at: Set(now),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        use phone_number::Column as C;
-        phone_number::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(C::GraphId)
-                    .update_columns([
-                        C::DisplayNumber,
-                        C::NormalizedNumber,
-                        C::VerifiedName,
-                        C::QualityRating,
-                        C::ThroughputMps,
-                        C::MessagingLimitTier,
-                        C::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))?;
-        self.phone_number_by_graph_id(&new.graph_id).await?.ok_or_else(|| self.missing("phone number just upserted"))
-    }
-
-    /// Every business number, by display number.
-    pub async fn phone_numbers(&self) -> Result<Vec<PhoneNumber>, StoreError> {
-        phone_number::Entity::find()
-            .order_by_asc(phone_number::Column::DisplayNumber)
-            .all(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
-    }
-
-    /// The number with this Graph API id (what webhooks and sends name).
-    pub async fn phone_number_by_graph_id(&self, graph_id: &str) -> Result<Option<PhoneNumber>, StoreError> {
-        phone_number::Entity::find()
-            .filter(phone_number::Column::GraphId.eq(graph_id))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
-    }
-
     /// Inserts a template, or updates the one with the same account, name and language.
     pub async fn upsert_template(&self, new: NewTemplate, now: DateTime<Utc>) -> Result<Template, StoreError> {
         let row = template::ActiveModel {
@@ -340,9 +194,5 @@ impl Store {
             teams: teams.into_iter().map(|t| t.name).collect(),
         };
         Ok(crate::workflow::Catalog { accounts, people: Some(people) })
-    }
-
-    pub(crate) fn missing(&self, what: &str) -> StoreError {
-        self.query_error(sea_orm::DbErr::RecordNotFound(what.to_string()))
     }
 }

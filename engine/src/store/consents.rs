@@ -1,0 +1,125 @@
+//! Consent per contact and business number, with its audit trail.
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use uuid::Uuid;
+
+use super::entities::{consent, consent_event};
+use super::status::{ConsentSource, ConsentStatus};
+use super::{Store, StoreError, Tx};
+use crate::ids::{ContactId, PhoneNumberId, Wamid};
+
+pub type Consent = consent::Model;
+
+pub type ConsentEvent = consent_event::Model;
+
+/// A change of a contact's consent on one business number.
+#[derive(Debug, Clone)]
+pub struct ConsentChange {
+    pub contact_id: ContactId,
+    pub phone_number_id: PhoneNumberId,
+    pub status: ConsentStatus,
+    pub source: ConsentSource,
+    pub keyword: Option<String>,
+    pub wamid: Option<Wamid>,
+}
+
+impl ConsentChange {
+    /// A change made through the HTTP API (no keyword, no message).
+    pub fn from_api(contact: ContactId, number: PhoneNumberId, status: ConsentStatus) -> ConsentChange {
+        ConsentChange {
+            contact_id: contact,
+            phone_number_id: number,
+            status,
+            source: ConsentSource::Api,
+            keyword: None,
+            wamid: None,
+        }
+    }
+}
+
+/// The consent row (inserted or changed) and its audit entry, in the
+/// caller's transaction.
+pub(super) async fn write_consent<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    change: ConsentChange,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    use consent::Column as C;
+    let current = consent::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        contact_id: Set(change.contact_id),
+        phone_number_id: Set(change.phone_number_id),
+        status: Set(change.status),
+        changed_at: Set(now),
+    };
+    consent::Entity::insert(current)
+        .on_conflict(
+            OnConflict::columns([C::ContactId, C::PhoneNumberId]).update_columns([C::Status, C::ChangedAt]).to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    let audit = consent_event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        contact_id: Set(change.contact_id),
+        phone_number_id: Set(change.phone_number_id),
+        status: Set(change.status),
+        source: Set(change.source),
+        keyword: Set(change.keyword),
+        wamid: Set(change.wamid),
+        occurred_at: Set(now),
+    };
+    consent_event::Entity::insert(audit).exec_without_returning(db).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Records a consent change and its audit entry in one transaction.
+    /// Idempotent in effect: a change to the state already held still leaves
+    /// an audit entry (who said YES twice is worth knowing) but changes nothing.
+    pub async fn record_consent(&self, change: ConsentChange, now: DateTime<Utc>) -> Result<Consent, StoreError> {
+        let (contact, number) = (change.contact_id, change.phone_number_id);
+        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
+        write_consent(&txn, change, now).await.map_err(|e| self.query_error(e))?;
+        txn.commit().await.map_err(|e| self.query_error(e))?;
+        self.consent(contact, number).await?.ok_or_else(|| self.missing("consent just recorded"))
+    }
+
+    /// The contact's current consent on this number; `None` means never asked.
+    pub async fn consent(&self, contact: ContactId, number: PhoneNumberId) -> Result<Option<Consent>, StoreError> {
+        consent::Entity::find()
+            .filter(consent::Column::ContactId.eq(contact))
+            .filter(consent::Column::PhoneNumberId.eq(number))
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// The audit trail of the contact's consent on this number, oldest first.
+    pub async fn consent_history(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+    ) -> Result<Vec<ConsentEvent>, StoreError> {
+        consent_event::Entity::find()
+            .filter(consent_event::Column::ContactId.eq(contact))
+            .filter(consent_event::Column::PhoneNumberId.eq(number))
+            .order_by_asc(consent_event::Column::OccurredAt)
+            .order_by_asc(consent_event::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+}
+
+impl Tx {
+    pub async fn consents(&self, contact: ContactId) -> Result<Vec<Consent>, StoreError> {
+        consent::Entity::find()
+            .filter(consent::Column::ContactId.eq(contact))
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+}

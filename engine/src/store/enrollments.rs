@@ -1,0 +1,296 @@
+//! Enrollments: a contact's run through one workflow version, its status and
+//! current step, and the counts the re-enrollment rules look at.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value};
+use uuid::Uuid;
+
+use super::entities::{enrollment, step_execution, timer};
+use super::paging::{Page, page};
+use super::status::{EnrollmentStatus, StepState, TimerState};
+use super::{Backend, Store, StoreError, Tx};
+use crate::ids::{ContactId, EnrollmentId, WorkflowId, WorkflowVersionId};
+
+/// A change of an enrollment that is still running.
+#[derive(Debug, Clone)]
+pub struct EnrollmentChange {
+    pub status: EnrollmentStatus,
+    pub current_step: Option<String>,
+    pub exit_reason: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Who is already enrolled: what the re-enrollment rules look at.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollmentHistory {
+    /// Enrollments of this contact in this workflow, any status.
+    pub total: u64,
+    /// Of those, how many are still running (active or waiting).
+    pub running: u64,
+    pub last_enrolled_at: Option<DateTime<Utc>>,
+}
+
+/// The running statuses: what "not finished" means.
+pub(super) const RUNNING: [EnrollmentStatus; 2] = [EnrollmentStatus::Active, EnrollmentStatus::Waiting];
+
+pub(super) fn enrollment_status_name(status: EnrollmentStatus) -> String {
+    use sea_orm::ActiveEnum;
+    status.to_value()
+}
+
+/// Which enrollments to list.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollmentFilter {
+    pub workflow: Option<WorkflowId>,
+    pub status: Option<EnrollmentStatus>,
+    pub contact: Option<ContactId>,
+    /// List enrollments older than this one.
+    pub before: Option<EnrollmentId>,
+    pub limit: u64,
+}
+
+pub type Enrollment = enrollment::Model;
+
+#[derive(Debug, Clone)]
+pub struct NewEnrollment {
+    pub workflow_id: WorkflowId,
+    pub workflow_version_id: WorkflowVersionId,
+    pub contact_id: ContactId,
+    pub trigger_kind: String,
+    pub trigger_data: serde_json::Value,
+}
+
+/// A new enrollment row: active, nothing run yet. The one constructor, so
+/// the store and the runtime's transactions write the same row.
+pub(super) fn enrollment_row(new: NewEnrollment, now: DateTime<Utc>) -> enrollment::ActiveModel {
+    enrollment::ActiveModel {
+        id: Set(EnrollmentId::new()),
+        workflow_id: Set(new.workflow_id),
+        workflow_version_id: Set(new.workflow_version_id),
+        contact_id: Set(new.contact_id),
+        status: Set(EnrollmentStatus::Active),
+        trigger_kind: Set(new.trigger_kind),
+        trigger_data: Set(new.trigger_data),
+        current_step: Set(None),
+        exit_reason: Set(None),
+        error: Set(None),
+        enrolled_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+    }
+}
+
+impl Store {
+    /// Counts of enrollments per status, for one workflow or all.
+    pub async fn enrollment_counts(
+        &self,
+        workflow: Option<WorkflowId>,
+    ) -> Result<Vec<(EnrollmentStatus, u64)>, StoreError> {
+        let mut query = enrollment::Entity::find()
+            .select_only()
+            .column(enrollment::Column::Status)
+            .column_as(enrollment::Column::Id.count(), "n")
+            .group_by(enrollment::Column::Status);
+        if let Some(workflow) = workflow {
+            query = query.filter(enrollment::Column::WorkflowId.eq(workflow));
+        }
+        query
+            .into_tuple::<(EnrollmentStatus, i64)>()
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+            .map(|rows| rows.into_iter().map(|(status, n)| (status, n.max(0) as u64)).collect())
+    }
+
+    /// Enrollments of a contact, oldest first.
+    pub async fn enrollments_of(&self, contact: ContactId) -> Result<Vec<Enrollment>, StoreError> {
+        enrollment::Entity::find()
+            .filter(enrollment::Column::ContactId.eq(contact))
+            .order_by_asc(enrollment::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// Enrollments, newest first.
+    pub async fn list_enrollments(&self, filter: EnrollmentFilter) -> Result<Page<Enrollment>, StoreError> {
+        let mut query = enrollment::Entity::find().order_by_desc(enrollment::Column::Id);
+        if let Some(workflow) = filter.workflow {
+            query = query.filter(enrollment::Column::WorkflowId.eq(workflow));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(enrollment::Column::Status.eq(status));
+        }
+        if let Some(contact) = filter.contact {
+            query = query.filter(enrollment::Column::ContactId.eq(contact));
+        }
+        if let Some(before) = filter.before {
+            query = query.filter(enrollment::Column::Id.lt(before));
+        }
+        let rows = query.limit(filter.limit + 1).all(&self.db).await.map_err(|e| self.query_error(e))?;
+        Ok(page(rows, filter.limit, |e| e.id.to_string()))
+    }
+
+    pub async fn insert_enrollment(&self, new: NewEnrollment, now: DateTime<Utc>) -> Result<Enrollment, StoreError> {
+        enrollment::Entity::insert(enrollment_row(new, now))
+            .exec_with_returning(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    pub async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
+        enrollment::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
+    }
+}
+
+impl Tx {
+    /// [`Tx::change_enrollment`] for many running enrollments in one
+    /// statement. Returns the enrollments it changed (those still running).
+    pub async fn change_enrollments(
+        &self,
+        changes: &[(EnrollmentId, EnrollmentChange)],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<EnrollmentId>, StoreError> {
+        let mut changed = HashSet::new();
+        for chunk in changes.chunks(1000) {
+            let pg = self.store.backend == Backend::Postgres;
+            let mut values: Vec<Value> = vec![now.into()];
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (id, change) in chunk {
+                let n = values.len();
+                rows.push(if pg {
+                    format!(
+                        "(${}::uuid, ${}, ${}, ${}::timestamptz, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6
+                    )
+                } else {
+                    format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
+                });
+                let finished = !RUNNING.contains(&change.status);
+                values.push(Value::Uuid(Some(id.as_uuid())));
+                values.push(enrollment_status_name(change.status).into());
+                values.push(change.current_step.clone().into());
+                values.push(if finished { Some(now) } else { None }.into());
+                values.push(change.exit_reason.clone().into());
+                values.push(change.error.clone().into());
+            }
+            let sql = format!(
+                "WITH v(id, status, current_step, finished_at, exit_reason, error) AS (VALUES {}) \
+                 UPDATE enrollments SET status = v.status, current_step = v.current_step, updated_at = $1, \
+                 finished_at = COALESCE(v.finished_at, enrollments.finished_at), \
+                 exit_reason = COALESCE(v.exit_reason, enrollments.exit_reason), \
+                 error = COALESCE(v.error, enrollments.error) FROM v \
+                 WHERE enrollments.id = v.id AND enrollments.id IN (SELECT id FROM v) \
+                 AND enrollments.status IN ('active', 'waiting') \
+                 RETURNING enrollments.id",
+                rows.join(", ")
+            );
+            let rows = self
+                .txn
+                .query_all_raw(Statement::from_sql_and_values(self.txn.get_database_backend(), sql, values))
+                .await
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let id: Uuid = row.try_get_by_index(0).map_err(|e| self.err(e))?;
+                changed.insert(EnrollmentId(id));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Moves a running enrollment to its next state. False when it had
+    /// already finished (cancelled by an operator, exited on an event).
+    pub async fn change_enrollment(
+        &self,
+        id: EnrollmentId,
+        change: EnrollmentChange,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let finished = !RUNNING.contains(&change.status);
+        let mut update = enrollment::Entity::update_many()
+            .col_expr(enrollment::Column::Status, Expr::value(change.status))
+            .col_expr(enrollment::Column::CurrentStep, Expr::value(change.current_step))
+            .col_expr(enrollment::Column::UpdatedAt, Expr::value(now))
+            .filter(enrollment::Column::Id.eq(id))
+            .filter(enrollment::Column::Status.is_in(RUNNING));
+        if finished {
+            update = update
+                .col_expr(enrollment::Column::FinishedAt, Expr::value(Some(now)))
+                .col_expr(enrollment::Column::ExitReason, Expr::value(change.exit_reason))
+                .col_expr(enrollment::Column::Error, Expr::value(change.error));
+        }
+        let res = update.exec(&self.txn).await.map_err(|e| self.err(e))?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Ends what an enrollment still has scheduled: pending or parked steps
+    /// become `cancelled` and pending timers are cancelled.
+    pub async fn cancel_scheduled(&self, id: EnrollmentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Cancelled))
+            .col_expr(step_execution::Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(step_execution::Column::EnrollmentId.eq(id))
+            .filter(step_execution::Column::State.is_in([StepState::Pending, StepState::Waiting, StepState::Claimed]))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        timer::Entity::update_many()
+            .col_expr(timer::Column::State, Expr::value(TimerState::Cancelled))
+            .filter(timer::Column::EnrollmentId.eq(id))
+            .filter(timer::Column::State.eq(TimerState::Pending))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Makes a failed enrollment active again at `step` (an operator retry).
+    pub async fn reopen_enrollment(&self, id: EnrollmentId, step: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        enrollment::Entity::update_many()
+            .col_expr(enrollment::Column::Status, Expr::value(EnrollmentStatus::Active))
+            .col_expr(enrollment::Column::CurrentStep, Expr::value(Some(step.to_string())))
+            .col_expr(enrollment::Column::Error, Expr::value(Option::<String>::None))
+            .col_expr(enrollment::Column::FinishedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(enrollment::Column::UpdatedAt, Expr::value(now))
+            .filter(enrollment::Column::Id.eq(id))
+            .filter(enrollment::Column::Status.eq(EnrollmentStatus::Failed))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn insert_enrollment(
+        &self,
+        new: super::NewEnrollment,
+        now: DateTime<Utc>,
+    ) -> Result<Enrollment, StoreError> {
+        let row = super::enrollments::enrollment_row(new, now);
+        enrollment::Entity::insert(row).exec_with_returning(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    pub async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
+        enrollment::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Running enrollments of a contact.
+    pub async fn running_enrollments(&self, contact: ContactId) -> Result<Vec<Enrollment>, StoreError> {
+        enrollment::Entity::find()
+            .filter(enrollment::Column::ContactId.eq(contact))
+            .filter(enrollment::Column::Status.is_in(RUNNING))
+            .all(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+}
