@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
+use kairo_engine::status::EnrollmentStatus;
 use kairo_engine::store::Store;
-use kairo_engine::store::status::EnrollmentStatus;
 use kairo_engine::testing::{TestDb, busiest_second, prepare_broadcast};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};

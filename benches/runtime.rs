@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kairo_engine::runtime::{Engine, EngineConfig, Enrolled, RecordingHttp, RecordingOutbound};
-use kairo_engine::store::status::EnrollmentStatus;
+use kairo_engine::status::EnrollmentStatus;
 use kairo_engine::store::{DatabaseUrl, NewContact, Store};
 use kairo_engine::{Clock, SystemClock};
 use tokio::process::{Child, Command};
@@ -130,7 +130,8 @@ async fn scenario(url: &str, enrollments: usize, workers: usize) -> f64 {
     std::fs::create_dir(dir.path().join("workflows")).expect("workflows dir");
     std::fs::write(dir.path().join("workflows/noop.yaml"), WORKFLOW).expect("write");
     let now = SystemClock.now();
-    let report = store.load_workflows(&dir.path().join("workflows"), None, now).await.expect("load");
+    let report =
+        kairo_engine::registry::load_workflows(&store, &dir.path().join("workflows"), None, now).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     let prepared = Instant::now();
     let contacts: Vec<NewContact> = (0..enrollments)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, RecordingOutbound};
-use kairo_engine::store::status::EnrollmentStatus;
+use kairo_engine::status::EnrollmentStatus;
 use kairo_engine::store::{DatabaseUrl, NewContact, Store};
 use kairo_engine::{Clock, SystemClock};
 use tokio::process::{Child, Command};
@@ -44,7 +44,8 @@ async fn run() {
     );
     std::fs::write(dir.path().join("workflows/timers.yaml"), workflow).expect("write");
     let now = SystemClock.now();
-    let report = store.load_workflows(&dir.path().join("workflows"), None, now).await.expect("load");
+    let report =
+        kairo_engine::registry::load_workflows(&store, &dir.path().join("workflows"), None, now).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
 
     let prepared = Instant::now();

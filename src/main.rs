@@ -23,7 +23,7 @@ use kairo_engine::api::webhook::Ingestor;
 use kairo_engine::config::{Config, LogFormat, Overrides};
 use kairo_engine::runtime::{Engine, EngineConfig, Outbound, WorkerConfig, default_owner};
 use kairo_engine::store::{Keywords, NewAccount, NewPhoneNumber};
-use kairo_engine::{Clock, Secret, Store, api};
+use kairo_engine::{Clock, Secret, Store, api, registry};
 use tokio_util::sync::CancellationToken;
 
 /// Durable workflow automation for WhatsApp business messaging.
@@ -588,7 +588,7 @@ async fn register_accounts(store: &Store, config: &Config) -> Result<()> {
             .upsert_account(NewAccount { waba_id: account.waba_id.clone(), name, portfolio_id: None }, now)
             .await?;
         for number in &account.numbers {
-            let digits: String = number.display_number.chars().filter(char::is_ascii_digit).collect();
+            let digits = kairo_engine::phone::PhoneDigits::of(&number.display_number).into_string();
             let known = store.phone_number_by_graph_id(&number.id).await?;
             store
                 .upsert_phone_number(
@@ -619,8 +619,8 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
         tracing::warn!(dir = %dir.display(), "workflow folder not found: no workflows loaded");
         return Ok(());
     }
-    let catalog = Some(store.catalog().await?).filter(|c| !c.is_empty());
-    let report = store.load_workflows(dir, catalog.as_ref(), kairo_engine::SystemClock.now()).await?;
+    let catalog = Some(registry::catalog(store).await?).filter(|c| !c.is_empty());
+    let report = registry::load_workflows(store, dir, catalog.as_ref(), kairo_engine::SystemClock.now()).await?;
     // A reload that changed nothing and found the same problems says nothing.
     static LAST_PROBLEMS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let problems: String =

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use kairo_actions::sandbox::SandboxChannel;
+use kairo_actions::whatsapp::webhook::account_restrictions as restrictions_of;
 use kairo_engine::config::Config;
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, SendEstimate, default_owner};
 use kairo_engine::store::{PauseScope, PhoneNumber, StepCounts};
 use kairo_engine::{Clock, Store, SystemClock};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::UsageError;
 
@@ -64,26 +65,21 @@ async fn account_restrictions(store: &Store) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for event in store.latest_events("notice:account_update", 200).await? {
         let account = event.payload["account_id"].as_str().unwrap_or_default().to_string();
-        let update = &event.payload["payload"];
-        let kind = update["event"].as_str().unwrap_or_default();
-        if !kind.eq_ignore_ascii_case("ACCOUNT_RESTRICTION") || !seen.insert(account.clone()) {
+        let field = event.payload["field"].as_str().unwrap_or("account_update");
+        let Some(restrictions) = restrictions_of(field, &event.payload["payload"]) else { continue };
+        if !seen.insert(account.clone()) {
             continue;
         }
-        for restriction in update["restriction_info"].as_array().into_iter().flatten() {
-            let what = restriction["restriction_type"].as_str().unwrap_or("unknown");
-            let stops = what.contains("BIZ_INITIATED");
-            let expires = match &restriction["expiration"] {
-                Value::Number(n) => n
-                    .as_i64()
-                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
-                Value::String(s) => Some(s.clone()),
-                _ => None,
-            };
+        for restriction in restrictions {
             lines.push(format!(
-                "account {account}: restricted by Meta: {what}{}; {}",
-                expires.map(|e| format!(" until {e}")).unwrap_or_default(),
-                if stops {
+                "account {account}: restricted by Meta: {}{}; {}",
+                restriction.kind,
+                match (restriction.until, &restriction.until_text) {
+                    (Some(t), _) => format!(" until {}", t.format("%Y-%m-%d %H:%M UTC")),
+                    (None, Some(text)) => format!(" until {text}"),
+                    (None, None) => String::new(),
+                },
+                if restriction.stops_sends {
                     "business-initiated sends are paused"
                 } else {
                     "sends go on (this restriction stops no message)"
@@ -141,11 +137,8 @@ fn number_line(n: &PhoneNumber, e: Option<&SendEstimate>) -> String {
 /// `kairo numbers resume NUMBER`.
 pub async fn resume(config: &Config, which: &str) -> Result<ExitCode> {
     let store = crate::open_existing(config).await?;
-    let digits: String = which.chars().filter(char::is_ascii_digit).collect();
     let numbers = store.phone_numbers().await?;
-    let Some(number) =
-        numbers.iter().find(|n| n.graph_id == which || (!digits.is_empty() && n.normalized_number == digits))
-    else {
+    let Some(number) = numbers.iter().find(|n| n.answers_to(which)) else {
         let known: Vec<_> = numbers.iter().map(|n| n.display_number.as_str()).collect();
         return Err(UsageError(format!(
             "no business number `{which}`; known numbers: {}",
@@ -261,7 +254,7 @@ fn step_line(step: &StepCounts) -> String {
     line
 }
 
-fn status_name(status: &kairo_engine::store::status::EnrollmentStatus) -> String {
+fn status_name(status: &kairo_engine::status::EnrollmentStatus) -> String {
     serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use hmac::{KeyInit, Mac};
 use kairo_engine::config::Config;
+use kairo_engine::phone::PhoneDigits;
 use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_engine::workflow::Catalog;
 use kairo_engine::{Clock, Secret};
@@ -42,7 +43,7 @@ pub async fn register(store: &Store) -> Result<()> {
         let new = NewAccount { waba_id: account.waba_id.clone(), name: "Sandbox".into(), portfolio_id: None };
         let stored = store.upsert_account(new, now).await?;
         for number in &account.numbers {
-            let digits: String = number.display_phone_number.chars().filter(char::is_ascii_digit).collect();
+            let digits = PhoneDigits::of(&number.display_phone_number).into_string();
             let new = NewPhoneNumber {
                 account_id: stored.id,
                 graph_id: number.id.clone(),
@@ -140,14 +141,10 @@ pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
     let from = kairo_engine::phone::normalize_phone(args.from).map_err(|e| crate::UsageError(e.to_string()))?;
     let catalog = demo_catalog();
     let numbers: Vec<_> = catalog.accounts.iter().flat_map(|a| a.numbers.iter().map(move |n| (a, n))).collect();
-    let wanted: Option<String> = args.to.map(|t| t.chars().filter(char::is_ascii_digit).collect());
+    let wanted: Option<String> = args.to.map(|t| PhoneDigits::of(t).into_string());
     let (account, number) = numbers
         .iter()
-        .find(|(_, n)| {
-            wanted.as_ref().is_none_or(|w| {
-                n.display_phone_number.chars().filter(char::is_ascii_digit).collect::<String>() == *w || n.id == *w
-            })
-        })
+        .find(|(_, n)| wanted.as_ref().is_none_or(|w| PhoneDigits::of(&n.display_phone_number) == *w || n.id == *w))
         .ok_or_else(|| {
             let known: Vec<&str> = numbers.iter().map(|(_, n)| n.display_phone_number.as_str()).collect();
             crate::UsageError(format!(
@@ -165,7 +162,7 @@ pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
                 "value": {
                     "messaging_product": "whatsapp",
                     "metadata": {
-                        "display_phone_number": number.display_phone_number.chars().filter(char::is_ascii_digit).collect::<String>(),
+                        "display_phone_number": PhoneDigits::of(&number.display_phone_number).into_string(),
                         "phone_number_id": number.id,
                     },
                     "contacts": [{ "profile": { "name": args.name.unwrap_or("Sandbox contact") }, "wa_id": from }],

@@ -117,7 +117,7 @@ async fn synced_catalog(config: &Config) -> Result<Option<Catalog>> {
     if !store.readiness().await.is_ready() {
         return Ok(None);
     }
-    let catalog = store.catalog().await.map_err(|err: StoreError| anyhow::anyhow!(err))?;
+    let catalog = kairo_engine::registry::catalog(&store).await.map_err(|err: StoreError| anyhow::anyhow!(err))?;
     store.close().await;
     Ok(Some(catalog).filter(|c| !c.is_empty()))
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use kairo_engine::store::status::{EnrollmentStatus, StepState};
+use kairo_engine::status::{EnrollmentStatus, StepState};
 use kairo_engine::store::{EnrollmentFilter, Store};
 use kairo_engine::testing::{TestDb, prepare_broadcast};
 use serde_json::json;

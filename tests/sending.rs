@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kairo_engine::store::status::EnrollmentStatus;
+use kairo_engine::status::EnrollmentStatus;
 use kairo_engine::testing::{TestDb, busiest_second, prepare_broadcast};
 use serde_json::json;
 use tokio::process::Child;

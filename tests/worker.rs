@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kairo_engine::ids::*;
-use kairo_engine::store::status::{EnrollmentStatus, StepState};
+use kairo_engine::status::{EnrollmentStatus, StepState};
 use kairo_engine::store::{NewContact, Store};
 use kairo_engine::testing::{TestDb, connect_number, enroll_everyone};
 use kairo_engine::{Clock, SystemClock};
@@ -70,7 +70,8 @@ async fn prepare(db: &TestDb, n: usize) -> Run {
     let store = db.store().await;
     let now = SystemClock.now();
     let number = connect_number(&store, "111111111", "+1 555-000-1111", 80, now).await;
-    let report = store.load_workflows(&dir.path().join("workflows"), None, now).await.expect("load");
+    let report =
+        kairo_engine::registry::load_workflows(&store, &dir.path().join("workflows"), None, now).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     let contacts = (0..n)
         .map(|i| NewContact {

@@ -339,7 +339,7 @@ store_test!(sync_reads_every_page_and_skips_sample_templates, |store| {
     assert_eq!(report.pages, 3);
     assert!(progress.contains(&SyncProgress::TemplatesPage { templates: 9 }), "{progress:?}");
 
-    let catalog = store.catalog().await.expect("catalog");
+    let catalog = kairo_engine::registry::catalog(&store).await.expect("catalog");
     let templates = &catalog.accounts[0].templates;
     assert!(templates.iter().all(|t| !t.name.starts_with("sample_")));
     let paused = templates.iter().find(|t| t.name == "abandoned_cart").expect("page 2 stored");

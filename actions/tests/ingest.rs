@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use kairo_actions::whatsapp::WhatsAppWebhook;
 use kairo_engine::channel::{Channel, InboundEvent};
 use kairo_engine::ids::*;
-use kairo_engine::store::status::*;
+use kairo_engine::status::*;
 use kairo_engine::store::*;
 use kairo_engine::store_test;
 
@@ -593,3 +593,32 @@ store_test!(a_delivery_with_nul_in_its_text_is_stored_and_fails_no_other, |store
     assert_eq!(bodies.len(), 2);
     assert!(bodies[0] == "a\u{0}b" || bodies[0] == format!("a{}b", NUL_STAND_IN), "{:?}", bodies[0]);
 });
+
+// The channel reads the wire fields the store acts on: the engine never
+// parses WhatsApp JSON.
+#[test]
+fn account_restrictions_and_limit_tiers_arrive_typed() {
+    let update = events("webhook_account_update.json");
+    let [InboundEvent::Notice(notice)] = update.as_slice() else {
+        panic!("one account notice");
+    };
+    assert_eq!(
+        notice.restrictions,
+        [kairo_engine::channel::Restriction {
+            kind: "RESTRICTED_BIZ_INITIATED_MESSAGING".into(),
+            stops_sends: true,
+            until: DateTime::from_timestamp(1767866400, 0),
+            until_text: None,
+        }]
+    );
+    let quality = events("webhook_phone_number_quality_update.json");
+    let [InboundEvent::NumberQuality(change)] = quality.as_slice() else {
+        panic!("one quality change");
+    };
+    assert_eq!(change.current_limit.as_deref(), Some("TIER_UNLIMITED"));
+    let installed = events("webhook_account_update_partner_app_installed.json");
+    let [InboundEvent::Notice(other)] = installed.as_slice() else {
+        panic!("one account notice");
+    };
+    assert!(other.restrictions.is_empty(), "{other:?}");
+}

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::status::DeliveryStatus;
+use crate::status::DeliveryStatus;
 
 /// Why a webhook request was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +116,10 @@ pub struct NumberQualityChange {
     /// Digits of the display number (quality webhooks carry no number id).
     pub display_number: String,
     pub event: String,
+    /// The number's messaging limit tier after the change (`TIER_1K`, …),
+    /// when the channel says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_limit: Option<String>,
     pub payload: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
 }
@@ -125,6 +129,27 @@ pub struct Notice {
     pub account_id: String,
     /// The webhook field (`account_update`, `messages` errors, …).
     pub field: String,
+    /// The restrictions an account notice puts on the account (WhatsApp's
+    /// `ACCOUNT_RESTRICTION`); empty for any other notice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<Restriction>,
     pub payload: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// A restriction the channel put on an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    /// The channel's name for it (`RESTRICTED_BIZ_INITIATED_MESSAGING`, …).
+    pub kind: String,
+    /// Whether it stops messages the business starts (templates): only
+    /// those restrictions pause sends; others (adding numbers, …) are kept
+    /// and logged.
+    pub stops_sends: bool,
+    /// When it ends, when the channel gives it as a timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// The end as the channel wrote it, when it is not a timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_text: Option<String>,
 }

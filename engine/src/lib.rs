@@ -9,13 +9,17 @@ pub mod api;
 pub mod channel;
 pub mod clock;
 pub mod config;
+pub mod group_commit;
 pub mod ids;
 pub mod phone;
+pub mod registry;
 pub mod runtime;
 pub mod secret;
+pub mod status;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod text;
 pub mod workflow;
 
 pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};

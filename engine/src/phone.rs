@@ -2,6 +2,48 @@
 //! form (`+44 7700 900123` → `447700900123`), which is how WhatsApp's
 //! `wa_id` spells them, so that an inbound message finds its contact.
 
+/// The digits of a phone number however it is written (`+1 555-000-1111`
+/// → `15550001111`): the form business numbers are matched in and
+/// recipients are sent to. Unlike [`normalize_phone`] it checks nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PhoneDigits(String);
+
+impl PhoneDigits {
+    pub fn of(written: &str) -> PhoneDigits {
+        PhoneDigits(written.chars().filter(char::is_ascii_digit).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for PhoneDigits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for PhoneDigits {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for PhoneDigits {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
 /// Why a phone number was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
@@ -32,8 +74,7 @@ pub fn normalize_phone(input: &str) -> Result<String, PhoneError> {
     };
     let parsed = phonenumber::parse(None, &with_plus)
         .map_err(|e| PhoneError::Invalid { input: input.to_string(), reason: e.to_string() })?;
-    let digits: String =
-        parsed.format().mode(phonenumber::Mode::E164).to_string().chars().filter(char::is_ascii_digit).collect();
+    let digits = PhoneDigits::of(&parsed.format().mode(phonenumber::Mode::E164).to_string()).into_string();
     if !(8..=15).contains(&digits.len()) {
         return Err(PhoneError::Invalid {
             input: input.to_string(),

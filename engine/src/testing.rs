@@ -173,7 +173,7 @@ pub async fn connect_number(
         account_id: account.id,
         graph_id: graph_id.into(),
         display_number: display.into(),
-        normalized_number: display.chars().filter(char::is_ascii_digit).collect(),
+        normalized_number: crate::phone::PhoneDigits::of(display).into_string(),
         verified_name: None,
         quality_rating: None,
         throughput_mps: throughput,
@@ -267,7 +267,7 @@ pub async fn prepare_broadcast(
     .expect("config");
     let now = crate::SystemClock.now();
     let number = connect_number(store, graph_id, "+1 555-000-1111", throughput, now).await;
-    let report = store.load_workflows(&dir.join("workflows"), None, now).await.expect("load");
+    let report = crate::registry::load_workflows(store, &dir.join("workflows"), None, now).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     let chunk = 20_000;
     for start in (0..contacts).step_by(chunk) {

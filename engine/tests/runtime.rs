@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kairo_engine::ids::*;
 use kairo_engine::runtime::*;
-use kairo_engine::store::status::*;
+use kairo_engine::status::*;
 use kairo_engine::store::*;
 use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb, connect_number};
 use kairo_engine::{FakeClock, workflow};
@@ -54,7 +54,7 @@ impl TestEngine {
     async fn load(&self, yaml: &str) {
         let valid = workflow::check(Path::new("test.yaml"), yaml, None)
             .unwrap_or_else(|problems| panic!("test workflow is invalid: {problems:?}"));
-        self.store.register_workflow(&valid, self.clock.now_utc()).await.expect("registered");
+        kairo_engine::registry::register_workflow(&self.store, &valid, self.clock.now_utc()).await.expect("registered");
         self.engine.refresh().await.expect("refresh");
     }
 
@@ -1135,6 +1135,7 @@ engine_test!(a_quality_drop_pauses_marketing_sends_until_an_operator_resumes, |t
         account_id: "1001".into(),
         display_number: "15550001111".into(),
         event: "FLAGGED".into(),
+        current_limit: Some("TIER_1K".into()),
         payload: json!({ "display_phone_number": "15550001111", "event": "FLAGGED", "current_limit": "TIER_1K" }),
         occurred_at: t.clock.now_utc(),
     };
@@ -1174,6 +1175,12 @@ engine_test!(an_account_restriction_pauses_every_send_of_its_numbers, |t| {
     let notice = kairo_engine::channel::Notice {
         account_id: "1001".into(),
         field: "account_update".into(),
+        restrictions: vec![kairo_engine::channel::Restriction {
+            kind: "RESTRICTED_BIZ_INITIATED_MESSAGING".into(),
+            stops_sends: true,
+            until: chrono::DateTime::from_timestamp(1767866400, 0),
+            until_text: None,
+        }],
         payload: json!({ "event": "ACCOUNT_RESTRICTION", "restriction_info": [
             { "restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": 1767866400 }
         ]}),
@@ -1204,7 +1211,9 @@ engine_test!(pair_rate_answers_make_the_wait_grow, |t| {
     let id = t.enrolled("hello", &ada).await;
     for _ in 0..3 {
         t.outbound.fail_next(
-            CallError::new(FailureKind::Throttled, "WhatsApp error 131056: pair rate limit hit").with_code(131056),
+            CallError::new(FailureKind::Throttled, "WhatsApp error 131056: pair rate limit hit")
+                .with_code(131056)
+                .throttled(ThrottleScope::Recipient),
         );
     }
     let mut waits = Vec::new();
@@ -1573,7 +1582,7 @@ engine_test!(assign_owner_to_a_team_that_does_not_exist_fails_with_the_reason, |
 // 14.B10
 engine_test!(validation_names_an_owner_that_does_not_exist_with_its_position, |t| {
     t.store.insert_team("Support", t.clock.now_utc()).await.expect("team");
-    let catalog = t.store.catalog().await.expect("catalog");
+    let catalog = kairo_engine::registry::catalog(&t.store).await.expect("catalog");
     let yaml = api_workflow("ghost", "", "\n  - id: assign\n    assign_owner:\n      round_robin: Sales\n");
     let problems = workflow::check(Path::new("ghost.yaml"), &yaml, Some(&catalog)).expect_err("rejected");
     let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
@@ -1590,7 +1599,8 @@ engine_test!(a_removed_workflow_file_archives_the_workflow_and_stops_its_schedul
         SEND.trim_start_matches('\n')
     );
     std::fs::write(&file, &yaml).expect("write");
-    let report = t.store.load_workflows(dir.path(), None, t.clock.now_utc()).await.expect("load");
+    let report =
+        kairo_engine::registry::load_workflows(&t.store, dir.path(), None, t.clock.now_utc()).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     t.engine.refresh().await.expect("refresh");
     let ada = t.contact("15550180", true).await;
@@ -1599,7 +1609,8 @@ engine_test!(a_removed_workflow_file_archives_the_workflow_and_stops_its_schedul
     assert_eq!(running.len(), 1, "the schedule fires while the file is there");
 
     std::fs::remove_file(&file).expect("remove");
-    let report = t.store.load_workflows(dir.path(), None, t.clock.now_utc()).await.expect("load");
+    let report =
+        kairo_engine::registry::load_workflows(&t.store, dir.path(), None, t.clock.now_utc()).await.expect("load");
     assert_eq!(report.archived, vec!["minutely".to_string()]);
     t.engine.refresh().await.expect("refresh");
     for _ in 0..3 {
@@ -1619,7 +1630,7 @@ engine_test!(a_removed_workflow_file_archives_the_workflow_and_stops_its_schedul
 
     // Paused and resumed by an operator; the file put back makes it active.
     std::fs::write(&file, &yaml).expect("write");
-    t.store.load_workflows(dir.path(), None, t.clock.now_utc()).await.expect("load");
+    kairo_engine::registry::load_workflows(&t.store, dir.path(), None, t.clock.now_utc()).await.expect("load");
     let workflow = t.store.workflow_by_key("minutely").await.expect("read").expect("exists");
     assert_eq!(WorkflowState::of(&workflow), WorkflowState::Active);
     t.store.set_workflow_state("minutely", WorkflowState::Paused, t.clock.now_utc()).await.expect("pause");

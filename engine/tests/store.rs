@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use kairo_engine::ids::*;
-use kairo_engine::store::status::*;
+use kairo_engine::status::*;
 use kairo_engine::store::*;
 use kairo_engine::store_test;
 use kairo_engine::testing::TestDb;
@@ -254,7 +254,7 @@ store_test!(every_entity_round_trips, |store| {
             NewTimer {
                 enrollment_id: enrollment.id,
                 step_execution_id: Some(step.id),
-                kind: "wait".into(),
+                kind: kairo_engine::status::TimerKind::Wait,
                 wake_at: t0() + Duration::days(30),
             },
             t0(),

@@ -52,15 +52,15 @@ fn comments_and_whitespace_do_not_change_the_content_hash() {
 store_test!(a_changed_file_becomes_a_new_version, |store| {
     let now = chrono::Utc::now();
     let v1 = workflow::check(Path::new("cart.yaml"), EXAMPLE, None).expect("valid");
-    let first = store.register_workflow(&v1, now).await.expect("register");
+    let first = kairo_engine::registry::register_workflow(&store, &v1, now).await.expect("register");
     assert!(first.created);
     assert_eq!(first.version.version, 1);
     assert_eq!(first.version.source, EXAMPLE);
     let same =
         workflow::check(Path::new("cart.yaml"), &format!("{EXAMPLE}\n# trailing comment\n"), None).expect("valid");
-    assert!(!store.register_workflow(&same, now).await.expect("again").created);
+    assert!(!kairo_engine::registry::register_workflow(&store, &same, now).await.expect("again").created);
     let v2 = workflow::check(Path::new("cart.yaml"), &EXAMPLE.replace("for: 1h", "for: 2h"), None).expect("valid");
-    let second = store.register_workflow(&v2, now).await.expect("v2");
+    let second = kairo_engine::registry::register_workflow(&store, &v2, now).await.expect("v2");
     assert!(second.created);
     assert_eq!(second.version.version, 2);
     assert_eq!(second.workflow.id, first.workflow.id);
@@ -74,11 +74,11 @@ store_test!(an_invalid_file_is_not_loaded_and_the_previous_version_stays, |store
     let file = dir.path().join("cart.yaml");
     std::fs::write(&file, EXAMPLE).expect("write");
     let now = chrono::Utc::now();
-    let first = store.load_workflows(dir.path(), None, now).await.expect("load");
+    let first = kairo_engine::registry::load_workflows(&store, dir.path(), None, now).await.expect("load");
     assert_eq!(first.new_versions.len(), 1, "{:?}", first.rejected);
     let v1 = first.new_versions[0].version.id;
     std::fs::write(&file, EXAMPLE.replace("for: 1h", "for: an hour")).expect("break it");
-    let second = store.load_workflows(dir.path(), None, now).await.expect("load again");
+    let second = kairo_engine::registry::load_workflows(&store, dir.path(), None, now).await.expect("load again");
     assert!(second.new_versions.is_empty());
     assert_eq!(second.rejected.len(), 1);
     assert!(
@@ -92,10 +92,13 @@ store_test!(an_invalid_file_is_not_loaded_and_the_previous_version_stays, |store
 
 store_test!(every_example_workflow_loads, |store| {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows"));
-    let report = store.load_workflows(dir, Some(&catalog()), chrono::Utc::now()).await.expect("load");
+    let report =
+        kairo_engine::registry::load_workflows(&store, dir, Some(&catalog()), chrono::Utc::now()).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     assert!(report.new_versions.len() >= 6);
-    let again = store.load_workflows(dir, Some(&catalog()), chrono::Utc::now()).await.expect("reload");
+    let again = kairo_engine::registry::load_workflows(&store, dir, Some(&catalog()), chrono::Utc::now())
+        .await
+        .expect("reload");
     assert!(again.new_versions.is_empty());
     assert_eq!(again.unchanged.len(), report.new_versions.len());
 });

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kairo_engine::runtime::{CallError, FailureKind};
+use kairo_engine::runtime::{CallError, FailureKind, ThrottleScope};
 use serde_json::Value;
 
 /// An error answer from the Graph API, as its envelope carries it.
@@ -65,7 +65,18 @@ impl GraphError {
         let mut error = CallError::new(kind, self.reason());
         error.retry_after = wait;
         error.code = Some(self.code);
+        error.throttle = throttle_scope(self.code);
         error
+    }
+}
+
+/// Which limit a throttling code names: the runtime slows the number down
+/// for 130429 and spaces sends to the recipient for 131056.
+pub fn throttle_scope(code: i64) -> Option<ThrottleScope> {
+    match code {
+        130429 => Some(ThrottleScope::Number),
+        131056 => Some(ThrottleScope::Recipient),
+        _ => None,
     }
 }
 
@@ -130,6 +141,9 @@ mod tests {
     fn codes_are_classified_by_code_not_status() {
         assert_eq!(classify(130429, None, 400).0, FailureKind::Throttled);
         assert_eq!(classify(131056, None, 400), (FailureKind::Throttled, Some(Duration::from_secs(6))));
+        assert_eq!(throttle_scope(130429), Some(ThrottleScope::Number));
+        assert_eq!(throttle_scope(131056), Some(ThrottleScope::Recipient));
+        assert_eq!(throttle_scope(80007), None);
         assert_eq!(classify(190, Some(463), 401).0, FailureKind::Auth);
         assert_eq!(classify(100, Some(33), 400).0, FailureKind::Auth);
         assert_eq!(classify(100, None, 400).0, FailureKind::Permanent);

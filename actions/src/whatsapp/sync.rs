@@ -164,7 +164,7 @@ fn phone_number(account: kairo_engine::ids::AccountId, graph_id: &str, number: &
     NewPhoneNumber {
         account_id: account,
         graph_id: graph_id.to_string(),
-        normalized_number: display.chars().filter(char::is_ascii_digit).collect(),
+        normalized_number: kairo_engine::phone::PhoneDigits::of(&display).into_string(),
         display_number: display,
         verified_name: text("verified_name"),
         quality_rating: text("quality_rating"),

@@ -13,10 +13,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use hmac::{KeyInit, Mac};
 use kairo_engine::Secret;
 use kairo_engine::channel::{
-    Channel, DeliveryError, InboundEvent, InboundMessage, Notice, NumberQualityChange, StatusUpdate,
+    Channel, DeliveryError, InboundEvent, InboundMessage, Notice, NumberQualityChange, Restriction, StatusUpdate,
     TemplateStatusChange, WebhookError,
 };
-use kairo_engine::store::status::DeliveryStatus;
+use kairo_engine::status::DeliveryStatus;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
@@ -89,12 +89,14 @@ impl Channel for WhatsAppWebhook {
                         account_id: account_id.clone(),
                         display_number: text(&value["display_phone_number"]).unwrap_or_default(),
                         event: text(&value["event"]).unwrap_or_default(),
+                        current_limit: text(&value["current_limit"]),
                         payload: value.clone(),
                         occurred_at: entry_time,
                     })),
                     _ => events.push(InboundEvent::Notice(Notice {
                         account_id: account_id.clone(),
                         field: field.to_string(),
+                        restrictions: account_restrictions(field, value).unwrap_or_default(),
                         payload: value.clone(),
                         occurred_at: entry_time,
                     })),
@@ -148,6 +150,7 @@ fn messages_change(
             events.push(InboundEvent::Notice(Notice {
                 account_id: account_id.to_string(),
                 field: "messages.statuses".into(),
+                restrictions: Vec::new(),
                 payload: status.clone(),
                 occurred_at: timestamp(&status["timestamp"]).unwrap_or(entry_time),
             }));
@@ -173,11 +176,42 @@ fn messages_change(
         events.push(InboundEvent::Notice(Notice {
             account_id: account_id.to_string(),
             field: "messages.errors".into(),
+            restrictions: Vec::new(),
             payload: Value::Array(errors.clone()),
             occurred_at: entry_time,
         }));
     }
     Ok(())
+}
+
+/// The restrictions of an `account_update` whose event is
+/// `ACCOUNT_RESTRICTION` (API.md section 5): each `restriction_info` entry,
+/// stopping sends when it restricts business-initiated messaging, with its
+/// expiration (seconds, as a number or a string). None for any other
+/// notice (an empty list: the account's restrictions are lifted).
+pub fn account_restrictions(field: &str, value: &Value) -> Option<Vec<Restriction>> {
+    let restricted = field == "account_update"
+        && value["event"].as_str().is_some_and(|e| e.eq_ignore_ascii_case("ACCOUNT_RESTRICTION"));
+    if !restricted {
+        return None;
+    }
+    let list = value["restriction_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let kind = text(&r["restriction_type"]).unwrap_or_else(|| "restricted".into());
+            let expiration = r["expiration"].as_i64().or_else(|| r["expiration"].as_str()?.trim().parse().ok());
+            let until = expiration.and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+            Restriction {
+                stops_sends: kind.contains("BIZ_INITIATED"),
+                until,
+                until_text: text(&r["expiration"]).filter(|_| until.is_none()),
+                kind,
+            }
+        })
+        .collect();
+    Some(list)
 }
 
 fn delivery_status(name: &str) -> Option<DeliveryStatus> {

@@ -96,8 +96,8 @@ fn describe_families() {
 }
 
 /// Every enrollment status, so that each has a gauge (zero included).
-const STATUSES: [crate::store::status::EnrollmentStatus; 7] = {
-    use crate::store::status::EnrollmentStatus::*;
+const STATUSES: [crate::status::EnrollmentStatus; 7] = {
+    use crate::status::EnrollmentStatus::*;
     [Active, Waiting, Completed, GoalMet, Exited, Failed, Cancelled]
 };
 

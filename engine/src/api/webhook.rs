@@ -22,13 +22,14 @@ use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::channel::{Channel, InboundEvent, WebhookError};
 use crate::clock::Clock;
-use crate::store::{Keywords, Store};
+use crate::group_commit::GroupCommit;
+use crate::store::{Keywords, Store, StoreError};
 
 /// The largest webhook body accepted; Meta's are well under this.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -49,24 +50,13 @@ pub struct WebhookState {
     pub ingestor: Ingestor,
 }
 
-struct Job {
-    events: Vec<InboundEvent>,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
 /// The group-commit writer's handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ingestor {
-    queue: mpsc::Sender<Job>,
+    journal: GroupCommit<Vec<InboundEvent>, Result<(), StoreError>>,
     /// Webhook requests waiting for their journal commit: while there are
     /// some, the applier steps aside (for at most [`MAX_APPLY_DEFERRAL`]).
     in_flight: Arc<AtomicUsize>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("events", &self.events.len()).finish()
-    }
 }
 
 /// How often the applier looks at the journal when nothing wakes it.
@@ -80,47 +70,16 @@ impl Ingestor {
     /// deliveries into the inbox. The writer ends when every handle is
     /// dropped; the applier when `shutdown` is cancelled.
     pub fn spawn(store: Store, keywords: Keywords, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Ingestor {
-        let (queue, mut jobs) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let wake = Arc::new(Notify::new());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let waiting = in_flight.clone();
-        let writer_store = store.clone();
-        let writer_clock = clock.clone();
-        let writer_wake = wake.clone();
-        tokio::spawn(async move {
-            while let Some(first) = jobs.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match jobs.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let (deliveries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.events, j.done)).unzip();
-                let outcome = writer_store.journal_deliveries("whatsapp", &deliveries, writer_clock.now()).await;
-                match outcome {
-                    Ok(()) => {
-                        for waiter in waiters {
-                            let _ = waiter.send(Ok(()));
-                        }
-                    }
-                    // One delivery the database refuses must not fail the
-                    // others of its group: each is stored alone, and only
-                    // those that still fail are answered with an error.
-                    Err(err) => {
-                        tracing::warn!(%err, deliveries = deliveries.len(), "storing a group of webhook deliveries failed; storing them one by one");
-                        for (delivery, waiter) in deliveries.into_iter().zip(waiters) {
-                            let alone = writer_store
-                                .journal_deliveries("whatsapp", std::slice::from_ref(&delivery), writer_clock.now())
-                                .await;
-                            if let Err(err) = &alone {
-                                tracing::error!(%err, "a webhook delivery was not stored; Meta will deliver it again");
-                            }
-                            let _ = waiter.send(alone.map_err(|e| e.to_string()));
-                        }
-                    }
-                }
-                writer_wake.notify_one();
+        let (writer_store, writer_clock, writer_wake) = (store.clone(), clock.clone(), wake.clone());
+        let journal = GroupCommit::spawn(MAX_BATCH, move |deliveries: Vec<Vec<InboundEvent>>| {
+            let (store, clock, wake) = (writer_store.clone(), writer_clock.clone(), writer_wake.clone());
+            async move {
+                let answers = journal_group(&store, clock.as_ref(), deliveries).await;
+                wake.notify_one();
+                answers
             }
         });
         tokio::spawn(async move {
@@ -151,7 +110,7 @@ impl Ingestor {
                 }
             }
         });
-        Ingestor { queue, in_flight }
+        Ingestor { journal, in_flight }
     }
 
     /// Commits one delivery to the journal (with whatever else is queued).
@@ -163,9 +122,34 @@ impl Ingestor {
     }
 
     async fn journal(&self, events: Vec<InboundEvent>) -> Result<(), String> {
-        let (done, wait) = oneshot::channel();
-        self.queue.send(Job { events, done }).await.map_err(|_| "the journal writer has stopped".to_string())?;
-        wait.await.map_err(|_| "the journal writer has stopped".to_string())?
+        let stored = self.journal.submit(events).await.map_err(|_| "the journal writer has stopped".to_string())?;
+        stored.map_err(|e| e.to_string())
+    }
+}
+
+/// One journal insert for a group of deliveries. One delivery the database
+/// refuses must not fail the others of its group: when the group fails,
+/// each is stored alone, and only those that still fail are answered with
+/// an error.
+async fn journal_group(
+    store: &Store,
+    clock: &dyn Clock,
+    deliveries: Vec<Vec<InboundEvent>>,
+) -> Vec<Result<(), StoreError>> {
+    match store.journal_deliveries("whatsapp", &deliveries, clock.now()).await {
+        Ok(()) => deliveries.iter().map(|_| Ok(())).collect(),
+        Err(err) => {
+            tracing::warn!(%err, deliveries = deliveries.len(), "storing a group of webhook deliveries failed; storing them one by one");
+            let mut answers = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                let alone = store.journal_deliveries("whatsapp", std::slice::from_ref(&delivery), clock.now()).await;
+                if let Err(err) = &alone {
+                    tracing::error!(%err, "a webhook delivery was not stored; Meta will deliver it again");
+                }
+                answers.push(alone);
+            }
+            answers
+        }
     }
 }
 

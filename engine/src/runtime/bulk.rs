@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Engine, EngineError, Enrolled};
 use crate::ids::{BulkJobId, ContactId, PhoneNumberId};
-use crate::store::status::ConsentStatus;
+use crate::status::ConsentStatus;
 use crate::store::{Contact, NewContact, RowKey, RowResult, Tx, merge_properties};
 
 /// How long a row key is remembered.

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::Engine;
 use super::context::RunContext;
-use super::step::{Effect, Outcome, RecordedSend, Then};
-use crate::store::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
+use super::outcome::{Effect, Outcome, RecordedSend, Then};
+use crate::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
 use crate::store::{
     EnrollmentChange, NewMessage, NewTimerRow, OutboundRecord, StepExecution, StepRecord, StoreError, Tx,
 };

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::plan::Plan;
 use crate::ids::{EnrollmentId, PhoneNumberId, WorkflowVersionId};
-use crate::store::status::{ConsentStatus, StepState};
+use crate::status::{ConsentStatus, StepState};
 use crate::store::{Consent, Contact, Enrollment, RunRows, StepExecution};
 
 /// One enrollment as a step runs it.

@@ -12,11 +12,9 @@ use super::context::{RunContext, contact_json};
 use super::plan::Plan;
 use super::{Engine, EngineError};
 use crate::ids::{ContactId, EnrollmentId};
-use crate::store::status::EnrollmentStatus;
+use crate::status::EnrollmentStatus;
 use crate::store::{Consent, Contact, Enrollment, EnrollmentHistory, Tx};
-use crate::workflow::condition::Condition;
-use crate::workflow::duration::parse_duration;
-use crate::workflow::model::Reenroll;
+use crate::workflow::compiled::{Action, Reenrollment};
 
 /// An enrollment through the API (or any caller that names the workflow).
 #[derive(Debug, Clone)]
@@ -137,7 +135,7 @@ impl Engine {
         let contacts: Vec<ContactId> = items.iter().map(|(c, _)| c.id).collect();
         let mut histories = tx.enrollment_histories(&contacts, plan.workflow_id).await?;
         let first = plan.first_step();
-        let starts_waiting = plan.step(first).is_some_and(|s| s.wait.is_some());
+        let starts_waiting = plan.step(first).is_some_and(|s| matches!(s.action, Action::Wait(_)));
         // Consents matter to the exit conditions checked before the wait.
         let mut consents: HashMap<ContactId, Vec<Consent>> = HashMap::new();
         if starts_waiting && !plan.model.exit_when.is_empty() {
@@ -222,25 +220,24 @@ fn admit(
     history: &EnrollmentHistory,
     now: DateTime<Utc>,
 ) -> Result<Option<SkipReason>, EngineError> {
-    let rules = &plan.model.enrollment;
-    if let Some(suppress) = &rules.suppress {
+    let compiled = &plan.compiled;
+    if let Some(suppress) = &compiled.suppress {
         let context = serde_json::json!({ "contact": contact_json(contact), "trigger": trigger_data });
-        if Condition::parse(suppress).is_ok_and(|c| c.evaluate(&context)) {
+        if suppress.evaluate(&context) {
             return Ok(Some(SkipReason::Suppressed));
         }
     }
-    match &rules.reenroll {
-        Reenroll::Never if history.total > 0 => return Ok(Some(SkipReason::AlreadyEnrolled)),
-        Reenroll::After(period) => {
-            let period = parse_duration(period).map_err(|e| EngineError::BrokenVersion(plan.version_id, e))?;
+    match compiled.reenroll {
+        Reenrollment::Never if history.total > 0 => return Ok(Some(SkipReason::AlreadyEnrolled)),
+        Reenrollment::After(period) => {
             let period = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::MAX);
             if history.last_enrolled_at.is_some_and(|last| last + period > now) {
                 return Ok(Some(SkipReason::TooSoon));
             }
         }
-        Reenroll::Never | Reenroll::Always => {}
+        Reenrollment::Never | Reenrollment::Always => {}
     }
-    if !rules.concurrent && history.running > 0 {
+    if !plan.model.enrollment.concurrent && history.running > 0 {
         return Ok(Some(SkipReason::StillRunning));
     }
     Ok(None)

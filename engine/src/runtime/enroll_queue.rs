@@ -10,30 +10,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
-
 use super::{BulkRow, Engine, EngineError};
+use crate::group_commit::GroupCommit;
 use crate::store::RowResult;
 
 /// The most requests one transaction takes.
 const MAX_BATCH: usize = 256;
 
-struct Job {
-    workflow: String,
-    row: BulkRow,
-    done: oneshot::Sender<Result<RowResult, QueueError>>,
-}
+/// One queued request: the workflow and the row to enroll.
+type Request = (String, BulkRow);
+type Answer = Result<RowResult, QueueError>;
 
 /// The handle of the enrolling task; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EnrollQueue {
-    queue: mpsc::Sender<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("workflow", &self.workflow).field("line", &self.row.line).finish()
-    }
+    writer: GroupCommit<Request, Answer>,
 }
 
 /// Why a queued enrollment did not happen.
@@ -51,82 +42,65 @@ pub enum QueueError {
 impl EnrollQueue {
     /// Starts the task; it ends when every handle is dropped.
     pub fn spawn(engine: Arc<Engine>) -> EnrollQueue {
-        let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(engine, jobs));
-        EnrollQueue { queue }
+        let writer = GroupCommit::spawn(MAX_BATCH, move |batch: Vec<Request>| {
+            let engine = engine.clone();
+            async move { enroll_batch(&engine, batch).await }
+        });
+        EnrollQueue { writer }
     }
 
     /// Enrolls one row into `workflow`, with whatever else is queued.
     pub async fn enroll(&self, workflow: &str, row: BulkRow) -> Result<RowResult, QueueError> {
-        let (done, answer) = oneshot::channel();
-        let job = Job { workflow: workflow.to_string(), row, done };
-        self.queue.send(job).await.map_err(|_| QueueError::Stopped)?;
-        answer.await.map_err(|_| QueueError::Stopped)?
+        self.writer.submit((workflow.to_string(), row)).await.map_err(|_| QueueError::Stopped)?
     }
 }
 
-async fn run(engine: Arc<Engine>, mut jobs: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        enroll_batch(&engine, std::mem::take(&mut batch)).await;
-    }
-}
-
-/// One transaction for the batch; a workflow that cannot take API
-/// enrollments fails only its own requests.
-async fn enroll_batch(engine: &Engine, batch: Vec<Job>) {
-    let mut by_workflow: BTreeMap<String, Vec<Job>> = BTreeMap::new();
-    for job in batch {
-        by_workflow.entry(job.workflow.clone()).or_default().push(job);
+/// One transaction for the batch, answered in its order; a workflow that
+/// cannot take API enrollments fails only its own requests. Nothing is
+/// answered `Ok` before the transaction committed.
+async fn enroll_batch(engine: &Engine, batch: Vec<Request>) -> Vec<Answer> {
+    let size = batch.len();
+    let mut by_workflow: BTreeMap<String, Vec<(usize, BulkRow)>> = BTreeMap::new();
+    for (i, (workflow, row)) in batch.into_iter().enumerate() {
+        by_workflow.entry(workflow).or_default().push((i, row));
     }
     let now = engine.now();
     let tx = match engine.store.begin().await {
         Ok(tx) => tx,
-        Err(err) => return fail_all(by_workflow.into_values().flatten(), &err.to_string()),
+        Err(err) => return failed(size, &err.to_string()),
     };
-    let mut answers: Vec<(oneshot::Sender<Result<RowResult, QueueError>>, RowResult)> = Vec::new();
-    let mut refused = Vec::new();
+    let mut answers: Vec<Option<Answer>> = (0..size).map(|_| None).collect();
     for (workflow, jobs) in by_workflow {
-        // Lines are positions in the batch, to give each request its result.
-        let (rows, senders): (Vec<BulkRow>, Vec<_>) =
-            jobs.into_iter().enumerate().map(|(i, job)| (BulkRow { line: i as u64, ..job.row }, job.done)).unzip();
+        // Lines are positions in the group, to give each request its result.
+        let (indices, rows): (Vec<usize>, Vec<BulkRow>) =
+            jobs.into_iter().enumerate().map(|(line, (i, row))| (i, BulkRow { line: line as u64, ..row })).unzip();
         match engine.enroll_rows(&tx, &workflow, None, rows, now).await {
             Ok(mut results) => {
                 results.sort_by_key(|r| r.line);
-                answers.extend(senders.into_iter().zip(results));
+                for (i, result) in indices.into_iter().zip(results) {
+                    answers[i] = Some(Ok(result));
+                }
             }
             Err(
                 err @ (EngineError::UnknownWorkflow(_)
                 | EngineError::NotApiEnrollable { .. }
                 | EngineError::WorkflowNotActive { .. }),
             ) => {
-                refused.extend(senders.into_iter().map(|s| (s, refusal(&err))));
+                for i in indices {
+                    answers[i] = Some(Err(QueueError::Engine(refusal(&err))));
+                }
             }
             Err(err) => {
                 drop(tx);
-                let message = err.to_string();
-                fail_all_senders(answers.into_iter().map(|(s, _)| s).chain(senders), &message);
-                fail_all_senders(refused.into_iter().map(|(s, _)| s), &message);
-                return;
+                return failed(size, &err.to_string());
             }
         }
     }
     if let Err(err) = tx.commit().await {
-        let message = err.to_string();
-        fail_all_senders(answers.into_iter().map(|(s, _)| s).chain(refused.into_iter().map(|(s, _)| s)), &message);
-        return;
+        return failed(size, &err.to_string());
     }
     engine.notify();
-    for (sender, result) in answers {
-        let _ = sender.send(Ok(result));
-    }
-    for (sender, refused) in refused {
-        let _ = sender.send(Err(QueueError::Engine(refused)));
-    }
-}
-
-fn fail_all(jobs: impl Iterator<Item = Job>, message: &str) {
-    fail_all_senders(jobs.map(|j| j.done), message);
+    answers.into_iter().map(|a| a.unwrap_or_else(|| Err(QueueError::Failed("not enrolled".into())))).collect()
 }
 
 /// The same refusal, for each request it answers.
@@ -141,9 +115,8 @@ fn refusal(err: &EngineError) -> EngineError {
     }
 }
 
-fn fail_all_senders(senders: impl Iterator<Item = oneshot::Sender<Result<RowResult, QueueError>>>, message: &str) {
+/// Every request of a batch whose transaction failed gets its error.
+fn failed(size: usize, message: &str) -> Vec<Answer> {
     tracing::warn!(error = %message, "a batch of API enrollments failed; each request is answered with the error");
-    for sender in senders {
-        let _ = sender.send(Err(QueueError::Failed(message.to_string())));
-    }
+    (0..size).map(|_| Err(QueueError::Failed(message.to_string()))).collect()
 }

@@ -19,6 +19,7 @@ use super::plan::resolve_number;
 use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
 use crate::store::PauseScope;
+use crate::workflow::compiled::Action;
 
 /// When the sends queued on one number will have gone out.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -53,7 +54,10 @@ impl Engine {
         let mut spans: HashMap<PhoneNumberId, Vec<Span>> = HashMap::new();
         for group in self.store.unfinished_step_spans().await? {
             let plan = self.plan(group.version).await?;
-            let send = plan.step(&group.step_id).and_then(|step| step.send_template.as_ref());
+            let send = plan.step(&group.step_id).and_then(|step| match &step.action {
+                Action::SendTemplate(send) => Some(send),
+                _ => None,
+            });
             if let Some(number) = send.and_then(|send| resolve_number(&numbers, &send.number)) {
                 *queued.entry(number.id).or_default() += group.count;
                 spans.entry(number.id).or_default().push((group.count, group.first_due, group.last_due));

@@ -20,6 +20,7 @@
 //! - Enrollments finish on the version they started on.
 //! - Time comes from the [`Clock`](crate::Clock).
 
+mod actions;
 mod attempts;
 mod bulk;
 mod commit;
@@ -28,12 +29,15 @@ mod country_zones;
 mod enroll;
 mod enroll_queue;
 mod estimate;
+mod failures;
 pub mod outbound;
+mod outcome;
 mod pacing;
 pub mod plan;
 mod quiet;
 pub mod recording;
 mod reply;
+mod send;
 mod send_gate;
 pub mod simulate;
 mod step;
@@ -53,6 +57,7 @@ pub use self::enroll_queue::{EnrollQueue, QueueError};
 pub use self::estimate::SendEstimate;
 pub use self::outbound::{
     CallError, FailureKind, HttpAnswer, HttpCall, HttpCaller, Outbound, OutboundTemplate, OutboundText, SendReceipt,
+    ThrottleScope,
 };
 pub use self::plan::Plan;
 pub use self::recording::{RecordingHttp, RecordingOutbound};
@@ -60,7 +65,7 @@ pub use self::reply::{ReplyContent, ReplyError};
 pub use self::worker::{TickReport, WorkerConfig, WorkerReport};
 use crate::clock::Clock;
 use crate::ids::{EnrollmentId, WorkflowVersionId};
-use crate::store::status::{EnrollmentStatus, StepState};
+use crate::status::{EnrollmentStatus, StepState};
 use crate::store::{EnrollmentChange, PhoneNumber, Store, StoreError};
 use crate::workflow::expr::Renderer;
 
@@ -136,7 +141,7 @@ pub struct Engine {
     /// This process's share of the send slots of each number.
     pacer: pacing::Pacer,
     /// Template status and category, read at most every [`TEMPLATE_TTL`].
-    templates: step::TemplateCache,
+    templates: send::TemplateCache,
     /// `attempting` marks, written together.
     attempts: attempts::AttemptMarks,
     /// The steps this worker holds and knows of (claimed, running, waiting
@@ -166,7 +171,7 @@ impl Engine {
             numbers: RwLock::default(),
             wakeup: Notify::new(),
             pacer: pacing::Pacer::default(),
-            templates: step::TemplateCache::default(),
+            templates: send::TemplateCache::default(),
             attempts: attempts::AttemptMarks::default(),
             held: Default::default(),
         })

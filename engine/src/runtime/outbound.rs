@@ -93,6 +93,17 @@ pub enum FailureKind {
     Unknown,
 }
 
+/// Which limit a throttled call hit, when the channel can tell: the
+/// runtime slows the number down, or spaces sends to one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottleScope {
+    /// The number sends faster than its throughput allows.
+    Number,
+    /// Too many messages to this one recipient in a short time.
+    Recipient,
+}
+
 /// A call that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -102,13 +113,17 @@ pub struct CallError {
     /// How long to wait before the next try, when the other side said (or
     /// the channel knows better than the step's backoff).
     pub retry_after: Option<Duration>,
-    /// The channel's own error code (WhatsApp's `error.code`), when it gave one.
+    /// The channel's own error code (WhatsApp's `error.code`), when it
+    /// gave one: for metrics and reports; the runtime acts on `kind` and
+    /// `throttle` only.
     pub code: Option<i64>,
+    /// With [`FailureKind::Throttled`]: which limit, when known.
+    pub throttle: Option<ThrottleScope>,
 }
 
 impl CallError {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind, retry_after: None, code: None }
+        Self { message: message.into(), kind, retry_after: None, code: None, throttle: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
@@ -121,6 +136,12 @@ impl CallError {
 
     pub fn with_code(mut self, code: i64) -> Self {
         self.code = Some(code);
+        self
+    }
+
+    /// A limit answer that names the limit.
+    pub fn throttled(mut self, scope: ThrottleScope) -> Self {
+        self.throttle = Some(scope);
         self
     }
 

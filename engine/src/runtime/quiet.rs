@@ -17,12 +17,11 @@ use serde_json::Value;
 
 use super::context::RunContext;
 use super::country_zones::COUNTRY_ZONES;
-use crate::workflow::model::QuietHours;
+use crate::workflow::compiled::Quiet;
 
 /// When a send outside the allowed hours may go: `None` when it may go now.
-pub(super) fn quiet_hours_wait(quiet: &QuietHours, ctx: &RunContext, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let from = NaiveTime::parse_from_str(&quiet.from, "%H:%M").ok()?;
-    let to = NaiveTime::parse_from_str(&quiet.to, "%H:%M").ok()?;
+pub(super) fn quiet_hours_wait(quiet: &Quiet, ctx: &RunContext, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let (from, to) = (quiet.from, quiet.to);
     let zones = recipient_zones(quiet, ctx);
     let allowed = |zone: Tz, at: DateTime<Utc>| {
         let local = at.with_timezone(&zone).time();
@@ -46,7 +45,7 @@ pub(super) fn quiet_hours_wait(quiet: &QuietHours, ctx: &RunContext, now: DateTi
 }
 
 /// The zones whose clocks decide, never empty.
-fn recipient_zones(quiet: &QuietHours, ctx: &RunContext) -> Vec<Tz> {
+fn recipient_zones(quiet: &Quiet, ctx: &RunContext) -> Vec<Tz> {
     let property = quiet
         .timezone_property
         .as_ref()
@@ -66,7 +65,7 @@ fn recipient_zones(quiet: &QuietHours, ctx: &RunContext) -> Vec<Tz> {
 /// The zones of the country a phone number (international, with or
 /// without `+`) belongs to.
 pub(super) fn country_zones(phone: &str) -> Vec<Tz> {
-    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    let digits = crate::phone::PhoneDigits::of(phone);
     let Ok(parsed) = phonenumber::parse(None, format!("+{digits}")) else { return Vec::new() };
     let Some(country) = parsed.country().id() else { return Vec::new() };
     let code: &str = country.as_ref();

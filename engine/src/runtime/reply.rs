@@ -14,7 +14,7 @@ use super::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
 use super::pacing::Pace;
 use super::send_gate::Held;
 use crate::ids::{MessageId, ThreadId, Wamid};
-use crate::store::status::{ConsentStatus, DeliveryStatus, Direction};
+use crate::status::{ConsentStatus, DeliveryStatus, Direction};
 use crate::store::{Message, NewMessage, StoreError, Thread};
 
 /// What an agent sends.
@@ -113,7 +113,7 @@ impl Engine {
         // A reply on a closed thread reopens it, as an agent answering a
         // resolved conversation does in any inbox; refused while the contact
         // has another open thread on the number (one open thread each).
-        if row.status == crate::store::status::ThreadStatus::Closed {
+        if row.status == crate::status::ThreadStatus::Closed {
             match self.store.reopen_thread(row.id, now).await {
                 Ok(_) => tracing::info!(thread = %row.id, "a reply reopened the thread"),
                 Err(StoreError::Duplicate { .. }) => return Err(ReplyError::AnotherThreadOpen { thread }),

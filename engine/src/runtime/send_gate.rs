@@ -10,11 +10,8 @@
 use chrono::{DateTime, Utc};
 
 use super::Engine;
-use super::outbound::{CallError, FailureKind};
+use super::outbound::{CallError, FailureKind, ThrottleScope};
 use crate::store::{PauseScope, PhoneNumber, Reach};
-
-/// WhatsApp's "the number sends too fast" error code.
-pub(super) const RATE_LIMIT_HIT: i64 = 130429;
 
 /// Why a send may not leave now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +62,7 @@ impl Engine {
     /// credentials pause every send of it; a throughput answer halves its
     /// pace for a minute, in every worker.
     pub(super) async fn note_send_error(&self, number: &PhoneNumber, error: &CallError) {
-        match (error.kind, error.code) {
+        match (error.kind, error.throttle) {
             (FailureKind::Auth, _) => {
                 let reason = credentials_reason(error);
                 match self.store.pause_number(number.id, PauseScope::All, &reason, self.now()).await {
@@ -79,7 +76,7 @@ impl Engine {
                     Err(err) => tracing::warn!(%err, "cannot record the number's pause"),
                 }
             }
-            (FailureKind::Throttled, Some(RATE_LIMIT_HIT)) => {
+            (FailureKind::Throttled, Some(ThrottleScope::Number)) => {
                 let until = self.now() + chrono::Duration::seconds(60);
                 match self.store.slow_down_sends(number.id, 50, until).await {
                     Ok(()) => tracing::warn!(

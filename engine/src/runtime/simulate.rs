@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::recording::{RecordingHttp, RecordingOutbound};
 use super::{Engine, EngineConfig, EngineError};
 use crate::clock::{Clock, FakeClock};
+use crate::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use crate::store::delivery_status_name as status_name;
-use crate::store::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use crate::store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
 use crate::workflow::ValidWorkflow;
 
@@ -108,7 +108,7 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
         .await?;
     let mut numbers = Vec::new();
     for written in named_numbers(&simulation.workflow) {
-        let digits: String = written.chars().filter(char::is_ascii_digit).collect();
+        let digits = crate::phone::PhoneDigits::of(&written).into_string();
         let number = store
             .upsert_phone_number(
                 NewPhoneNumber {
@@ -186,7 +186,7 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
             }
         }
     }
-    let saved = store.register_workflow(&simulation.workflow, now).await?;
+    let saved = crate::registry::register_workflow(&store, &simulation.workflow, now).await?;
     let outbound = RecordingOutbound::default();
     let http = RecordingHttp::default();
     let engine = Engine::new(
@@ -293,14 +293,8 @@ async fn inject(
     let number =
         written.and_then(|w| super::plan::resolve_number(numbers, &w).cloned()).or_else(|| numbers.first().cloned());
     let Some(number) = number else { return Ok(()) };
-    let from: String = contact
-        .wa_id
-        .clone()
-        .or_else(|| contact.phone.clone())
-        .unwrap_or_else(|| "15550100".into())
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
+    let written = contact.wa_id.clone().or_else(|| contact.phone.clone()).unwrap_or_else(|| "15550100".into());
+    let from = crate::phone::PhoneDigits::of(&written).into_string();
     let wamid = format!("wamid.simulated.{}", at.timestamp_micros());
     let event = match what {
         Injected::Reply(text) => InboundEvent::Message(InboundMessage {
@@ -360,10 +354,10 @@ async fn report(
         .await?
         .into_iter()
         .map(|s| SimulatedStep {
-            action: plan.step(&s.step_id).map_or("unknown", action_of).to_string(),
+            action: plan.step(&s.step_id).map_or("unknown", |step| step.action.name()).to_string(),
             // A send held back (quiet hours, a limit) is shown when it
             // really goes: when it finished.
-            at: match plan.step(&s.step_id).map(action_of) {
+            at: match plan.step(&s.step_id).map(|step| step.action.name()) {
                 Some("send_template") => s.finished_at.or(s.started_at).unwrap_or(s.created_at),
                 _ => s.started_at.unwrap_or(s.created_at),
             },
@@ -390,29 +384,7 @@ async fn report(
 
 /// The action a step names, as written in the file.
 pub fn action_of(step: &crate::workflow::model::Step) -> &'static str {
-    if step.send_template.is_some() {
-        "send_template"
-    } else if step.ensure_thread.is_some() {
-        "ensure_thread"
-    } else if step.assign_owner.is_some() {
-        "assign_owner"
-    } else if step.wait.is_some() {
-        "wait"
-    } else if step.wait_for_reply.is_some() {
-        "wait_for_reply"
-    } else if step.branch.is_some() {
-        "branch"
-    } else if step.split.is_some() {
-        "split"
-    } else if step.set_property.is_some() {
-        "set_property"
-    } else if step.http.is_some() {
-        "http"
-    } else if step.exit.is_some() {
-        "exit"
-    } else {
-        "unknown"
-    }
+    step.action().map_or("unknown", |action| action.name())
 }
 
 /// Every business number the workflow names, as written.

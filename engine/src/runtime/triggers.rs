@@ -21,12 +21,12 @@ use serde_json::{Value, json};
 use super::commit::{Claimed, Finished, outbound_record};
 use super::context::{RunContext, contact_json};
 use super::plan::{Plan, resolve_number};
-use super::step::{SendAttempt, parse_callback_data, send_output};
+use super::send::{SendAttempt, parse_callback_data, send_output};
 use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
-use crate::store::status::{EnrollmentStatus, StepState, TimerState};
+use crate::status::{EnrollmentStatus, StepState, TimerKind, TimerState};
 use crate::store::{DueTimer, EnrollmentChange, Event, MessageOrigin, StepExecution, StepRecord, Tx};
-use crate::workflow::condition::Condition;
+use crate::workflow::compiled::{Action, Exit, WaitFor};
 
 /// How a parked step was resumed.
 enum Resume<'a> {
@@ -211,30 +211,30 @@ impl Engine {
         let contexts = RunContext::from_rows(rows, &plans);
         for enrollment in running {
             let Some(plan) = plans.get(&enrollment.workflow_version_id) else { continue };
-            let model = &plan.model;
             let context = contexts.get(&enrollment.id).map(|ctx| ctx.json(now)).unwrap_or(Value::Null);
             let mut finish = None;
-            if model.goal.as_ref().is_some_and(|g| plan.holds(&g.condition, &context)) {
+            if plan.compiled.goal.as_ref().is_some_and(|goal| goal.evaluate(&context)) {
                 finish = Some((EnrollmentStatus::GoalMet, "goal met".to_string()));
             }
-            for exit in &model.exit_when {
+            for exit in &plan.compiled.exits {
                 if finish.is_some() {
                     break;
                 }
-                if exit.opted_out == Some(true) && happening.name == "opt_out" {
-                    finish = Some((EnrollmentStatus::Exited, "opted out".into()));
-                }
-                if let Some(on) = &exit.replied_on {
-                    let number = resolve_number(&numbers, on).map(|n| n.id);
-                    if happening.name == "inbound_message" && number.is_some() && number == happening.number {
-                        finish = Some((EnrollmentStatus::Exited, format!("replied on {}", on.value)));
+                finish = match exit {
+                    Exit::OptedOut if happening.name == "opt_out" => {
+                        Some((EnrollmentStatus::Exited, "opted out".into()))
                     }
-                }
-                if let Some(condition) = &exit.condition
-                    && plan.holds(condition, &context)
-                {
-                    finish = Some((EnrollmentStatus::Exited, format!("exit condition `{}` held", condition.value)));
-                }
+                    Exit::RepliedOn(on) => {
+                        let number = resolve_number(&numbers, on).map(|n| n.id);
+                        let replied =
+                            happening.name == "inbound_message" && number.is_some() && number == happening.number;
+                        replied.then(|| (EnrollmentStatus::Exited, format!("replied on {on}")))
+                    }
+                    Exit::When(text, condition) if condition.evaluate(&context) => {
+                        Some((EnrollmentStatus::Exited, format!("exit condition `{text}` held")))
+                    }
+                    _ => None,
+                };
             }
             if let Some((status, reason)) = finish {
                 let change = EnrollmentChange {
@@ -339,7 +339,7 @@ impl Engine {
             },
             None => None,
         };
-        let filter = schedule.contacts.filter.as_ref().and_then(|f| Condition::parse(f).ok());
+        let filter = plan.compiled.audience_filter(index);
         let data = json!({ "tick_at": tick_at, "cron": schedule.cron.value, "timezone": schedule.timezone.value });
         for contact in tx.audience(number).await? {
             let selected = filter.as_ref().is_none_or(|f| f.evaluate(&json!({ "contact": contact_json(&contact) })));
@@ -414,7 +414,7 @@ impl Engine {
                 continue;
             };
             tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "a call's outcome is unknown: its worker stopped mid-call");
-            let attempt = super::step::SendAttempt::of(&claim);
+            let attempt = super::send::SendAttempt::of(&claim);
             let outcome =
                 self.settle_or_unknown(&claim, &ctx, attempt, "the worker stopped while the call was in flight").await;
             finished.push(Finished { claim, ctx, outcome });
@@ -430,18 +430,16 @@ impl Engine {
 
 /// Whether a workflow has a goal or exit conditions to check on events.
 fn has_conditions(plan: &Plan) -> bool {
-    plan.model.goal.is_some() || plan.model.exit_when.iter().any(|e| e.condition.is_some())
+    plan.compiled.has_conditions()
 }
 
 /// Whether a parked step's timer kind waits for this event.
 fn timer_awaits(kind: &str, happening: &Happening<'_>) -> bool {
-    if let Some(event) = kind.strip_prefix("event:") {
-        return event == happening.name;
+    match TimerKind::parse(kind) {
+        Some(TimerKind::Event(event)) => event == happening.name,
+        Some(TimerKind::Reply(number)) => happening.name == "inbound_message" && happening.number == Some(number),
+        Some(TimerKind::Wait) | None => false,
     }
-    if let Some(number) = kind.strip_prefix("reply:") {
-        return happening.name == "inbound_message" && happening.number.is_some_and(|n| n.to_string() == number);
-    }
-    false
 }
 
 /// The trigger data of an enrollment an event starts.
@@ -468,14 +466,14 @@ fn resume_target(plan: &Plan, step_id: &str, by: &Resume<'_>) -> Option<String> 
     let after = plan.after(step_id).map(str::to_string);
     let Some(step) = plan.step(step_id) else { return after };
     match by {
-        Resume::Timer => match (&step.wait, &step.wait_for_reply) {
-            (Some(wait), _) if wait.event.is_some() => wait.on_timeout.as_ref().map(|s| s.value.clone()).or(after),
-            (_, Some(reply)) => Some(reply.on_timeout.value.clone()),
+        Resume::Timer => match &step.action {
+            Action::Wait(WaitFor::Event { on_timeout, .. }) => on_timeout.clone().or(after),
+            Action::WaitForReply(reply) => Some(reply.on_timeout.clone()),
             _ => after,
         },
-        Resume::Event { .. } => match &step.wait_for_reply {
-            Some(reply) => reply.on_reply.as_ref().map(|s| s.value.clone()).or(after),
-            None => after,
+        Resume::Event { .. } => match &step.action {
+            Action::WaitForReply(reply) => reply.on_reply.clone().or(after),
+            _ => after,
         },
     }
 }

@@ -15,11 +15,11 @@ use uuid::Uuid;
 use std::collections::HashMap;
 
 use super::entities::{bulk_job, bulk_job_row, consent, contact, enrollment, idempotency_key};
-use super::status::{ConsentStatus, EnrollmentStatus};
 use super::{
     Backend, Consent, Contact, Enrollment, EnrollmentHistory, IdempotencyRecord, NewContact, Store, StoreError, Tx,
 };
 use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId, WorkflowId};
+use crate::status::{ConsentStatus, EnrollmentStatus};
 
 pub type BulkJob = bulk_job::Model;
 pub type BulkJobRow = bulk_job_row::Model;

@@ -12,6 +12,19 @@ use crate::ids::{AccountId, TemplateId};
 
 pub type Template = template::Model;
 
+/// The rows the workflow catalogue is built from.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogRows {
+    /// Each account's id and WABA id.
+    pub accounts: Vec<(AccountId, String)>,
+    pub numbers: Vec<super::PhoneNumber>,
+    pub templates: Vec<Template>,
+    /// E-mails of the active users.
+    pub users: Vec<String>,
+    /// Names of the active teams.
+    pub teams: Vec<String>,
+}
+
 /// The status a template gets when its account no longer lists it.
 pub const TEMPLATE_GONE: &str = "DELETED";
 
@@ -150,35 +163,13 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
-    /// Every account with its numbers and templates, for validating send steps.
-    pub async fn catalog(&self) -> Result<crate::workflow::Catalog, StoreError> {
-        use crate::workflow::catalog::{CatalogAccount, CatalogNumber, CatalogTemplate};
+    /// Every account (id and WABA id), number and template, and the names
+    /// of the active users and teams: what the workflow catalogue is built
+    /// from.
+    pub async fn catalog_rows(&self) -> Result<CatalogRows, StoreError> {
         let accounts = whatsapp_account::Entity::find().all(&self.db).await.map_err(|e| self.query_error(e))?;
         let numbers = phone_number::Entity::find().all(&self.db).await.map_err(|e| self.query_error(e))?;
         let templates = template::Entity::find().all(&self.db).await.map_err(|e| self.query_error(e))?;
-        let accounts = accounts
-            .into_iter()
-            .map(|account| CatalogAccount {
-                waba_id: account.waba_id.clone(),
-                numbers: numbers
-                    .iter()
-                    .filter(|n| n.account_id == account.id)
-                    .map(|n| CatalogNumber { id: n.graph_id.clone(), display_phone_number: n.display_number.clone() })
-                    .collect(),
-                templates: templates
-                    .iter()
-                    .filter(|t| t.account_id == account.id)
-                    .map(|t| CatalogTemplate {
-                        name: t.name.clone(),
-                        language: t.language.clone(),
-                        status: t.status.clone(),
-                        category: t.category.clone(),
-                        parameter_format: t.parameter_format.clone(),
-                        components: t.components.as_array().cloned().unwrap_or_default(),
-                    })
-                    .collect(),
-            })
-            .collect();
         let users = super::entities::user::Entity::find()
             .filter(super::entities::user::Column::DeactivatedAt.is_null())
             .all(&self.db)
@@ -189,10 +180,12 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| self.query_error(e))?;
-        let people = crate::workflow::catalog::CatalogPeople {
+        Ok(CatalogRows {
+            accounts: accounts.into_iter().map(|a| (a.id, a.waba_id)).collect(),
+            numbers,
+            templates,
             users: users.into_iter().map(|u| u.email).collect(),
             teams: teams.into_iter().map(|t| t.name).collect(),
-        };
-        Ok(crate::workflow::Catalog { accounts, people: Some(people) })
+        })
     }
 }

@@ -7,9 +7,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use super::entities::{consent, consent_event};
-use super::status::{ConsentSource, ConsentStatus};
 use super::{Store, StoreError, Tx};
 use crate::ids::{ContactId, PhoneNumberId, Wamid};
+use crate::status::{ConsentSource, ConsentStatus};
 
 pub type Consent = consent::Model;
 

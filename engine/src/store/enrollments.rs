@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::entities::{enrollment, step_execution, timer};
 use super::paging::{Page, page};
-use super::status::{EnrollmentStatus, StepState, TimerState};
 use super::{Backend, Store, StoreError, Tx};
 use crate::ids::{ContactId, EnrollmentId, WorkflowId, WorkflowVersionId};
+use crate::status::{EnrollmentStatus, StepState, TimerState};
 
 /// A change of an enrollment that is still running.
 #[derive(Debug, Clone)]

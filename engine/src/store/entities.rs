@@ -13,7 +13,7 @@ macro_rules! entity {
             #[allow(unused_imports)]
             use crate::ids::*;
             #[allow(unused_imports)]
-            use crate::store::status::*;
+            use crate::status::*;
 
             #[sea_orm::model]
             #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]

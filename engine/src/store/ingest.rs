@@ -27,12 +27,12 @@ use super::entities::{
     template, thread, user, whatsapp_account,
 };
 use super::messages::{apply_status, message_row, status_name};
-use super::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
 use super::threads::new_thread_row;
 use super::{NewMessage, Store, StoreError};
 use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
 use crate::ids::*;
-use crate::workflow::matching::normalize;
+use crate::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
+use crate::text::normalize;
 
 /// How long a contact's message keeps the customer service window open.
 pub const SESSION_WINDOW: Duration = Duration::hours(24);
@@ -84,47 +84,27 @@ pub struct IngestReport {
     pub other: usize,
 }
 
-/// The pause reason of an `account_update` that restricts business-initiated
-/// messaging; None for any other notice.
+/// The pause reason of a notice that restricts business-initiated
+/// messaging; None for any other notice. Other restrictions (adding
+/// numbers, …) are kept in the event log and logged, and stop nothing.
 fn account_restriction(notice: &crate::channel::Notice) -> Option<String> {
-    if notice.field != "account_update" {
-        return None;
-    }
-    let event = notice.payload.get("event").and_then(serde_json::Value::as_str)?;
-    if !event.eq_ignore_ascii_case("ACCOUNT_RESTRICTION") {
-        return None;
-    }
-    // Only a restriction on business-initiated messaging stops sends
-    // (API.md section 5); others (adding numbers, …) are kept in the event
-    // log and logged, and stop nothing.
-    let all: Vec<&serde_json::Value> =
-        notice.payload.get("restriction_info").and_then(serde_json::Value::as_array).into_iter().flatten().collect();
-    let stops = |r: &&serde_json::Value| {
-        r.get("restriction_type").and_then(serde_json::Value::as_str).is_some_and(|t| t.contains("BIZ_INITIATED"))
-    };
-    for other in all.iter().filter(|r| !stops(r)) {
+    for other in notice.restrictions.iter().filter(|r| !r.stops_sends) {
         tracing::warn!(
             account = %notice.account_id,
-            restriction = %other.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("unknown"),
+            restriction = %other.kind,
             "Meta restricted the account; sends go on (this restriction does not stop messaging)"
         );
     }
-    if !all.iter().any(stops) {
-        return None;
-    }
-    let restrictions: Vec<String> = all
-        .into_iter()
-        .filter(stops)
-        .map(|r| {
-            let kind = r.get("restriction_type").and_then(serde_json::Value::as_str).unwrap_or("restricted");
-            let expiration = r.get("expiration").and_then(|e| e.as_i64().or_else(|| e.as_str()?.trim().parse().ok()));
-            match expiration.and_then(|t| DateTime::from_timestamp(t, 0)) {
-                Some(until) => format!("{kind} until {}", until.format("%Y-%m-%d %H:%M UTC")),
-                None => kind.to_string(),
-            }
+    let restrictions: Vec<String> = notice
+        .restrictions
+        .iter()
+        .filter(|r| r.stops_sends)
+        .map(|r| match r.until {
+            Some(until) => format!("{} until {}", r.kind, until.format("%Y-%m-%d %H:%M UTC")),
+            None => r.kind.clone(),
         })
         .collect();
-    Some(format!("account restricted: {}", restrictions.join(", ")))
+    (!restrictions.is_empty()).then(|| format!("account restricted: {}", restrictions.join(", ")))
 }
 
 /// A dedup key for events whose payload is their identity.
@@ -337,11 +317,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<contact::Model, StoreError> {
         let q = |e| self.query_error(e);
-        let digits: Option<String> = inbound
-            .from
-            .as_ref()
-            .map(|f| f.chars().filter(char::is_ascii_digit).collect())
-            .filter(|d: &String| !d.is_empty());
+        let digits: Option<String> =
+            inbound.from.as_ref().map(|f| crate::phone::PhoneDigits::of(f).into_string()).filter(|d| !d.is_empty());
         let mut found = None;
         if let Some(digits) = &digits {
             found = contact::Entity::find()
@@ -450,7 +427,7 @@ impl Store {
         let field = |name: &str| system[name].as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         let (wa_id, user_id) = match system["type"].as_str() {
             Some("user_changed_number") => (
-                field("wa_id").or_else(|| field("new_wa_id")).map(|w| w.chars().filter(char::is_ascii_digit).collect()),
+                field("wa_id").or_else(|| field("new_wa_id")).map(|w| crate::phone::PhoneDigits::of(&w).into_string()),
                 field("user_id"),
             ),
             Some("user_changed_user_id") => (None, field("user_id")),

@@ -13,10 +13,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::{assignment_rule, message, pending_status, thread};
-use super::status::{DeliveryStatus, Direction, ThreadStatus};
 use super::tx::BATCH_CHUNK;
 use super::{Contact, Store, StoreError, Tx};
 use crate::ids::{ContactId, EnrollmentId, MessageId, PhoneNumberId, StepExecutionId, ThreadId, Wamid};
+use crate::status::{DeliveryStatus, Direction, ThreadStatus};
 
 /// A delivery status as stored and as WhatsApp names it.
 pub(crate) fn status_name(status: DeliveryStatus) -> &'static str {
@@ -228,7 +228,7 @@ impl Store {
         let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         message::Entity::update_many()
             .col_expr(message::Column::Wamid, Expr::value(Some(wamid.clone())))
-            .col_expr(message::Column::Status, Expr::value(super::status::DeliveryStatus::Sent))
+            .col_expr(message::Column::Status, Expr::value(crate::status::DeliveryStatus::Sent))
             .col_expr(message::Column::SentAt, Expr::value(Some(now)))
             .col_expr(message::Column::UpdatedAt, Expr::value(now))
             .filter(message::Column::Id.eq(message_id))
@@ -265,7 +265,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         message::Entity::update_many()
-            .col_expr(message::Column::Status, Expr::value(super::status::DeliveryStatus::Failed))
+            .col_expr(message::Column::Status, Expr::value(crate::status::DeliveryStatus::Failed))
             .col_expr(message::Column::ErrorCode, Expr::value(code))
             .col_expr(message::Column::ErrorTitle, Expr::value(Some(reason.to_string())))
             .col_expr(message::Column::FailedAt, Expr::value(Some(now)))

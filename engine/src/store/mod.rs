@@ -31,7 +31,6 @@ mod people;
 mod reports;
 mod saved_views;
 mod schedules;
-pub mod status;
 mod steps;
 mod threads;
 mod timers;
@@ -50,7 +49,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use self::bulk::{BulkJob, BulkJobRow, BulkJobStatus, RowKey, RowResult};
-pub use self::catalog::{NewTemplate, Template};
+pub use self::catalog::{CatalogRows, NewTemplate, Template};
 pub use self::consents::{Consent, ConsentChange, ConsentEvent};
 pub use self::contacts::{Contact, ContactUpdate, NewContact, merge_properties};
 pub use self::enrollments::{Enrollment, EnrollmentChange, EnrollmentFilter, EnrollmentHistory, NewEnrollment};

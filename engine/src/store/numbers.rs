@@ -27,6 +27,16 @@ pub type Account = whatsapp_account::Model;
 
 pub type PhoneNumber = phone_number::Model;
 
+impl phone_number::Model {
+    /// Whether `written` names this business number: its Graph id, or the
+    /// digits of its display form however they are written. The one way
+    /// workflows, the API and the CLI find a number.
+    pub fn answers_to(&self, written: &str) -> bool {
+        let digits = crate::phone::PhoneDigits::of(written);
+        self.graph_id == written || (!digits.is_empty() && digits == self.normalized_number)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewPortfolio {
     pub business_id: String,
@@ -108,7 +118,7 @@ pub(super) async fn apply_quality_change<C: ConnectionTrait>(
     change: &crate::channel::NumberQualityChange,
     now: DateTime<Utc>,
 ) -> Result<Option<(PhoneNumber, String)>, sea_orm::DbErr> {
-    let digits: String = change.display_number.chars().filter(char::is_ascii_digit).collect();
+    let digits = crate::phone::PhoneDigits::of(&change.display_number).into_string();
     let mut query = phone_number::Entity::find().filter(phone_number::Column::NormalizedNumber.eq(digits));
     if let Some(account) =
         whatsapp_account::Entity::find().filter(whatsapp_account::Column::WabaId.eq(account_waba_id)).one(db).await?
@@ -116,8 +126,7 @@ pub(super) async fn apply_quality_change<C: ConnectionTrait>(
         query = query.filter(phone_number::Column::AccountId.eq(account.id));
     }
     let Some(number) = query.one(db).await? else { return Ok(None) };
-    let limit = change.payload.get("current_limit").and_then(serde_json::Value::as_str);
-    if let Some(limit) = limit.filter(|l| !l.is_empty()) {
+    if let Some(limit) = change.current_limit.as_deref().filter(|l| !l.is_empty()) {
         phone_number::Entity::update_many()
             .col_expr(phone_number::Column::MessagingLimitTier, Expr::value(limit))
             .col_expr(phone_number::Column::UpdatedAt, Expr::value(now))

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::entities::{contact, message, team, thread, user};
 use super::paging::{Page, escape_like, page};
-use super::status::ThreadStatus;
 use super::{Contact, OwnerChoice, Store, StoreError, Tx};
 use crate::ids::{ContactId, PhoneNumberId, TeamId, ThreadId, UserId};
+use crate::status::ThreadStatus;
 
 /// Which threads to list. Every field narrows the list.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
@@ -231,7 +231,7 @@ impl Store {
                 .from(message::Entity)
                 .and_where(lower_like(Expr::col(message::Column::Body)))
                 .to_owned();
-            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            let digits = crate::phone::PhoneDigits::of(text).into_string();
             let mut contact_match = Condition::any().add(lower_like(Expr::col(contact::Column::Name)));
             if digits.len() >= 3 {
                 let digits = format!("%{digits}%");

@@ -9,18 +9,17 @@ use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value};
 
 use super::entities::{enrollment, step_execution, timer};
-use super::status::{EnrollmentStatus, TimerState};
 use super::tx::take_sql;
 use super::{Backend, Enrollment, StepExecution, Store, StoreError, Tx};
 use crate::ids::{ContactId, EnrollmentId, StepExecutionId, TimerId};
+use crate::status::{EnrollmentStatus, TimerKind, TimerState};
 
 /// A timer a parked step waits on.
 #[derive(Debug, Clone)]
 pub struct NewTimerRow {
     pub enrollment_id: EnrollmentId,
     pub step_execution_id: StepExecutionId,
-    /// `wait`, `event:<name>` or `reply:<number id>`.
-    pub kind: String,
+    pub kind: TimerKind,
     pub wake_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
 }
@@ -43,7 +42,7 @@ pub type Timer = timer::Model;
 pub struct NewTimer {
     pub enrollment_id: EnrollmentId,
     pub step_execution_id: Option<StepExecutionId>,
-    pub kind: String,
+    pub kind: TimerKind,
     pub wake_at: DateTime<Utc>,
 }
 
@@ -89,7 +88,7 @@ impl Store {
             id: Set(TimerId::new()),
             enrollment_id: Set(new.enrollment_id),
             step_execution_id: Set(new.step_execution_id),
-            kind: Set(new.kind),
+            kind: Set(new.kind.to_string()),
             state: Set(TimerState::Pending),
             wake_at: Set(new.wake_at),
             lease_owner: Set(None),
@@ -121,7 +120,7 @@ impl Tx {
                 id: Set(TimerId::new()),
                 enrollment_id: Set(t.enrollment_id),
                 step_execution_id: Set(Some(t.step_execution_id)),
-                kind: Set(t.kind.clone()),
+                kind: Set(t.kind.to_string()),
                 state: Set(TimerState::Pending),
                 wake_at: Set(t.wake_at),
                 lease_owner: Set(None),
@@ -172,7 +171,7 @@ impl Tx {
         let mut query = timer::Entity::find()
             .filter(timer::Column::EnrollmentId.is_in(enrollments))
             .filter(timer::Column::State.eq(TimerState::Pending))
-            .filter(timer::Column::Kind.ne("wait"));
+            .filter(timer::Column::Kind.ne(TimerKind::Wait.to_string()));
         if self.store.backend == Backend::Postgres {
             query = query.lock(LockType::Update);
         }

@@ -1,14 +1,8 @@
 //! How inbound text is compared with keywords and text matches: trimmed,
 //! NFKC-normalised (so full-width `ＹＥＳ` is `YES`) and case-folded.
 
-use unicode_normalization::UnicodeNormalization;
-
 use super::model::{InboundMessageTrigger, TextMatch};
-
-/// The form both sides are compared in.
-pub fn normalize(text: &str) -> String {
-    text.nfkc().collect::<String>().trim().to_lowercase()
-}
+use crate::text::normalize;
 
 impl InboundMessageTrigger {
     /// Whether an inbound message's text fires this trigger. With neither

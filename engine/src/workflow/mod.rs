@@ -11,6 +11,7 @@
 //!   whitespace and comments do not make a new version.
 
 pub mod catalog;
+pub mod compiled;
 pub mod condition;
 pub mod duration;
 pub mod expr;
@@ -27,7 +28,6 @@ use sha2::{Digest, Sha256};
 pub use self::catalog::Catalog;
 pub use self::located::{Located, Pos};
 pub use self::model::Workflow;
-use crate::store::{SavedVersion, Store, StoreError};
 
 /// One problem in a workflow file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -191,110 +191,4 @@ pub fn discover(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
-}
-
-impl Store {
-    /// Stores a valid workflow as the newest version of its id, unless this
-    /// content is already stored.
-    pub async fn register_workflow(
-        &self,
-        valid: &ValidWorkflow,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<SavedVersion, StoreError> {
-        let definition = serde_json::to_value(&valid.workflow).expect("a parsed workflow serialises to JSON");
-        self.save_workflow_version(
-            &valid.workflow.id.value,
-            &valid.workflow.name,
-            &valid.content_hash,
-            definition,
-            &valid.source,
-            now,
-        )
-        .await
-    }
-}
-
-/// What [`Store::load_workflows`] did with a folder of workflow files.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    /// Files whose content became a new version.
-    pub new_versions: Vec<SavedVersion>,
-    /// Files whose content was already the stored version.
-    pub unchanged: Vec<PathBuf>,
-    /// Files that failed validation: not stored; any previous version stays current.
-    pub rejected: Vec<(PathBuf, Vec<Diagnostic>)>,
-    /// Workflows archived because their file was removed from the folder.
-    pub archived: Vec<String>,
-}
-
-impl Store {
-    /// Validates every workflow file in `dir` and stores each valid one as a
-    /// version. An invalid file is reported and skipped: the workflow's
-    /// previous version stays current.
-    pub async fn load_workflows(
-        &self,
-        dir: &Path,
-        catalog: Option<&Catalog>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<LoadReport, StoreError> {
-        let mut report = LoadReport::default();
-        let files = match discover(&[dir.to_path_buf()]) {
-            Ok(files) => files,
-            Err(err) => {
-                let problem =
-                    Diagnostic::new(dir, Pos { line: 1, column: 1 }, format!("cannot read the folder: {err}"));
-                report.rejected.push((dir.to_path_buf(), vec![problem]));
-                return Ok(report);
-            }
-        };
-        let mut seen_ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
-        for file in files {
-            let source = match std::fs::read_to_string(&file) {
-                Ok(source) => source,
-                Err(err) => {
-                    let problem =
-                        Diagnostic::new(&file, Pos { line: 1, column: 1 }, format!("cannot read the file: {err}"));
-                    report.rejected.push((file, vec![problem]));
-                    continue;
-                }
-            };
-            let valid = match check(&file, &source, catalog) {
-                Ok(valid) => valid,
-                Err(problems) => {
-                    report.rejected.push((file, problems));
-                    continue;
-                }
-            };
-            if let Some(other) = seen_ids.insert(valid.workflow.id.value.clone(), file.clone()) {
-                let problem = Diagnostic::new(
-                    &file,
-                    valid.workflow.id.pos,
-                    format!("workflow id `{}` is already used by {}", *valid.workflow.id, other.display()),
-                );
-                report.rejected.push((file, vec![problem]));
-                continue;
-            }
-            let saved = self.register_workflow(&valid, now).await?;
-            self.note_workflow_file(&valid.workflow.id.value, &file.to_string_lossy(), now).await?;
-            if saved.created {
-                report.new_versions.push(saved);
-            } else {
-                report.unchanged.push(file);
-            }
-        }
-        // A workflow whose file is gone from the folder is archived: nothing
-        // new enrolls and its schedules stop; running enrollments finish.
-        // (A file that is there but invalid keeps its previous version.)
-        for workflow in self.workflows().await? {
-            let Some(source) = workflow.source_path.as_deref().map(Path::new) else { continue };
-            if source.parent() != Some(dir) || source.exists() {
-                continue;
-            }
-            if crate::store::WorkflowState::of(&workflow) != crate::store::WorkflowState::Archived {
-                self.set_workflow_state(&workflow.key, crate::store::WorkflowState::Archived, now).await?;
-                report.archived.push(workflow.key.clone());
-            }
-        }
-        Ok(report)
-    }
 }

@@ -244,6 +244,84 @@ pub struct Step {
     pub on_unknown_outcome: UnknownOutcome,
 }
 
+/// One action a step names, borrowed from the file: the one list of
+/// Kairo's actions. Validation reads a step's actions through it, and
+/// [`super::compiled`] turns the single one of a valid step into its
+/// compiled [`super::compiled::Action`].
+#[derive(Debug, Clone, Copy)]
+pub enum ActionRef<'a> {
+    SendTemplate(&'a SendTemplate),
+    EnsureThread(&'a EnsureThread),
+    AssignOwner(&'a Owner),
+    Wait(&'a Wait),
+    WaitForReply(&'a WaitForReply),
+    Branch(&'a Located<Vec<BranchArm>>),
+    Split(&'a Located<Vec<SplitArm>>),
+    SetProperty(&'a BTreeMap<String, Located<String>>),
+    Http(&'a HttpRequest),
+    Exit(&'a ExitStep),
+}
+
+impl ActionRef<'_> {
+    /// Every action's key, in the order the reference lists them.
+    pub const NAMES: [&'static str; 10] = [
+        "send_template",
+        "ensure_thread",
+        "assign_owner",
+        "wait",
+        "wait_for_reply",
+        "branch",
+        "split",
+        "set_property",
+        "http",
+        "exit",
+    ];
+
+    /// The action's key, as written in the file.
+    pub fn name(&self) -> &'static str {
+        let index = match self {
+            ActionRef::SendTemplate(_) => 0,
+            ActionRef::EnsureThread(_) => 1,
+            ActionRef::AssignOwner(_) => 2,
+            ActionRef::Wait(_) => 3,
+            ActionRef::WaitForReply(_) => 4,
+            ActionRef::Branch(_) => 5,
+            ActionRef::Split(_) => 6,
+            ActionRef::SetProperty(_) => 7,
+            ActionRef::Http(_) => 8,
+            ActionRef::Exit(_) => 9,
+        };
+        Self::NAMES[index]
+    }
+}
+
+impl Step {
+    /// The actions this step writes, in the reference's order: exactly one
+    /// in a valid file.
+    pub fn actions(&self) -> Vec<ActionRef<'_>> {
+        let mut out = Vec::new();
+        out.extend(self.send_template.as_ref().map(ActionRef::SendTemplate));
+        out.extend(self.ensure_thread.as_ref().map(ActionRef::EnsureThread));
+        out.extend(self.assign_owner.as_ref().map(ActionRef::AssignOwner));
+        out.extend(self.wait.as_ref().map(ActionRef::Wait));
+        out.extend(self.wait_for_reply.as_ref().map(ActionRef::WaitForReply));
+        out.extend(self.branch.as_ref().map(ActionRef::Branch));
+        out.extend(self.split.as_ref().map(ActionRef::Split));
+        out.extend(self.set_property.as_ref().map(ActionRef::SetProperty));
+        out.extend(self.http.as_ref().map(ActionRef::Http));
+        out.extend(self.exit.as_ref().map(ActionRef::Exit));
+        out
+    }
+
+    /// The step's action, when it names exactly one.
+    pub fn action(&self) -> Option<ActionRef<'_>> {
+        match self.actions().as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendTemplate {

@@ -17,18 +17,6 @@ use super::{Diagnostic, closest, list};
 const HELPERS: &[&str] = &["default", "upper", "lower", "date"];
 /// Block keywords handlebars itself understands.
 const KEYWORDS: &[&str] = &["if", "unless", "each", "with", "else", "this", "lookup"];
-const ACTIONS: &[&str] = &[
-    "send_template",
-    "ensure_thread",
-    "assign_owner",
-    "wait",
-    "wait_for_reply",
-    "branch",
-    "split",
-    "set_property",
-    "http",
-    "exit",
-];
 
 static ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9_-]*$").expect("valid pattern"));
 static MUSTACHE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{\{?([^}]*)\}?\}\}").expect("valid pattern"));
@@ -211,12 +199,12 @@ impl Checker<'_> {
     }
 
     fn step(&mut self, step: &Step, earlier: &[Step]) {
-        let present = step_actions(step);
+        let present: Vec<&str> = step.actions().iter().map(ActionRef::name).collect();
         match present.len() {
             1 => {}
             0 => self.report(
                 step.id.pos,
-                format!("step `{}` has no action: add one of {}", *step.id, list(ACTIONS.iter().copied())),
+                format!("step `{}` has no action: add one of {}", *step.id, list(ActionRef::NAMES.iter().copied())),
             ),
             _ => self.report(
                 step.id.pos,
@@ -749,22 +737,6 @@ impl Checker<'_> {
             }
         }
     }
-}
-
-fn step_actions(step: &Step) -> Vec<&'static str> {
-    let present = [
-        step.send_template.is_some(),
-        step.ensure_thread.is_some(),
-        step.assign_owner.is_some(),
-        step.wait.is_some(),
-        step.wait_for_reply.is_some(),
-        step.branch.is_some(),
-        step.split.is_some(),
-        step.set_property.is_some(),
-        step.http.is_some(),
-        step.exit.is_some(),
-    ];
-    ACTIONS.iter().zip(present).filter(|(_, p)| *p).map(|(a, _)| *a).collect()
 }
 
 /// The ids of the steps that may follow step `i`.

@@ -14,7 +14,7 @@ use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
 use crate::ids::{ContactId, PhoneNumberId, Wamid};
 use crate::phone::normalize_phone;
-use crate::store::status::{ConsentSource, ConsentStatus};
+use crate::status::{ConsentSource, ConsentStatus};
 use crate::store::{ConsentChange, Contact, ContactUpdate, NewContact};
 
 /// A contact to find or create, and what to change on it.

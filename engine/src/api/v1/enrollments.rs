@@ -19,7 +19,7 @@ use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
 use crate::ids::{ContactId, EnrollmentId, StepExecutionId, WorkflowId, WorkflowVersionId};
 use crate::runtime::{BulkContact, BulkRow, EngineError, QueueError};
-use crate::store::status::{EnrollmentStatus, StepState};
+use crate::status::{EnrollmentStatus, StepState};
 use crate::store::{Enrollment, EnrollmentFilter, HistoryEntry};
 
 /// Enroll one contact into a workflow.

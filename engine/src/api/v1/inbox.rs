@@ -18,7 +18,7 @@ use crate::ids::{
     ContactId, EnrollmentId, MessageId, PhoneNumberId, SavedViewId, StepExecutionId, TeamId, ThreadId, UserId, Wamid,
 };
 use crate::runtime::ReplyContent;
-use crate::store::status::{DeliveryStatus, Direction, ThreadStatus};
+use crate::status::{DeliveryStatus, Direction, ThreadStatus};
 use crate::store::{Message, NewSavedView, SavedView, StoreError, Thread, ThreadFilter};
 
 /// A message in a thread.

@@ -178,17 +178,12 @@ pub(crate) fn checked_limit(limit: Option<u64>, default: u64, max: u64) -> Resul
 /// number (digits are enough).
 pub(crate) async fn resolve_number(state: &ApiState, name: &str) -> Result<PhoneNumber, ApiError> {
     let numbers = state.engine.store().phone_numbers().await?;
-    let digits: String = name.chars().filter(char::is_ascii_digit).collect();
     let id = name.parse::<PhoneNumberId>().ok();
-    numbers
-        .iter()
-        .find(|n| Some(n.id) == id || n.graph_id == name || (!digits.is_empty() && n.normalized_number == digits))
-        .cloned()
-        .ok_or_else(|| {
-            let known: Vec<&str> = numbers.iter().map(|n| n.display_number.as_str()).collect();
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_number", format!("no business number `{name}`"))
-                .with_details(serde_json::json!({ "known_numbers": known }))
-        })
+    numbers.iter().find(|n| Some(n.id) == id || n.answers_to(name)).cloned().ok_or_else(|| {
+        let known: Vec<&str> = numbers.iter().map(|n| n.display_number.as_str()).collect();
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_number", format!("no business number `{name}`"))
+            .with_details(serde_json::json!({ "known_numbers": known }))
+    })
 }
 
 /// How long a first request may run before a repeat of its key takes it for

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::StepExecution;
 use crate::ids::StepExecutionId;
+use crate::status::StepState;
 use crate::store::entities::step_execution;
-use crate::store::status::StepState;
 use crate::store::tx::{BATCH_CHUNK, take_sql};
 use crate::store::{Backend, Store, StoreError};
 

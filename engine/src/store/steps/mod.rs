@@ -15,8 +15,8 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use uuid::Uuid;
 
 use crate::ids::{ContactId, EnrollmentId, StepExecutionId};
+use crate::status::StepState;
 use crate::store::entities::{consent, contact, enrollment, step_execution};
-use crate::store::status::StepState;
 use crate::store::{Backend, Consent, Contact, Enrollment, Store, StoreError, Tx};
 
 /// Everything a step needs to know about the enrollments it runs in.

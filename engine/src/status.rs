@@ -141,3 +141,54 @@ pub enum TimerState {
     #[sea_orm(string_value = "cancelled")]
     Cancelled,
 }
+
+/// What a pending timer waits for, in the words its `kind` column holds:
+/// `wait` (a time only), `event:<name>` (an event for the contact, or its
+/// timeout), `reply:<number id>` (a message from the contact on that number,
+/// or its timeout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimerKind {
+    Wait,
+    /// The event's name (`opt_in`, `delivered`, …).
+    Event(String),
+    Reply(crate::ids::PhoneNumberId),
+}
+
+impl TimerKind {
+    /// Reads a `kind` column; None for a kind this version does not know.
+    pub fn parse(column: &str) -> Option<TimerKind> {
+        if column == "wait" {
+            return Some(TimerKind::Wait);
+        }
+        if let Some(event) = column.strip_prefix("event:") {
+            return Some(TimerKind::Event(event.to_string()));
+        }
+        column.strip_prefix("reply:")?.parse().ok().map(TimerKind::Reply)
+    }
+}
+
+impl std::fmt::Display for TimerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimerKind::Wait => f.write_str("wait"),
+            TimerKind::Event(name) => write!(f, "event:{name}"),
+            TimerKind::Reply(number) => write!(f, "reply:{number}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimerKind;
+    use crate::ids::PhoneNumberId;
+
+    #[test]
+    fn timer_kinds_read_back_what_they_write() {
+        let number = PhoneNumberId::new();
+        for kind in [TimerKind::Wait, TimerKind::Event("opt_in".into()), TimerKind::Reply(number)] {
+            assert_eq!(TimerKind::parse(&kind.to_string()), Some(kind.clone()), "{kind}");
+        }
+        assert_eq!(TimerKind::Reply(number).to_string(), format!("reply:{number}"));
+        assert_eq!(TimerKind::parse("later:1"), None);
+    }
+}
