@@ -57,6 +57,9 @@ pub struct Ingestor {
     /// Webhook requests waiting for their journal commit: while there are
     /// some, the applier steps aside (for at most [`MAX_APPLY_DEFERRAL`]).
     in_flight: Arc<AtomicUsize>,
+    /// Wakes the applier once a delivery is journaled and its request no
+    /// longer waits, so that it applies at once rather than defer to it.
+    wake: Arc<Notify>,
 }
 
 /// How often the applier looks at the journal when nothing wakes it.
@@ -73,14 +76,10 @@ impl Ingestor {
         let wake = Arc::new(Notify::new());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let waiting = in_flight.clone();
-        let (writer_store, writer_clock, writer_wake) = (store.clone(), clock.clone(), wake.clone());
+        let (writer_store, writer_clock, applier_wake) = (store.clone(), clock.clone(), wake.clone());
         let journal = GroupCommit::spawn(MAX_BATCH, move |deliveries: Vec<Vec<InboundEvent>>| {
-            let (store, clock, wake) = (writer_store.clone(), writer_clock.clone(), writer_wake.clone());
-            async move {
-                let answers = journal_group(&store, clock.as_ref(), deliveries).await;
-                wake.notify_one();
-                answers
-            }
+            let (store, clock) = (writer_store.clone(), writer_clock.clone());
+            async move { journal_group(&store, clock.as_ref(), deliveries).await }
         });
         tokio::spawn(async move {
             loop {
@@ -110,7 +109,7 @@ impl Ingestor {
                 }
             }
         });
-        Ingestor { journal, in_flight }
+        Ingestor { journal, in_flight, wake: applier_wake }
     }
 
     /// Commits one delivery to the journal (with whatever else is queued).
@@ -118,6 +117,7 @@ impl Ingestor {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let outcome = self.journal(events).await;
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.wake.notify_one();
         outcome
     }
 

@@ -1,39 +1,38 @@
 //! `attempting` marks written together: every send writes one before it
 //! leaves, and at a thousand sends a second one commit each would keep
-//! the database's single writer busy. A send queues its mark with the
-//! group-commit writer ([`crate::group_commit`]), which writes every mark
-//! queued so far in one transaction and tells each send whether its claim
-//! still held.
+//! the database's single writer busy. A send queues its mark; whoever
+//! holds the writer's turn writes every mark queued so far in one
+//! transaction and tells each send whether its claim still held.
+//!
+//! Unlike the other group commits ([`crate::group_commit`]) the marks are
+//! written by the callers themselves, never by a task of their own: a mark
+//! must not be written for a send whose worker has dropped it (a mark
+//! without a call is an `uncertain` send that never left). Seen in the
+//! crash test on PostgreSQL when the marks went through the writer task.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 
-use crate::group_commit::GroupCommit;
 use crate::ids::StepExecutionId;
 use crate::store::{Store, StoreError};
 
-/// The most marks one transaction writes.
-const MAX_BATCH: usize = 256;
-
-/// One mark: the step, what it is about to send, when, and the lease it
-/// renews.
-type Mark = (StepExecutionId, Option<serde_json::Value>, DateTime<Utc>, DateTime<Utc>);
+type Waiting = (StepExecutionId, Option<serde_json::Value>, oneshot::Sender<Result<bool, StoreError>>);
 
 /// Why a mark was not written.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum MarkError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the attempts' writer has stopped")]
-    Stopped,
+    #[error("the attempt's writer went away")]
+    Gone,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct AttemptMarks {
-    /// Started on the first mark (inside the runtime), for this engine's
-    /// store and worker name.
-    writer: OnceLock<GroupCommit<Mark, Result<bool, StoreError>>>,
+    queued: Mutex<Vec<Waiting>>,
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl AttemptMarks {
@@ -49,36 +48,35 @@ impl AttemptMarks {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool, MarkError> {
-        let writer = self.writer.get_or_init(|| {
-            let (store, owner) = (store.clone(), owner.to_string());
-            GroupCommit::spawn(MAX_BATCH, move |marks: Vec<Mark>| {
-                let (store, owner) = (store.clone(), owner.clone());
-                async move { write_marks(&store, &owner, marks).await }
-            })
-        });
-        match writer.submit((step, output, now, lease_until)).await {
-            Ok(answer) => Ok(answer?),
-            Err(_) => Err(MarkError::Stopped),
+        let (done, answer) = oneshot::channel();
+        self.queued.lock().expect("attempt queue lock is never poisoned").push((step, output, done));
+        {
+            let _turn = self.turn.lock().await;
+            let batch = std::mem::take(&mut *self.queued.lock().expect("attempt queue lock is never poisoned"));
+            if !batch.is_empty() {
+                write_marks(store, owner, batch, now, lease_until).await;
+            }
         }
+        Ok(answer.await.map_err(|_| MarkError::Gone)??)
     }
 }
 
-/// One statement for the group, at the first mark's time and lease; when
-/// it fails (on PostgreSQL a deadlock with the lease renewal can abort it),
-/// each mark alone, so one failure does not hold back the others.
-async fn write_marks(store: &Store, owner: &str, marks: Vec<Mark>) -> Vec<Result<bool, StoreError>> {
-    let (now, lease_until) = (marks[0].2, marks[0].3);
-    let steps: Vec<_> = marks.iter().map(|(id, output, _, _)| (*id, output.clone())).collect();
+/// One statement for the group; when it fails (on PostgreSQL a deadlock
+/// with the lease renewal can abort it), each mark alone, so one failure
+/// does not hold back the others.
+async fn write_marks(store: &Store, owner: &str, batch: Vec<Waiting>, now: DateTime<Utc>, lease_until: DateTime<Utc>) {
+    let steps: Vec<_> = batch.iter().map(|(id, output, _)| (*id, output.clone())).collect();
     match store.mark_attempting_many(owner, &steps, now, lease_until).await {
-        Ok(marked) => marks.iter().map(|(id, ..)| Ok(marked.contains(id))).collect(),
-        Err(err) => {
-            tracing::debug!(%err, marks = marks.len(), "writing attempting marks together failed; one by one");
-            let mut answers = Vec::with_capacity(marks.len());
-            for (id, output, now, lease_until) in marks {
-                let alone = store.mark_attempting(id, owner, output, now, lease_until).await;
-                answers.push(alone);
+        Ok(marked) => {
+            for (id, _, done) in batch {
+                let _ = done.send(Ok(marked.contains(&id)));
             }
-            answers
+        }
+        Err(err) => {
+            tracing::debug!(%err, marks = batch.len(), "writing attempting marks together failed; one by one");
+            for (id, output, done) in batch {
+                let _ = done.send(store.mark_attempting(id, owner, output, now, lease_until).await);
+            }
         }
     }
 }

@@ -4,12 +4,35 @@
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::entities::schedule_tick;
 use super::{Store, StoreError, Tx};
 use crate::ids::WorkflowId;
+
+/// Inserts a tick unless it is there: the one write of the table, for the
+/// pool and for a transaction. The number of rows inserted (0 or 1).
+async fn insert_tick<C: ConnectionTrait>(
+    db: &C,
+    workflow: WorkflowId,
+    trigger_key: &str,
+    tick_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let row = schedule_tick::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        workflow_id: Set(workflow),
+        trigger_key: Set(trigger_key.to_string()),
+        tick_at: Set(tick_at),
+        fired_at: Set(now),
+    };
+    let unique = [schedule_tick::Column::WorkflowId, schedule_tick::Column::TriggerKey, schedule_tick::Column::TickAt];
+    schedule_tick::Entity::insert(row)
+        .on_conflict(OnConflict::columns(unique).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await
+}
 
 impl Store {
     /// Records that a schedule's tick fired. Returns false when that tick was
@@ -21,20 +44,8 @@ impl Store {
         tick_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let row = schedule_tick::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            workflow_id: Set(workflow),
-            trigger_key: Set(trigger_key.to_string()),
-            tick_at: Set(tick_at),
-            fired_at: Set(now),
-        };
-        match schedule_tick::Entity::insert(row).exec_without_returning(&self.db).await {
-            Ok(_) => Ok(true),
-            Err(e) => match self.insert_error(e, String::new) {
-                StoreError::Duplicate { .. } => Ok(false),
-                other => Err(other),
-            },
-        }
+        let inserted = insert_tick(&self.db, workflow, trigger_key, tick_at, now).await;
+        Ok(inserted.map_err(|e| self.query_error(e))? == 1)
     }
 }
 
@@ -47,27 +58,8 @@ impl Tx {
         tick_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let row = schedule_tick::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            workflow_id: Set(workflow),
-            trigger_key: Set(trigger_key.to_string()),
-            tick_at: Set(tick_at),
-            fired_at: Set(now),
-        };
-        let inserted = schedule_tick::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([
-                    schedule_tick::Column::WorkflowId,
-                    schedule_tick::Column::TriggerKey,
-                    schedule_tick::Column::TickAt,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(&self.txn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(inserted == 1)
+        let inserted = insert_tick(&self.txn, workflow, trigger_key, tick_at, now).await;
+        Ok(inserted.map_err(|e| self.err(e))? == 1)
     }
 
     /// The latest tick recorded for a schedule trigger.
