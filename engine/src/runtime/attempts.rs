@@ -7,8 +7,7 @@
 //! Unlike the other group commits ([`crate::group_commit`]) the marks are
 //! written by the callers themselves, never by a task of their own: a mark
 //! must not be written for a send whose worker has dropped it (a mark
-//! without a call is an `uncertain` send that never left). Seen in the
-//! crash test on PostgreSQL when the marks went through the writer task.
+//! without a call is an `uncertain` send that never left).
 
 use std::sync::Mutex;
 
