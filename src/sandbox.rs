@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use hmac::{KeyInit, Mac};
 use kairo_engine::config::Config;
+use kairo_engine::ids::{ThreadId, Wamid};
 use kairo_engine::phone::PhoneDigits;
 use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_engine::workflow::Catalog;
@@ -154,6 +155,7 @@ pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
             ))
         })?;
     let now = kairo_engine::SystemClock.now();
+    let wamid = format!("wamid.sandbox.in.{}", uuid::Uuid::now_v7().simple());
     let body = serde_json::json!({
         "object": "whatsapp_business_account",
         "entry": [{
@@ -168,7 +170,7 @@ pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
                     "contacts": [{ "profile": { "name": args.name.unwrap_or("Sandbox contact") }, "wa_id": from }],
                     "messages": [{
                         "from": from,
-                        "id": format!("wamid.sandbox.in.{}", uuid::Uuid::now_v7().simple()),
+                        "id": wamid,
                         "timestamp": now.timestamp().to_string(),
                         "text": { "body": args.text },
                         "type": "text",
@@ -199,9 +201,33 @@ pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
         let text = response.text().await.unwrap_or_default();
         anyhow::bail!("kairo serve answered {status}: {text}");
     }
-    println!(
+    let delivered = format!(
         "inbound message from +{from} to {}: \"{}\" delivered to the webhook",
         number.display_phone_number, args.text
     );
+    match in_the_inbox(config, &Wamid(wamid)).await {
+        Some(thread) => println!("{delivered}; in the inbox, thread {thread}"),
+        None => println!(
+            "{delivered}; not in this database's inbox yet (still being applied, or kairo serve uses another database than {})",
+            config.database_url
+        ),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The thread of the message once `kairo serve` has applied its webhook to
+/// the inbox (it answers as soon as the delivery is journaled, and applies
+/// it a moment later), so that what the user does next (`curl /v1/threads`)
+/// sees it. None when the database cannot be read or the message is not
+/// there within a few seconds.
+async fn in_the_inbox(config: &Config, wamid: &Wamid) -> Option<ThreadId> {
+    let store = Store::open_with(&config.database_url, config.database.pool()).await.ok()?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        if let Ok(Some(message)) = store.message_by_wamid(wamid).await {
+            return Some(message.thread_id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
 }

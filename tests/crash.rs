@@ -196,9 +196,13 @@ async fn sends_under_faults(
     for i in 0..kills {
         tokio::time::sleep(next_delay(&mut seed, 300, 1200)).await;
         let victim = i % running.len();
-        faults.push((running[victim].id().expect("the worker runs"), Utc::now()));
+        let pid = running[victim].id().expect("the worker runs");
         running[victim].start_kill().expect("kill");
         running[victim].wait().await.expect("reaped");
+        // The instant is taken once the worker is gone: taken before the
+        // signal, a mark written while the signal was on its way looked
+        // as if it came after the fault.
+        faults.push((pid, Utc::now()));
         running[victim] = spawn_worker(dir.path(), &url);
     }
     if cut_connections {
@@ -215,8 +219,8 @@ async fn sends_under_faults(
         // One worker stops past its lease while it holds sends waiting for
         // their slots; the others take them over and must keep sending.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        faults.push((running[0].id().expect("the worker runs"), Utc::now()));
         signal(&running[0], "-STOP");
+        faults.push((running[0].id().expect("the worker runs"), Utc::now()));
         let from = Instant::now();
         tokio::time::sleep(Duration::from_secs(LEASE_SECS + 1)).await;
         if std::env::var_os("KAIRO_CRASH_DEBUG").is_some() {

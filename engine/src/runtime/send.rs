@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Engine;
+use super::attempts::Stamp;
 use super::context::RunContext;
 use super::outbound::CallError;
 use super::outcome::{Effect, FOREVER, Outcome, RecordedSend, record};
@@ -139,7 +140,7 @@ impl Engine {
         // as it is durable: a crash can leave a send `uncertain` only in
         // the instant between the two. Every send is late by about the time
         // a mark takes, so the spacing between sends holds.
-        if let Some(not_held) = self.attempt(claim, attempt, self.now()).await.refused(self.now()) {
+        if let Some(not_held) = self.attempt(claim, attempt).await.refused(self.now()) {
             return Err(not_held);
         }
         let Some(slot) = slot else { return Ok(()) };
@@ -226,34 +227,34 @@ impl Engine {
 
     /// Writes `attempting`, with what is about to be sent, before a call
     /// leaves; false when the claim is gone.
-    async fn attempt(&self, claim: &StepExecution, send: &SendAttempt, now: DateTime<Utc>) -> Attempt {
-        let mut output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
-        let marked = Marked { by: self.owner().to_string(), at: now };
-        output["sending"] = json!(SendAttempt { marked: Some(marked), ..send.clone() });
-        self.mark_attempting(claim, Some(output), now).await
+    async fn attempt(&self, claim: &StepExecution, send: &SendAttempt) -> Attempt {
+        let output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        let (send, by) = (send.clone(), self.owner().to_string());
+        let stamp: Stamp = Box::new(move |at| {
+            let mut output = output.clone();
+            let marked = Marked { by: by.clone(), at };
+            output["sending"] = json!(SendAttempt { marked: Some(marked), ..send.clone() });
+            output
+        });
+        self.mark_attempting(claim, Some(stamp)).await
     }
 
     /// Writes `attempting` under this worker's claim, renewing its lease.
     /// The claim must still hold when the call leaves: a worker paused
     /// (SIGSTOP, a stalled machine) between the mark and the call past half
     /// its lease may have lost the step to another worker, and never calls.
-    pub(super) async fn mark_attempting(
-        &self,
-        claim: &StepExecution,
-        output: Option<Value>,
-        now: DateTime<Utc>,
-    ) -> Attempt {
+    pub(super) async fn mark_attempting(&self, claim: &StepExecution, output: Option<Stamp>) -> Attempt {
         let lease = self.lease();
-        match self.attempts.mark(&self.store, self.owner(), claim.id, output, now, now + lease).await {
-            Ok(true) if self.now() < now + lease / 2 => Attempt::Held,
-            Ok(true) => {
+        match self.attempts.mark(&self.store, self.clock.as_ref(), self.owner(), claim.id, output, lease).await {
+            Ok(Some(at)) if self.now() < at + lease / 2 => Attempt::Held,
+            Ok(Some(_)) => {
                 tracing::warn!(step = %claim.id, "this worker was held up past half its lease after marking the attempt; the call is not made");
                 if let Err(err) = self.store.unmark_attempting(claim.id, self.owner()).await {
                     tracing::warn!(%err, step = %claim.id, "cannot take back the attempt's mark; the commit does");
                 }
                 Attempt::Stale
             }
-            Ok(false) => Attempt::Gone,
+            Ok(None) => Attempt::Gone,
             Err(err) => {
                 tracing::warn!(%err, step = %claim.id, "cannot record the attempt; the call is not made and the step goes back to the queue");
                 Attempt::NotWritten

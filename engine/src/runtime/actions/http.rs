@@ -41,7 +41,7 @@ impl Engine {
             Ok(call) => call,
             Err(e) => return failed(Value::Null, e),
         };
-        if let Some(not_held) = self.mark_attempting(claim, None, now).await.refused(now) {
+        if let Some(not_held) = self.mark_attempting(claim, None).await.refused(now) {
             return not_held;
         }
         match self.http.call(&call).await {

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement, Value};
 use uuid::Uuid;
 
@@ -97,55 +97,6 @@ impl Store {
         Ok(res.rows_affected == 1)
     }
 
-    /// [`Store::mark_attempting`] for many steps in one transaction (one
-    /// commit instead of one per send). Returns the steps marked.
-    pub async fn mark_attempting_many(
-        &self,
-        owner: &str,
-        steps: &[(StepExecutionId, Option<serde_json::Value>)],
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<HashSet<StepExecutionId>, StoreError> {
-        // One statement (one commit) per chunk: a send waits for its mark
-        // right before its request, so the mark must be quick.
-        let _turn = self.write_turn().await;
-        let pg = self.backend == Backend::Postgres;
-        let mut marked = HashSet::new();
-        for chunk in steps.chunks(500) {
-            let mut values: Vec<Value> = vec![owner.into(), now.into(), lease_until.into()];
-            let mut rows = Vec::with_capacity(chunk.len());
-            for (id, output) in chunk {
-                let n = values.len();
-                rows.push(if pg {
-                    format!("(${}::uuid, ${}::jsonb)", n + 1, n + 2)
-                } else {
-                    format!("(${}, ${})", n + 1, n + 2)
-                });
-                values.push(Value::Uuid(Some(id.as_uuid())));
-                values.push(Value::Json(output.clone().map(Box::new)));
-            }
-            let sql = format!(
-                "WITH v(id, output) AS (VALUES {}) \
-                 UPDATE step_executions SET state = 'attempting', lease_expires_at = $3, \
-                 output = COALESCE(v.output, step_executions.output) FROM v \
-                 WHERE step_executions.id = v.id AND step_executions.id IN (SELECT id FROM v) \
-                 AND step_executions.lease_owner = $1 AND step_executions.lease_expires_at > $2 \
-                 AND step_executions.state IN ('claimed', 'attempting') RETURNING step_executions.id",
-                rows.join(", ")
-            );
-            let found = self
-                .db
-                .query_all_raw(Statement::from_sql_and_values(self.db_backend(), sql, values))
-                .await
-                .map_err(|e| self.query_error(e))?;
-            for row in found {
-                let id: Uuid = row.try_get_by_index(0).map_err(|e| self.query_error(e))?;
-                marked.insert(StepExecutionId(id));
-            }
-        }
-        Ok(marked)
-    }
-
     /// Extends the lease of `steps`, those of them `owner` still holds. A
     /// worker renews only the steps it knows it holds: a claim whose answer
     /// it never got (a cut connection) runs out and is taken by another.
@@ -158,11 +109,25 @@ impl Store {
         let _turn = self.write_turn().await;
         let mut renewed = 0;
         for chunk in steps.chunks(BATCH_CHUNK) {
+            // On PostgreSQL the renewal never waits for a row another
+            // statement holds (this worker's mark or commit, which write the
+            // lease themselves): waiting, it locked rows in another order
+            // than they do, and each deadlock held a send's mark for the
+            // second PostgreSQL takes to detect it (deadlock_timeout), long
+            // enough for a fault in that second to leave the send
+            // `uncertain` without its request having left.
+            let mut held = Query::select();
+            held.column(step_execution::Column::Id)
+                .from(step_execution::Entity)
+                .and_where(step_execution::Column::LeaseOwner.eq(owner))
+                .and_where(step_execution::Column::Id.is_in(chunk.iter().copied()))
+                .and_where(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]));
+            if self.backend == Backend::Postgres {
+                held.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            }
             let res = step_execution::Entity::update_many()
                 .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(until))
-                .filter(step_execution::Column::LeaseOwner.eq(owner))
-                .filter(step_execution::Column::Id.is_in(chunk.iter().copied()))
-                .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
+                .filter(step_execution::Column::Id.in_subquery(held.to_owned()))
                 .exec(&self.db)
                 .await
                 .map_err(|e| self.query_error(e))?;
@@ -248,5 +213,55 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| self.query_error(e))
+    }
+}
+
+impl crate::store::Tx {
+    /// [`Store::mark_attempting`] for many steps, in this transaction (one
+    /// commit instead of one per send). Returns the steps marked.
+    pub async fn mark_attempting_many(
+        &self,
+        owner: &str,
+        steps: &[(StepExecutionId, Option<serde_json::Value>)],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<HashSet<StepExecutionId>, StoreError> {
+        // One statement per chunk: a send waits for its mark right before
+        // its request, so the mark must be quick.
+        let pg = self.store.backend == Backend::Postgres;
+        let mut marked = HashSet::new();
+        for chunk in steps.chunks(500) {
+            let mut values: Vec<Value> = vec![owner.into(), now.into(), lease_until.into()];
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (id, output) in chunk {
+                let n = values.len();
+                rows.push(if pg {
+                    format!("(${}::uuid, ${}::jsonb)", n + 1, n + 2)
+                } else {
+                    format!("(${}, ${})", n + 1, n + 2)
+                });
+                values.push(Value::Uuid(Some(id.as_uuid())));
+                values.push(Value::Json(output.clone().map(Box::new)));
+            }
+            let sql = format!(
+                "WITH v(id, output) AS (VALUES {}) \
+                 UPDATE step_executions SET state = 'attempting', lease_expires_at = $3, \
+                 output = COALESCE(v.output, step_executions.output) FROM v \
+                 WHERE step_executions.id = v.id AND step_executions.id IN (SELECT id FROM v) \
+                 AND step_executions.lease_owner = $1 AND step_executions.lease_expires_at > $2 \
+                 AND step_executions.state IN ('claimed', 'attempting') RETURNING step_executions.id",
+                rows.join(", ")
+            );
+            let found = self
+                .txn
+                .query_all_raw(Statement::from_sql_and_values(self.store.db_backend(), sql, values))
+                .await
+                .map_err(|e| self.err(e))?;
+            for row in found {
+                let id: Uuid = row.try_get_by_index(0).map_err(|e| self.err(e))?;
+                marked.insert(StepExecutionId(id));
+            }
+        }
+        Ok(marked)
     }
 }
