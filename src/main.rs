@@ -465,7 +465,7 @@ async fn serve(config: &Config) -> Result<()> {
         let (engine, settings, shutdown) = (engine.clone(), worker_config(config), shutdown.clone());
         async move { engine.run(settings, shutdown).await }
     });
-    let metrics = api::metrics::Metrics::install().map_err(anyhow::Error::msg)?;
+    let metrics = api::metrics::Metrics::install()?;
     engine.refresh().await.context("loading workflows and numbers into the engine")?;
     let api_state = api::v1::ApiState {
         engine: engine.clone(),
@@ -588,7 +588,7 @@ async fn register_accounts(store: &Store, config: &Config) -> Result<()> {
             .upsert_account(NewAccount { waba_id: account.waba_id.clone(), name, portfolio_id: None }, now)
             .await?;
         for number in &account.numbers {
-            let digits = kairo_engine::phone::PhoneDigits::of(&number.display_number).into_string();
+            let digits = kairo_core::phone::PhoneDigits::of(&number.display_number).into_string();
             let known = store.phone_number_by_graph_id(&number.id).await?;
             store
                 .upsert_phone_number(
@@ -776,7 +776,7 @@ fn build_engine(store: &Store, config: &Config) -> Result<Arc<Engine>> {
         }
         Arc::new(SandboxChannel::new(record_file))
     };
-    let http = ReqwestHttp::new().map_err(anyhow::Error::msg)?;
+    let http = ReqwestHttp::new()?;
     let engine_config = EngineConfig {
         owner: default_owner(),
         lease: Duration::from_secs(config.worker.lease_secs.max(1)),
@@ -803,7 +803,7 @@ pub(crate) fn graph_client(config: &Config) -> Result<GraphClient> {
         version: whatsapp.graph_version.clone(),
         timeout: Duration::from_secs(whatsapp.timeout_secs.max(1)),
     };
-    GraphClient::new(settings).map_err(anyhow::Error::msg)
+    Ok(GraphClient::new(settings)?)
 }
 
 /// Each configured number's access token: its account's.

@@ -254,7 +254,7 @@ fn step_line(step: &StepCounts) -> String {
     line
 }
 
-fn status_name(status: &kairo_engine::status::EnrollmentStatus) -> String {
+fn status_name(status: &kairo_core::status::EnrollmentStatus) -> String {
     serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 

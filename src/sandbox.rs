@@ -14,9 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use hmac::{KeyInit, Mac};
+use kairo_core::ids::{ThreadId, Wamid};
+use kairo_core::phone::PhoneDigits;
 use kairo_engine::config::Config;
-use kairo_engine::ids::{ThreadId, Wamid};
-use kairo_engine::phone::PhoneDigits;
 use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_engine::workflow::Catalog;
 use kairo_engine::{Clock, Secret};
@@ -139,7 +139,7 @@ pub struct Inbound<'a> {
 
 /// Posts a signed inbound text message to a running `kairo serve`.
 pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
-    let from = kairo_engine::phone::normalize_phone(args.from).map_err(|e| crate::UsageError(e.to_string()))?;
+    let from = kairo_core::phone::normalize_phone(args.from).map_err(|e| crate::UsageError(e.to_string()))?;
     let catalog = demo_catalog();
     let numbers: Vec<_> = catalog.accounts.iter().flat_map(|a| a.numbers.iter().map(move |n| (a, n))).collect();
     let wanted: Option<String> = args.to.map(|t| PhoneDigits::of(t).into_string());

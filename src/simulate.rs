@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use kairo_core::status::{DeliveryStatus, EnrollmentStatus, StepState};
 use kairo_engine::runtime::simulate::{Injected, Injection, SimulatedStep, Simulation, SimulationReport, simulate};
-use kairo_engine::status::{DeliveryStatus, EnrollmentStatus, StepState};
 use kairo_engine::workflow;
 use serde_json::Value;
 

@@ -14,13 +14,21 @@ pub struct ReqwestHttp {
 
 impl ReqwestHttp {
     /// Needs a rustls crypto provider installed (the binary installs ring).
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("kairo/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|source| ClientError { what: "HTTP", source })?;
         Ok(Self { client })
     }
+}
+
+/// An HTTP client that could not be built (no TLS provider, say).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the {what} client: {source}")]
+pub struct ClientError {
+    pub what: &'static str,
+    pub source: reqwest::Error,
 }
 
 #[async_trait]

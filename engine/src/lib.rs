@@ -6,23 +6,19 @@
 //! only [`clock`] reads the system time.
 
 pub mod api;
-pub mod channel;
-pub mod clock;
 pub mod config;
 pub mod group_commit;
-pub mod ids;
-pub mod phone;
 pub mod registry;
 pub mod runtime;
-pub mod secret;
-pub mod status;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
-pub mod text;
 pub mod workflow;
 
 pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
 pub use config::{Config, ConfigError};
+/// The shared vocabulary ([`kairo_core`]), under the paths the engine has
+/// always used.
+pub use kairo_core::{channel, clock, ids, phone, secret, status, text};
 pub use secret::Secret;
 pub use store::{Store, StoreError};

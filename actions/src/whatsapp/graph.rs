@@ -62,13 +62,13 @@ pub struct GraphClient {
 
 impl GraphClient {
     /// Needs a rustls crypto provider installed (the binary installs ring).
-    pub fn new(settings: GraphSettings) -> Result<Self, String> {
+    pub fn new(settings: GraphSettings) -> Result<Self, crate::http::ClientError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("kairo/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| format!("cannot build the Graph API client: {e}"))?;
+            .map_err(|source| crate::http::ClientError { what: "Graph API", source })?;
         Ok(Self { http, settings })
     }
 

@@ -209,7 +209,7 @@ fn flush(out: &mut String, run: &mut String) {
 
 /// The recipient's number as Graph takes it: digits only.
 fn digits(to: &str) -> String {
-    kairo_engine::phone::PhoneDigits::of(to).into_string()
+    kairo_core::phone::PhoneDigits::of(to).into_string()
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

@@ -154,7 +154,7 @@ pub async fn sync_account(
     Ok(report)
 }
 
-fn phone_number(account: kairo_engine::ids::AccountId, graph_id: &str, number: &Value) -> NewPhoneNumber {
+fn phone_number(account: kairo_core::ids::AccountId, graph_id: &str, number: &Value) -> NewPhoneNumber {
     let text = |key: &str| number.get(key).and_then(Value::as_str).map(str::to_string);
     let display = text("display_phone_number").unwrap_or_else(|| graph_id.to_string());
     let throughput = match number.pointer("/throughput/level").and_then(Value::as_str) {
@@ -164,7 +164,7 @@ fn phone_number(account: kairo_engine::ids::AccountId, graph_id: &str, number: &
     NewPhoneNumber {
         account_id: account,
         graph_id: graph_id.to_string(),
-        normalized_number: kairo_engine::phone::PhoneDigits::of(&display).into_string(),
+        normalized_number: kairo_core::phone::PhoneDigits::of(&display).into_string(),
         display_number: display,
         verified_name: text("verified_name"),
         quality_rating: text("quality_rating"),

@@ -11,12 +11,12 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{KeyInit, Mac};
-use kairo_engine::Secret;
-use kairo_engine::channel::{
+use kairo_core::channel::{
     Channel, DeliveryError, InboundEvent, InboundMessage, Notice, NumberQualityChange, Restriction, StatusUpdate,
     TemplateStatusChange, WebhookError,
 };
-use kairo_engine::status::DeliveryStatus;
+use kairo_core::status::DeliveryStatus;
+use kairo_engine::Secret;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 

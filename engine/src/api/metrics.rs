@@ -40,15 +40,18 @@ pub struct Metrics {
     handle: PrometheusHandle,
 }
 
+/// Why the metrics recorder was not installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the metrics recorder: {0}")]
+pub struct MetricsError(#[from] metrics_exporter_prometheus::BuildError);
+
 impl Metrics {
     /// Installs the process-wide recorder (once per process).
-    pub fn install() -> Result<Metrics, String> {
+    pub fn install() -> Result<Metrics, MetricsError> {
         let seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let handle = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
-            .map_err(|e| e.to_string())?
-            .install_recorder()
-            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+            .install_recorder()?;
         describe_families();
         Ok(Metrics { handle })
     }

@@ -113,7 +113,7 @@ impl Ingestor {
     }
 
     /// Commits one delivery to the journal (with whatever else is queued).
-    pub async fn submit(&self, events: Vec<InboundEvent>) -> Result<(), String> {
+    pub async fn submit(&self, events: Vec<InboundEvent>) -> Result<(), JournalError> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let outcome = self.journal(events).await;
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -121,10 +121,19 @@ impl Ingestor {
         outcome
     }
 
-    async fn journal(&self, events: Vec<InboundEvent>) -> Result<(), String> {
-        let stored = self.journal.submit(events).await.map_err(|_| "the journal writer has stopped".to_string())?;
-        stored.map_err(|e| e.to_string())
+    async fn journal(&self, events: Vec<InboundEvent>) -> Result<(), JournalError> {
+        let stored = self.journal.submit(events).await.map_err(|_| JournalError::Stopped)?;
+        Ok(stored?)
     }
+}
+
+/// Why a delivery was not journaled (answered 503: Meta delivers it again).
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the journal writer has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// One journal insert for a group of deliveries. One delivery the database

@@ -91,7 +91,7 @@ pub enum EngineError {
     #[error("enrollment {id} is {status:?}: {what}")]
     WrongState { id: EnrollmentId, status: EnrollmentStatus, what: &'static str },
     #[error("workflow version {0} cannot be read: {1}")]
-    BrokenVersion(WorkflowVersionId, String),
+    BrokenVersion(WorkflowVersionId, plan::PlanError),
 }
 
 /// How this engine identifies itself and holds its claims.
@@ -243,7 +243,7 @@ impl Engine {
             .store
             .workflow_version(id)
             .await?
-            .ok_or_else(|| EngineError::BrokenVersion(id, "the version row is missing".into()))?;
+            .ok_or_else(|| EngineError::BrokenVersion(id, plan::PlanError::Missing))?;
         let registered_at = self
             .store
             .workflows()

@@ -26,14 +26,26 @@ pub struct Plan {
     pub compiled: Compiled,
 }
 
+/// Why a stored version cannot run: its row is missing or damaged (a
+/// version passed validation when it was registered).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the version row is missing")]
+    Missing,
+    #[error("its source does not parse: {0}")]
+    Parse(crate::workflow::Diagnostic),
+    #[error("it does not compile: {0}")]
+    Compile(crate::workflow::compiled::CompileError),
+}
+
 impl Plan {
     /// Parses and compiles a stored version. A stored version passed
     /// validation when it was registered, so an error here means the
     /// stored row is damaged.
-    pub fn from_version(version: &WorkflowVersion, registered_at: DateTime<Utc>) -> Result<Plan, String> {
+    pub fn from_version(version: &WorkflowVersion, registered_at: DateTime<Utc>) -> Result<Plan, PlanError> {
         let name = format!("workflow version {} (v{})", version.id, version.version);
-        let model = crate::workflow::parse(Path::new(&name), &version.source).map_err(|d| d.to_string())?;
-        let compiled = Compiled::new(&model).map_err(|e| format!("{name}: {e}"))?;
+        let model = crate::workflow::parse(Path::new(&name), &version.source).map_err(PlanError::Parse)?;
+        let compiled = Compiled::new(&model).map_err(PlanError::Compile)?;
         Ok(Plan {
             workflow_id: version.workflow_id,
             version_id: version.id,

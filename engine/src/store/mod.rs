@@ -62,7 +62,7 @@ pub use self::messages::{Message, MessageOrigin, NewMessage, OutboundRecord, Pen
 pub use self::numbers::{Account, NewAccount, NewPhoneNumber, NewPortfolio, PauseScope, PhoneNumber, Portfolio};
 pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};
 pub use self::paging::Page;
-pub use self::people::{AssignmentRule, NewAssignmentRule, NewUser, OwnerChoice, Team, User};
+pub use self::people::{AssignmentRule, NewAssignmentRule, NewUser, OwnerChoice, Team, UnknownOwner, User};
 pub use self::reports::{Funnel, HistoryEntry, StepCounts, UnfinishedSteps, VersionReport};
 pub use self::saved_views::{NewSavedView, SavedView};
 pub use self::steps::{NewStepExecution, RunRows, StepExecution, StepRecord, StepSpan};

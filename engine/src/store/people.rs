@@ -18,6 +18,15 @@ pub enum OwnerChoice {
     RoundRobin(String),
 }
 
+/// An owner an `assign_owner` names that does not exist (any more).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownOwner {
+    #[error("no user with e-mail `{0}`")]
+    User(String),
+    #[error("no team named `{0}`")]
+    Team(String),
+}
+
 pub type User = user::Model;
 
 pub type Team = team::Model;

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::entities::{contact, message, team, thread, user};
 use super::paging::{Page, escape_like, page};
-use super::{Contact, OwnerChoice, Store, StoreError, Tx};
+use super::{Contact, OwnerChoice, Store, StoreError, Tx, UnknownOwner};
 use crate::ids::{ContactId, PhoneNumberId, TeamId, ThreadId, UserId};
 use crate::status::ThreadStatus;
 
@@ -382,14 +382,14 @@ impl Tx {
     }
 
     /// Gives a thread an owner: a user by e-mail, a team by name, or the next
-    /// member of a team in turn. Returns the owner set, or an error message
-    /// naming what was not found.
+    /// member of a team in turn. Returns the owner set, or which owner was
+    /// not found.
     pub async fn assign_owner(
         &self,
         thread_id: ThreadId,
         owner: &OwnerChoice,
         now: DateTime<Utc>,
-    ) -> Result<Result<(Option<UserId>, Option<TeamId>), String>, StoreError> {
+    ) -> Result<Result<(Option<UserId>, Option<TeamId>), UnknownOwner>, StoreError> {
         let found = match owner {
             OwnerChoice::User(email) => {
                 let found = user::Entity::find()
@@ -399,7 +399,7 @@ impl Tx {
                     .map_err(|e| self.err(e))?;
                 match found {
                     Some(u) => (Some(u.id), None),
-                    None => return Ok(Err(format!("no user with e-mail `{email}`"))),
+                    None => return Ok(Err(UnknownOwner::User(email.clone()))),
                 }
             }
             OwnerChoice::Team(name) | OwnerChoice::RoundRobin(name) => {
@@ -408,7 +408,7 @@ impl Tx {
                     .one(&self.txn)
                     .await
                     .map_err(|e| self.err(e))?;
-                let Some(team) = found else { return Ok(Err(format!("no team named `{name}`"))) };
+                let Some(team) = found else { return Ok(Err(UnknownOwner::Team(name.clone()))) };
                 match owner {
                     OwnerChoice::RoundRobin(_) => self.store.round_robin(&self.txn, team.id).await?,
                     _ => (None, Some(team.id)),

@@ -380,7 +380,7 @@ fn condition(text: &str) -> Result<Condition, CompileError> {
 }
 
 fn duration(text: &str) -> Result<Duration, CompileError> {
-    parse_duration(text).map_err(CompileError::new)
+    parse_duration(text).map_err(|e| CompileError::new(e.to_string()))
 }
 
 #[cfg(test)]

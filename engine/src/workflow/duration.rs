@@ -3,11 +3,19 @@
 
 use std::time::Duration;
 
-/// Parses a duration; the message says what is accepted.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Why a text is not a duration; the message says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration `{0}`: write a number and a unit (s, m, h, d, w), e.g. 30m, 3d or 1d12h")]
+    Invalid(String),
+    #[error("duration `{0}` is zero: a wait or timeout must be positive")]
+    Zero(String),
+}
+
+/// Parses a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let trimmed = text.trim();
-    let invalid =
-        || format!("invalid duration `{text}`: write a number and a unit (s, m, h, d, w), e.g. 30m, 3d or 1d12h");
+    let invalid = || DurationError::Invalid(text.to_string());
     if trimmed.is_empty() {
         return Err(invalid());
     }
@@ -34,7 +42,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(invalid());
     }
     if total == 0 {
-        return Err(format!("duration `{text}` is zero: a wait or timeout must be positive"));
+        return Err(DurationError::Zero(text.to_string()));
     }
     Ok(Duration::from_secs(total))
 }
@@ -56,8 +64,11 @@ mod tests {
     fn bad_durations_say_what_is_accepted() {
         for bad in ["", "3", "d", "3 days", "3x", "-1d", "99999999999999999999w"] {
             let err = parse_duration(bad).expect_err(bad);
-            assert!(err.contains("invalid duration"), "{bad}: {err}");
+            assert_eq!(err, DurationError::Invalid(bad.to_string()));
+            assert!(err.to_string().contains("invalid duration"), "{bad}: {err}");
         }
-        assert!(parse_duration("0m").expect_err("zero").contains("zero"));
+        let zero = parse_duration("0m").expect_err("zero");
+        assert_eq!(zero, DurationError::Zero("0m".into()));
+        assert!(zero.to_string().contains("zero"));
     }
 }

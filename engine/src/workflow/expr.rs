@@ -12,7 +12,10 @@
 //! - `{{date trigger.delivery_at "%A %-d %B" "Europe/Paris"}}`: a date-time
 //!   (RFC 3339) formatted with strftime codes in a time zone (UTC when omitted).
 
-use handlebars::{Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson};
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError as HandlebarsError, RenderErrorReason,
+    ScopedJson,
+};
 use serde_json::Value;
 
 /// Renders expressions; build one and reuse it.
@@ -41,10 +44,10 @@ impl HelperDef for CaseHelper {
         _: &'reg Handlebars<'reg>,
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
+    ) -> Result<ScopedJson<'rc>, HandlebarsError> {
         let name = self.name;
         let param = h.param(0).ok_or_else(|| {
-            RenderError::from(RenderErrorReason::Other(format!(
+            HandlebarsError::from(RenderErrorReason::Other(format!(
                 "`{name}` needs a value: `{{{{{name} contact.name}}}}`"
             )))
         })?;
@@ -52,7 +55,7 @@ impl HelperDef for CaseHelper {
             Value::String(text) => text.clone(),
             Value::Null => {
                 let path = param.relative_path().map_or_else(|| "its value".to_string(), |p| format!("`{p}`"));
-                return Err(RenderError::from(RenderErrorReason::Other(format!(
+                return Err(HandlebarsError::from(RenderErrorReason::Other(format!(
                     "{path} has no value for this contact (in `{name}`): give it one, or write \
                      `{{{{{name} (default {} \"…\")}}}}`",
                     param.relative_path().map_or("…", |p| p.as_str())
@@ -75,7 +78,7 @@ impl HelperDef for DefaultHelper {
         _: &'reg Handlebars<'reg>,
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
+    ) -> Result<ScopedJson<'rc>, HandlebarsError> {
         let value = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
         let fallback = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
         let empty = matches!(&value, Value::Null) || value.as_str().is_some_and(str::is_empty);
@@ -92,8 +95,8 @@ impl HelperDef for DateHelper {
         _: &'reg Handlebars<'reg>,
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let invalid = |why: String| RenderError::from(RenderErrorReason::Other(why));
+    ) -> Result<ScopedJson<'rc>, HandlebarsError> {
+        let invalid = |why: String| HandlebarsError::from(RenderErrorReason::Other(why));
         let value = h
             .param(0)
             .and_then(|p| p.value().as_str().map(str::to_string))
@@ -124,13 +127,40 @@ impl Renderer {
     }
 
     /// Renders `template` against `context`; the error says what was missing or wrong.
-    pub fn render(&self, template: &str, context: &Value) -> Result<String, String> {
+    pub fn render(&self, template: &str, context: &Value) -> Result<String, RenderError> {
         self.registry.render_template(template, context).map_err(|err| match err.reason() {
-            RenderErrorReason::MissingVariable(Some(path)) => format!("`{path}` has no value for this contact"),
-            RenderErrorReason::Other(message) => message.clone(),
-            other => other.to_string(),
+            RenderErrorReason::MissingVariable(Some(path)) => RenderError::Missing(path.clone()),
+            RenderErrorReason::Other(message) => RenderError::Invalid(message.clone()),
+            other => RenderError::Invalid(other.to_string()),
         })
     }
+}
+
+/// Why a text did not render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A variable the text names has no value (strict mode).
+    #[error("`{0}` has no value for this contact")]
+    Missing(String),
+    /// Anything else: a helper's own message (which names the value it
+    /// missed and what to write instead), or the template's syntax.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RenderError {
+    /// The error with what was being rendered (`the header`, `url`).
+    pub fn of(self, what: impl Into<String>) -> RenderFailure {
+        RenderFailure { what: what.into(), error: self }
+    }
+}
+
+/// A render error and what was being rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {error}")]
+pub struct RenderFailure {
+    pub what: String,
+    pub error: RenderError,
 }
 
 #[cfg(test)]
@@ -145,10 +175,10 @@ mod tests {
     #[test]
     fn a_missing_value_in_a_helper_is_named_by_its_path() {
         let r = Renderer::new();
-        let err = r.render("Hi {{upper contact.plan}}", &ctx()).expect_err("missing");
+        let err = r.render("Hi {{upper contact.plan}}", &ctx()).expect_err("missing").to_string();
         assert!(err.contains("`contact.plan` has no value") && err.contains("default contact.plan"), "{err}");
         assert!(!err.contains("param with name"), "{err}");
-        let err = r.render("{{lower trigger.code}}", &ctx()).expect_err("missing");
+        let err = r.render("{{lower trigger.code}}", &ctx()).expect_err("missing").to_string();
         assert!(err.contains("`trigger.code`"), "{err}");
     }
 
@@ -166,6 +196,8 @@ mod tests {
     #[test]
     fn a_missing_variable_is_an_error_naming_it() {
         let err = Renderer::new().render("Hi {{contact.surname}}", &ctx()).expect_err("strict");
+        assert_eq!(err, RenderError::Missing("contact.surname".into()));
+        let err = err.to_string();
         assert!(err.contains("contact.surname"), "{err}");
     }
 }

@@ -614,8 +614,8 @@ impl Checker<'_> {
     }
 
     fn duration(&mut self, text: &Located<String>) {
-        if let Err(message) = parse_duration(text) {
-            self.report(text.pos, message);
+        if let Err(problem) = parse_duration(text) {
+            self.report(text.pos, problem.to_string());
         }
     }
 

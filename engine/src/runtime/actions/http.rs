@@ -12,6 +12,7 @@ use crate::runtime::outcome::{Outcome, failed, record};
 use crate::status::StepState;
 use crate::store::StepExecution;
 use crate::workflow::compiled::{CompiledStep, HttpCallSpec};
+use crate::workflow::expr::RenderFailure;
 
 impl Engine {
     pub(in crate::runtime) async fn http_step(
@@ -23,8 +24,8 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Outcome {
         let context = ctx.json(now);
-        let render = |what: &str, text: &str| self.renderer.render(text, &context).map_err(|e| format!("{what}: {e}"));
-        let call = (|| -> Result<HttpCall, String> {
+        let render = |what: &str, text: &str| self.renderer.render(text, &context).map_err(|e| e.of(what));
+        let call = (|| -> Result<HttpCall, RenderFailure> {
             let url = render("url", &http.url)?;
             let mut headers = Vec::new();
             for (name, value) in &http.headers {
@@ -39,7 +40,7 @@ impl Engine {
         })();
         let call = match call {
             Ok(call) => call,
-            Err(e) => return failed(Value::Null, e),
+            Err(e) => return failed(Value::Null, e.to_string()),
         };
         if let Some(not_held) = self.mark_attempting(claim, None).await.refused(now) {
             return not_held;
@@ -65,12 +66,12 @@ impl Engine {
 }
 
 /// Renders every string inside a JSON value.
-fn render_json(value: &Value, render: &dyn Fn(&str) -> Result<String, String>) -> Result<Value, String> {
+fn render_json(value: &Value, render: &dyn Fn(&str) -> Result<String, RenderFailure>) -> Result<Value, RenderFailure> {
     Ok(match value {
         Value::String(s) => Value::String(render(s)?),
         Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, render)).collect::<Result<_, _>>()?),
         Value::Object(map) => Value::Object(
-            map.iter().map(|(k, v)| Ok((k.clone(), render_json(v, render)?))).collect::<Result<_, String>>()?,
+            map.iter().map(|(k, v)| Ok((k.clone(), render_json(v, render)?))).collect::<Result<_, RenderFailure>>()?,
         ),
         other => other.clone(),
     })

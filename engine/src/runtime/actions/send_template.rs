@@ -15,6 +15,7 @@ use crate::runtime::send::{SendAttempt, callback_data, held_outcome};
 use crate::status::StepState;
 use crate::store::{PhoneNumber, StepExecution};
 use crate::workflow::compiled::CompiledStep;
+use crate::workflow::expr::RenderFailure;
 use crate::workflow::model::{HeaderParam, Params, SendTemplate};
 
 impl Engine {
@@ -110,7 +111,7 @@ impl Engine {
         }
         let rendered = match self.render_template_params(send, &s.context) {
             Ok(r) => r,
-            Err(e) => return failed(Value::Null, e),
+            Err(e) => return failed(Value::Null, e.to_string()),
         };
         let message = OutboundTemplate {
             idempotency_key: s.key(),
@@ -183,9 +184,9 @@ impl Engine {
         &self,
         send: &SendTemplate,
         context: &Value,
-    ) -> Result<(Option<Value>, Option<Value>, Vec<Value>), String> {
+    ) -> Result<(Option<Value>, Option<Value>, Vec<Value>), RenderFailure> {
         let render =
-            |what: &str, text: &str| self.renderer.render(text, context).map_err(|e| format!("rendering {what}: {e}"));
+            |what: &str, text: &str| self.renderer.render(text, context).map_err(|e| e.of(format!("rendering {what}")));
         let header = match send.header.as_deref() {
             None => None,
             Some(HeaderParam::Text(text)) => Some(json!({ "text": render("the header", text)? })),

@@ -1,0 +1,18 @@
+//! Kairo's shared vocabulary, below every other crate: typed ids, the
+//! clock (the only reader of the system time), secrets that never print,
+//! phone digits, the status enums of every table, and the channel events
+//! a channel hands the engine.
+//!
+//! Nothing here does I/O; the engine, the store and the channels all speak
+//! these types, so none of them needs another to name a thing.
+
+pub mod channel;
+pub mod clock;
+pub mod ids;
+pub mod phone;
+pub mod secret;
+pub mod status;
+pub mod text;
+
+pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
+pub use secret::Secret;
