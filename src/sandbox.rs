@@ -221,10 +221,11 @@ pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
 /// sees it. None when the database cannot be read or the message is not
 /// there within a few seconds.
 async fn in_the_inbox(config: &Config, wamid: &Wamid) -> Option<ThreadId> {
-    let store = Store::open_with(&config.database_url, config.database.pool()).await.ok()?;
+    let store = Store::open_existing(&config.database_url, config.database.pool()).await.ok()?;
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::time::Instant::now() < until {
-        if let Ok(Some(message)) = store.message_by_wamid(wamid).await {
+        // An error (a database without Kairo's tables) ends the wait.
+        if let Some(message) = store.message_by_wamid(wamid).await.ok()? {
             return Some(message.thread_id);
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

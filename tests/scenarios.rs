@@ -39,6 +39,8 @@ const SANDBOX_SECRET: &str = "kairo-sandbox-app-secret";
 
 struct Journey {
     dir: tempfile::TempDir,
+    /// The database the server and the CLI share.
+    url: String,
     server: Server,
     token: String,
     offset_file: PathBuf,
@@ -72,6 +74,7 @@ impl Journey {
         let server = Server::start_with(dir.path(), &url, "info", &env).await;
         let journey = Journey {
             dir,
+            url,
             server,
             token,
             offset_file,
@@ -323,14 +326,29 @@ async fn journeys(db: TestDb) {
 
     // Opt-in: YES through `kairo sandbox inbound`, as the README shows.
     let ana = "+44 7700 900601";
-    util::kairo(j.dir.path())
-        .args(["sandbox", "inbound", "--from", ana, "--text", "YES", "--name", "Ana", "--url", &j.server.base_url])
-        .assert()
-        .success();
-    let ana_id = j.eventually("Ana's contact is created", || async { j.contact(ana).await }).await["id"]
+    // The command answers once the message is in the inbox, so what the
+    // README does next (`curl /v1/threads`) sees it at once.
+    let said = util::kairo(j.dir.path())
+        .args(["--database", &j.url, "sandbox", "inbound", "--from", ana, "--text", "YES", "--name", "Ana"])
+        .args(["--url", &j.server.base_url])
+        .output()
+        .expect("kairo sandbox inbound runs");
+    let stdout = String::from_utf8_lossy(&said.stdout);
+    assert!(
+        said.status.success() && stdout.contains("in the inbox, thread"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    let ana_id = j.contact(ana).await.expect("Ana's contact is there when the command answers")["id"]
         .as_str()
         .expect("id")
         .to_string();
+    let threads = j.get(&format!("/v1/threads?contact={ana_id}")).await;
+    let thread = stdout.rsplit("thread ").next().unwrap_or_default().trim();
+    assert!(
+        threads["items"].as_array().is_some_and(|items| items.iter().any(|t| t["id"] == thread)),
+        "the thread the command named ({thread}) is in the list: {threads}"
+    );
     let welcome = j
         .eventually("the welcome template goes to Ana", || async {
             j.templates_sent(&ana_id, SALES_NUMBER.0, "welcome_optin").await.into_iter().next()

@@ -223,19 +223,30 @@ impl Store {
 
     /// [`Store::open`] with this many connections at most.
     pub async fn open_with(url: &DatabaseUrl, pool: PoolSettings) -> Result<Store, StoreError> {
+        Self::open_as(url, pool, true).await
+    }
+
+    /// [`Store::open_with`] for a database that must exist already: a
+    /// missing SQLite file is an error, not created (for commands that only
+    /// look, such as `kairo sandbox inbound` checking the inbox).
+    pub async fn open_existing(url: &DatabaseUrl, pool: PoolSettings) -> Result<Store, StoreError> {
+        Self::open_as(url, pool, false).await
+    }
+
+    async fn open_as(url: &DatabaseUrl, pool: PoolSettings, create: bool) -> Result<Store, StoreError> {
         let url = url.clone();
         let scheme = url.scheme();
         match scheme.as_str() {
-            "sqlite" => Self::open_sqlite(url, pool).await,
+            "sqlite" => Self::open_sqlite(url, pool, create).await,
             "postgres" | "postgresql" => Self::open_postgres(url, pool).await,
             _ => Err(StoreError::UnsupportedUrl { url }),
         }
     }
 
-    async fn open_sqlite(url: DatabaseUrl, settings: PoolSettings) -> Result<Store, StoreError> {
+    async fn open_sqlite(url: DatabaseUrl, settings: PoolSettings, create: bool) -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::from_str(url.expose())
             .map_err(|err| StoreError::InvalidUrl { url: url.clone(), reason: url.scrub(&err.to_string()) })?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
