@@ -172,6 +172,10 @@ fn string_results(line: &str) -> usize {
         let args = &line[start + "Result<".len()..];
         let (mut depth, mut last_comma, mut end) = (0usize, None, None);
         for (i, c) in args.char_indices() {
+            // The `>` of `->` closes nothing.
+            if c == '>' && args[..i].ends_with('-') {
+                continue;
+            }
             match c {
                 '<' | '(' | '[' => depth += 1,
                 '>' if depth == 0 => {
@@ -500,6 +504,7 @@ fn the_checks_see_what_they_claim() {
     assert_eq!(string_results("fn b() -> Result<Result<(Option<u8>, u8), String>, StoreError> {"), 1);
     assert_eq!(string_results("let (tx, rx) = channel::<Result<Chunk, String>>(1); fn c(x: Result<u8, String>) {}"), 2);
     assert_eq!(string_results("fn d() -> io::Result<String> { MyResult<u8, String> }"), 0);
+    assert_eq!(string_results("fn e() -> Result<Box<dyn Fn() -> u8>, String> {"), 1);
     let scoped: Vec<String> = ["    pub(in crate::runtime) async fn scoped(&self) {".to_string()]
         .into_iter()
         .chain((0..85).map(|i| format!("        let a{i} = {i};")))

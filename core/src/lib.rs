@@ -3,8 +3,10 @@
 //! phone digits, the status enums of every table, and the channel events
 //! a channel hands the engine.
 //!
-//! Nothing here does I/O; the engine, the store and the channels all speak
-//! these types, so none of them needs another to name a thing.
+//! Nothing here touches the database or the network (the one file read is
+//! `OffsetClock`'s offset, a demo's or a test's clock); the engine, the
+//! store and the channels all speak these types, so none of them needs
+//! another to name a thing.
 
 pub mod channel;
 pub mod clock;

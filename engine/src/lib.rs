@@ -1,9 +1,10 @@
 //! Kairo's engine: the workflow model, the runtime, the store, the inbox,
 //! contacts and consent, triggers and the HTTP API.
 //!
-//! The engine knows actions and the WhatsApp channel only through traits it
-//! owns; it never parses WhatsApp's wire format. Only [`store`] speaks SQL and
-//! only [`clock`] reads the system time.
+//! The engine knows the WhatsApp channel only through traits: `Channel`
+//! (webhooks, in `kairo-core`) and the outbound ones of [`runtime`]; it never
+//! parses WhatsApp's wire format. Only [`store`] speaks SQL and only
+//! [`clock`] reads the system time.
 
 pub mod api;
 pub mod config;

@@ -112,7 +112,16 @@ async fn write_group(
 ) -> Result<(DateTime<Utc>, HashSet<StepExecutionId>), StoreError> {
     let tx = store.begin().await?;
     let at = clock.now();
-    let steps: Vec<_> = group.iter().map(|w| (w.step, w.output.as_ref().map(|stamp| stamp(at)))).collect();
+    // A send dropped while its mark waited (a worker stopping) gets none:
+    // a mark without a call would be an `uncertain` send that never left.
+    let steps: Vec<_> = group
+        .iter()
+        .filter(|w| !w.done.is_closed())
+        .map(|w| (w.step, w.output.as_ref().map(|stamp| stamp(at))))
+        .collect();
+    if steps.is_empty() {
+        return Ok((at, HashSet::new()));
+    }
     let marked = tx.mark_attempting_many(owner, &steps, at, at + lease).await?;
     tx.commit().await?;
     Ok((at, marked))

@@ -25,10 +25,11 @@ impl DatabaseUrl {
 
     /// Removes the password from a driver message that might quote the URL.
     pub(crate) fn scrub(&self, message: &str) -> String {
-        match password(&self.raw) {
-            Some(password) if !password.is_empty() => message.replace(password, "***"),
-            _ => message.to_string(),
+        let mut out = message.to_string();
+        for span in password_spans(&self.raw) {
+            out = out.replace(&self.raw[span], "***");
         }
+        out
     }
 }
 
@@ -50,24 +51,54 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// The password part of `scheme://user:password@host/…`, if any. Parsed by
-/// hand rather than with a URL parser so that even an unparseable URL is
+/// Where a URL's passwords are: after `user:` in
+/// `scheme://user:password@host/…`, and the value of a `password=` query
+/// parameter (which the PostgreSQL driver also takes). Parsed by hand
+/// rather than with a URL parser so that even an unparseable URL is
 /// redacted.
-fn password(raw: &str) -> Option<&str> {
-    let rest = raw.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    Some(userinfo.split_once(':')?.1)
+fn password_spans(raw: &str) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut query_from = 0;
+    if let Some((scheme, rest)) = raw.split_once("://") {
+        let rest_start = scheme.len() + 3;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        query_from = rest_start + authority.len();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+            && !password.is_empty()
+        {
+            let start = rest_start + userinfo.len() - password.len();
+            spans.push(start..start + password.len());
+        }
+    }
+    if let Some(mark) = raw[query_from..].find('?') {
+        let query_start = query_from + mark + 1;
+        let query_end = raw[query_start..].find('#').map_or(raw.len(), |i| query_start + i);
+        let mut at = query_start;
+        for pair in raw[query_start..query_end].split('&') {
+            if let Some((key, value)) = pair.split_once('=')
+                && key.eq_ignore_ascii_case("password")
+                && !value.is_empty()
+            {
+                let start = at + key.len() + 1;
+                spans.push(start..start + value.len());
+            }
+            at += pair.len() + 1;
+        }
+    }
+    spans
 }
 
 fn redact(raw: &str) -> String {
-    match password(raw) {
-        Some(password) => {
-            let start = password.as_ptr() as usize - raw.as_ptr() as usize;
-            format!("{}***{}", &raw[..start], &raw[start + password.len()..])
-        }
-        None => raw.to_string(),
+    let mut out = String::with_capacity(raw.len());
+    let mut from = 0;
+    for span in password_spans(raw) {
+        out.push_str(&raw[from..span.start]);
+        out.push_str("***");
+        from = span.end;
     }
+    out.push_str(&raw[from..]);
+    out
 }
 
 #[cfg(test)]
@@ -89,6 +120,16 @@ mod tests {
             DatabaseUrl::new("postgres://kairo@localhost/kairo").to_string(),
             "postgres://kairo@localhost/kairo"
         );
+    }
+
+    #[test]
+    fn a_password_given_as_a_query_parameter_is_hidden_too() {
+        let url = DatabaseUrl::new("postgres://kairo@db.example/kairo?sslmode=require&password=s3cr3t#x");
+        assert_eq!(url.to_string(), "postgres://kairo@db.example/kairo?sslmode=require&password=***#x");
+        assert!(!format!("{url:?}").contains("s3cr3t"));
+        assert_eq!(url.scrub("auth failed for s3cr3t"), "auth failed for ***");
+        let both = DatabaseUrl::new("postgres://u:one@h/db?PASSWORD=two");
+        assert_eq!(both.to_string(), "postgres://u:***@h/db?PASSWORD=***");
     }
 
     #[test]

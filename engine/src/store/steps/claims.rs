@@ -123,7 +123,10 @@ impl Store {
                 .and_where(step_execution::Column::Id.is_in(chunk.iter().copied()))
                 .and_where(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]));
             if self.backend == Backend::Postgres {
-                held.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+                // The lock a plain UPDATE of non-key columns takes, so rows
+                // whose foreign keys are being checked (a timer inserted for
+                // the step) are not skipped.
+                held.lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked);
             }
             let res = step_execution::Entity::update_many()
                 .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(until))
