@@ -300,7 +300,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             report::set_workflow_state(&config, &workflow, kairo_engine::store::WorkflowState::Active).await
         }
         Command::Schema => {
-            let schema = kairo_engine::workflow::json_schema();
+            let schema = kairo_workflow::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).context("printing the schema")?);
             Ok(ExitCode::SUCCESS)
         }
@@ -445,7 +445,7 @@ async fn serve(config: &Config) -> Result<()> {
     }
     // Watching starts before the server says it listens, so that no change
     // made after that is missed.
-    let watch = match kairo_engine::workflow::watch::FolderWatch::start(&config.workflows_dir) {
+    let watch = match kairo_workflow::watch::FolderWatch::start(&config.workflows_dir) {
         Ok(watch) => Some(watch),
         Err(err) => {
             tracing::warn!(dir = %config.workflows_dir.display(), %err, "cannot watch the workflow folder: changes load at the next start");
@@ -660,7 +660,7 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// change becomes a new version at once; an invalid one is reported with
 /// path:line:column and the previous version keeps running.
 async fn watch_workflows(
-    mut watch: Option<kairo_engine::workflow::watch::FolderWatch>,
+    mut watch: Option<kairo_workflow::watch::FolderWatch>,
     store: Store,
     engine: Arc<Engine>,
     config: Config,
@@ -692,7 +692,7 @@ async fn watch_workflows(
                 if !dir.is_dir() {
                     continue;
                 }
-                match kairo_engine::workflow::watch::FolderWatch::start(&dir) {
+                match kairo_workflow::watch::FolderWatch::start(&dir) {
                     Ok(started) => {
                         tracing::info!(dir = %dir.display(), "the workflow folder appeared: loading and watching it");
                         watch = Some(started);

@@ -18,8 +18,8 @@ use kairo_core::ids::{ThreadId, Wamid};
 use kairo_core::phone::PhoneDigits;
 use kairo_engine::config::Config;
 use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
-use kairo_engine::workflow::Catalog;
 use kairo_engine::{Clock, Secret};
+use kairo_workflow::Catalog;
 
 /// The demo catalogue the sandbox registers.
 const DEMO_CATALOG: &str = include_str!("../fixtures/catalog.json");

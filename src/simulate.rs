@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use kairo_core::status::{DeliveryStatus, EnrollmentStatus, StepState};
 use kairo_engine::runtime::simulate::{Injected, Injection, SimulatedStep, Simulation, SimulationReport, simulate};
-use kairo_engine::workflow;
+use kairo_workflow as workflow;
 use serde_json::Value;
 
 use crate::UsageError;
@@ -29,7 +29,7 @@ pub struct Args<'a> {
 fn split_at(flag: &str, value: &str) -> Result<(String, std::time::Duration)> {
     match value.rsplit_once('@') {
         Some((text, after)) => {
-            let after = kairo_engine::workflow::duration::parse_duration(after.trim()).map_err(|e| {
+            let after = kairo_workflow::duration::parse_duration(after.trim()).map_err(|e| {
                 UsageError(format!("--{flag} `{value}`: after `@` comes a duration such as 30m, 2h or 1d ({e})"))
             })?;
             Ok((text.to_string(), after))

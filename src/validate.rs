@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use kairo_engine::config::Config;
-use kairo_engine::workflow::{self, Catalog, Diagnostic};
 use kairo_engine::{Store, StoreError};
+use kairo_workflow::{self as workflow, Catalog, Diagnostic};
 use serde_json::json;
 
 use crate::UsageError;

@@ -14,7 +14,7 @@ fn root() -> PathBuf {
 }
 
 fn examples() -> Vec<PathBuf> {
-    let files = kairo_engine::workflow::discover(&[root().join("workflows")]).expect("workflows/ is readable");
+    let files = kairo_workflow::discover(&[root().join("workflows")]).expect("workflows/ is readable");
     assert!(files.len() >= 6, "expected at least six examples, found {files:?}");
     files
 }

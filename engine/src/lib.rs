@@ -14,7 +14,6 @@ pub mod runtime;
 pub mod store;
 #[cfg(feature = "test-support")]
 pub mod testing;
-pub mod workflow;
 
 pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
 pub use config::{Config, ConfigError};

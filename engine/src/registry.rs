@@ -1,13 +1,13 @@
 //! The workflow registry: workflow files, validated against the template
 //! catalogue, become stored versions; a folder is loaded as a whole (files
 //! removed from it archive their workflow). It joins the language
-//! ([`crate::workflow`]) and the store, which know nothing of each other.
+//! ([`kairo_workflow`]) and the store, which know nothing of each other.
 
 use std::path::{Path, PathBuf};
 
 use crate::store::{CatalogRows, SavedVersion, Store, StoreError, WorkflowState};
-use crate::workflow::catalog::{CatalogAccount, CatalogNumber, CatalogPeople, CatalogTemplate};
-use crate::workflow::{Catalog, Diagnostic, Pos, ValidWorkflow, check, discover};
+use kairo_workflow::catalog::{CatalogAccount, CatalogNumber, CatalogPeople, CatalogTemplate};
+use kairo_workflow::{Catalog, Diagnostic, Pos, ValidWorkflow, check, discover};
 
 /// Stores a valid workflow as the newest version of its id, unless this
 /// content is already stored.

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kairo_engine::FakeClock;
 use kairo_engine::ids::*;
 use kairo_engine::runtime::*;
 use kairo_engine::status::*;
 use kairo_engine::store::*;
 use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb, connect_number};
-use kairo_engine::{FakeClock, workflow};
+use kairo_workflow as workflow;
 use serde_json::json;
 
 const DAY: u64 = 86_400;

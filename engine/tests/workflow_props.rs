@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use kairo_engine::store_test;
-use kairo_engine::workflow::{self, Catalog};
+use kairo_workflow::{self as workflow, Catalog};
 use proptest::prelude::*;
 
 const EXAMPLE: &str = include_str!("../../workflows/abandoned-cart.yaml");

@@ -14,7 +14,7 @@ use super::{Engine, EngineError};
 use crate::ids::{ContactId, EnrollmentId};
 use crate::status::EnrollmentStatus;
 use crate::store::{Consent, Contact, Enrollment, EnrollmentHistory, Tx};
-use crate::workflow::compiled::{Action, Reenrollment};
+use kairo_workflow::compiled::{Action, Reenrollment};
 
 /// An enrollment through the API (or any caller that names the workflow).
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use super::plan::resolve_number;
 use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
 use crate::store::PauseScope;
-use crate::workflow::compiled::Action;
+use kairo_workflow::compiled::Action;
 
 /// When the sends queued on one number will have gone out.
 #[derive(Debug, Clone, PartialEq, Serialize)]

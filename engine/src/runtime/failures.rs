@@ -16,8 +16,8 @@ use super::send::SendAttempt;
 use super::send_gate::credentials_reason;
 use crate::status::{EnrollmentStatus, StepState};
 use crate::store::{PhoneNumber, StepExecution};
-use crate::workflow::compiled::CompiledStep;
-use crate::workflow::model::UnknownOutcome;
+use kairo_workflow::compiled::CompiledStep;
+use kairo_workflow::model::UnknownOutcome;
 
 /// No backoff between attempts grows past this.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);

@@ -67,7 +67,7 @@ use crate::clock::Clock;
 use crate::ids::{EnrollmentId, WorkflowVersionId};
 use crate::status::{EnrollmentStatus, StepState};
 use crate::store::{EnrollmentChange, PhoneNumber, Store, StoreError};
-use crate::workflow::expr::Renderer;
+use kairo_workflow::expr::Renderer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

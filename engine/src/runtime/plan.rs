@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use crate::ids::{WorkflowId, WorkflowVersionId};
 use crate::store::{PhoneNumber, WorkflowVersion};
-use crate::workflow::compiled::{Compiled, CompiledStep};
-use crate::workflow::model::Workflow;
+use kairo_workflow::compiled::{Compiled, CompiledStep};
+use kairo_workflow::model::Workflow;
 
 /// One stored workflow version, parsed and compiled once and shared by
 /// every step of every enrollment on it.
@@ -33,9 +33,9 @@ pub enum PlanError {
     #[error("the version row is missing")]
     Missing,
     #[error("its source does not parse: {0}")]
-    Parse(crate::workflow::Diagnostic),
+    Parse(kairo_workflow::Diagnostic),
     #[error("it does not compile: {0}")]
-    Compile(crate::workflow::compiled::CompileError),
+    Compile(kairo_workflow::compiled::CompileError),
 }
 
 impl Plan {
@@ -44,7 +44,7 @@ impl Plan {
     /// stored row is damaged.
     pub fn from_version(version: &WorkflowVersion, registered_at: DateTime<Utc>) -> Result<Plan, PlanError> {
         let name = format!("workflow version {} (v{})", version.id, version.version);
-        let model = crate::workflow::parse(Path::new(&name), &version.source).map_err(PlanError::Parse)?;
+        let model = kairo_workflow::parse(Path::new(&name), &version.source).map_err(PlanError::Parse)?;
         let compiled = Compiled::new(&model).map_err(PlanError::Compile)?;
         Ok(Plan {
             workflow_id: version.workflow_id,

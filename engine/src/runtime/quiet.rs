@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::context::RunContext;
 use super::country_zones::COUNTRY_ZONES;
-use crate::workflow::compiled::Quiet;
+use kairo_workflow::compiled::Quiet;
 
 /// When a send outside the allowed hours may go: `None` when it may go now.
 pub(super) fn quiet_hours_wait(quiet: &Quiet, ctx: &RunContext, now: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -189,7 +189,7 @@ impl Engine {
                         return Err(ReplyError::UnknownTemplate { name: name.clone(), language: language.clone() });
                     }
                 };
-                let needs = crate::workflow::catalog::CatalogTemplate {
+                let needs = kairo_workflow::catalog::CatalogTemplate {
                     name: template.name.clone(),
                     language: template.language.clone(),
                     status: template.status.clone(),

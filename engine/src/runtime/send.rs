@@ -20,7 +20,7 @@ use super::send_gate::Held;
 use crate::ids::PhoneNumberId;
 use crate::status::StepState;
 use crate::store::{PhoneNumber, StepExecution};
-use crate::workflow::compiled::CompiledStep;
+use kairo_workflow::compiled::CompiledStep;
 
 /// How late after its slot a send whose mark is written still goes: as
 /// late as any send may leave (the headroom covers it).

@@ -16,7 +16,7 @@ use crate::clock::{Clock, FakeClock};
 use crate::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use crate::store::delivery_status_name as status_name;
 use crate::store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
-use crate::workflow::ValidWorkflow;
+use kairo_workflow::ValidWorkflow;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -383,7 +383,7 @@ async fn report(
 }
 
 /// The action a step names, as written in the file.
-pub fn action_of(step: &crate::workflow::model::Step) -> &'static str {
+pub fn action_of(step: &kairo_workflow::model::Step) -> &'static str {
     step.action().map_or("unknown", |action| action.name())
 }
 

@@ -13,7 +13,7 @@ use super::context::RunContext;
 use super::outcome::{Effect, Outcome, Then, failed, record};
 use crate::status::{EnrollmentStatus, StepState};
 use crate::store::{NewTimerRow, StepExecution};
-use crate::workflow::compiled::{Action, CompiledStep, Exit};
+use kairo_workflow::compiled::{Action, CompiledStep, Exit};
 
 impl Engine {
     /// Runs one claimed step of one enrollment: the goal and the exit

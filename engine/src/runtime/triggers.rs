@@ -26,7 +26,7 @@ use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
 use crate::status::{EnrollmentStatus, StepState, TimerKind, TimerState};
 use crate::store::{DueTimer, EnrollmentChange, Event, MessageOrigin, StepExecution, StepRecord, Tx};
-use crate::workflow::compiled::{Action, Exit, WaitFor};
+use kairo_workflow::compiled::{Action, Exit, WaitFor};
 
 /// How a parked step was resumed.
 enum Resume<'a> {
@@ -308,7 +308,7 @@ impl Engine {
         &self,
         plan: &Arc<Plan>,
         index: usize,
-        schedule: &crate::workflow::model::ScheduleTrigger,
+        schedule: &kairo_workflow::model::ScheduleTrigger,
         now: DateTime<Utc>,
     ) -> Result<bool, EngineError> {
         let (Ok(cron), Ok(zone)) = (schedule.cron.parse::<croner::Cron>(), schedule.timezone.parse::<chrono_tz::Tz>())

@@ -8,8 +8,8 @@ use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Effect, Outcome, failed};
 use crate::runtime::plan::resolve_number;
 use crate::store::{OwnerChoice, PhoneNumber};
-use crate::workflow::compiled::{Action, CompiledStep};
-use crate::workflow::model::Owner;
+use kairo_workflow::compiled::{Action, CompiledStep};
+use kairo_workflow::model::Owner;
 
 impl Engine {
     pub(in crate::runtime) async fn assign_owner(
@@ -79,7 +79,7 @@ impl Engine {
 }
 
 pub(super) fn owner_choice(owner: &Owner) -> Option<OwnerChoice> {
-    let name = |field: &Option<crate::workflow::located::Located<String>>| field.as_ref().map(|v| v.value.clone());
+    let name = |field: &Option<kairo_workflow::located::Located<String>>| field.as_ref().map(|v| v.value.clone());
     name(&owner.user)
         .map(OwnerChoice::User)
         .or_else(|| name(&owner.team).map(OwnerChoice::Team))

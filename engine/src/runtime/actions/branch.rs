@@ -8,7 +8,7 @@ use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Outcome, Then, record};
 use crate::status::StepState;
-use crate::workflow::compiled::{Arm, CompiledStep};
+use kairo_workflow::compiled::{Arm, CompiledStep};
 
 impl Engine {
     pub(in crate::runtime) fn branch(

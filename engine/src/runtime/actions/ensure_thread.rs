@@ -8,8 +8,8 @@ use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Effect, Outcome, failed};
 use crate::runtime::plan::resolve_number;
-use crate::workflow::compiled::CompiledStep;
-use crate::workflow::model::EnsureThread;
+use kairo_workflow::compiled::CompiledStep;
+use kairo_workflow::model::EnsureThread;
 
 impl Engine {
     pub(in crate::runtime) async fn ensure_thread(

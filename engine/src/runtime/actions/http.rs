@@ -11,8 +11,8 @@ use crate::runtime::outbound::{CallError, FailureKind, HttpCall};
 use crate::runtime::outcome::{Outcome, failed, record};
 use crate::status::StepState;
 use crate::store::StepExecution;
-use crate::workflow::compiled::{CompiledStep, HttpCallSpec};
-use crate::workflow::expr::RenderFailure;
+use kairo_workflow::compiled::{CompiledStep, HttpCallSpec};
+use kairo_workflow::expr::RenderFailure;
 
 impl Engine {
     pub(in crate::runtime) async fn http_step(

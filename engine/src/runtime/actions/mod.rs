@@ -1,5 +1,5 @@
 //! One module per action a step can name: what running it decides. Each
-//! gets its compiled form from [`crate::workflow::compiled::Action`], its
+//! gets its compiled form from [`kairo_workflow::compiled::Action`], its
 //! conditions, durations and times already parsed; sends go through the
 //! one send pipeline ([`super::send`]), and the outcome goes to the commit.
 

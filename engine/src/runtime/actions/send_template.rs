@@ -14,9 +14,9 @@ use crate::runtime::quiet::quiet_hours_wait;
 use crate::runtime::send::{SendAttempt, callback_data, held_outcome};
 use crate::status::StepState;
 use crate::store::{PhoneNumber, StepExecution};
-use crate::workflow::compiled::CompiledStep;
-use crate::workflow::expr::RenderFailure;
-use crate::workflow::model::{HeaderParam, Params, SendTemplate};
+use kairo_workflow::compiled::CompiledStep;
+use kairo_workflow::expr::RenderFailure;
+use kairo_workflow::model::{HeaderParam, Params, SendTemplate};
 
 impl Engine {
     pub(in crate::runtime) async fn send_template(

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Effect, Outcome, failed};
-use crate::workflow::compiled::CompiledStep;
+use kairo_workflow::compiled::CompiledStep;
 
 impl Engine {
     pub(in crate::runtime) fn set_property(

@@ -7,7 +7,7 @@ use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Outcome, Then, record};
 use crate::status::StepState;
-use crate::workflow::compiled::{CompiledStep, Share};
+use kairo_workflow::compiled::{CompiledStep, Share};
 
 impl Engine {
     pub(in crate::runtime) fn split(&self, ctx: &RunContext, step: &CompiledStep, shares: &[Share]) -> Outcome {

@@ -8,8 +8,8 @@ use serde_json::json;
 use crate::runtime::outcome::{FOREVER, Outcome};
 use crate::runtime::quiet::next_local_time;
 use crate::status::TimerKind;
-use crate::workflow::compiled::WaitFor;
-use crate::workflow::model::EventName;
+use kairo_workflow::compiled::WaitFor;
+use kairo_workflow::model::EventName;
 
 /// Parks on the wait's timer.
 pub(in crate::runtime) fn wait_step(wait: &WaitFor, now: DateTime<Utc>) -> Outcome {

@@ -8,7 +8,7 @@ use crate::runtime::Engine;
 use crate::runtime::outcome::{FOREVER, Outcome, failed};
 use crate::runtime::plan::resolve_number;
 use crate::status::TimerKind;
-use crate::workflow::compiled::ReplyWait;
+use kairo_workflow::compiled::ReplyWait;
 
 impl Engine {
     pub(in crate::runtime) fn wait_for_reply(&self, reply: &ReplyWait, now: DateTime<Utc>) -> Outcome {

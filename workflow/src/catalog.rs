@@ -247,7 +247,7 @@ impl TemplateNeeds {
 
 /// Digits only, for comparing numbers however they are written.
 pub fn digits(text: &str) -> String {
-    crate::phone::PhoneDigits::of(text).into_string()
+    kairo_core::phone::PhoneDigits::of(text).into_string()
 }
 
 impl Catalog {

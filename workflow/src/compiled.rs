@@ -390,7 +390,7 @@ mod tests {
     use super::*;
 
     fn compile(source: &str) -> Compiled {
-        let model = crate::workflow::parse(Path::new("t.yaml"), source).expect("parses");
+        let model = crate::parse(Path::new("t.yaml"), source).expect("parses");
         Compiled::new(&model).expect("compiles")
     }
 
@@ -450,7 +450,7 @@ steps:
 
     #[test]
     fn a_damaged_version_names_the_step_and_the_text() {
-        let model = crate::workflow::parse(
+        let model = crate::parse(
             Path::new("t.yaml"),
             "id: t\nname: T\ntriggers: [{ api: {} }]\nsteps:\n  - id: pause\n    wait: { for: soon }\n",
         )

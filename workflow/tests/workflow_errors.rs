@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use kairo_engine::workflow::{self, Catalog};
+use kairo_workflow::{self as workflow, Catalog};
 
 fn catalog() -> Catalog {
     let text =
@@ -253,14 +253,13 @@ steps:
       wamid: "{{steps.shipped.output.wamid}}"
       safe: "{{default steps.shipped.output.wamid \"\"}}"
 "#;
-    let valid =
-        kairo_engine::workflow::check(std::path::Path::new("crm.yaml"), yaml, None).expect("valid: a warning only");
+    let valid = kairo_workflow::check(std::path::Path::new("crm.yaml"), yaml, None).expect("valid: a warning only");
     assert_eq!(valid.warnings.len(), 1, "{:?}", valid.warnings);
     let warning = valid.warnings[0].to_string();
     assert!(warning.contains("crm.yaml:13:14"), "{warning}");
     assert!(warning.contains("on_unknown_outcome") && warning.contains("default"), "{warning}");
     let failing = yaml.replace("      language: en_US\n", "      language: en_US\n    on_unknown_outcome: fail\n");
-    let valid = kairo_engine::workflow::check(std::path::Path::new("crm.yaml"), &failing, None).expect("valid");
+    let valid = kairo_workflow::check(std::path::Path::new("crm.yaml"), &failing, None).expect("valid");
     assert!(valid.warnings.is_empty(), "a send that fails when uncertain never reaches the next step");
 }
 

@@ -2,7 +2,7 @@
 //! NFKC-normalised (so full-width `ＹＥＳ` is `YES`) and case-folded.
 
 use super::model::{InboundMessageTrigger, TextMatch};
-use crate::text::normalize;
+use kairo_core::text::normalize;
 
 impl InboundMessageTrigger {
     /// Whether an inbound message's text fires this trigger. With neither
@@ -37,7 +37,7 @@ impl TextMatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::located::{Located, Pos};
+    use crate::located::{Located, Pos};
 
     fn trigger(keywords: &[&str], text: Option<TextMatch>) -> InboundMessageTrigger {
         InboundMessageTrigger {
