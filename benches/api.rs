@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kairo_engine::status::EnrollmentStatus;
-use kairo_engine::testing::TestDb;
+use kairo_store::testing::TestDb;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use kairo_engine::status::EnrollmentStatus;
-use kairo_engine::store::Store;
-use kairo_engine::testing::{TestDb, busiest_second, prepare_broadcast};
+use kairo_engine::testing::{busiest_second, prepare_broadcast};
+use kairo_store::Store;
+use kairo_store::testing::TestDb;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use kairo_engine::runtime::{Engine, EngineConfig, Enrolled, RecordingHttp, RecordingOutbound};
 use kairo_engine::status::EnrollmentStatus;
-use kairo_engine::store::{DatabaseUrl, NewContact, Store};
 use kairo_engine::{Clock, SystemClock};
+use kairo_store::{DatabaseUrl, NewContact, Store};
 use tokio::process::{Child, Command};
 
 const WORKFLOW: &str = r#"id: noop

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, RecordingOutbound};
 use kairo_engine::status::EnrollmentStatus;
-use kairo_engine::store::{DatabaseUrl, NewContact, Store};
 use kairo_engine::{Clock, SystemClock};
+use kairo_store::{DatabaseUrl, NewContact, Store};
 use tokio::process::{Child, Command};
 
 fn main() {

@@ -22,8 +22,8 @@ use kairo_actions::whatsapp::{CloudApiChannel, GraphClient, GraphSettings, Whats
 use kairo_engine::api::webhook::Ingestor;
 use kairo_engine::config::{Config, LogFormat, Overrides};
 use kairo_engine::runtime::{Engine, EngineConfig, Outbound, WorkerConfig, default_owner};
-use kairo_engine::store::{Keywords, NewAccount, NewPhoneNumber};
 use kairo_engine::{Clock, Secret, Store, api, registry};
+use kairo_store::{Keywords, NewAccount, NewPhoneNumber};
 use tokio_util::sync::CancellationToken;
 
 /// Durable workflow automation for WhatsApp business messaging.
@@ -294,10 +294,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Workflows { action: None } => report::workflows(&config).await,
         Command::Workflows { action: Some(WorkflowsAction::Pause { workflow }) } => {
-            report::set_workflow_state(&config, &workflow, kairo_engine::store::WorkflowState::Paused).await
+            report::set_workflow_state(&config, &workflow, kairo_store::WorkflowState::Paused).await
         }
         Command::Workflows { action: Some(WorkflowsAction::Resume { workflow }) } => {
-            report::set_workflow_state(&config, &workflow, kairo_engine::store::WorkflowState::Active).await
+            report::set_workflow_state(&config, &workflow, kairo_store::WorkflowState::Active).await
         }
         Command::Schema => {
             let schema = kairo_workflow::json_schema();
@@ -334,7 +334,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             sandbox::inbound(&config, args).await
         }
         Command::Version => {
-            let (count, last) = kairo_engine::store::schema_version();
+            let (count, last) = kairo_store::schema_version();
             println!("kairo {}", env!("CARGO_PKG_VERSION"));
             println!("database schema {count} ({last})");
             Ok(ExitCode::SUCCESS)
@@ -375,7 +375,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The SQLite file a `sqlite:` URL names, when it names one on disk.
-pub(crate) fn sqlite_file(url: &kairo_engine::store::DatabaseUrl) -> Option<PathBuf> {
+pub(crate) fn sqlite_file(url: &kairo_store::DatabaseUrl) -> Option<PathBuf> {
     if url.scheme() != "sqlite" {
         return None;
     }

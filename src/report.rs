@@ -4,7 +4,7 @@
 //! (each workflow's enrollments and, per step, executions, deliveries and
 //! failures by WhatsApp error code).
 
-use kairo_engine::store::WorkflowState;
+use kairo_store::WorkflowState;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +14,8 @@ use kairo_actions::sandbox::SandboxChannel;
 use kairo_actions::whatsapp::webhook::account_restrictions as restrictions_of;
 use kairo_engine::config::Config;
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, SendEstimate, default_owner};
-use kairo_engine::store::{PauseScope, PhoneNumber, StepCounts};
 use kairo_engine::{Clock, Store, SystemClock};
+use kairo_store::{PauseScope, PhoneNumber, StepCounts};
 use serde_json::json;
 
 use crate::UsageError;

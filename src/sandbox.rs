@@ -17,8 +17,8 @@ use hmac::{KeyInit, Mac};
 use kairo_core::ids::{ThreadId, Wamid};
 use kairo_core::phone::PhoneDigits;
 use kairo_engine::config::Config;
-use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_engine::{Clock, Secret};
+use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_workflow::Catalog;
 
 /// The demo catalogue the sandbox registers.

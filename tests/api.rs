@@ -8,7 +8,7 @@ mod util;
 use std::path::Path;
 use std::time::Duration;
 
-use kairo_engine::testing::TestDb;
+use kairo_store::testing::TestDb;
 use reqwest::Method;
 use serde_json::{Value, json};
 use util::{HANG_GUARD, Server, client, kairo};
@@ -163,10 +163,10 @@ impl Api {
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(&kairo_engine::testing::TestDb::sqlite()).await })*
+            $(#[tokio::test] async fn $name() { super::$name(&kairo_store::testing::TestDb::sqlite()).await })*
         }
         mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(&kairo_engine::testing::TestDb::postgres().await).await })*
+            $(#[tokio::test] async fn $name() { super::$name(&kairo_store::testing::TestDb::postgres().await).await })*
         }
     };
 }

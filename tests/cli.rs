@@ -3,7 +3,7 @@
 
 mod util;
 
-use kairo_engine::testing::TestDb;
+use kairo_store::testing::TestDb;
 use predicates::prelude::*;
 use util::kairo;
 

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kairo_engine::status::{EnrollmentStatus, StepState};
-use kairo_engine::store::{EnrollmentFilter, Store};
-use kairo_engine::testing::{TestDb, prepare_broadcast};
+use kairo_engine::testing::prepare_broadcast;
+use kairo_store::testing::TestDb;
+use kairo_store::{EnrollmentFilter, Store};
 use serde_json::json;
 use tokio::process::Child;
 use wiremock::matchers::{method, path};

@@ -6,9 +6,9 @@
 
 mod util;
 
-use kairo_engine::store::{DatabaseUrl, PauseScope, Store};
 use kairo_engine::testing::prepare_broadcast;
 use kairo_engine::{Clock, SystemClock};
+use kairo_store::{DatabaseUrl, PauseScope, Store};
 use predicates::prelude::*;
 use util::kairo;
 
@@ -108,7 +108,7 @@ async fn numbers_shows_metas_account_restrictions() {
             {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": "2027-01-01T10:00:00Z"}
         ]}
     });
-    let new = kairo_engine::store::NewEvent {
+    let new = kairo_store::NewEvent {
         kind: "notice:account_update".into(),
         dedup_key: "restriction-1".into(),
         phone_number_id: None,

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{KeyInit, Mac};
-use kairo_engine::testing::TestDb;
+use kairo_store::testing::TestDb;
 use serde_json::{Value, json};
 use util::{HANG_GUARD, Server, client};
 

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kairo_engine::status::EnrollmentStatus;
-use kairo_engine::testing::{TestDb, busiest_second, prepare_broadcast};
+use kairo_engine::testing::{busiest_second, prepare_broadcast};
+use kairo_store::testing::TestDb;
 use serde_json::json;
 use tokio::process::Child;
 use wiremock::matchers::{header, method, path};

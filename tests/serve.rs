@@ -3,7 +3,7 @@
 
 mod util;
 
-use kairo_engine::testing::TestDb;
+use kairo_store::testing::TestDb;
 use serde_json::json;
 use util::Server;
 

@@ -8,7 +8,7 @@ mod util;
 use std::path::Path;
 use std::time::Duration;
 
-use kairo_engine::testing::TestDb;
+use kairo_store::testing::TestDb;
 use serde_json::Value;
 use util::{HANG_GUARD, Server, client, kairo};
 use wiremock::matchers::{header, method, path, query_param};

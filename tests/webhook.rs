@@ -9,8 +9,8 @@ use std::path::Path;
 
 use hmac::{KeyInit, Mac};
 use kairo_engine::Store;
-use kairo_engine::store::DatabaseUrl;
-use kairo_engine::testing::TestDb;
+use kairo_store::DatabaseUrl;
+use kairo_store::testing::TestDb;
 use util::Server;
 
 const SECRET: &str = "test-app-secret";

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use kairo_engine::ids::*;
 use kairo_engine::status::{EnrollmentStatus, StepState};
-use kairo_engine::store::{NewContact, Store};
-use kairo_engine::testing::{TestDb, connect_number, enroll_everyone};
+use kairo_engine::testing::enroll_everyone;
 use kairo_engine::{Clock, SystemClock};
+use kairo_store::testing::{TestDb, connect_number};
+use kairo_store::{NewContact, Store};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};

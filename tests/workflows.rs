@@ -135,10 +135,10 @@ fn validate_without_a_catalogue_says_what_it_skipped() {
 
 #[tokio::test]
 async fn validate_reads_the_synced_catalogue_from_the_database() {
-    use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate};
+    use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate};
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("kairo.db").display());
-    let store = kairo_engine::Store::open(&kairo_engine::store::DatabaseUrl::new(&url)).await.expect("open");
+    let store = kairo_engine::Store::open(&kairo_store::DatabaseUrl::new(&url)).await.expect("open");
     store.migrate().await.expect("migrate");
     let now = chrono::Utc::now();
     let account = store

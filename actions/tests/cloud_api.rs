@@ -11,8 +11,8 @@ use kairo_actions::whatsapp::sync::{SyncAccount, SyncProgress, sync_account};
 use kairo_actions::whatsapp::{CloudApiChannel, GraphClient, GraphSettings};
 use kairo_engine::Secret;
 use kairo_engine::runtime::{FailureKind, Outbound, OutboundTemplate, OutboundText};
-use kairo_engine::store::*;
-use kairo_engine::store_test;
+use kairo_store::store_test;
+use kairo_store::*;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
@@ -403,7 +403,7 @@ store_test!(sync_retries_a_burst_of_5xx_and_marks_templates_no_longer_listed, |s
 
 #[tokio::test]
 async fn sync_stops_on_an_expired_token_without_storing_anything() {
-    let db = kairo_engine::testing::TestDb::sqlite();
+    let db = kairo_store::testing::TestDb::sqlite();
     let store = db.store().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))

@@ -7,8 +7,8 @@ use kairo_actions::whatsapp::WhatsAppWebhook;
 use kairo_engine::channel::{Channel, InboundEvent};
 use kairo_engine::ids::*;
 use kairo_engine::status::*;
-use kairo_engine::store::*;
-use kairo_engine::store_test;
+use kairo_store::store_test;
+use kairo_store::*;
 
 const ANA: &str = "15551234567";
 const TEMPLATE_WAMID: &str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBIMDA4ODhCQ0RCOUJDNkQ1RUU1QTAA=";

@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
 use crate::Secret;
-use crate::store::DatabaseUrl;
+use kairo_store::DatabaseUrl;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "kairo.toml";
@@ -92,8 +92,8 @@ impl Default for DatabaseSettings {
 }
 
 impl DatabaseSettings {
-    pub fn pool(&self) -> crate::store::PoolSettings {
-        crate::store::PoolSettings {
+    pub fn pool(&self) -> kairo_store::PoolSettings {
+        kairo_store::PoolSettings {
             max_connections: self.max_connections.max(1),
             acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs.max(1)),
         }

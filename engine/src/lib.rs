@@ -11,7 +11,7 @@ pub mod config;
 pub mod group_commit;
 pub mod registry;
 pub mod runtime;
-pub mod store;
+
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -20,5 +20,5 @@ pub use config::{Config, ConfigError};
 /// The shared vocabulary ([`kairo_core`]), under the paths the engine has
 /// always used.
 pub use kairo_core::{channel, clock, ids, phone, secret, status, text};
+pub use kairo_store::{Store, StoreError};
 pub use secret::Secret;
-pub use store::{Store, StoreError};

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::store::{CatalogRows, SavedVersion, Store, StoreError, WorkflowState};
+use kairo_store::{CatalogRows, SavedVersion, Store, StoreError, WorkflowState};
 use kairo_workflow::catalog::{CatalogAccount, CatalogNumber, CatalogPeople, CatalogTemplate};
 use kairo_workflow::{Catalog, Diagnostic, Pos, ValidWorkflow, check, discover};
 

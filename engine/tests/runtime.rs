@@ -11,8 +11,9 @@ use kairo_engine::FakeClock;
 use kairo_engine::ids::*;
 use kairo_engine::runtime::*;
 use kairo_engine::status::*;
-use kairo_engine::store::*;
-use kairo_engine::testing::{RecordingHttp, RecordingOutbound, TestDb, connect_number};
+use kairo_engine::testing::{RecordingHttp, RecordingOutbound};
+use kairo_store::testing::{TestDb, connect_number};
+use kairo_store::*;
 use kairo_workflow as workflow;
 use serde_json::json;
 

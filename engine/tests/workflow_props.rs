@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use kairo_engine::store_test;
+use kairo_store::store_test;
 use kairo_workflow::{self as workflow, Catalog};
 use proptest::prelude::*;
 

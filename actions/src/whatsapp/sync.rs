@@ -16,7 +16,7 @@ use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use kairo_engine::Secret;
 use kairo_engine::runtime::{CallError, FailureKind};
-use kairo_engine::store::{NewAccount, NewPhoneNumber, NewTemplate, Store, StoreError};
+use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate, Store, StoreError};
 use serde_json::Value;
 
 use super::graph::GraphClient;

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::ids::ApiTokenId;
-use crate::store::{ApiToken, NewApiToken, Store, StoreError};
+use kairo_store::{ApiToken, NewApiToken, Store, StoreError};
 
 /// What a token may do. `admin` may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::runtime::{EngineError, ReplyError};
-use crate::store::StoreError;
+use kairo_store::StoreError;
 
 /// An API failure.
 #[derive(Debug)]
@@ -153,7 +153,7 @@ impl From<EngineError> for ApiError {
             ),
             err @ EngineError::WorkflowNotActive { .. } => {
                 let code = match &err {
-                    EngineError::WorkflowNotActive { state: crate::store::WorkflowState::Archived, .. } => {
+                    EngineError::WorkflowNotActive { state: kairo_store::WorkflowState::Archived, .. } => {
                         "workflow_archived"
                     }
                     _ => "workflow_paused",

@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::store::Store;
+use kairo_store::Store;
 
 pub mod auth;
 pub mod error;

@@ -29,7 +29,7 @@ use super::AppState;
 use crate::channel::{Channel, InboundEvent, WebhookError};
 use crate::clock::Clock;
 use crate::group_commit::GroupCommit;
-use crate::store::{Keywords, Store, StoreError};
+use kairo_store::{Keywords, Store, StoreError};
 
 /// The largest webhook body accepted; Meta's are well under this.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::ids::StepExecutionId;
-use crate::store::{Store, StoreError};
+use kairo_store::{Store, StoreError};
 
 /// Builds a mark's output from the instant of the mark.
 pub(super) type Stamp = Box<dyn Fn(DateTime<Utc>) -> Value + Send + Sync>;

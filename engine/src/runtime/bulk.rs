@@ -13,8 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Engine, EngineError, Enrolled};
 use crate::ids::{BulkJobId, ContactId, PhoneNumberId};
-use crate::status::ConsentStatus;
-use crate::store::{Contact, NewContact, RowKey, RowResult, Tx, merge_properties};
+use kairo_store::{Contact, NewContact, RowKey, RowResult, Tx, merge_properties};
 
 /// How long a row key is remembered.
 pub const ROW_KEY_TTL: chrono::Duration = chrono::Duration::days(30);
@@ -323,22 +322,5 @@ fn row_error(row: &BulkRow, error: String) -> RowResult {
         enrollment_id: None,
         reason: None,
         error: Some(error),
-    }
-}
-
-impl Tx {
-    /// Opts a contact in on a number from the API, unless already opted in.
-    pub async fn opt_in(
-        &self,
-        contact: ContactId,
-        number: PhoneNumberId,
-        now: DateTime<Utc>,
-    ) -> Result<(), EngineError> {
-        let current = self.consents(contact).await?;
-        if current.iter().any(|c| c.phone_number_id == number && c.status == ConsentStatus::OptedIn) {
-            return Ok(());
-        }
-        self.record_api_consent(contact, number, ConsentStatus::OptedIn, now).await?;
-        Ok(())
     }
 }

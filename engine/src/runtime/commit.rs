@@ -7,7 +7,7 @@ use super::Engine;
 use super::context::RunContext;
 use super::outcome::{Effect, Outcome, RecordedSend, Then};
 use crate::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
-use crate::store::{
+use kairo_store::{
     EnrollmentChange, NewMessage, NewTimerRow, OutboundRecord, StepExecution, StepRecord, StoreError, Tx,
 };
 
@@ -256,7 +256,7 @@ fn count_finished(batch: &[Finished]) {
 /// A send to record in the contact's thread on its number (opened when
 /// there is none), as the message of `execution`.
 pub(super) fn outbound_record(
-    contact: &crate::store::Contact,
+    contact: &kairo_store::Contact,
     execution: &StepExecution,
     send: &RecordedSend,
     now: DateTime<Utc>,

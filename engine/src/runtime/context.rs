@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::plan::Plan;
 use crate::ids::{EnrollmentId, PhoneNumberId, WorkflowVersionId};
 use crate::status::{ConsentStatus, StepState};
-use crate::store::{Consent, Contact, Enrollment, RunRows, StepExecution};
+use kairo_store::{Consent, Contact, Enrollment, RunRows, StepExecution};
 
 /// One enrollment as a step runs it.
 #[derive(Debug, Clone)]

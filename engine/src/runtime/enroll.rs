@@ -13,7 +13,7 @@ use super::plan::Plan;
 use super::{Engine, EngineError};
 use crate::ids::{ContactId, EnrollmentId};
 use crate::status::EnrollmentStatus;
-use crate::store::{Consent, Contact, Enrollment, EnrollmentHistory, Tx};
+use kairo_store::{Consent, Contact, Enrollment, EnrollmentHistory, Tx};
 use kairo_workflow::compiled::{Action, Reenrollment};
 
 /// An enrollment through the API (or any caller that names the workflow).

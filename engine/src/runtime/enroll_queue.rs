@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{BulkRow, Engine, EngineError};
 use crate::group_commit::GroupCommit;
-use crate::store::RowResult;
+use kairo_store::RowResult;
 
 /// The most requests one transaction takes.
 const MAX_BATCH: usize = 256;

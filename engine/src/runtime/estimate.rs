@@ -18,7 +18,7 @@ use super::pacing::{DEFAULT_THROUGHPUT, HEADROOM};
 use super::plan::resolve_number;
 use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
-use crate::store::PauseScope;
+use kairo_store::PauseScope;
 use kairo_workflow::compiled::Action;
 
 /// When the sends queued on one number will have gone out.

@@ -66,7 +66,7 @@ pub use self::worker::{TickReport, WorkerConfig, WorkerReport};
 use crate::clock::Clock;
 use crate::ids::{EnrollmentId, WorkflowVersionId};
 use crate::status::{EnrollmentStatus, StepState};
-use crate::store::{EnrollmentChange, PhoneNumber, Store, StoreError};
+use kairo_store::{EnrollmentChange, PhoneNumber, Store, StoreError};
 use kairo_workflow::expr::Renderer;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +76,10 @@ pub enum EngineError {
     #[error("no workflow `{0}` is loaded: check the id, or run `kairo validate` on its file")]
     UnknownWorkflow(String),
     #[error("workflow `{workflow}` is {}: it takes no new enrollments; {}", state.as_str(), match state {
-        crate::store::WorkflowState::Archived => "its file was removed: put it back in the workflow folder to use it again",
+        kairo_store::WorkflowState::Archived => "its file was removed: put it back in the workflow folder to use it again",
         _ => "resume it (`kairo workflows resume` or POST /v1/workflows/{key}/resume) to enroll again",
     })]
-    WorkflowNotActive { workflow: String, state: crate::store::WorkflowState },
+    WorkflowNotActive { workflow: String, state: kairo_store::WorkflowState },
     #[error("workflow `{workflow}` has no `api` trigger: it cannot be enrolled into through the API")]
     NotApiEnrollable { workflow: String },
     #[error("workflow `{workflow}` needs trigger data field(s) {missing:?}")]
@@ -132,7 +132,7 @@ pub struct Engine {
     /// The newest version of every active workflow, keyed by workflow id (key).
     current: RwLock<HashMap<String, Arc<Plan>>>,
     /// Workflows that take no new enrollments (paused, archived).
-    inactive: RwLock<HashMap<String, crate::store::WorkflowState>>,
+    inactive: RwLock<HashMap<String, kairo_store::WorkflowState>>,
     refreshing: tokio::sync::Mutex<()>,
     numbers: RwLock<Arc<Vec<PhoneNumber>>>,
     /// Woken when work is created in this process, so idle workers do not
@@ -216,8 +216,8 @@ impl Engine {
         let mut current = HashMap::new();
         let mut inactive = HashMap::new();
         for wf in workflows {
-            let state = crate::store::WorkflowState::of(&wf);
-            if state != crate::store::WorkflowState::Active {
+            let state = kairo_store::WorkflowState::of(&wf);
+            if state != kairo_store::WorkflowState::Active {
                 inactive.insert(wf.key.clone(), state);
                 continue;
             }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::ids::PhoneNumberId;
 use crate::status::{EnrollmentStatus, StepState, TimerKind};
-use crate::store::{OwnerChoice, StepRecord};
+use kairo_store::{OwnerChoice, StepRecord};
 
 /// A wait for an event with no timeout ends this far in the future.
 pub(super) const FOREVER: chrono::Duration = chrono::Duration::days(365 * 100);

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::Clock;
 use crate::ids::PhoneNumberId;
-use crate::store::{PhoneNumber, SlotGrant, Store, StoreError};
+use kairo_store::{PhoneNumber, SlotGrant, Store, StoreError};
 
 /// The share of a number's throughput Kairo uses.
 pub const HEADROOM: f64 = 0.97;

@@ -6,7 +6,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{WorkflowId, WorkflowVersionId};
-use crate::store::{PhoneNumber, WorkflowVersion};
+use kairo_store::{PhoneNumber, WorkflowVersion};
 use kairo_workflow::compiled::{Compiled, CompiledStep};
 use kairo_workflow::model::Workflow;
 

@@ -15,7 +15,7 @@ use super::pacing::Pace;
 use super::send_gate::Held;
 use crate::ids::{MessageId, ThreadId, Wamid};
 use crate::status::{ConsentStatus, DeliveryStatus, Direction};
-use crate::store::{Message, NewMessage, StoreError, Thread};
+use kairo_store::{Message, NewMessage, StoreError, Thread};
 
 /// What an agent sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,7 +208,7 @@ impl Engine {
     }
 
     /// Keeps the number's pace: waits for a slot shared with the workers.
-    async fn wait_for_slot(&self, number: &crate::store::PhoneNumber) -> Result<(), ReplyError> {
+    async fn wait_for_slot(&self, number: &kairo_store::PhoneNumber) -> Result<(), ReplyError> {
         if !self.outbound.paced() {
             return Ok(());
         }

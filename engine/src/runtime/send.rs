@@ -19,7 +19,7 @@ use super::pacing::{HORIZON, LATE, Pace};
 use super::send_gate::Held;
 use crate::ids::PhoneNumberId;
 use crate::status::StepState;
-use crate::store::{PhoneNumber, StepExecution};
+use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;
 
 /// How late after its slot a send whose mark is written still goes: as
@@ -170,7 +170,7 @@ impl Engine {
         number: &PhoneNumber,
         name: &str,
         language: &str,
-    ) -> Result<Option<(String, String)>, crate::store::StoreError> {
+    ) -> Result<Option<(String, String)>, kairo_store::StoreError> {
         let key = (number.account_id, name.to_string(), language.to_string());
         let now = std::time::Instant::now();
         if let Some((at, found)) = self.templates.lock().expect("template cache lock is never poisoned").get(&key)

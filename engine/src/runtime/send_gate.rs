@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::Engine;
 use super::outbound::{CallError, FailureKind, ThrottleScope};
-use crate::store::{PauseScope, PhoneNumber, Reach};
+use kairo_store::{PauseScope, PhoneNumber, Reach};
 
 /// Why a send may not leave now.
 #[derive(Debug, Clone, PartialEq, Eq)]

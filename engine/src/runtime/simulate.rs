@@ -14,8 +14,8 @@ use super::recording::{RecordingHttp, RecordingOutbound};
 use super::{Engine, EngineConfig, EngineError};
 use crate::clock::{Clock, FakeClock};
 use crate::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
-use crate::store::delivery_status_name as status_name;
-use crate::store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
+use kairo_store::delivery_status_name as status_name;
+use kairo_store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
 use kairo_workflow::ValidWorkflow;
 
 /// What to simulate.
@@ -88,7 +88,7 @@ pub enum SimulateError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] kairo_store::StoreError),
     #[error("the contact file: {0}")]
     Contact(String),
     #[error("the workflow did not finish within {0} simulated steps: does it loop forever?")]
@@ -171,13 +171,13 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
         if let Some(email) = &owner.user
             && store.list_users().await?.iter().all(|u| u.email != email.value)
         {
-            let new = crate::store::NewUser { email: email.value.clone(), name: email.value.clone() };
+            let new = kairo_store::NewUser { email: email.value.clone(), name: email.value.clone() };
             store.insert_user(new, now).await?;
         }
         for team in [&owner.team, &owner.round_robin].into_iter().flatten() {
             if store.list_teams().await?.iter().all(|(t, _)| t.name != team.value) {
                 let team = store.insert_team(&team.value, now).await?;
-                let agent = crate::store::NewUser {
+                let agent = kairo_store::NewUser {
                     email: format!("agent@{}.simulation", team.name.to_lowercase().replace(' ', "-")),
                     name: format!("{} agent", team.name),
                 };
@@ -279,8 +279,8 @@ fn describe_injection(what: &Injected) -> String {
 async fn inject(
     store: &Store,
     plan: &super::Plan,
-    contact: &crate::store::Contact,
-    numbers: &[crate::store::PhoneNumber],
+    contact: &kairo_store::Contact,
+    numbers: &[kairo_store::PhoneNumber],
     outbound: &RecordingOutbound,
     what: &Injected,
     at: DateTime<Utc>,
@@ -336,14 +336,14 @@ async fn inject(
             })
         }
     };
-    store.ingest(&[vec![event]], &crate::store::Keywords::default(), at).await?;
+    store.ingest(&[vec![event]], &kairo_store::Keywords::default(), at).await?;
     Ok(())
 }
 
 async fn report(
     store: &Store,
     plan: &super::Plan,
-    enrollment: crate::store::Enrollment,
+    enrollment: kairo_store::Enrollment,
     started_at: DateTime<Utc>,
     outbound: RecordingOutbound,
     http: RecordingHttp,

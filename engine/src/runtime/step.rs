@@ -12,7 +12,7 @@ use super::actions::wait::wait_step;
 use super::context::RunContext;
 use super::outcome::{Effect, Outcome, Then, failed, record};
 use crate::status::{EnrollmentStatus, StepState};
-use crate::store::{NewTimerRow, StepExecution};
+use kairo_store::{NewTimerRow, StepExecution};
 use kairo_workflow::compiled::{Action, CompiledStep, Exit};
 
 impl Engine {

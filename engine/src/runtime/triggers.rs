@@ -25,7 +25,7 @@ use super::send::{SendAttempt, parse_callback_data, send_output};
 use super::{Engine, EngineError};
 use crate::ids::PhoneNumberId;
 use crate::status::{EnrollmentStatus, StepState, TimerKind, TimerState};
-use crate::store::{DueTimer, EnrollmentChange, Event, MessageOrigin, StepExecution, StepRecord, Tx};
+use kairo_store::{DueTimer, EnrollmentChange, Event, MessageOrigin, StepExecution, StepRecord, Tx};
 use kairo_workflow::compiled::{Action, Exit, WaitFor};
 
 /// How a parked step was resumed.
@@ -181,7 +181,7 @@ impl Engine {
     async fn exit_on_event(
         &self,
         tx: &Tx,
-        contact: &crate::store::Contact,
+        contact: &kairo_store::Contact,
         happening: &Happening<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
@@ -202,7 +202,7 @@ impl Engine {
             .map(|e| e.id)
             .collect();
         let steps = tx.steps_of(&with_conditions).await?;
-        let rows = crate::store::RunRows {
+        let rows = kairo_store::RunRows {
             enrollments: running.clone(),
             contacts: vec![contact.clone()],
             consents: Vec::new(),
@@ -443,7 +443,7 @@ fn timer_awaits(kind: &str, happening: &Happening<'_>) -> bool {
 }
 
 /// The trigger data of an enrollment an event starts.
-fn trigger_data(happening: &Happening<'_>, numbers: &[crate::store::PhoneNumber]) -> Value {
+fn trigger_data(happening: &Happening<'_>, numbers: &[kairo_store::PhoneNumber]) -> Value {
     let mut data = match happening.payload {
         Value::Object(map) => map.clone(),
         other => {

@@ -18,7 +18,7 @@ use super::commit::{Claimed, Finished};
 use super::context::RunContext;
 use super::{Engine, EngineError};
 use crate::ids::EnrollmentId;
-use crate::store::StepExecution;
+use kairo_store::StepExecution;
 
 /// How one worker runs.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::ids::{BulkJobId, ContactId, EnrollmentId};
 use crate::runtime::{BulkTarget, EngineError};
-use crate::store::{BulkJob, BulkJobRow, BulkJobStatus};
+use kairo_store::{BulkJob, BulkJobRow, BulkJobStatus};
 
 mod rows;
 

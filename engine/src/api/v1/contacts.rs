@@ -15,7 +15,7 @@ use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_b
 use crate::ids::{ContactId, PhoneNumberId, Wamid};
 use crate::phone::normalize_phone;
 use crate::status::{ConsentSource, ConsentStatus};
-use crate::store::{ConsentChange, Contact, ContactUpdate, NewContact};
+use kairo_store::{ConsentChange, Contact, ContactUpdate, NewContact};
 
 /// A contact to find or create, and what to change on it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -166,7 +166,7 @@ pub(crate) async fn upsert_contact(state: &ApiState, input: &ContactInput, field
                 Ok(contact) => contact,
                 // Phones are unique: a concurrent request created this
                 // number's contact a moment ago; this request updates it.
-                Err(crate::store::StoreError::Duplicate { .. }) if phone.is_some() => {
+                Err(kairo_store::StoreError::Duplicate { .. }) if phone.is_some() => {
                     let phone = phone.as_deref().unwrap_or_default();
                     let found = store.contacts_by_phone(phone).await?.into_iter().next().ok_or_else(|| {
                         ApiError::internal(&format!(

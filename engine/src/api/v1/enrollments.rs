@@ -20,7 +20,7 @@ use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_b
 use crate::ids::{ContactId, EnrollmentId, StepExecutionId, WorkflowId, WorkflowVersionId};
 use crate::runtime::{BulkContact, BulkRow, EngineError, QueueError};
 use crate::status::{EnrollmentStatus, StepState};
-use crate::store::{Enrollment, EnrollmentFilter, HistoryEntry};
+use kairo_store::{Enrollment, EnrollmentFilter, HistoryEntry};
 
 /// Enroll one contact into a workflow.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -19,7 +19,7 @@ use crate::ids::{
 };
 use crate::runtime::ReplyContent;
 use crate::status::{DeliveryStatus, Direction, ThreadStatus};
-use crate::store::{Message, NewSavedView, SavedView, StoreError, Thread, ThreadFilter};
+use kairo_store::{Message, NewSavedView, SavedView, StoreError, Thread, ThreadFilter};
 
 /// A message in a thread.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -134,11 +134,11 @@ pub struct ThreadQuery {
     pub team: Option<String>,
     /// `open`: the contact's 24-hour window is open (free-form replies
     /// go); `closed`: it is closed or never opened (templates only).
-    pub window: Option<crate::store::WindowFilter>,
+    pub window: Option<kairo_store::WindowFilter>,
     /// `newest` (default: newest thread first) or `last_message` (the
     /// thread with the latest message first).
     #[schema(ignore)]
-    pub sort: Option<crate::store::ThreadSort>,
+    pub sort: Option<kairo_store::ThreadSort>,
     /// `true`: no owner.
     pub unassigned: Option<bool>,
     pub status: Option<ThreadStatus>,
@@ -239,7 +239,7 @@ pub async fn list(
     let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(text) => Some(
-            crate::store::ThreadCursor::parse(text)
+            kairo_store::ThreadCursor::parse(text)
                 .ok_or_else(|| ApiError::bad_request("invalid_cursor", "`cursor` is not one this API gave out"))?,
         ),
     };
@@ -543,7 +543,7 @@ async fn detail(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError
     Ok(ThreadDetail { thread: thread_view(state, thread, &numbers), contact_detail: contact, messages })
 }
 
-fn thread_view(state: &ApiState, t: Thread, numbers: &[crate::store::PhoneNumber]) -> ThreadView {
+fn thread_view(state: &ApiState, t: Thread, numbers: &[kairo_store::PhoneNumber]) -> ThreadView {
     let now = state.engine.now();
     let display_number =
         numbers.iter().find(|n| n.id == t.phone_number_id).map(|n| n.display_number.clone()).unwrap_or_default();

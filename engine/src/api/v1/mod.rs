@@ -21,7 +21,7 @@ use super::auth::{Caller, Scope, TokenLimiter};
 use super::error::ApiError;
 use crate::ids::PhoneNumberId;
 use crate::runtime::Engine;
-use crate::store::{NewIdempotencyRecord, PhoneNumber, StoreError};
+use kairo_store::{NewIdempotencyRecord, PhoneNumber, StoreError};
 
 pub mod bulk;
 pub mod contacts;
@@ -292,7 +292,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-fn replay(first: crate::store::IdempotencyRecord, request_hash: &str) -> Result<Response, ApiError> {
+fn replay(first: kairo_store::IdempotencyRecord, request_hash: &str) -> Result<Response, ApiError> {
     if first.request_hash != request_hash {
         // 409: the request is well formed, and conflicts with what its key
         // already holds (the IETF draft on the header suggests 422).

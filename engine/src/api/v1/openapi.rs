@@ -22,7 +22,7 @@ use super::{bulk, contacts, enrollments, inbox, people, workflows};
         inbox::unmatched_statuses, inbox::list, inbox::show, inbox::reply, inbox::assign, inbox::close, inbox::reopen,
         inbox::create_view, inbox::list_views, inbox::show_view, inbox::update_view, inbox::delete_view,
     ),
-    components(schemas(crate::store::ThreadSort, crate::store::WindowFilter)),
+    components(schemas(kairo_store::ThreadSort, kairo_store::WindowFilter)),
     modifiers(&BearerAuth),
     tags(
         (name = "enrollments", description = "Enroll contacts, one or in bulk; read and steer runs"),
@@ -176,7 +176,7 @@ fn constrain(doc: &mut serde_json::Value) {
         }
     };
     pattern("/v1/contacts", "phone", phone);
-    pattern("/v1/threads", "cursor", crate::store::ThreadCursor::PATTERN);
+    pattern("/v1/threads", "cursor", kairo_store::ThreadCursor::PATTERN);
 }
 
 /// `GET /v1/openapi.json` (no token needed).

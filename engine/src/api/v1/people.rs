@@ -12,7 +12,7 @@ use super::ApiState;
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::ids::{TeamId, UserId};
-use crate::store::{NewUser, StoreError, Team, User};
+use kairo_store::{NewUser, StoreError, Team, User};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -216,7 +216,7 @@ pub async fn deactivate_team(
 }
 
 /// A user named by id or by email (as workflows name them), any case.
-pub(crate) async fn resolve_user(state: &ApiState, name: &str, field: &str) -> Result<crate::store::User, ApiError> {
+pub(crate) async fn resolve_user(state: &ApiState, name: &str, field: &str) -> Result<kairo_store::User, ApiError> {
     let store = state.engine.store();
     let found = match name.trim().parse::<UserId>() {
         Ok(id) => store.user(id).await?,
@@ -232,7 +232,7 @@ pub(crate) async fn resolve_user(state: &ApiState, name: &str, field: &str) -> R
 }
 
 /// A team named by id or by name, any case.
-pub(crate) async fn resolve_team(state: &ApiState, name: &str, field: &str) -> Result<crate::store::Team, ApiError> {
+pub(crate) async fn resolve_team(state: &ApiState, name: &str, field: &str) -> Result<kairo_store::Team, ApiError> {
     let store = state.engine.store();
     let found = match name.trim().parse::<TeamId>() {
         Ok(id) => store.team(id).await?,

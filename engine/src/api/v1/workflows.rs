@@ -12,7 +12,7 @@ use super::ApiState;
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::ids::{WorkflowId, WorkflowVersionId};
-use crate::store::{Funnel, VersionReport, Workflow, WorkflowState};
+use kairo_store::{Funnel, VersionReport, Workflow, WorkflowState};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WorkflowView {

@@ -7,7 +7,7 @@ use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Effect, Outcome, failed};
 use crate::runtime::plan::resolve_number;
-use crate::store::{OwnerChoice, PhoneNumber};
+use kairo_store::{OwnerChoice, PhoneNumber};
 use kairo_workflow::compiled::{Action, CompiledStep};
 use kairo_workflow::model::Owner;
 

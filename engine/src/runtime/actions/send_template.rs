@@ -13,7 +13,7 @@ use crate::runtime::plan::resolve_number;
 use crate::runtime::quiet::quiet_hours_wait;
 use crate::runtime::send::{SendAttempt, callback_data, held_outcome};
 use crate::status::StepState;
-use crate::store::{PhoneNumber, StepExecution};
+use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;
 use kairo_workflow::expr::RenderFailure;
 use kairo_workflow::model::{HeaderParam, Params, SendTemplate};

@@ -18,7 +18,7 @@ use crate::api::v1::{ApiState, body_hash, resolve_number};
 use crate::ids::PhoneNumberId;
 use crate::phone::{PhoneError, normalize_phone};
 use crate::runtime::{BulkContact, BulkRow, BulkTarget};
-use crate::store::RowResult;
+use kairo_store::RowResult;
 
 /// Rows per transaction: large enough that a commit carries many rows,
 /// small enough that progress shows and SQLite's writer is not held long.

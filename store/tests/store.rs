@@ -2,11 +2,11 @@
 //! uniqueness rules the product relies on hold.
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use kairo_engine::ids::*;
-use kairo_engine::status::*;
-use kairo_engine::store::*;
-use kairo_engine::store_test;
-use kairo_engine::testing::TestDb;
+use kairo_core::ids::*;
+use kairo_core::status::*;
+use kairo_store::store_test;
+use kairo_store::testing::TestDb;
+use kairo_store::*;
 use serde_json::json;
 
 /// A fixed instant with microsecond precision, which both backends keep.
@@ -254,7 +254,7 @@ store_test!(every_entity_round_trips, |store| {
             NewTimer {
                 enrollment_id: enrollment.id,
                 step_execution_id: Some(step.id),
-                kind: kairo_engine::status::TimerKind::Wait,
+                kind: kairo_core::status::TimerKind::Wait,
                 wake_at: t0() + Duration::days(30),
             },
             t0(),

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::entities::{message, step_execution};
 use super::{Backend, Message, StepExecution, Store, StoreError, WorkflowVersion};
-use crate::ids::{EnrollmentId, WorkflowId, WorkflowVersionId};
+use kairo_core::ids::{EnrollmentId, WorkflowId, WorkflowVersionId};
 
 /// One version's funnel: what a marketer watches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::entities::{consent, consent_event};
 use super::{Store, StoreError, Tx};
-use crate::ids::{ContactId, PhoneNumberId, Wamid};
-use crate::status::{ConsentSource, ConsentStatus};
+use kairo_core::ids::{ContactId, PhoneNumberId, Wamid};
+use kairo_core::status::{ConsentSource, ConsentStatus};
 
 pub type Consent = consent::Model;
 
@@ -121,5 +121,32 @@ impl Tx {
             .all(&self.txn)
             .await
             .map_err(|e| self.err(e))
+    }
+
+    /// Records a consent change from the API with its audit entry.
+    pub async fn record_api_consent(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+        status: ConsentStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let change = ConsentChange::from_api(contact, number, status);
+        write_consent(&self.txn, change, now).await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Opts a contact in on a number from the API, unless already opted in.
+    pub async fn opt_in(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let current = self.consents(contact).await?;
+        if current.iter().any(|c| c.phone_number_id == number && c.status == ConsentStatus::OptedIn) {
+            return Ok(());
+        }
+        self.record_api_consent(contact, number, ConsentStatus::OptedIn, now).await
     }
 }

@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{phone_number, template, whatsapp_account};
 use super::{Store, StoreError};
-use crate::ids::{AccountId, TemplateId};
+use kairo_core::ids::{AccountId, TemplateId};
 
 pub type Template = template::Model;
 

@@ -19,7 +19,7 @@ use sea_orm::EntityTrait;
 
 use super::entities::{business_portfolio, whatsapp_account};
 use super::{Backend, PhoneNumber, Store, StoreError};
-use crate::ids::PhoneNumberId;
+use kairo_core::ids::PhoneNumberId;
 
 /// The moving window of the messaging limit.
 const REACH_WINDOW: chrono::Duration = chrono::Duration::hours(24);

@@ -14,10 +14,10 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value};
 use uuid::Uuid;
 
-use crate::ids::{ContactId, EnrollmentId, StepExecutionId};
-use crate::status::StepState;
-use crate::store::entities::{consent, contact, enrollment, step_execution};
-use crate::store::{Backend, Consent, Contact, Enrollment, Store, StoreError, Tx};
+use crate::entities::{consent, contact, enrollment, step_execution};
+use crate::{Backend, Consent, Contact, Enrollment, Store, StoreError, Tx};
+use kairo_core::ids::{ContactId, EnrollmentId, StepExecutionId};
+use kairo_core::status::StepState;
 
 /// Everything a step needs to know about the enrollments it runs in.
 #[derive(Debug, Clone, Default)]

@@ -6,7 +6,7 @@ use sea_orm::{EntityTrait, QueryOrder};
 
 use super::entities::saved_view;
 use super::{Store, StoreError};
-use crate::ids::{SavedViewId, UserId};
+use kairo_core::ids::{SavedViewId, UserId};
 
 pub type SavedView = saved_view::Model;
 

@@ -40,7 +40,7 @@ impl Store {
         self.db.get_database_backend()
     }
 
-    pub(crate) fn missing(&self, what: &str) -> StoreError {
+    pub fn missing(&self, what: &str) -> StoreError {
         self.query_error(sea_orm::DbErr::RecordNotFound(what.to_string()))
     }
 }

@@ -11,8 +11,8 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use super::entities::{enrollment, step_execution, timer};
 use super::tx::take_sql;
 use super::{Backend, Enrollment, StepExecution, Store, StoreError, Tx};
-use crate::ids::{ContactId, EnrollmentId, StepExecutionId, TimerId};
-use crate::status::{EnrollmentStatus, TimerKind, TimerState};
+use kairo_core::ids::{ContactId, EnrollmentId, StepExecutionId, TimerId};
+use kairo_core::status::{EnrollmentStatus, TimerKind, TimerState};
 
 /// A timer a parked step waits on.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::entities::{enrollment, step_execution, timer};
 use super::paging::{Page, page};
 use super::{Backend, Store, StoreError, Tx};
-use crate::ids::{ContactId, EnrollmentId, WorkflowId, WorkflowVersionId};
-use crate::status::{EnrollmentStatus, StepState, TimerState};
+use kairo_core::ids::{ContactId, EnrollmentId, WorkflowId, WorkflowVersionId};
+use kairo_core::status::{EnrollmentStatus, StepState, TimerState};
 
 /// A change of an enrollment that is still running.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::api_token;
 use super::{Store, StoreError};
-use crate::ids::ApiTokenId;
+use kairo_core::ids::ApiTokenId;
 
 pub type ApiToken = api_token::Model;
 

@@ -15,11 +15,11 @@ use uuid::Uuid;
 use super::entities::{assignment_rule, message, pending_status, thread};
 use super::tx::BATCH_CHUNK;
 use super::{Contact, Store, StoreError, Tx};
-use crate::ids::{ContactId, EnrollmentId, MessageId, PhoneNumberId, StepExecutionId, ThreadId, Wamid};
-use crate::status::{DeliveryStatus, Direction, ThreadStatus};
+use kairo_core::ids::{ContactId, EnrollmentId, MessageId, PhoneNumberId, StepExecutionId, ThreadId, Wamid};
+use kairo_core::status::{DeliveryStatus, Direction, ThreadStatus};
 
 /// A delivery status as stored and as WhatsApp names it.
-pub(crate) fn status_name(status: DeliveryStatus) -> &'static str {
+pub fn status_name(status: DeliveryStatus) -> &'static str {
     match status {
         DeliveryStatus::Received => "received",
         DeliveryStatus::Sending => "sending",
@@ -52,7 +52,7 @@ pub(super) async fn apply_pending_statuses<C: ConnectionTrait>(
     };
     for status in &pending {
         let update: Option<StatusUpdateRecord> = serde_json::from_value(status.payload.clone()).ok();
-        let error = update.and_then(|u| u.error).map(|e| crate::channel::DeliveryError {
+        let error = update.and_then(|u| u.error).map(|e| kairo_core::channel::DeliveryError {
             code: e.code,
             title: e.title,
             details: e.details,
@@ -81,7 +81,7 @@ pub(super) async fn apply_status<C: ConnectionTrait>(
     txn: &C,
     found: message::Model,
     status: DeliveryStatus,
-    error: Option<&crate::channel::DeliveryError>,
+    error: Option<&kairo_core::channel::DeliveryError>,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<message::Model, sea_orm::DbErr> {
@@ -221,14 +221,14 @@ impl Store {
     /// it here, and the thread's last outbound (and first response) time.
     pub async fn mark_reply_sent(
         &self,
-        message_id: crate::ids::MessageId,
-        wamid: &crate::ids::Wamid,
+        message_id: kairo_core::ids::MessageId,
+        wamid: &kairo_core::ids::Wamid,
         now: DateTime<Utc>,
     ) -> Result<Option<super::Message>, StoreError> {
         let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
         message::Entity::update_many()
             .col_expr(message::Column::Wamid, Expr::value(Some(wamid.clone())))
-            .col_expr(message::Column::Status, Expr::value(crate::status::DeliveryStatus::Sent))
+            .col_expr(message::Column::Status, Expr::value(kairo_core::status::DeliveryStatus::Sent))
             .col_expr(message::Column::SentAt, Expr::value(Some(now)))
             .col_expr(message::Column::UpdatedAt, Expr::value(now))
             .filter(message::Column::Id.eq(message_id))
@@ -259,13 +259,13 @@ impl Store {
     /// A reply the channel refused: `failed`, with the code and reason.
     pub async fn mark_reply_failed(
         &self,
-        message_id: crate::ids::MessageId,
+        message_id: kairo_core::ids::MessageId,
         code: Option<i32>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         message::Entity::update_many()
-            .col_expr(message::Column::Status, Expr::value(crate::status::DeliveryStatus::Failed))
+            .col_expr(message::Column::Status, Expr::value(kairo_core::status::DeliveryStatus::Failed))
             .col_expr(message::Column::ErrorCode, Expr::value(code))
             .col_expr(message::Column::ErrorTitle, Expr::value(Some(reason.to_string())))
             .col_expr(message::Column::FailedAt, Expr::value(Some(now)))
@@ -373,7 +373,7 @@ impl Tx {
     /// Who an outbound message went to, found by its wamid.
     pub async fn message_origin(&self, wamid: &str) -> Result<Option<MessageOrigin>, StoreError> {
         let Some(found) = message::Entity::find()
-            .filter(message::Column::Wamid.eq(crate::ids::Wamid(wamid.to_string())))
+            .filter(message::Column::Wamid.eq(kairo_core::ids::Wamid(wamid.to_string())))
             .one(&self.txn)
             .await
             .map_err(|e| self.err(e))?

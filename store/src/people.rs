@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::entities::{assignment_rule, team, team_member, user};
 use super::{Store, StoreError};
-use crate::ids::{PhoneNumberId, TeamId, UserId};
+use kairo_core::ids::{PhoneNumberId, TeamId, UserId};
 
 /// Who a thread goes to (the `assign_owner` step).
 #[derive(Debug, Clone, PartialEq, Eq)]

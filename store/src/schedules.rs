@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::entities::schedule_tick;
 use super::{Store, StoreError, Tx};
-use crate::ids::WorkflowId;
+use kairo_core::ids::WorkflowId;
 
 /// Inserts a tick unless it is there: the one write of the table, for the
 /// pool and for a transaction. The number of rows inserted (0 or 1).

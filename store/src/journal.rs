@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::entities::webhook_delivery;
 use super::{Backend, IngestReport, Keywords, Store, StoreError};
-use crate::channel::InboundEvent;
+use kairo_core::channel::InboundEvent;
 
 /// Attempts after which a delivery that fails to apply is set aside.
 pub const MAX_APPLY_ATTEMPTS: i32 = 10;

@@ -18,11 +18,11 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement,
 use uuid::Uuid;
 
 use super::StepExecution;
-use crate::ids::StepExecutionId;
-use crate::status::StepState;
-use crate::store::entities::step_execution;
-use crate::store::tx::{BATCH_CHUNK, take_sql};
-use crate::store::{Backend, Store, StoreError};
+use crate::entities::step_execution;
+use crate::tx::{BATCH_CHUNK, take_sql};
+use crate::{Backend, Store, StoreError};
+use kairo_core::ids::StepExecutionId;
+use kairo_core::status::StepState;
 
 impl Store {
     /// Claims up to `limit` due pending steps for `owner` until `lease_until`,
@@ -219,7 +219,7 @@ impl Store {
     }
 }
 
-impl crate::store::Tx {
+impl crate::Tx {
     /// [`Store::mark_attempting`] for many steps, in this transaction (one
     /// commit instead of one per send). Returns the steps marked.
     pub async fn mark_attempting_many(

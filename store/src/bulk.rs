@@ -18,8 +18,8 @@ use super::entities::{bulk_job, bulk_job_row, consent, contact, enrollment, idem
 use super::{
     Backend, Consent, Contact, Enrollment, EnrollmentHistory, IdempotencyRecord, NewContact, Store, StoreError, Tx,
 };
-use crate::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId, WorkflowId};
-use crate::status::{ConsentStatus, EnrollmentStatus};
+use kairo_core::ids::{ApiTokenId, BulkJobId, ContactId, EnrollmentId, WorkflowId};
+use kairo_core::status::EnrollmentStatus;
 
 pub type BulkJob = bulk_job::Model;
 pub type BulkJobRow = bulk_job_row::Model;
@@ -230,19 +230,6 @@ impl Tx {
             consent::Entity::find().filter(consent::Column::ContactId.is_in(chunk.iter().copied()))
         })
         .await
-    }
-
-    /// Records a consent change from the API with its audit entry.
-    pub async fn record_api_consent(
-        &self,
-        contact: ContactId,
-        number: crate::ids::PhoneNumberId,
-        status: ConsentStatus,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let change = super::ConsentChange::from_api(contact, number, status);
-        super::consents::write_consent(&self.txn, change, now).await.map_err(|e| self.err(e))?;
-        Ok(())
     }
 
     /// Contacts whose `phone` or `mobile_phone` is one of `phones`

@@ -19,7 +19,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 
 use super::entities::{business_portfolio, phone_number, whatsapp_account};
 use super::{Backend, Store, StoreError, Tx};
-use crate::ids::{AccountId, PhoneNumberId, PortfolioId};
+use kairo_core::ids::{AccountId, PhoneNumberId, PortfolioId};
 
 pub type Portfolio = business_portfolio::Model;
 
@@ -32,7 +32,7 @@ impl phone_number::Model {
     /// digits of its display form however they are written. The one way
     /// workflows, the API and the CLI find a number.
     pub fn answers_to(&self, written: &str) -> bool {
-        let digits = crate::phone::PhoneDigits::of(written);
+        let digits = kairo_core::phone::PhoneDigits::of(written);
         self.graph_id == written || (!digits.is_empty() && digits == self.normalized_number)
     }
 }
@@ -115,10 +115,10 @@ const TROUBLED_STATUSES: &[&str] = &["FLAGGED", "RESTRICTED"];
 pub(super) async fn apply_quality_change<C: ConnectionTrait>(
     db: &C,
     account_waba_id: &str,
-    change: &crate::channel::NumberQualityChange,
+    change: &kairo_core::channel::NumberQualityChange,
     now: DateTime<Utc>,
 ) -> Result<Option<(PhoneNumber, String)>, sea_orm::DbErr> {
-    let digits = crate::phone::PhoneDigits::of(&change.display_number).into_string();
+    let digits = kairo_core::phone::PhoneDigits::of(&change.display_number).into_string();
     let mut query = phone_number::Entity::find().filter(phone_number::Column::NormalizedNumber.eq(digits));
     if let Some(account) =
         whatsapp_account::Entity::find().filter(whatsapp_account::Column::WabaId.eq(account_waba_id)).one(db).await?

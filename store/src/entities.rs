@@ -11,9 +11,9 @@ macro_rules! entity {
         pub mod $module {
             use sea_orm::entity::prelude::*;
             #[allow(unused_imports)]
-            use crate::ids::*;
+            use kairo_core::ids::*;
             #[allow(unused_imports)]
-            use crate::status::*;
+            use kairo_core::status::*;
 
             #[sea_orm::model]
             #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]

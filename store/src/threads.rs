@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::entities::{contact, message, team, thread, user};
 use super::paging::{Page, escape_like, page};
 use super::{Contact, OwnerChoice, Store, StoreError, Tx, UnknownOwner};
-use crate::ids::{ContactId, PhoneNumberId, TeamId, ThreadId, UserId};
-use crate::status::ThreadStatus;
+use kairo_core::ids::{ContactId, PhoneNumberId, TeamId, ThreadId, UserId};
+use kairo_core::status::ThreadStatus;
 
 /// Which threads to list. Every field narrows the list.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
@@ -231,7 +231,7 @@ impl Store {
                 .from(message::Entity)
                 .and_where(lower_like(Expr::col(message::Column::Body)))
                 .to_owned();
-            let digits = crate::phone::PhoneDigits::of(text).into_string();
+            let digits = kairo_core::phone::PhoneDigits::of(text).into_string();
             let mut contact_match = Condition::any().add(lower_like(Expr::col(contact::Column::Name)));
             if digits.len() >= 3 {
                 let digits = format!("%{digits}%");

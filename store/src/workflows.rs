@@ -6,7 +6,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 
 use super::entities::{workflow, workflow_version};
 use super::{Store, StoreError, Tx};
-use crate::ids::{WorkflowId, WorkflowVersionId};
+use kairo_core::ids::{WorkflowId, WorkflowVersionId};
 
 pub type Workflow = workflow::Model;
 
@@ -196,7 +196,7 @@ impl Tx {
     /// The version an enrollment runs on.
     pub async fn workflow_version(
         &self,
-        id: crate::ids::WorkflowVersionId,
+        id: kairo_core::ids::WorkflowVersionId,
     ) -> Result<Option<super::WorkflowVersion>, StoreError> {
         workflow_version::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
     }

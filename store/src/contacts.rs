@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::entities::{consent, consent_event, contact};
 use super::paging::{Page, page};
 use super::{Store, StoreError, Tx};
-use crate::ids::{ContactId, PhoneNumberId};
-use crate::status::{ConsentSource, ConsentStatus};
+use kairo_core::ids::{ContactId, PhoneNumberId};
+use kairo_core::status::{ConsentSource, ConsentStatus};
 
 /// A change to a contact; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]

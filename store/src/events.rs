@@ -11,7 +11,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::event;
 use super::{Backend, Store, StoreError, Tx};
-use crate::ids::{ContactId, EventId, PhoneNumberId};
+use kairo_core::ids::{ContactId, EventId, PhoneNumberId};
 
 pub type Event = event::Model;
 

@@ -32,6 +32,8 @@ mod reports;
 mod saved_views;
 mod schedules;
 mod steps;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod threads;
 mod timers;
 mod tokens;
@@ -57,7 +59,7 @@ pub use self::events::{Event, NewEvent};
 pub use self::idempotency::{IdempotencyRecord, NewIdempotencyRecord};
 pub use self::ingest::{IngestReport, Keywords, SESSION_WINDOW};
 pub use self::journal::MAX_APPLY_ATTEMPTS;
-pub(crate) use self::messages::status_name as delivery_status_name;
+pub use self::messages::status_name as delivery_status_name;
 pub use self::messages::{Message, MessageOrigin, NewMessage, OutboundRecord, PendingStatus};
 pub use self::numbers::{Account, NewAccount, NewPhoneNumber, NewPortfolio, PauseScope, PhoneNumber, Portfolio};
 pub use self::pacing::{Reach, SendBudget, SlotGrant, messaging_limit};

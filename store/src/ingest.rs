@@ -29,10 +29,10 @@ use super::entities::{
 use super::messages::{apply_status, message_row, status_name};
 use super::threads::new_thread_row;
 use super::{NewMessage, Store, StoreError};
-use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
-use crate::ids::*;
-use crate::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
-use crate::text::normalize;
+use kairo_core::channel::{InboundEvent, InboundMessage, Notice, StatusUpdate};
+use kairo_core::status::{ConsentSource, ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
+use kairo_core::text::normalize;
+use kairo_core::{ids::*, phone::PhoneDigits};
 
 /// How long a contact's message keeps the customer service window open.
 pub const SESSION_WINDOW: Duration = Duration::hours(24);
@@ -87,7 +87,7 @@ pub struct IngestReport {
 /// The pause reason of a notice that restricts business-initiated
 /// messaging; None for any other notice. Other restrictions (adding
 /// numbers, …) are kept in the event log and logged, and stop nothing.
-fn account_restriction(notice: &crate::channel::Notice) -> Option<String> {
+fn account_restriction(notice: &Notice) -> Option<String> {
     for other in notice.restrictions.iter().filter(|r| !r.stops_sends) {
         tracing::warn!(
             account = %notice.account_id,
@@ -318,7 +318,7 @@ impl Store {
     ) -> Result<contact::Model, StoreError> {
         let q = |e| self.query_error(e);
         let digits: Option<String> =
-            inbound.from.as_ref().map(|f| crate::phone::PhoneDigits::of(f).into_string()).filter(|d| !d.is_empty());
+            inbound.from.as_ref().map(|f| PhoneDigits::of(f).into_string()).filter(|d| !d.is_empty());
         let mut found = None;
         if let Some(digits) = &digits {
             found = contact::Entity::find()
@@ -427,7 +427,7 @@ impl Store {
         let field = |name: &str| system[name].as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         let (wa_id, user_id) = match system["type"].as_str() {
             Some("user_changed_number") => (
-                field("wa_id").or_else(|| field("new_wa_id")).map(|w| crate::phone::PhoneDigits::of(&w).into_string()),
+                field("wa_id").or_else(|| field("new_wa_id")).map(|w| PhoneDigits::of(&w).into_string()),
                 field("user_id"),
             ),
             Some("user_changed_user_id") => (None, field("user_id")),
