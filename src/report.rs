@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use anyhow::Result;
 use kairo_actions::sandbox::SandboxChannel;
 use kairo_actions::whatsapp::webhook::account_restrictions as restrictions_of;
-use kairo_engine::config::Config;
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, SendEstimate, default_owner};
 use kairo_engine::{Clock, Store, SystemClock};
 use kairo_store::{PauseScope, PhoneNumber, StepCounts};

@@ -12,11 +12,11 @@
 
 use std::process::ExitCode;
 
+use crate::config::Config;
 use anyhow::{Context, Result};
 use hmac::{KeyInit, Mac};
 use kairo_core::ids::{ThreadId, Wamid};
 use kairo_core::phone::PhoneDigits;
-use kairo_engine::config::Config;
 use kairo_engine::{Clock, Secret};
 use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_workflow::Catalog;

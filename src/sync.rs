@@ -5,10 +5,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::config::Config;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use kairo_actions::whatsapp::sync::{SyncAccount, SyncProgress, SyncReport, sync_account};
-use kairo_engine::config::Config;
+use kairo_actions::whatsapp::{GraphClient, GraphSettings};
 use kairo_engine::{Clock, Store, SystemClock};
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +19,7 @@ pub const SERVE_SYNC_INTERVAL: Duration = Duration::from_secs(3600);
 pub async fn run(config: &Config) -> Result<ExitCode> {
     let accounts = accounts(config)?;
     let store = crate::open_existing(config).await?;
-    let graph = crate::graph_client(config)?;
+    let graph = graph_client(config)?;
     let mut failed = false;
     for account in &accounts {
         let bar = ProgressBar::new_spinner().with_style(
@@ -112,7 +113,7 @@ pub async fn periodically(
             return;
         }
     };
-    let graph = match crate::graph_client(&config) {
+    let graph = match graph_client(&config) {
         Ok(graph) => graph,
         Err(err) => {
             tracing::error!("catalogue sync off: {err:#}");
@@ -132,4 +133,15 @@ pub async fn periodically(
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// The Graph API client the configuration describes.
+pub(crate) fn graph_client(config: &Config) -> Result<GraphClient> {
+    let whatsapp = &config.whatsapp;
+    let settings = GraphSettings {
+        base_url: whatsapp.graph_url.clone(),
+        version: whatsapp.graph_version.clone(),
+        timeout: Duration::from_secs(whatsapp.timeout_secs.max(1)),
+    };
+    Ok(GraphClient::new(settings)?)
 }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::Config;
 use anyhow::{Context, Result};
-use kairo_engine::config::Config;
 use kairo_engine::{Store, StoreError};
 use kairo_workflow::{self as workflow, Catalog, Diagnostic};
 use serde_json::json;

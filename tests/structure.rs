@@ -30,12 +30,13 @@ const CRATES: &[(&str, &str, u32)] = &[
     ("workflow", "kairo-workflow", 1),
     ("store", "kairo-store", 1),
     ("engine", "kairo-engine", 2),
+    ("api", "kairo-api", 3),
     ("actions", "kairo-actions", 3),
     (".", "kairo", 4),
 ];
 
 /// Library crates: no `Result<_, String>` there.
-const LIBRARIES: &[&str] = &["migrations", "core", "workflow", "store", "engine", "actions"];
+const LIBRARIES: &[&str] = &["migrations", "core", "workflow", "store", "engine", "api", "actions"];
 
 /// The crate that speaks WhatsApp's wire format and knows its error codes.
 const WHATSAPP_CRATE: &str = "actions";
@@ -50,10 +51,9 @@ const MAX_FN_LINES: usize = 80;
 /// `file::function`, or a cycle's members joined by ` <-> `, sorted.
 const KNOWN: &[(&str, &str, usize)] = &[
     ("WhatsApp wire field read outside the WhatsApp crate", "migrations/src/m20261125_000001_initial.rs", 1),
-    ("file over 600 lines", "engine/src/api/v1/inbox.rs", 627),
+    ("file over 600 lines", "api/src/v1/inbox.rs", 627),
     ("file over 600 lines", "store/src/ingest.rs", 778),
     ("file over 600 lines", "workflow/src/validate.rs", 812),
-    ("file over 600 lines", "src/main.rs", 853),
     ("function over 80 lines", "engine/src/runtime/bulk.rs::enroll_rows", 102),
     ("function over 80 lines", "engine/src/runtime/commit.rs::commit_batch", 103),
     ("function over 80 lines", "engine/src/runtime/simulate.rs::simulate", 153),

@@ -6,8 +6,6 @@
 //! parses WhatsApp's wire format. Only [`store`] speaks SQL and only
 //! [`clock`] reads the system time.
 
-pub mod api;
-pub mod config;
 pub mod group_commit;
 pub mod registry;
 pub mod runtime;
@@ -16,7 +14,7 @@ pub mod runtime;
 pub mod testing;
 
 pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
-pub use config::{Config, ConfigError};
+
 /// The shared vocabulary ([`kairo_core`]), under the paths the engine has
 /// always used.
 pub use kairo_core::{channel, clock, ids, phone, secret, status, text};

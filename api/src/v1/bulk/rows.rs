@@ -12,12 +12,12 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::api::error::ApiError;
-use crate::api::v1::contacts::ContactInput;
-use crate::api::v1::{ApiState, body_hash, resolve_number};
-use crate::ids::PhoneNumberId;
-use crate::phone::{PhoneError, normalize_phone};
-use crate::runtime::{BulkContact, BulkRow, BulkTarget};
+use crate::error::ApiError;
+use crate::v1::contacts::ContactInput;
+use crate::v1::{ApiState, body_hash, resolve_number};
+use kairo_core::ids::PhoneNumberId;
+use kairo_core::phone::{PhoneError, normalize_phone};
+use kairo_engine::runtime::{BulkContact, BulkRow, BulkTarget};
 use kairo_store::RowResult;
 
 /// Rows per transaction: large enough that a commit carries many rows,
@@ -66,10 +66,10 @@ fn ndjson_row(text: &str) -> Result<RowInput, Unreadable> {
     let value: Value = serde_json::from_str(text).map_err(|e| Unreadable::new(None, format!("not JSON: {e}")))?;
     let key = value.get("key").and_then(Value::as_str).map(str::to_string);
     if !value.is_object() {
-        let kind = crate::api::error::json_kind(&value);
+        let kind = crate::error::json_kind(&value);
         return Err(Unreadable::new(key, format!("a row is a JSON object, not {kind}")));
     }
-    if let Some(field) = crate::api::error::nul_field(&value) {
+    if let Some(field) = crate::error::nul_field(&value) {
         return Err(Unreadable::new(
             key,
             format!("`{field}` holds the character U+0000 (NUL), which cannot be stored: remove it"),

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::ids::ApiTokenId;
+use kairo_core::ids::ApiTokenId;
 use kairo_store::{ApiToken, NewApiToken, Store, StoreError};
 
 /// What a token may do. `admin` may do everything.
@@ -50,7 +50,7 @@ impl Scope {
 /// A new token: the secret, shown once, and its stored record.
 #[derive(Debug)]
 pub struct CreatedToken {
-    pub secret: crate::Secret,
+    pub secret: kairo_core::secret::Secret,
     pub record: ApiToken,
 }
 
@@ -84,7 +84,7 @@ pub async fn create_token(
         scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
     };
     match store.insert_api_token(new, now).await {
-        Ok(record) => Ok(CreatedToken { secret: crate::Secret::new(secret), record }),
+        Ok(record) => Ok(CreatedToken { secret: kairo_core::secret::Secret::new(secret), record }),
         Err(StoreError::Duplicate { .. }) => Err(TokenError::NameTaken(name.to_string())),
         Err(err) => Err(TokenError::Store(err)),
     }

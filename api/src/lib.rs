@@ -1,5 +1,5 @@
-//! The HTTP surface of `kairo serve`: health, readiness and the WhatsApp
-//! webhook; the `/v1` API joins this router as it is built.
+//! The HTTP surface of `kairo serve`: health, readiness, metrics, the
+//! WhatsApp webhook endpoint and the `/v1` API with its OpenAPI document.
 //!
 //! Invariant: handlers never send internals to clients; an error becomes a
 //! JSON body with a code and a message.
@@ -17,8 +17,11 @@ use kairo_store::Store;
 pub mod auth;
 pub mod error;
 pub mod metrics;
+mod settings;
 pub mod v1;
 pub mod webhook;
+
+pub use self::settings::ApiSettings;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]

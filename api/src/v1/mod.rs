@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{Caller, Scope, TokenLimiter};
 use super::error::ApiError;
-use crate::ids::PhoneNumberId;
-use crate::runtime::Engine;
+use kairo_core::ids::PhoneNumberId;
+use kairo_engine::runtime::Engine;
 use kairo_store::{NewIdempotencyRecord, PhoneNumber, StoreError};
 
 pub mod bulk;
@@ -42,11 +42,11 @@ const MAX_LIMIT: u64 = 500;
 pub struct ApiState {
     pub engine: Arc<Engine>,
     /// Single enrollments, committed in groups.
-    pub queue: crate::runtime::EnrollQueue,
+    pub queue: kairo_engine::runtime::EnrollQueue,
     pub limiter: Arc<TokenLimiter>,
     /// Failed authentications per client address.
     pub failed_auth: Arc<super::auth::FailedAuth>,
-    pub settings: crate::config::ApiSettings,
+    pub settings: crate::ApiSettings,
 }
 
 impl FromRequestParts<ApiState> for Caller {

@@ -15,11 +15,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::contacts::{ContactInput, normalized};
 use super::inbox::MessageView;
 use super::{ApiState, PageParams, body_hash, idempotent, resolve_number};
-use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
-use crate::ids::{ContactId, EnrollmentId, StepExecutionId, WorkflowId, WorkflowVersionId};
-use crate::runtime::{BulkContact, BulkRow, EngineError, QueueError};
-use crate::status::{EnrollmentStatus, StepState};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
+use kairo_core::ids::{ContactId, EnrollmentId, StepExecutionId, WorkflowId, WorkflowVersionId};
+use kairo_core::status::{EnrollmentStatus, StepState};
+use kairo_engine::runtime::{BulkContact, BulkRow, EngineError, QueueError};
 use kairo_store::{Enrollment, EnrollmentFilter, HistoryEntry};
 
 /// Enroll one contact into a workflow.
@@ -292,7 +292,7 @@ pub async fn cancel(
     } else {
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
-        crate::api::error::check_text(&value, "body")?;
+        crate::error::check_text(&value, "body")?;
         if value.is_null() { CancelBody::default() } else { parse_body(value)? }
     };
     let reason = body.reason.unwrap_or_else(|| format!("cancelled through the API by {}", caller.name));

@@ -12,13 +12,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::contacts::ContactView;
 use super::{ApiState, PageParams, idempotent, resolve_number};
-use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
-use crate::ids::{
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
+use kairo_core::ids::{
     ContactId, EnrollmentId, MessageId, PhoneNumberId, SavedViewId, StepExecutionId, TeamId, ThreadId, UserId, Wamid,
 };
-use crate::runtime::ReplyContent;
-use crate::status::{DeliveryStatus, Direction, ThreadStatus};
+use kairo_core::status::{DeliveryStatus, Direction, ThreadStatus};
+use kairo_engine::runtime::ReplyContent;
 use kairo_store::{Message, NewSavedView, SavedView, StoreError, Thread, ThreadFilter};
 
 /// A message in a thread.

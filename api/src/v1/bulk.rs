@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
-use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::ids::{BulkJobId, ContactId, EnrollmentId};
-use crate::runtime::{BulkTarget, EngineError};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use kairo_core::ids::{BulkJobId, ContactId, EnrollmentId};
+use kairo_engine::runtime::{BulkTarget, EngineError};
 use kairo_store::{BulkJob, BulkJobRow, BulkJobStatus};
 
 mod rows;

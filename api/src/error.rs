@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::runtime::{EngineError, ReplyError};
+use kairo_engine::runtime::{EngineError, ReplyError};
 use kairo_store::StoreError;
 
 /// An API failure.

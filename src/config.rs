@@ -12,7 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
-use crate::Secret;
+use kairo_api::ApiSettings;
+use kairo_core::secret::Secret;
 use kairo_store::DatabaseUrl;
 
 /// The file read when `--config` is not given, if it exists.
@@ -106,43 +107,6 @@ fn default_max_connections() -> u32 {
 
 fn default_acquire_timeout_secs() -> u64 {
     10
-}
-
-/// The HTTP API (`[api]`; env `KAIRO_API_RATE_LIMIT`, …).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiSettings {
-    /// Requests per second one token may make (with a burst of as many).
-    #[serde(default = "default_rate_limit")]
-    pub rate_limit: u32,
-    /// The largest JSON body accepted, in bytes.
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// The largest bulk enrollment body (NDJSON or CSV), in bytes.
-    #[serde(default = "default_max_bulk_body")]
-    pub max_bulk_bytes: u64,
-}
-
-impl Default for ApiSettings {
-    fn default() -> Self {
-        Self {
-            rate_limit: default_rate_limit(),
-            max_body_bytes: default_max_body(),
-            max_bulk_bytes: default_max_bulk_body(),
-        }
-    }
-}
-
-fn default_rate_limit() -> u32 {
-    1_000
-}
-
-fn default_max_body() -> usize {
-    1024 * 1024
-}
-
-fn default_max_bulk_body() -> u64 {
-    2 * 1024 * 1024 * 1024
 }
 
 /// How workers run (`[worker]`; env `KAIRO_WORKER_SLOTS`, …).

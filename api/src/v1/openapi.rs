@@ -125,7 +125,7 @@ const SPACE: &str = "\\t\\n\\u000b\\u000c\\r \\u0085\\u00a0\\u1680\\u2000-\\u200
 /// that is `text` or `template`, the threads' cursor.
 fn constrain(doc: &mut serde_json::Value) {
     use serde_json::json;
-    let phone = crate::phone::documented_pattern();
+    let phone = kairo_core::phone::documented_pattern();
     let not_blank = format!("[^{SPACE}]");
     let clean_name = format!("^[^{CONTROL}]*[^{CONTROL}{SPACE}][^{CONTROL}]*$");
     let schemas = &mut doc["components"]["schemas"];

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiState;
-use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
-use crate::ids::{TeamId, UserId};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use kairo_core::ids::{TeamId, UserId};
 use kairo_store::{NewUser, StoreError, Team, User};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

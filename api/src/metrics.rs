@@ -99,8 +99,8 @@ fn describe_families() {
 }
 
 /// Every enrollment status, so that each has a gauge (zero included).
-const STATUSES: [crate::status::EnrollmentStatus; 7] = {
-    use crate::status::EnrollmentStatus::*;
+const STATUSES: [kairo_core::status::EnrollmentStatus; 7] = {
+    use kairo_core::status::EnrollmentStatus::*;
     [Active, Waiting, Completed, GoalMet, Exited, Failed, Cancelled]
 };
 

@@ -26,9 +26,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use crate::channel::{Channel, InboundEvent, WebhookError};
-use crate::clock::Clock;
-use crate::group_commit::GroupCommit;
+use kairo_core::channel::{Channel, InboundEvent, WebhookError};
+use kairo_core::clock::Clock;
+use kairo_engine::group_commit::GroupCommit;
 use kairo_store::{Keywords, Store, StoreError};
 
 /// The largest webhook body accepted; Meta's are well under this.

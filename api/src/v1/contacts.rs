@@ -10,11 +10,11 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiState, PageParams, idempotent, resolve_number};
-use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
-use crate::ids::{ContactId, PhoneNumberId, Wamid};
-use crate::phone::normalize_phone;
-use crate::status::{ConsentSource, ConsentStatus};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
+use kairo_core::ids::{ContactId, PhoneNumberId, Wamid};
+use kairo_core::phone::normalize_phone;
+use kairo_core::status::{ConsentSource, ConsentStatus};
 use kairo_store::{ConsentChange, Contact, ContactUpdate, NewContact};
 
 /// A contact to find or create, and what to change on it.

@@ -9,9 +9,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
-use crate::api::auth::Caller;
-use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
-use crate::ids::{WorkflowId, WorkflowVersionId};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use kairo_core::ids::{WorkflowId, WorkflowVersionId};
 use kairo_store::{Funnel, VersionReport, Workflow, WorkflowState};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -72,7 +72,7 @@ pub async fn show(
         .store()
         .workflow_by_key(&key)
         .await?
-        .ok_or_else(|| ApiError::from(crate::runtime::EngineError::UnknownWorkflow(key.clone())))?;
+        .ok_or_else(|| ApiError::from(kairo_engine::runtime::EngineError::UnknownWorkflow(key.clone())))?;
     Ok(ApiJson(view(&state, workflow).await?))
 }
 
@@ -106,7 +106,7 @@ async fn set_state(state: &ApiState, key: &str, to: WorkflowState) -> Result<Api
     let workflow = store
         .workflow_by_key(key)
         .await?
-        .ok_or_else(|| ApiError::from(crate::runtime::EngineError::UnknownWorkflow(key.to_string())))?;
+        .ok_or_else(|| ApiError::from(kairo_engine::runtime::EngineError::UnknownWorkflow(key.to_string())))?;
     if WorkflowState::of(&workflow) == WorkflowState::Archived {
         return Err(ApiError::conflict(
             "workflow_archived",
@@ -118,7 +118,7 @@ async fn set_state(state: &ApiState, key: &str, to: WorkflowState) -> Result<Api
     let workflow = store
         .set_workflow_state(key, to, state.engine.now())
         .await?
-        .ok_or_else(|| ApiError::from(crate::runtime::EngineError::UnknownWorkflow(key.to_string())))?;
+        .ok_or_else(|| ApiError::from(kairo_engine::runtime::EngineError::UnknownWorkflow(key.to_string())))?;
     state.engine.refresh().await?;
     tracing::info!(workflow = key, state = to.as_str(), "workflow state changed");
     Ok(ApiJson(view(state, workflow).await?))
