@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kairo_engine::status::EnrollmentStatus;
+use kairo_core::status::EnrollmentStatus;
 use kairo_store::testing::TestDb;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};

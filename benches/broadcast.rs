@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use kairo_engine::status::EnrollmentStatus;
+use kairo_core::status::EnrollmentStatus;
 use kairo_engine::testing::{busiest_second, prepare_broadcast};
 use kairo_store::Store;
 use kairo_store::testing::TestDb;

@@ -13,8 +13,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kairo_core::status::EnrollmentStatus;
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, RecordingOutbound};
-use kairo_engine::status::EnrollmentStatus;
 use kairo_engine::{Clock, SystemClock};
 use kairo_store::{DatabaseUrl, NewContact, Store};
 use tokio::process::{Child, Command};

@@ -1,5 +1,6 @@
-//! The `kairo` binary: command-line parsing and wiring only. Every capability
-//! lives in the `kairo-engine` and `kairo-actions` crates.
+//! The `kairo` binary: command-line parsing, the configuration and wiring
+//! only. Every capability lives in the library crates (`kairo-workflow`,
+//! `kairo-store`, `kairo-engine`, `kairo-api`, `kairo-whatsapp`).
 
 mod config;
 mod report;

@@ -9,17 +9,17 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::{open_migrated, sandbox, sync};
 use anyhow::{Context, Result};
-use kairo_actions::http::ReqwestHttp;
-use kairo_actions::sandbox::SandboxChannel;
-use kairo_actions::whatsapp::sync::DEFAULT_THROUGHPUT;
-use kairo_actions::whatsapp::{CloudApiChannel, WhatsAppWebhook};
 use kairo_api as api;
 use kairo_api::webhook::Ingestor;
 use kairo_core::clock::Clock;
 use kairo_core::secret::Secret;
 use kairo_engine::registry;
+use kairo_engine::runtime::http_client::ReqwestHttp;
 use kairo_engine::runtime::{Engine, EngineConfig, Outbound, WorkerConfig, default_owner};
 use kairo_store::{Keywords, NewAccount, NewPhoneNumber, Store};
+use kairo_whatsapp::sandbox::SandboxChannel;
+use kairo_whatsapp::sync::DEFAULT_THROUGHPUT;
+use kairo_whatsapp::{CloudApiChannel, WhatsAppWebhook};
 use tokio_util::sync::CancellationToken;
 
 pub async fn serve(config: &Config) -> Result<()> {

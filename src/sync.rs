@@ -8,9 +8,9 @@ use std::time::Duration;
 use crate::config::Config;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use kairo_actions::whatsapp::sync::{SyncAccount, SyncProgress, SyncReport, sync_account};
-use kairo_actions::whatsapp::{GraphClient, GraphSettings};
 use kairo_engine::{Clock, Store, SystemClock};
+use kairo_whatsapp::sync::{SyncAccount, SyncProgress, SyncReport, sync_account};
+use kairo_whatsapp::{GraphClient, GraphSettings};
 use tokio_util::sync::CancellationToken;
 
 /// How often `kairo serve` syncs the catalogue.

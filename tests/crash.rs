@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use kairo_engine::status::{EnrollmentStatus, StepState};
+use kairo_core::status::{EnrollmentStatus, StepState};
 use kairo_engine::testing::prepare_broadcast;
 use kairo_store::testing::TestDb;
 use kairo_store::{EnrollmentFilter, Store};

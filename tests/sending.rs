@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kairo_engine::status::EnrollmentStatus;
+use kairo_core::status::EnrollmentStatus;
 use kairo_engine::testing::{busiest_second, prepare_broadcast};
 use kairo_store::testing::TestDb;
 use serde_json::json;

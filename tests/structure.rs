@@ -31,15 +31,15 @@ const CRATES: &[(&str, &str, u32)] = &[
     ("store", "kairo-store", 1),
     ("engine", "kairo-engine", 2),
     ("api", "kairo-api", 3),
-    ("actions", "kairo-actions", 3),
+    ("whatsapp", "kairo-whatsapp", 2),
     (".", "kairo", 4),
 ];
 
 /// Library crates: no `Result<_, String>` there.
-const LIBRARIES: &[&str] = &["migrations", "core", "workflow", "store", "engine", "api", "actions"];
+const LIBRARIES: &[&str] = &["migrations", "core", "workflow", "store", "engine", "api", "whatsapp"];
 
 /// The crate that speaks WhatsApp's wire format and knows its error codes.
-const WHATSAPP_CRATE: &str = "actions";
+const WHATSAPP_CRATE: &str = "whatsapp";
 
 /// Files that are generated tables, left out of the size rules.
 const GENERATED: &[&str] = &["engine/src/runtime/country_zones.rs"];

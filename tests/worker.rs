@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kairo_engine::ids::*;
-use kairo_engine::status::{EnrollmentStatus, StepState};
+use kairo_core::ids::*;
+use kairo_core::status::{EnrollmentStatus, StepState};
 use kairo_engine::testing::enroll_everyone;
 use kairo_engine::{Clock, SystemClock};
 use kairo_store::testing::{TestDb, connect_number};

@@ -2,7 +2,7 @@
 //! webhook delivers, in the engine's own terms.
 //!
 //! Invariant: the engine never parses a channel's wire format. The
-//! `kairo-actions` crate implements [`Channel`] for the WhatsApp Cloud API and
+//! `kairo-whatsapp` crate implements [`Channel`] for the WhatsApp Cloud API and
 //! turns webhook bodies into [`InboundEvent`]s; everything after that speaks
 //! these types.
 

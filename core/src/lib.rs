@@ -1,7 +1,7 @@
 //! Kairo's shared vocabulary, below every other crate: typed ids, the
 //! clock (the only reader of the system time), secrets that never print,
-//! phone digits, the status enums of every table, and the channel events
-//! a channel hands the engine.
+//! phone digits, the status enums of every table, the channel events
+//! a channel hands the engine, and the outbound traits the engine calls.
 //!
 //! Nothing here touches the database or the network (the one file read is
 //! `OffsetClock`'s offset, a demo's or a test's clock); the engine, the
@@ -11,6 +11,7 @@
 pub mod channel;
 pub mod clock;
 pub mod ids;
+pub mod outbound;
 pub mod phone;
 pub mod secret;
 pub mod status;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kairo_core::ids::*;
+use kairo_core::status::*;
 use kairo_engine::FakeClock;
-use kairo_engine::ids::*;
 use kairo_engine::runtime::*;
-use kairo_engine::status::*;
 use kairo_engine::testing::{RecordingHttp, RecordingOutbound};
 use kairo_store::testing::{TestDb, connect_number};
 use kairo_store::*;
@@ -1014,9 +1014,9 @@ async fn status_webhook(
     wamid: &str,
     status: DeliveryStatus,
     callback: Option<String>,
-    error: Option<kairo_engine::channel::DeliveryError>,
+    error: Option<kairo_core::channel::DeliveryError>,
 ) {
-    let update = kairo_engine::channel::StatusUpdate {
+    let update = kairo_core::channel::StatusUpdate {
         number_id: t.number.graph_id.clone(),
         wamid: wamid.into(),
         status,
@@ -1028,7 +1028,7 @@ async fn status_webhook(
     };
     let keywords = Keywords::new(&[], &[]);
     t.store
-        .ingest(&[vec![kairo_engine::channel::InboundEvent::Status(update)]], &keywords, t.clock.now_utc())
+        .ingest(&[vec![kairo_core::channel::InboundEvent::Status(update)]], &keywords, t.clock.now_utc())
         .await
         .expect("ingest");
 }
@@ -1133,7 +1133,7 @@ engine_test!(a_quality_drop_pauses_marketing_sends_until_an_operator_resumes, |t
     catalogue_template(&t, "receipt", "UTILITY").await;
     t.load(&api_workflow("promo", "", SEND)).await;
     t.load(&api_workflow("receipt", "", &SEND.replace("template: welcome", "template: receipt"))).await;
-    let flagged = kairo_engine::channel::NumberQualityChange {
+    let flagged = kairo_core::channel::NumberQualityChange {
         account_id: "1001".into(),
         display_number: "15550001111".into(),
         event: "FLAGGED".into(),
@@ -1143,7 +1143,7 @@ engine_test!(a_quality_drop_pauses_marketing_sends_until_an_operator_resumes, |t
     };
     let keywords = Keywords::new(&[], &[]);
     t.store
-        .ingest(&[vec![kairo_engine::channel::InboundEvent::NumberQuality(flagged)]], &keywords, t.clock.now_utc())
+        .ingest(&[vec![kairo_core::channel::InboundEvent::NumberQuality(flagged)]], &keywords, t.clock.now_utc())
         .await
         .expect("ingest");
     let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
@@ -1174,10 +1174,10 @@ engine_test!(a_quality_drop_pauses_marketing_sends_until_an_operator_resumes, |t
 
 engine_test!(an_account_restriction_pauses_every_send_of_its_numbers, |t| {
     t.load(&api_workflow("hello", "", SEND)).await;
-    let notice = kairo_engine::channel::Notice {
+    let notice = kairo_core::channel::Notice {
         account_id: "1001".into(),
         field: "account_update".into(),
-        restrictions: vec![kairo_engine::channel::Restriction {
+        restrictions: vec![kairo_core::channel::Restriction {
             kind: "RESTRICTED_BIZ_INITIATED_MESSAGING".into(),
             stops_sends: true,
             until: chrono::DateTime::from_timestamp(1767866400, 0),
@@ -1190,7 +1190,7 @@ engine_test!(an_account_restriction_pauses_every_send_of_its_numbers, |t| {
     };
     let keywords = Keywords::new(&[], &[]);
     t.store
-        .ingest(&[vec![kairo_engine::channel::InboundEvent::Notice(notice)]], &keywords, t.clock.now_utc())
+        .ingest(&[vec![kairo_core::channel::InboundEvent::Notice(notice)]], &keywords, t.clock.now_utc())
         .await
         .expect("ingest");
     let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
@@ -1252,7 +1252,7 @@ engine_test!(failed_statuses_show_in_the_history_and_the_workflow_counts, |t| {
             steps[0].message.as_ref().and_then(|m| m.wamid.clone()).expect("a recorded send").0
         }
     };
-    let failure = |code: i32, title: &str| kairo_engine::channel::DeliveryError {
+    let failure = |code: i32, title: &str| kairo_core::channel::DeliveryError {
         code,
         title: title.into(),
         details: Some("from the fixture".into()),
@@ -1523,7 +1523,7 @@ async fn second_number(t: &TestEngine) -> PhoneNumber {
 }
 
 async fn inbound_on(t: &TestEngine, number: &PhoneNumber, wamid: &str, from: &str, text: &str) {
-    let message = kairo_engine::channel::InboundMessage {
+    let message = kairo_core::channel::InboundMessage {
         number_id: number.graph_id.clone(),
         wamid: wamid.into(),
         from: Some(from.into()),
@@ -1535,7 +1535,7 @@ async fn inbound_on(t: &TestEngine, number: &PhoneNumber, wamid: &str, from: &st
         occurred_at: t.clock.now_utc(),
     };
     t.store
-        .ingest(&[vec![kairo_engine::channel::InboundEvent::Message(message)]], &Keywords::default(), t.clock.now_utc())
+        .ingest(&[vec![kairo_core::channel::InboundEvent::Message(message)]], &Keywords::default(), t.clock.now_utc())
         .await
         .expect("ingest");
 }

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use kairo_actions::whatsapp::sync::{SyncAccount, SyncProgress, sync_account};
-use kairo_actions::whatsapp::{CloudApiChannel, GraphClient, GraphSettings};
-use kairo_engine::Secret;
-use kairo_engine::runtime::{FailureKind, Outbound, OutboundTemplate, OutboundText};
+use kairo_core::outbound::{FailureKind, Outbound, OutboundTemplate, OutboundText};
+use kairo_core::secret::Secret;
 use kairo_store::store_test;
 use kairo_store::*;
+use kairo_whatsapp::sync::{SyncAccount, SyncProgress, sync_account};
+use kairo_whatsapp::{CloudApiChannel, GraphClient, GraphSettings};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kairo_engine::runtime::{CallError, FailureKind, ThrottleScope};
+use kairo_core::outbound::{CallError, FailureKind, ThrottleScope};
 use serde_json::Value;
 
 /// An error answer from the Graph API, as its envelope carries it.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
-use kairo_engine::Secret;
-use kairo_engine::runtime::{CallError, FailureKind};
+use kairo_core::outbound::{CallError, FailureKind};
+use kairo_core::secret::Secret;
 use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate, Store, StoreError};
 use serde_json::Value;
 

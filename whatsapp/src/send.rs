@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use kairo_engine::Secret;
-use kairo_engine::runtime::{CallError, FailureKind, Outbound, OutboundTemplate, OutboundText, SendReceipt};
+use kairo_core::outbound::{CallError, FailureKind, Outbound, OutboundTemplate, OutboundText, SendReceipt};
+use kairo_core::secret::Secret;
 use serde_json::{Map, Value, json};
 
 use super::graph::GraphClient;

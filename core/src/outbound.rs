@@ -1,6 +1,7 @@
 //! What the runtime asks of the outside world: send a message on a channel,
-//! make an HTTP request. The engine owns these traits; `kairo-actions`
-//! implements them (the WhatsApp Cloud API, the sandbox recorder, reqwest).
+//! make an HTTP request. The engine calls these traits; `kairo-whatsapp`
+//! implements the channel (the Cloud API, the sandbox recorder) and the
+//! engine's `http_client` the HTTP request (reqwest).
 //!
 //! Errors say whether trying again may help ([`CallError::retryable`]); the
 //! runtime turns that into a new attempt with backoff or a failed step.

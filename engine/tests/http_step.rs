@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kairo_actions::http::ReqwestHttp;
+use kairo_engine::runtime::http_client::ReqwestHttp;
 use kairo_engine::runtime::{HttpCall, HttpCaller};
 
 fn call(url: String, timeout: Duration) -> HttpCall {

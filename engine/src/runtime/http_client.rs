@@ -5,7 +5,7 @@
 //! judge (2xx succeeds, 429 and 5xx retry, other 4xx fail).
 
 use async_trait::async_trait;
-use kairo_engine::runtime::{CallError, HttpAnswer, HttpCall, HttpCaller};
+use kairo_core::outbound::{CallError, HttpAnswer, HttpCall, HttpCaller};
 
 #[derive(Debug, Clone)]
 pub struct ReqwestHttp {

@@ -15,8 +15,8 @@ use kairo_core::channel::{
     Channel, DeliveryError, InboundEvent, InboundMessage, Notice, NumberQualityChange, Restriction, StatusUpdate,
     TemplateStatusChange, WebhookError,
 };
+use kairo_core::secret::Secret;
 use kairo_core::status::DeliveryStatus;
-use kairo_engine::Secret;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use kairo_engine::runtime::{CallError, Outbound, OutboundTemplate, OutboundText, SendReceipt};
+use kairo_core::outbound::{CallError, Outbound, OutboundTemplate, OutboundText, SendReceipt};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Clone, Default)]

@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use kairo_engine::Secret;
-use kairo_engine::runtime::{CallError, FailureKind};
+use kairo_core::outbound::{CallError, FailureKind};
+use kairo_core::secret::Secret;
 use serde_json::Value;
 
 use super::errors::GraphError;
@@ -26,6 +26,11 @@ pub struct GraphSettings {
     pub version: String,
     pub timeout: Duration,
 }
+
+/// The Graph API client could not be built (no TLS provider, say).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the Graph API client: {0}")]
+pub struct ClientError(#[source] pub reqwest::Error);
 
 /// Graph's catch-all error, which may come after a send went out.
 const SOMETHING_WENT_WRONG: i64 = 131000;
@@ -62,13 +67,13 @@ pub struct GraphClient {
 
 impl GraphClient {
     /// Needs a rustls crypto provider installed (the binary installs ring).
-    pub fn new(settings: GraphSettings) -> Result<Self, crate::http::ClientError> {
+    pub fn new(settings: GraphSettings) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("kairo/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|source| crate::http::ClientError { what: "Graph API", source })?;
+            .map_err(ClientError)?;
         Ok(Self { http, settings })
     }
 

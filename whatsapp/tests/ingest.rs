@@ -3,12 +3,12 @@
 //! consent keywords, statuses in any order, duplicates.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use kairo_actions::whatsapp::WhatsAppWebhook;
-use kairo_engine::channel::{Channel, InboundEvent};
-use kairo_engine::ids::*;
-use kairo_engine::status::*;
+use kairo_core::channel::{Channel, InboundEvent};
+use kairo_core::ids::*;
+use kairo_core::status::*;
 use kairo_store::store_test;
 use kairo_store::*;
+use kairo_whatsapp::WhatsAppWebhook;
 
 const ANA: &str = "15551234567";
 const TEMPLATE_WAMID: &str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBIMDA4ODhCQ0RCOUJDNkQ1RUU1QTAA=";
@@ -604,7 +604,7 @@ fn account_restrictions_and_limit_tiers_arrive_typed() {
     };
     assert_eq!(
         notice.restrictions,
-        [kairo_engine::channel::Restriction {
+        [kairo_core::channel::Restriction {
             kind: "RESTRICTED_BIZ_INITIATED_MESSAGING".into(),
             stops_sends: true,
             until: DateTime::from_timestamp(1767866400, 0),
