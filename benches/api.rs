@@ -80,7 +80,7 @@ async fn run() {
 /// Waits until the server's worker has run every step that is due (the
 /// enrolled contacts' first steps), so that one phase's backlog is not
 /// counted in the next.
-async fn caught_up(store: &kairo_engine::Store, what: &str) {
+async fn caught_up(store: &kairo_store::Store, what: &str) {
     let started = Instant::now();
     loop {
         let next = store.next_due_step().await.expect("the next due step");

@@ -14,9 +14,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kairo_core::clock::{Clock, SystemClock};
 use kairo_core::status::EnrollmentStatus;
 use kairo_engine::runtime::{Engine, EngineConfig, Enrolled, RecordingHttp, RecordingOutbound};
-use kairo_engine::{Clock, SystemClock};
 use kairo_store::{DatabaseUrl, NewContact, Store};
 use tokio::process::{Child, Command};
 

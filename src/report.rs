@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use anyhow::Result;
+use kairo_core::clock::{Clock, SystemClock};
 use kairo_engine::runtime::{Engine, EngineConfig, RecordingHttp, SendEstimate, default_owner};
-use kairo_engine::{Clock, Store, SystemClock};
+use kairo_store::Store;
 use kairo_store::{PauseScope, PhoneNumber, StepCounts};
 use kairo_whatsapp::sandbox::SandboxChannel;
 use kairo_whatsapp::webhook::account_restrictions as restrictions_of;

@@ -15,9 +15,10 @@ use std::process::ExitCode;
 use crate::config::Config;
 use anyhow::{Context, Result};
 use hmac::{KeyInit, Mac};
+use kairo_core::clock::Clock;
 use kairo_core::ids::{ThreadId, Wamid};
 use kairo_core::phone::PhoneDigits;
-use kairo_engine::{Clock, Secret};
+use kairo_core::secret::Secret;
 use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
 use kairo_workflow::Catalog;
 
@@ -39,7 +40,7 @@ fn demo_catalog() -> Catalog {
 
 /// Registers the demo catalogue's account, numbers and templates.
 pub async fn register(store: &Store) -> Result<()> {
-    let now = kairo_engine::SystemClock.now();
+    let now = kairo_core::clock::SystemClock.now();
     for account in demo_catalog().accounts {
         let new = NewAccount { waba_id: account.waba_id.clone(), name: "Sandbox".into(), portfolio_id: None };
         let stored = store.upsert_account(new, now).await?;
@@ -154,7 +155,7 @@ pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
                 known.join(", ")
             ))
         })?;
-    let now = kairo_engine::SystemClock.now();
+    let now = kairo_core::clock::SystemClock.now();
     let wamid = format!("wamid.sandbox.in.{}", uuid::Uuid::now_v7().simple());
     let body = serde_json::json!({
         "object": "whatsapp_business_account",

@@ -114,7 +114,7 @@ async fn webhook(
 /// Stores the configured accounts and numbers, so that webhooks and sends
 /// find them before the first sync.
 async fn register_accounts(store: &Store, config: &Config) -> Result<()> {
-    let now = kairo_engine::SystemClock.now();
+    let now = kairo_core::clock::SystemClock.now();
     for account in &config.whatsapp.accounts {
         let name = if account.name.is_empty() { account.waba_id.clone() } else { account.name.clone() };
         let stored = store
@@ -153,7 +153,7 @@ async fn load_workflows(store: &Store, config: &Config) -> Result<()> {
         return Ok(());
     }
     let catalog = Some(registry::catalog(store).await?).filter(|c| !c.is_empty());
-    let report = registry::load_workflows(store, dir, catalog.as_ref(), kairo_engine::SystemClock.now()).await?;
+    let report = registry::load_workflows(store, dir, catalog.as_ref(), kairo_core::clock::SystemClock.now()).await?;
     // A reload that changed nothing and found the same problems says nothing.
     static LAST_PROBLEMS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let problems: String =
@@ -321,10 +321,10 @@ fn build_engine(store: &Store, config: &Config) -> Result<Arc<Engine>> {
 /// The clock of this process: the wall clock, moved forward by the seconds
 /// in `KAIRO_CLOCK_OFFSET_FILE` when that is set (tests and demos drive
 /// waits of hours through the real binary with it; docs/operations.md).
-fn process_clock() -> Arc<dyn kairo_engine::Clock> {
+fn process_clock() -> Arc<dyn kairo_core::clock::Clock> {
     match std::env::var_os("KAIRO_CLOCK_OFFSET_FILE") {
-        Some(file) => Arc::new(kairo_engine::OffsetClock::new(std::path::PathBuf::from(file))),
-        None => Arc::new(kairo_engine::SystemClock),
+        Some(file) => Arc::new(kairo_core::clock::OffsetClock::new(std::path::PathBuf::from(file))),
+        None => Arc::new(kairo_core::clock::SystemClock),
     }
 }
 

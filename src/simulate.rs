@@ -90,7 +90,7 @@ pub async fn run(args: Args<'_>) -> Result<ExitCode> {
         Some(text) => DateTime::parse_from_rfc3339(text)
             .map_err(|e| UsageError(format!("--at `{text}`: {e}; write e.g. 2026-03-02T10:00:00Z")))?
             .to_utc(),
-        None => kairo_engine::Clock::now(&kairo_engine::SystemClock),
+        None => kairo_core::clock::Clock::now(&kairo_core::clock::SystemClock),
     };
     let injections = injections(&args)?;
     let report =

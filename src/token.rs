@@ -10,7 +10,7 @@ use kairo_core::clock::Clock;
 pub async fn token(config: &Config, action: TokenAction) -> Result<ExitCode> {
     use kairo_api::auth::{Scope, TokenError, create_token};
     let store = open_existing(config).await?;
-    let now = kairo_engine::SystemClock.now();
+    let now = kairo_core::clock::SystemClock.now();
     match action {
         TokenAction::Create { name, scopes } => {
             let mut parsed = Vec::new();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use anyhow::{Context, Result};
-use kairo_engine::{Store, StoreError};
+use kairo_store::{Store, StoreError};
 use kairo_workflow::{self as workflow, Catalog, Diagnostic};
 use serde_json::json;
 

@@ -81,7 +81,7 @@ async fn migrate_runs_on_postgres_named_by_the_environment() {
         .success()
         .stdout(predicate::str::is_match(r"^\d+ migration\(s\) applied to postgres://").expect("regex"))
         .stdout(predicate::str::contains("kairo_test:***@"));
-    let store = kairo_engine::Store::open(&db.url).await.expect("open");
+    let store = kairo_store::Store::open(&db.url).await.expect("open");
     assert!(store.readiness().await.is_ready());
 }
 

@@ -6,8 +6,8 @@
 
 mod util;
 
+use kairo_core::clock::{Clock, SystemClock};
 use kairo_engine::testing::prepare_broadcast;
-use kairo_engine::{Clock, SystemClock};
 use kairo_store::{DatabaseUrl, PauseScope, Store};
 use predicates::prelude::*;
 use util::kairo;

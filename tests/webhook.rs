@@ -8,8 +8,8 @@ mod util;
 use std::path::Path;
 
 use hmac::{KeyInit, Mac};
-use kairo_engine::Store;
 use kairo_store::DatabaseUrl;
+use kairo_store::Store;
 use kairo_store::testing::TestDb;
 use util::Server;
 

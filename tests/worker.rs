@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use kairo_core::clock::{Clock, SystemClock};
 use kairo_core::ids::*;
 use kairo_core::status::{EnrollmentStatus, StepState};
 use kairo_engine::testing::enroll_everyone;
-use kairo_engine::{Clock, SystemClock};
 use kairo_store::testing::{TestDb, connect_number};
 use kairo_store::{NewContact, Store};
 use serde_json::json;

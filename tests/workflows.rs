@@ -138,7 +138,7 @@ async fn validate_reads_the_synced_catalogue_from_the_database() {
     use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate};
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("kairo.db").display());
-    let store = kairo_engine::Store::open(&kairo_store::DatabaseUrl::new(&url)).await.expect("open");
+    let store = kairo_store::Store::open(&kairo_store::DatabaseUrl::new(&url)).await.expect("open");
     store.migrate().await.expect("migrate");
     let now = chrono::Utc::now();
     let account = store

@@ -1,10 +1,11 @@
-//! Kairo's engine: the workflow model, the runtime, the store, the inbox,
-//! contacts and consent, triggers and the HTTP API.
+//! Kairo's engine: the durable runtime (workers, claims and commits,
+//! triggers, the send pipeline, one module per action) and the registry that
+//! turns workflow files into stored versions.
 //!
-//! The engine knows the WhatsApp channel only through traits: `Channel`
-//! (webhooks, in `kairo-core`) and the outbound ones of [`runtime`]; it never
-//! parses WhatsApp's wire format. Only [`store`] speaks SQL and only
-//! [`clock`] reads the system time.
+//! The engine knows the WhatsApp channel only through `kairo-core`'s traits
+//! (`Channel`, `Outbound`, `HttpCaller`); it never parses WhatsApp's wire
+//! format. Its state lives in `kairo-store` (the only crate that speaks SQL)
+//! and its time comes from `kairo_core::clock`.
 
 pub mod group_commit;
 pub mod registry;
@@ -12,11 +13,3 @@ pub mod runtime;
 
 #[cfg(feature = "test-support")]
 pub mod testing;
-
-pub use clock::{Clock, FakeClock, OffsetClock, SystemClock};
-
-/// The shared vocabulary ([`kairo_core`]), under the paths the engine has
-/// always used.
-pub use kairo_core::{channel, clock, ids, phone, secret, status, text};
-pub use kairo_store::{Store, StoreError};
-pub use secret::Secret;

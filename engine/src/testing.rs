@@ -19,7 +19,7 @@ pub async fn enroll_everyone(
     use crate::runtime::{Engine, EngineConfig, Enrolled};
     let enroller = Engine::new(
         store.clone(),
-        Arc::new(crate::SystemClock),
+        Arc::new(kairo_core::clock::SystemClock),
         Arc::new(RecordingOutbound::default()),
         Arc::new(RecordingHttp::default()),
         EngineConfig { owner: "test-enroller".into(), ..EngineConfig::default() },
@@ -79,7 +79,7 @@ pub async fn prepare_broadcast(
     contacts: usize,
     progress: impl Fn(usize),
 ) -> kairo_store::PhoneNumber {
-    use crate::Clock;
+    use kairo_core::clock::Clock;
     use kairo_store::NewContact;
     std::fs::create_dir_all(dir.join("workflows")).expect("workflows dir");
     std::fs::write(dir.join("workflows/broadcast.yaml"), BROADCAST_WORKFLOW).expect("workflow");
@@ -90,7 +90,7 @@ pub async fn prepare_broadcast(
         ),
     )
     .expect("config");
-    let now = crate::SystemClock.now();
+    let now = kairo_core::clock::SystemClock.now();
     let number = connect_number(store, graph_id, "+1 555-000-1111", throughput, now).await;
     let report = crate::registry::load_workflows(store, &dir.join("workflows"), None, now).await.expect("load");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kairo_core::clock::FakeClock;
 use kairo_core::ids::*;
 use kairo_core::status::*;
-use kairo_engine::FakeClock;
 use kairo_engine::runtime::*;
 use kairo_engine::testing::{RecordingHttp, RecordingOutbound};
 use kairo_store::testing::{TestDb, connect_number};
@@ -177,7 +177,7 @@ trait NowUtc {
 
 impl NowUtc for FakeClock {
     fn now_utc(&self) -> DateTime<Utc> {
-        kairo_engine::Clock::now(self)
+        kairo_core::clock::Clock::now(self)
     }
 }
 

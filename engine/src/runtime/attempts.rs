@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
-use crate::ids::StepExecutionId;
+use kairo_core::clock::Clock;
+use kairo_core::ids::StepExecutionId;
 use kairo_store::{Store, StoreError};
 
 /// Builds a mark's output from the instant of the mark.

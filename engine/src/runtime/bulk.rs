@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::{Engine, EngineError, Enrolled};
-use crate::ids::{BulkJobId, ContactId, PhoneNumberId};
+use kairo_core::ids::{BulkJobId, ContactId, PhoneNumberId};
 use kairo_store::{Contact, NewContact, RowKey, RowResult, Tx, merge_properties};
 
 /// How long a row key is remembered.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::Engine;
 use super::context::RunContext;
 use super::outcome::{Effect, Outcome, RecordedSend, Then};
-use crate::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
+use kairo_core::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
 use kairo_store::{
     EnrollmentChange, NewMessage, NewTimerRow, OutboundRecord, StepExecution, StepRecord, StoreError, Tx,
 };
@@ -266,9 +266,9 @@ pub(super) fn outbound_record(
         None => (None, None, None),
     };
     let message = NewMessage {
-        thread_id: crate::ids::ThreadId::default(),
+        thread_id: kairo_core::ids::ThreadId::default(),
         direction: Direction::Outbound,
-        wamid: Some(crate::ids::Wamid(send.wamid.clone())),
+        wamid: Some(kairo_core::ids::Wamid(send.wamid.clone())),
         message_type: send.message_type.clone(),
         body: send.body.clone(),
         payload: match &send.message_status {
@@ -305,7 +305,7 @@ fn new_step(
         None => (StepState::Pending, None, None, None),
     };
     StepExecution {
-        id: crate::ids::StepExecutionId::new(),
+        id: kairo_core::ids::StepExecutionId::new(),
         enrollment_id: claim.enrollment_id,
         step_id: step_id.to_string(),
         attempt,

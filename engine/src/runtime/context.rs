@@ -9,8 +9,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::plan::Plan;
-use crate::ids::{EnrollmentId, PhoneNumberId, WorkflowVersionId};
-use crate::status::{ConsentStatus, StepState};
+use kairo_core::ids::{EnrollmentId, PhoneNumberId, WorkflowVersionId};
+use kairo_core::status::{ConsentStatus, StepState};
 use kairo_store::{Consent, Contact, Enrollment, RunRows, StepExecution};
 
 /// One enrollment as a step runs it.

@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::context::{RunContext, contact_json};
 use super::plan::Plan;
 use super::{Engine, EngineError};
-use crate::ids::{ContactId, EnrollmentId};
-use crate::status::EnrollmentStatus;
+use kairo_core::ids::{ContactId, EnrollmentId};
+use kairo_core::status::EnrollmentStatus;
 use kairo_store::{Consent, Contact, Enrollment, EnrollmentHistory, Tx};
 use kairo_workflow::compiled::{Action, Reenrollment};
 

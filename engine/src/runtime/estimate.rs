@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::pacing::{DEFAULT_THROUGHPUT, HEADROOM};
 use super::plan::resolve_number;
 use super::{Engine, EngineError};
-use crate::ids::PhoneNumberId;
+use kairo_core::ids::PhoneNumberId;
 use kairo_store::PauseScope;
 use kairo_workflow::compiled::Action;
 

@@ -14,7 +14,7 @@ use super::outbound::{CallError, FailureKind, ThrottleScope};
 use super::outcome::{FOREVER, Outcome, Then, failed, record};
 use super::send::SendAttempt;
 use super::send_gate::credentials_reason;
-use crate::status::{EnrollmentStatus, StepState};
+use kairo_core::status::{EnrollmentStatus, StepState};
 use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;
 use kairo_workflow::model::UnknownOutcome;

@@ -18,7 +18,7 @@
 //!   `attempting` row; finding one after a crash means "outcome unknown",
 //!   handled by the step's `on_unknown_outcome` (default: never repeat).
 //! - Enrollments finish on the version they started on.
-//! - Time comes from the [`Clock`](crate::Clock).
+//! - Time comes from the [`Clock`](kairo_core::clock::Clock).
 
 mod actions;
 mod attempts;
@@ -64,9 +64,9 @@ pub use self::plan::Plan;
 pub use self::recording::{RecordingHttp, RecordingOutbound};
 pub use self::reply::{ReplyContent, ReplyError};
 pub use self::worker::{TickReport, WorkerConfig, WorkerReport};
-use crate::clock::Clock;
-use crate::ids::{EnrollmentId, WorkflowVersionId};
-use crate::status::{EnrollmentStatus, StepState};
+use kairo_core::clock::Clock;
+use kairo_core::ids::{EnrollmentId, WorkflowVersionId};
+use kairo_core::status::{EnrollmentStatus, StepState};
 use kairo_store::{EnrollmentChange, PhoneNumber, Store, StoreError};
 use kairo_workflow::expr::Renderer;
 
@@ -86,7 +86,7 @@ pub enum EngineError {
     #[error("workflow `{workflow}` needs trigger data field(s) {missing:?}")]
     MissingTriggerData { workflow: String, missing: Vec<String> },
     #[error("no contact {0}")]
-    UnknownContact(crate::ids::ContactId),
+    UnknownContact(kairo_core::ids::ContactId),
     #[error("no enrollment {0}")]
     UnknownEnrollment(EnrollmentId),
     #[error("enrollment {id} is {status:?}: {what}")]
@@ -147,7 +147,7 @@ pub struct Engine {
     attempts: attempts::AttemptMarks,
     /// The steps this worker holds and knows of (claimed, running, waiting
     /// to be committed): only these leases are renewed.
-    held: std::sync::Mutex<std::collections::HashSet<crate::ids::StepExecutionId>>,
+    held: std::sync::Mutex<std::collections::HashSet<kairo_core::ids::StepExecutionId>>,
 }
 
 impl Engine {
@@ -179,19 +179,19 @@ impl Engine {
     }
 
     /// Notes steps this worker now holds.
-    pub(super) fn hold(&self, steps: impl IntoIterator<Item = crate::ids::StepExecutionId>) {
+    pub(super) fn hold(&self, steps: impl IntoIterator<Item = kairo_core::ids::StepExecutionId>) {
         self.held.lock().expect("held set lock is never poisoned").extend(steps);
     }
 
     /// Notes steps this worker no longer holds.
-    pub(super) fn let_go(&self, steps: impl IntoIterator<Item = crate::ids::StepExecutionId>) {
+    pub(super) fn let_go(&self, steps: impl IntoIterator<Item = kairo_core::ids::StepExecutionId>) {
         let mut held = self.held.lock().expect("held set lock is never poisoned");
         for step in steps {
             held.remove(&step);
         }
     }
 
-    pub(super) fn held_steps(&self) -> Vec<crate::ids::StepExecutionId> {
+    pub(super) fn held_steps(&self) -> Vec<kairo_core::ids::StepExecutionId> {
         self.held.lock().expect("held set lock is never poisoned").iter().copied().collect()
     }
 

@@ -6,8 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::ids::PhoneNumberId;
-use crate::status::{EnrollmentStatus, StepState, TimerKind};
+use kairo_core::ids::PhoneNumberId;
+use kairo_core::status::{EnrollmentStatus, StepState, TimerKind};
 use kairo_store::{OwnerChoice, StepRecord};
 
 /// A wait for an event with no timeout ends this far in the future.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::Clock;
-use crate::ids::PhoneNumberId;
+use kairo_core::clock::Clock;
+use kairo_core::ids::PhoneNumberId;
 use kairo_store::{PhoneNumber, SlotGrant, Store, StoreError};
 
 /// The share of a number's throughput Kairo uses.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use crate::ids::{WorkflowId, WorkflowVersionId};
+use kairo_core::ids::{WorkflowId, WorkflowVersionId};
 use kairo_store::{PhoneNumber, WorkflowVersion};
 use kairo_workflow::compiled::{Compiled, CompiledStep};
 use kairo_workflow::model::Workflow;

@@ -65,7 +65,7 @@ fn recipient_zones(quiet: &Quiet, ctx: &RunContext) -> Vec<Tz> {
 /// The zones of the country a phone number (international, with or
 /// without `+`) belongs to.
 pub(super) fn country_zones(phone: &str) -> Vec<Tz> {
-    let digits = crate::phone::PhoneDigits::of(phone);
+    let digits = kairo_core::phone::PhoneDigits::of(phone);
     let Ok(parsed) = phonenumber::parse(None, format!("+{digits}")) else { return Vec::new() };
     let Some(country) = parsed.country().id() else { return Vec::new() };
     let code: &str = country.as_ref();

@@ -13,8 +13,8 @@ use super::Engine;
 use super::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
 use super::pacing::Pace;
 use super::send_gate::Held;
-use crate::ids::{MessageId, ThreadId, Wamid};
-use crate::status::{ConsentStatus, DeliveryStatus, Direction};
+use kairo_core::ids::{MessageId, ThreadId, Wamid};
+use kairo_core::status::{ConsentStatus, DeliveryStatus, Direction};
 use kairo_store::{Message, NewMessage, StoreError, Thread};
 
 /// What an agent sends.
@@ -113,7 +113,7 @@ impl Engine {
         // A reply on a closed thread reopens it, as an agent answering a
         // resolved conversation does in any inbox; refused while the contact
         // has another open thread on the number (one open thread each).
-        if row.status == crate::status::ThreadStatus::Closed {
+        if row.status == kairo_core::status::ThreadStatus::Closed {
             match self.store.reopen_thread(row.id, now).await {
                 Ok(_) => tracing::info!(thread = %row.id, "a reply reopened the thread"),
                 Err(StoreError::Duplicate { .. }) => return Err(ReplyError::AnotherThreadOpen { thread }),
@@ -159,7 +159,7 @@ impl Engine {
     async fn check_reply(
         &self,
         thread: &Thread,
-        account: crate::ids::AccountId,
+        account: kairo_core::ids::AccountId,
         content: &ReplyContent,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, ReplyError> {

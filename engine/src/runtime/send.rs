@@ -17,8 +17,8 @@ use super::outbound::CallError;
 use super::outcome::{Effect, FOREVER, Outcome, RecordedSend, record};
 use super::pacing::{HORIZON, LATE, Pace};
 use super::send_gate::Held;
-use crate::ids::PhoneNumberId;
-use crate::status::StepState;
+use kairo_core::ids::PhoneNumberId;
+use kairo_core::status::StepState;
 use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;
 
@@ -31,7 +31,10 @@ const TEMPLATE_TTL: Duration = Duration::from_secs(5);
 /// Template statuses and categories by (account, name, language), with when
 /// they were read.
 pub(super) type TemplateCache = std::sync::Mutex<
-    std::collections::HashMap<(crate::ids::AccountId, String, String), (std::time::Instant, Option<(String, String)>)>,
+    std::collections::HashMap<
+        (kairo_core::ids::AccountId, String, String),
+        (std::time::Instant, Option<(String, String)>),
+    >,
 >;
 /// How often a send held back by a paused number looks again.
 const PAUSED_WAIT: Duration = Duration::from_secs(60);
@@ -85,7 +88,7 @@ pub(super) fn callback_data(claim: &StepExecution) -> String {
 }
 
 /// The enrollment, step and attempt a send's callback data names.
-pub(super) fn parse_callback_data(data: &str) -> Option<(crate::ids::EnrollmentId, String, i32)> {
+pub(super) fn parse_callback_data(data: &str) -> Option<(kairo_core::ids::EnrollmentId, String, i32)> {
     let rest = data.strip_prefix("kairo:")?;
     let (enrollment, rest) = rest.split_once(':')?;
     let (step, attempt) = rest.rsplit_once(':')?;

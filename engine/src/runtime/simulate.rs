@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::recording::{RecordingHttp, RecordingOutbound};
 use super::{Engine, EngineConfig, EngineError};
-use crate::clock::{Clock, FakeClock};
-use crate::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
+use kairo_core::clock::{Clock, FakeClock};
+use kairo_core::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use kairo_store::delivery_status_name as status_name;
 use kairo_store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
 use kairo_workflow::ValidWorkflow;
@@ -108,7 +108,7 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
         .await?;
     let mut numbers = Vec::new();
     for written in named_numbers(&simulation.workflow) {
-        let digits = crate::phone::PhoneDigits::of(&written).into_string();
+        let digits = kairo_core::phone::PhoneDigits::of(&written).into_string();
         let number = store
             .upsert_phone_number(
                 NewPhoneNumber {
@@ -254,7 +254,7 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
 
 fn normalized(phone: Option<String>, field: &str) -> Result<Option<String>, SimulateError> {
     phone
-        .map(|p| crate::phone::normalize_phone(&p).map_err(|e| SimulateError::Contact(format!("`{field}`: {e}"))))
+        .map(|p| kairo_core::phone::normalize_phone(&p).map_err(|e| SimulateError::Contact(format!("`{field}`: {e}"))))
         .transpose()
 }
 
@@ -285,7 +285,7 @@ async fn inject(
     what: &Injected,
     at: DateTime<Utc>,
 ) -> Result<(), SimulateError> {
-    use crate::channel::{InboundEvent, InboundMessage, StatusUpdate};
+    use kairo_core::channel::{InboundEvent, InboundMessage, StatusUpdate};
     let written =
         plan.model.steps.iter().find_map(|s| s.wait_for_reply.as_ref().map(|r| r.number.value.clone())).or_else(|| {
             plan.model.triggers.iter().find_map(|t| t.inbound_message.as_ref().map(|m| m.number.value.clone()))
@@ -294,7 +294,7 @@ async fn inject(
         written.and_then(|w| super::plan::resolve_number(numbers, &w).cloned()).or_else(|| numbers.first().cloned());
     let Some(number) = number else { return Ok(()) };
     let written = contact.wa_id.clone().or_else(|| contact.phone.clone()).unwrap_or_else(|| "15550100".into());
-    let from = crate::phone::PhoneDigits::of(&written).into_string();
+    let from = kairo_core::phone::PhoneDigits::of(&written).into_string();
     let wamid = format!("wamid.simulated.{}", at.timestamp_micros());
     let event = match what {
         Injected::Reply(text) => InboundEvent::Message(InboundMessage {

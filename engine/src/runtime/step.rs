@@ -11,7 +11,7 @@ use super::actions::exit::exit;
 use super::actions::wait::wait_step;
 use super::context::RunContext;
 use super::outcome::{Effect, Outcome, Then, failed, record};
-use crate::status::{EnrollmentStatus, StepState};
+use kairo_core::status::{EnrollmentStatus, StepState};
 use kairo_store::{NewTimerRow, StepExecution};
 use kairo_workflow::compiled::{Action, CompiledStep, Exit};
 

@@ -23,8 +23,8 @@ use super::context::{RunContext, contact_json};
 use super::plan::{Plan, resolve_number};
 use super::send::{SendAttempt, parse_callback_data, send_output};
 use super::{Engine, EngineError};
-use crate::ids::PhoneNumberId;
-use crate::status::{EnrollmentStatus, StepState, TimerKind, TimerState};
+use kairo_core::ids::PhoneNumberId;
+use kairo_core::status::{EnrollmentStatus, StepState, TimerKind, TimerState};
 use kairo_store::{DueTimer, EnrollmentChange, Event, MessageOrigin, StepExecution, StepRecord, Tx};
 use kairo_workflow::compiled::{Action, Exit, WaitFor};
 
@@ -506,13 +506,13 @@ fn running(status: EnrollmentStatus, step: &str) -> EnrollmentChange {
 
 /// A new pending step execution, due now.
 pub(super) fn pending_step(
-    enrollment: crate::ids::EnrollmentId,
+    enrollment: kairo_core::ids::EnrollmentId,
     step_id: &str,
     attempt: i32,
     now: DateTime<Utc>,
 ) -> StepExecution {
     StepExecution {
-        id: crate::ids::StepExecutionId::new(),
+        id: kairo_core::ids::StepExecutionId::new(),
         enrollment_id: enrollment,
         step_id: step_id.to_string(),
         attempt,

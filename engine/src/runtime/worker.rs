@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::commit::{Claimed, Finished};
 use super::context::RunContext;
 use super::{Engine, EngineError};
-use crate::ids::EnrollmentId;
+use kairo_core::ids::EnrollmentId;
 use kairo_store::StepExecution;
 
 /// How one worker runs.
@@ -129,7 +129,7 @@ impl Engine {
 
     /// Lets go of claimed steps this worker will not run: their leases run
     /// out at once, for whoever comes next.
-    pub(super) async fn give_back(&self, steps: &[crate::ids::StepExecutionId]) {
+    pub(super) async fn give_back(&self, steps: &[kairo_core::ids::StepExecutionId]) {
         if steps.is_empty() {
             return;
         }

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::runtime::outcome::{Outcome, Then, record};
-use crate::status::{EnrollmentStatus, StepState};
+use kairo_core::status::{EnrollmentStatus, StepState};
 
 pub(in crate::runtime) fn exit(reason: &Option<String>) -> Outcome {
     Outcome::Done {

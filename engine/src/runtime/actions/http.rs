@@ -9,7 +9,7 @@ use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outbound::{CallError, FailureKind, HttpCall};
 use crate::runtime::outcome::{Outcome, failed, record};
-use crate::status::StepState;
+use kairo_core::status::StepState;
 use kairo_store::StepExecution;
 use kairo_workflow::compiled::{CompiledStep, HttpCallSpec};
 use kairo_workflow::expr::RenderFailure;

@@ -12,7 +12,7 @@ use crate::runtime::outcome::{Outcome, failed, record};
 use crate::runtime::plan::resolve_number;
 use crate::runtime::quiet::quiet_hours_wait;
 use crate::runtime::send::{SendAttempt, callback_data, held_outcome};
-use crate::status::StepState;
+use kairo_core::status::StepState;
 use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;
 use kairo_workflow::expr::RenderFailure;
@@ -238,7 +238,7 @@ impl Engine {
 /// came from, else the digits of its phone, then of its mobile phone, else
 /// its business-scoped user id (sent as `recipient`).
 fn recipient(ctx: &RunContext) -> Option<Recipient> {
-    let digits = |s: &String| crate::phone::PhoneDigits::of(s).into_string();
+    let digits = |s: &String| kairo_core::phone::PhoneDigits::of(s).into_string();
     let number = ctx
         .contact
         .wa_id

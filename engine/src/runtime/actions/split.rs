@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Outcome, Then, record};
-use crate::status::StepState;
+use kairo_core::status::StepState;
 use kairo_workflow::compiled::{CompiledStep, Share};
 
 impl Engine {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::runtime::outcome::{FOREVER, Outcome};
 use crate::runtime::quiet::next_local_time;
-use crate::status::TimerKind;
+use kairo_core::status::TimerKind;
 use kairo_workflow::compiled::WaitFor;
 use kairo_workflow::model::EventName;
 

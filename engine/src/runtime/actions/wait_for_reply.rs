@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::runtime::Engine;
 use crate::runtime::outcome::{FOREVER, Outcome, failed};
 use crate::runtime::plan::resolve_number;
-use crate::status::TimerKind;
+use kairo_core::status::TimerKind;
 use kairo_workflow::compiled::ReplyWait;
 
 impl Engine {
