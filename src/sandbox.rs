@@ -142,19 +142,18 @@ pub struct Inbound<'a> {
 pub async fn inbound(config: &Config, args: Inbound<'_>) -> Result<ExitCode> {
     let from = kairo_core::phone::normalize_phone(args.from).map_err(|e| crate::UsageError(e.to_string()))?;
     let catalog = demo_catalog();
-    let numbers: Vec<_> = catalog.accounts.iter().flat_map(|a| a.numbers.iter().map(move |n| (a, n))).collect();
-    let wanted: Option<String> = args.to.map(|t| PhoneDigits::of(t).into_string());
-    let (account, number) = numbers
-        .iter()
-        .find(|(_, n)| wanted.as_ref().is_none_or(|w| PhoneDigits::of(&n.display_phone_number) == *w || n.id == *w))
-        .ok_or_else(|| {
-            let known: Vec<&str> = numbers.iter().map(|(_, n)| n.display_phone_number.as_str()).collect();
-            crate::UsageError(format!(
-                "no sandbox number `{}`: use one of {}",
-                args.to.unwrap_or_default(),
-                known.join(", ")
-            ))
-        })?;
+    let found = match args.to {
+        Some(to) => catalog.find_number(to),
+        None => catalog.accounts.iter().find_map(|a| a.numbers.first().map(|n| (a, n))),
+    };
+    let (account, number) = found.ok_or_else(|| {
+        let known: Vec<&str> = catalog.numbers().map(|n| n.display_phone_number.as_str()).collect();
+        crate::UsageError(format!(
+            "no sandbox number `{}`: use one of {}",
+            args.to.unwrap_or_default(),
+            known.join(", ")
+        ))
+    })?;
     let now = kairo_core::clock::SystemClock.now();
     let wamid = format!("wamid.sandbox.in.{}", uuid::Uuid::now_v7().simple());
     let body = serde_json::json!({

@@ -50,7 +50,6 @@ const MAX_FN_LINES: usize = 80;
 /// What does not hold yet: (rule, place, measure today). The place is a file,
 /// `file::function`, or a cycle's members joined by ` <-> `, sorted.
 const KNOWN: &[(&str, &str, usize)] = &[
-    ("WhatsApp wire field read outside the WhatsApp crate", "migrations/src/m20261125_000001_initial.rs", 1),
     ("file over 600 lines", "api/src/v1/inbox.rs", 627),
     ("file over 600 lines", "store/src/ingest.rs", 778),
     ("file over 600 lines", "workflow/src/validate.rs", 812),
@@ -67,7 +66,6 @@ const KNOWN: &[(&str, &str, usize)] = &[
     ("function over 80 lines", "workflow/src/condition.rs::tokenize", 92),
     ("function over 80 lines", "workflow/src/validate.rs::against_catalog", 156),
     ("function over 80 lines", "workflow/src/validate.rs::step", 96),
-    ("function over 80 lines", "migrations/src/m20261125_000001_initial.rs::tables", 307),
 ];
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]
@@ -206,7 +204,9 @@ fn whatsapp_outside(file: &str, lines: &[String], out: &mut Vec<Finding>) {
     )
     .expect("regex");
     let fields = Regex::new(
-        r#"(\.get\(|\[)"(restriction_info|current_limit|messaging_limit_tier|error_data|wa_id|conversation)""#,
+        // A read is `value["field"]` or `.get("field")`; a list of column
+        // names (`&["wa_id"]`) is not.
+        r#"(\.get\(|[\w\])]\[)"(restriction_info|current_limit|messaging_limit_tier|error_data|wa_id|conversation)""#,
     )
     .expect("regex");
     let code_count: usize = lines

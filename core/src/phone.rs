@@ -26,6 +26,15 @@ impl PhoneDigits {
     }
 }
 
+/// Whether `written` names the business number whose Graph id is `graph_id`
+/// and whose display form is `display`: the id itself, or the same digits
+/// however they are written (`+1 555-000-1111`, `15550001111`). The one rule
+/// workflows, the API, the CLI and the sandbox find a business number by.
+pub fn names_number(written: &str, graph_id: &str, display: &str) -> bool {
+    let digits = PhoneDigits::of(written);
+    written.trim() == graph_id || (!digits.is_empty() && digits == PhoneDigits::of(display))
+}
+
 impl std::fmt::Display for PhoneDigits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

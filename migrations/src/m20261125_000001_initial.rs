@@ -100,9 +100,15 @@ fn unique(name: &str, table: &'static str, cols: &[&'static str]) -> IndexCreate
 
 use ForeignKeyAction::{Cascade, Restrict, SetNull};
 
+/// Every table, in creation order (a table comes after those it references).
 fn tables() -> Vec<TableCreateStatement> {
+    [whatsapp_tables(), contact_tables(), agent_tables(), inbox_tables(), workflow_tables(), run_tables(), api_tables()]
+        .concat()
+}
+
+/// WhatsApp: portfolios, accounts, numbers, templates.
+fn whatsapp_tables() -> Vec<TableCreateStatement> {
     vec![
-        // --- WhatsApp: portfolios, accounts, numbers, templates ---------------
         create("business_portfolios")
             .col(pk_uuid("id"))
             .col(string("business_id"))
@@ -154,7 +160,12 @@ fn tables() -> Vec<TableCreateStatement> {
             .col(timestamp_with_time_zone("updated_at"))
             .foreign_key(&mut fk("templates", "account_id", "whatsapp_accounts", Cascade))
             .to_owned(),
-        // --- Contacts and consent ---------------------------------------------
+    ]
+}
+
+/// Contacts and consent.
+fn contact_tables() -> Vec<TableCreateStatement> {
+    vec![
         create("contacts")
             .col(pk_uuid("id"))
             .col(string_null("name"))
@@ -189,7 +200,12 @@ fn tables() -> Vec<TableCreateStatement> {
             .foreign_key(&mut fk("consent_events", "contact_id", "contacts", Cascade))
             .foreign_key(&mut fk("consent_events", "phone_number_id", "phone_numbers", Cascade))
             .to_owned(),
-        // --- Inbox agents -----------------------------------------------------
+    ]
+}
+
+/// Inbox agents.
+fn agent_tables() -> Vec<TableCreateStatement> {
+    vec![
         create("users")
             .col(pk_uuid("id"))
             .col(string("email"))
@@ -224,7 +240,12 @@ fn tables() -> Vec<TableCreateStatement> {
             .foreign_key(&mut fk("assignment_rules", "user_id", "users", Cascade))
             .foreign_key(&mut fk("assignment_rules", "team_id", "teams", Cascade))
             .to_owned(),
-        // --- Inbox: threads and messages ---------------------------------------
+    ]
+}
+
+/// Inbox: threads and messages.
+fn inbox_tables() -> Vec<TableCreateStatement> {
+    vec![
         create("threads")
             .col(pk_uuid("id"))
             .col(uuid("contact_id"))
@@ -281,7 +302,12 @@ fn tables() -> Vec<TableCreateStatement> {
             .col(timestamp_with_time_zone("occurred_at"))
             .col(timestamp_with_time_zone("received_at"))
             .to_owned(),
-        // --- Workflows and runs -------------------------------------------------
+    ]
+}
+
+/// Workflows and enrollments.
+fn workflow_tables() -> Vec<TableCreateStatement> {
+    vec![
         create("workflows")
             .col(pk_uuid("id"))
             .col(string("key"))
@@ -319,6 +345,12 @@ fn tables() -> Vec<TableCreateStatement> {
             .foreign_key(&mut fk("enrollments", "workflow_version_id", "workflow_versions", Restrict))
             .foreign_key(&mut fk("enrollments", "contact_id", "contacts", Restrict))
             .to_owned(),
+    ]
+}
+
+/// Runs: steps, timers, schedule ticks, events.
+fn run_tables() -> Vec<TableCreateStatement> {
+    vec![
         create("step_executions")
             .col(pk_uuid("id"))
             .col(uuid("enrollment_id"))
@@ -376,7 +408,12 @@ fn tables() -> Vec<TableCreateStatement> {
             .col(timestamp_with_time_zone("created_at"))
             .col(timestamp_with_time_zone_null("applied_at"))
             .to_owned(),
-        // --- HTTP API -------------------------------------------------------------
+    ]
+}
+
+/// HTTP API.
+fn api_tables() -> Vec<TableCreateStatement> {
+    vec![
         create("api_tokens")
             .col(pk_uuid("id"))
             .col(string("name"))

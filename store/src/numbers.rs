@@ -32,8 +32,7 @@ impl phone_number::Model {
     /// digits of its display form however they are written. The one way
     /// workflows, the API and the CLI find a number.
     pub fn answers_to(&self, written: &str) -> bool {
-        let digits = kairo_core::phone::PhoneDigits::of(written);
-        self.graph_id == written || (!digits.is_empty() && digits == self.normalized_number)
+        kairo_core::phone::names_number(written, &self.graph_id, &self.normalized_number)
     }
 }
 

@@ -121,7 +121,8 @@ fn envelope(to: &str, callback_data: &str) -> Value {
     if is_user_id(to) {
         body["recipient"] = json!(to);
     } else {
-        body["to"] = json!(digits(to));
+        // Graph takes the recipient's number as digits only.
+        body["to"] = json!(kairo_core::phone::PhoneDigits::of(to).as_str());
     }
     if !callback_data.is_empty() {
         body["biz_opaque_callback_data"] = json!(truncate(callback_data, 512));
@@ -205,11 +206,6 @@ fn flush(out: &mut String, run: &mut String) {
         out.push_str(run);
     }
     run.clear();
-}
-
-/// The recipient's number as Graph takes it: digits only.
-fn digits(to: &str) -> String {
-    kairo_core::phone::PhoneDigits::of(to).into_string()
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
+use kairo_core::phone::names_number;
 use regex::Regex;
 use serde::Deserialize;
 
@@ -245,23 +246,14 @@ impl TemplateNeeds {
     }
 }
 
-/// Digits only, for comparing numbers however they are written.
-pub fn digits(text: &str) -> String {
-    kairo_core::phone::PhoneDigits::of(text).into_string()
-}
-
 impl Catalog {
     /// The account and number a workflow names, by Graph id, display form or digits.
     pub fn find_number(&self, reference: &str) -> Option<(&CatalogAccount, &CatalogNumber)> {
-        let wanted = digits(reference);
-        if wanted.is_empty() {
-            return None;
-        }
         self.accounts.iter().find_map(|account| {
             account
                 .numbers
                 .iter()
-                .find(|n| n.id == reference.trim() || digits(&n.display_phone_number) == wanted)
+                .find(|n| names_number(reference, &n.id, &n.display_phone_number))
                 .map(|n| (account, n))
         })
     }
