@@ -414,49 +414,7 @@ impl Tx {
         if sends.is_empty() {
             return Ok(());
         }
-        let contacts: HashSet<ContactId> = sends.iter().map(|s| s.contact.id).collect();
-        let mut threads: HashMap<(ContactId, PhoneNumberId), ThreadId> = HashMap::new();
-        for chunk in contacts.into_iter().collect::<Vec<_>>().chunks(BATCH_CHUNK) {
-            let open = thread::Entity::find()
-                .filter(thread::Column::ContactId.is_in(chunk.iter().copied()))
-                .filter(thread::Column::Status.eq(ThreadStatus::Open))
-                .all(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-            threads.extend(open.into_iter().map(|t| ((t.contact_id, t.phone_number_id), t.id)));
-        }
-        let mut has_rules: HashMap<PhoneNumberId, bool> = HashMap::new();
-        let mut new_threads = Vec::new();
-        for send in &sends {
-            let key = (send.contact.id, send.number);
-            if threads.contains_key(&key) {
-                continue;
-            }
-            let ruled = match has_rules.get(&send.number) {
-                Some(ruled) => *ruled,
-                None => {
-                    let ruled = assignment_rule::Entity::find()
-                        .filter(assignment_rule::Column::PhoneNumberId.eq(send.number))
-                        .one(&self.txn)
-                        .await
-                        .map_err(|e| self.err(e))?
-                        .is_some();
-                    has_rules.insert(send.number, ruled);
-                    ruled
-                }
-            };
-            let owners = if ruled { self.store.assign_new_thread(&self.txn, send.number).await? } else { (None, None) };
-            let customer = send.contact.wa_id.clone().or_else(|| send.contact.phone.clone()).unwrap_or_default();
-            let row = super::threads::new_thread_row(send.contact.id, send.number, customer, owners, now, now);
-            threads.insert(key, *row.id.as_ref());
-            new_threads.push(row);
-        }
-        for chunk in new_threads.chunks(BATCH_CHUNK) {
-            thread::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
+        let threads = self.threads_for_sends(&sends, now).await?;
         let touched: HashSet<ThreadId> = sends.iter().map(|s| threads[&(s.contact.id, s.number)]).collect();
         let wamids: Vec<Wamid> = sends.iter().filter_map(|s| s.message.wamid.clone()).collect();
         let rows: Vec<message::ActiveModel> = sends
@@ -496,5 +454,58 @@ impl Tx {
                 .map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// The open thread of each send's contact and number, opened (and
+    /// assigned by the number's rules) where there is none.
+    async fn threads_for_sends(
+        &self,
+        sends: &[OutboundRecord],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<(ContactId, PhoneNumberId), ThreadId>, StoreError> {
+        let contacts: HashSet<ContactId> = sends.iter().map(|s| s.contact.id).collect();
+        let mut threads: HashMap<(ContactId, PhoneNumberId), ThreadId> = HashMap::new();
+        for chunk in contacts.into_iter().collect::<Vec<_>>().chunks(BATCH_CHUNK) {
+            let open = thread::Entity::find()
+                .filter(thread::Column::ContactId.is_in(chunk.iter().copied()))
+                .filter(thread::Column::Status.eq(ThreadStatus::Open))
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            threads.extend(open.into_iter().map(|t| ((t.contact_id, t.phone_number_id), t.id)));
+        }
+        let mut has_rules: HashMap<PhoneNumberId, bool> = HashMap::new();
+        let mut new_threads = Vec::new();
+        for send in sends {
+            let key = (send.contact.id, send.number);
+            if threads.contains_key(&key) {
+                continue;
+            }
+            let ruled = match has_rules.get(&send.number) {
+                Some(ruled) => *ruled,
+                None => {
+                    let ruled = assignment_rule::Entity::find()
+                        .filter(assignment_rule::Column::PhoneNumberId.eq(send.number))
+                        .one(&self.txn)
+                        .await
+                        .map_err(|e| self.err(e))?
+                        .is_some();
+                    has_rules.insert(send.number, ruled);
+                    ruled
+                }
+            };
+            let owners = if ruled { self.store.assign_new_thread(&self.txn, send.number).await? } else { (None, None) };
+            let customer = send.contact.wa_id.clone().or_else(|| send.contact.phone.clone()).unwrap_or_default();
+            let row = super::threads::new_thread_row(send.contact.id, send.number, customer, owners, now, now);
+            threads.insert(key, *row.id.as_ref());
+            new_threads.push(row);
+        }
+        for chunk in new_threads.chunks(BATCH_CHUNK) {
+            thread::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(threads)
     }
 }

@@ -110,18 +110,7 @@ impl Store {
         // The slowdown is read first; the update applies only when it is
         // still the same (else it is read again).
         for _ in 0..8 {
-            let row = self
-                .db
-                .query_one_raw(Statement::from_sql_and_values(
-                    backend,
-                    "SELECT slow_until_us, slow_percent FROM send_pacing WHERE phone_number_id = $1",
-                    [id()],
-                ))
-                .await
-                .map_err(q)?
-                .ok_or_else(|| self.missing("send pacing row just inserted"))?;
-            let slow_until: i64 = row.try_get_by_index(0).map_err(q)?;
-            let slow_percent: i32 = row.try_get_by_index(1).map_err(q)?;
+            let (slow_until, slow_percent) = self.pacing_slowdown(number).await?;
             let rate = if slow_until > now_us { rate * f64::from(slow_percent.clamp(1, 100)) / 100.0 } else { rate };
             let interval_us = ((1_000_000.0 / rate.max(0.001)).ceil() as i64).max(1);
             let values = [
@@ -148,6 +137,23 @@ impl Store {
             });
         }
         Err(self.missing("a send pacing row that stays still long enough to reserve from"))
+    }
+
+    /// A number's slowdown as its pacing row holds it: until when (µs) and to
+    /// what percent of its throughput.
+    async fn pacing_slowdown(&self, number: PhoneNumberId) -> Result<(i64, i32), StoreError> {
+        let q = |e| self.query_error(e);
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                self.db_backend(),
+                "SELECT slow_until_us, slow_percent FROM send_pacing WHERE phone_number_id = $1",
+                [Value::Uuid(Some(number.as_uuid()))],
+            ))
+            .await
+            .map_err(q)?
+            .ok_or_else(|| self.missing("send pacing row just inserted"))?;
+        Ok((row.try_get_by_index(0).map_err(q)?, row.try_get_by_index(1).map_err(q)?))
     }
 
     /// Slows a number's sends to `percent` of its throughput until `until`

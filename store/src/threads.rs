@@ -207,45 +207,10 @@ impl Store {
             query = query.filter(thread::Column::ContactId.eq(contact));
         }
         if let Some(associated) = filter.associated {
-            let known = Query::select()
-                .column(contact::Column::Id)
-                .from(contact::Entity)
-                .cond_where(
-                    Condition::any()
-                        .add(contact::Column::Phone.is_not_null())
-                        .add(contact::Column::MobilePhone.is_not_null()),
-                )
-                .to_owned();
-            query = query.filter(if associated {
-                thread::Column::ContactId.in_subquery(known)
-            } else {
-                thread::Column::ContactId.not_in_subquery(known)
-            });
+            query = query.filter(associated_match(associated));
         }
         if let Some(text) = filter.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            use sea_orm::sea_query::ExprTrait;
-            let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
-            let lower_like = |col: Expr| Expr::expr(Func::lower(col)).like(LikeExpr::new(&pattern).escape('\\'));
-            let in_messages = Query::select()
-                .column(message::Column::ThreadId)
-                .from(message::Entity)
-                .and_where(lower_like(Expr::col(message::Column::Body)))
-                .to_owned();
-            let digits = kairo_core::phone::PhoneDigits::of(text).into_string();
-            let mut contact_match = Condition::any().add(lower_like(Expr::col(contact::Column::Name)));
-            if digits.len() >= 3 {
-                let digits = format!("%{digits}%");
-                contact_match = contact_match
-                    .add(contact::Column::Phone.like(&digits))
-                    .add(contact::Column::MobilePhone.like(&digits));
-            }
-            let in_contacts =
-                Query::select().column(contact::Column::Id).from(contact::Entity).cond_where(contact_match).to_owned();
-            query = query.filter(
-                Condition::any()
-                    .add(thread::Column::Id.in_subquery(in_messages))
-                    .add(thread::Column::ContactId.in_subquery(in_contacts)),
-            );
+            query = query.filter(text_match(text));
         }
         match cursor {
             Some(ThreadCursor { id, .. }) if sort == ThreadSort::Newest => {
@@ -436,4 +401,46 @@ impl Tx {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// Threads whose contact has (`true`) or lacks (`false`) a phone number.
+fn associated_match(associated: bool) -> sea_orm::sea_query::SimpleExpr {
+    let known = Query::select()
+        .column(contact::Column::Id)
+        .from(contact::Entity)
+        .cond_where(
+            Condition::any().add(contact::Column::Phone.is_not_null()).add(contact::Column::MobilePhone.is_not_null()),
+        )
+        .to_owned();
+    if associated {
+        thread::Column::ContactId.in_subquery(known)
+    } else {
+        thread::Column::ContactId.not_in_subquery(known)
+    }
+}
+
+/// Threads with a message whose body holds `text`, or whose contact's name
+/// holds it (any case), or whose contact's phone holds its digits (three or
+/// more).
+fn text_match(text: &str) -> Condition {
+    use sea_orm::sea_query::ExprTrait;
+    let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
+    let lower_like = |col: Expr| Expr::expr(Func::lower(col)).like(LikeExpr::new(&pattern).escape('\\'));
+    let in_messages = Query::select()
+        .column(message::Column::ThreadId)
+        .from(message::Entity)
+        .and_where(lower_like(Expr::col(message::Column::Body)))
+        .to_owned();
+    let digits = kairo_core::phone::PhoneDigits::of(text).into_string();
+    let mut contact_match = Condition::any().add(lower_like(Expr::col(contact::Column::Name)));
+    if digits.len() >= 3 {
+        let digits = format!("%{digits}%");
+        contact_match =
+            contact_match.add(contact::Column::Phone.like(&digits)).add(contact::Column::MobilePhone.like(&digits));
+    }
+    let in_contacts =
+        Query::select().column(contact::Column::Id).from(contact::Entity).cond_where(contact_match).to_owned();
+    Condition::any()
+        .add(thread::Column::Id.in_subquery(in_messages))
+        .add(thread::Column::ContactId.in_subquery(in_contacts))
 }
