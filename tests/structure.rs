@@ -58,9 +58,7 @@ const KNOWN: &[(&str, &str, usize)] = &[
     ("function over 80 lines", "engine/src/runtime/worker.rs::run", 97),
     ("function over 80 lines", "store/src/ingest.rs::contact_for_sender", 97),
     ("function over 80 lines", "store/src/ingest.rs::ingest_message", 97),
-    ("function over 80 lines", "workflow/src/catalog.rs::problems", 86),
     ("function over 80 lines", "workflow/src/condition.rs::tokenize", 92),
-    ("function over 80 lines", "workflow/src/validate/mod.rs::step", 96),
 ];
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]

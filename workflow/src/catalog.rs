@@ -164,8 +164,15 @@ impl TemplateNeeds {
         body: Option<&serde_json::Value>,
         buttons: &[serde_json::Value],
     ) -> Vec<String> {
-        use serde_json::Value;
         let mut problems = Vec::new();
+        self.body_problems(body, &mut problems);
+        self.header_problems(header, &mut problems);
+        self.button_problems(buttons, &mut problems);
+        problems
+    }
+
+    fn body_problems(&self, body: Option<&serde_json::Value>, problems: &mut Vec<String>) {
+        use serde_json::Value;
         let names = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
         match (body.filter(|b| !b.is_null()), self.named) {
             (None, _) if !self.body.is_empty() => problems.push(format!(
@@ -205,6 +212,9 @@ impl TemplateNeeds {
                 names(&self.body)
             )),
         }
+    }
+
+    fn header_problems(&self, header: Option<&serde_json::Value>, problems: &mut Vec<String>) {
         match (&self.header, header.filter(|h| !h.is_null())) {
             (HeaderNeed::None, Some(_)) => {
                 problems.push("the template has no header parameter: leave out `header`".into())
@@ -225,6 +235,10 @@ impl TemplateNeeds {
             )),
             _ => {}
         }
+    }
+
+    fn button_problems(&self, buttons: &[serde_json::Value], problems: &mut Vec<String>) {
+        use serde_json::Value;
         let given: BTreeSet<usize> =
             buttons.iter().filter_map(|b| b.get("index").and_then(Value::as_u64)).map(|i| i as usize).collect();
         for (index, need) in &self.buttons {
@@ -242,7 +256,6 @@ impl TemplateNeeds {
                 problems.push(format!("the template has no button {index} that takes a parameter"));
             }
         }
-        problems
     }
 }
 

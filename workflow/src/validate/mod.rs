@@ -1,5 +1,6 @@
 //! Every check of a parsed workflow, collecting all problems in one run.
 
+mod expressions;
 mod sends;
 
 use std::collections::{BTreeSet, HashMap};
@@ -9,20 +10,13 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::catalog::Catalog;
-use super::condition::{Condition, ROOTS};
+use super::condition::Condition;
 use super::duration::parse_duration;
 use super::located::{Located, Pos};
 use super::model::*;
 use super::{Diagnostic, closest, list};
 
-/// Helpers expressions may call (see docs/workflows.md).
-const HELPERS: &[&str] = &["default", "upper", "lower", "date"];
-/// Block keywords handlebars itself understands.
-const KEYWORDS: &[&str] = &["if", "unless", "each", "with", "else", "this", "lookup"];
-
 static ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9_-]*$").expect("valid pattern"));
-static MUSTACHE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{\{?([^}]*)\}?\}\}").expect("valid pattern"));
-static STRING_LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#""[^"]*"|'[^']*'"#).expect("valid pattern"));
 static HHMM: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([01][0-9]|2[0-3]):[0-5][0-9]$").expect("valid pattern"));
 
 struct Checker<'a> {
@@ -251,13 +245,7 @@ impl Checker<'_> {
             self.branch(arms);
         }
         if let Some(arms) = &step.split {
-            let total: u32 = arms.iter().map(|a| *a.percent).sum();
-            if total != 100 {
-                self.report(arms.pos, format!("split percentages add up to {total}, not 100"));
-            }
-            for arm in arms.iter() {
-                self.step_ref(&arm.then);
-            }
+            self.split(arms);
         }
         if let Some(properties) = &step.set_property {
             for value in properties.values() {
@@ -265,24 +253,7 @@ impl Checker<'_> {
             }
         }
         if let Some(http) = &step.http {
-            self.expression(&http.url, &earlier);
-            let url = http.url.split("{{").next().unwrap_or_default();
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                self.report(http.url.pos, format!("URL `{}` must start with https:// or http://", *http.url));
-            }
-            for value in http.headers.values() {
-                self.expression(value, &earlier);
-            }
-            if let Some(timeout) = &http.timeout {
-                self.duration(timeout);
-            }
-            if let Some(body) = &http.body {
-                let mut strings = Vec::new();
-                json_strings(body, &mut strings);
-                for text in strings {
-                    self.expression(&Located::new(text, http.url.pos), &earlier);
-                }
-            }
+            self.http(http, &earlier);
         }
         if let Some(next) = &step.next {
             self.step_ref(next);
@@ -293,6 +264,37 @@ impl Checker<'_> {
             }
             if let Some(backoff) = &retry.backoff {
                 self.duration(backoff);
+            }
+        }
+    }
+
+    fn split(&mut self, arms: &Located<Vec<SplitArm>>) {
+        let total: u32 = arms.iter().map(|a| *a.percent).sum();
+        if total != 100 {
+            self.report(arms.pos, format!("split percentages add up to {total}, not 100"));
+        }
+        for arm in arms.iter() {
+            self.step_ref(&arm.then);
+        }
+    }
+
+    fn http(&mut self, http: &HttpRequest, earlier: &BTreeSet<&str>) {
+        self.expression(&http.url, earlier);
+        let url = http.url.split("{{").next().unwrap_or_default();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            self.report(http.url.pos, format!("URL `{}` must start with https:// or http://", *http.url));
+        }
+        for value in http.headers.values() {
+            self.expression(value, earlier);
+        }
+        if let Some(timeout) = &http.timeout {
+            self.duration(timeout);
+        }
+        if let Some(body) = &http.body {
+            let mut strings = Vec::new();
+            json_strings(body, &mut strings);
+            for text in strings {
+                self.expression(&Located::new(text, http.url.pos), earlier);
             }
         }
     }
@@ -448,59 +450,6 @@ impl Checker<'_> {
         }
     }
 
-    /// A handlebars expression: its syntax, and the variables it reads.
-    fn expression(&mut self, text: &Located<String>, earlier: &BTreeSet<&str>) {
-        if let Err(err) = handlebars::Template::compile(text) {
-            let reason = err.reason().to_string();
-            self.report(text.pos, format!("invalid expression `{}`: {reason}", **text));
-            return;
-        }
-        for block in MUSTACHE.captures_iter(text) {
-            let inner = block[1].trim().trim_start_matches(['#', '/', '^', '~', '&']).trim_end_matches('~');
-            let inner = STRING_LITERAL.replace_all(inner, "\"\"");
-            let defaulted = inner.split_whitespace().next() == Some("default");
-            for (i, token) in inner.split_whitespace().enumerate() {
-                if let Some(id) = token.strip_prefix("steps.").and_then(|rest| rest.split('.').next())
-                    && self.uncertain_sends.contains(id)
-                    && !defaulted
-                {
-                    let message = format!(
-                        "`{token}` in `{}` is missing when the send's outcome is unknown (a crash mid-send; its \
-                         `on_unknown_outcome` is `continue`), and then this step fails: write \
-                         `{{{{default {token} \"\"}}}}`, or set `on_unknown_outcome: fail` on `{id}`",
-                        **text
-                    );
-                    self.warnings.push(Diagnostic::new(self.path, text.pos, message));
-                }
-                if i == 0 && (HELPERS.contains(&token) || KEYWORDS.contains(&token)) {
-                    continue;
-                }
-                if !looks_like_path(token) {
-                    continue;
-                }
-                let root = token.split('.').next().unwrap_or_default();
-                if !ROOTS.contains(&root) {
-                    self.report(
-                        text.pos,
-                        format!("unknown variable `{token}` in `{}`: expressions read contact, trigger, steps.<id>.output, workflow and now", **text),
-                    );
-                    continue;
-                }
-                if root == "steps" {
-                    let id = token.split('.').nth(1).unwrap_or_default();
-                    if !self.step_ids.contains(id) {
-                        self.report(text.pos, format!("`steps.{id}` in `{}` refers to no step", **text));
-                    } else if !earlier.contains(id) {
-                        self.report(
-                            text.pos,
-                            format!("`steps.{id}` in `{}` refers to a step that has not run yet", **text),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
     /// Which steps the flow can reach from the first one.
     fn reachability(&mut self, steps: &[Step]) {
         let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.value.as_str(), i)).collect();
@@ -559,14 +508,6 @@ fn successors(steps: &[Step], i: usize) -> Vec<&str> {
     out
 }
 
-fn looks_like_path(token: &str) -> bool {
-    let first = token.chars().next().unwrap_or('0');
-    (first.is_alphabetic() || first == '_')
-        && !token.contains('=')
-        && !matches!(token, "true" | "false" | "null")
-        && token.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
 fn json_strings(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
         serde_json::Value::String(s) => out.push(s.clone()),
@@ -576,8 +517,7 @@ fn json_strings(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// Names for an error message, or "(none yet)".
-/// Names for a message: control characters shown escaped (a name never
+/// Names for an error message, or "(none yet)": control characters shown escaped (a name never
 /// breaks a log line), at most ten of them.
 fn list_or_none(names: &[String]) -> String {
     const SHOWN: usize = 10;
