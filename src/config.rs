@@ -2,7 +2,7 @@
 //! command-line flags, each overriding the one before.
 //!
 //! Secrets (access tokens, app secrets, API tokens) come from here only,
-//! never from workflow files, and are held in [`crate::Secret`] or, for the
+//! never from workflow files, and are held in [`Secret`] or, for the
 //! database URL, in [`DatabaseUrl`], which hide them when shown.
 
 use std::net::SocketAddr;
@@ -361,7 +361,11 @@ fn describe(err: figment::Error) -> String {
     err.into_iter()
         .map(|e| {
             let key = e.path.join(".");
+            // A file is named by the path it was read from: figment's own
+            // display shortens it relative to the working directory when
+            // close by (`../x/kairo.toml`), which depends on where one runs.
             let source = e.metadata.as_ref().map(|m| match &m.source {
+                Some(figment::Source::File(path)) => path.display().to_string(),
                 Some(source) => source.to_string(),
                 None => m.name.to_string(),
             });

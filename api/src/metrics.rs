@@ -30,6 +30,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use kairo_core::clock::{Clock, SystemClock};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
@@ -122,7 +123,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
     match state.store.journal_backlog().await {
         Ok((backlog, oldest)) => {
             metrics::gauge!("kairo_webhook_backlog").set(backlog as f64);
-            let lag = oldest.map_or(0.0, |at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0);
+            // The process's clock (the engine's, else the system's): the
+            // clock module is the only reader of the time.
+            let now = state.api.as_ref().map_or_else(|| SystemClock.now(), |api| api.engine.now());
+            let lag = oldest.map_or(0.0, |at| (now - at).num_milliseconds().max(0) as f64 / 1000.0);
             metrics::gauge!("kairo_webhook_apply_lag_seconds").set(lag);
         }
         Err(err) => tracing::warn!(%err, "metrics: cannot read the webhook journal's backlog"),

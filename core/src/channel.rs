@@ -1,10 +1,12 @@
-//! The engine's view of a messaging channel: what it sends and what its
-//! webhook delivers, in the engine's own terms.
+//! Kairo's view of a channel's webhook: the handshake, the signature, and
+//! the events a delivery holds, in Kairo's own terms (what a channel sends is
+//! in [`crate::outbound`]).
 //!
-//! Invariant: the engine never parses a channel's wire format. The
+//! Invariant: only the channel crate parses a channel's wire format. The
 //! `kairo-whatsapp` crate implements [`Channel`] for the WhatsApp Cloud API and
-//! turns webhook bodies into [`InboundEvent`]s; everything after that speaks
-//! these types.
+//! turns webhook bodies into [`InboundEvent`]s, which `kairo-api`'s webhook
+//! endpoint journals and the store's ingest applies; everything after the
+//! channel speaks these types.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,8 @@
 //! Kairo's shared vocabulary, below every other crate: typed ids, the
 //! clock (the only reader of the system time), secrets that never print,
-//! phone digits, the status enums of every table, the channel events
-//! a channel hands the engine, and the outbound traits the engine calls.
+//! phone digits, the status enums of every table, text normalisation, the
+//! events a channel's webhook delivers, and the outbound traits the engine
+//! calls.
 //!
 //! Nothing here touches the database or the network (the one file read is
 //! `OffsetClock`'s offset, a demo's or a test's clock); the engine, the

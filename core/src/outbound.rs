@@ -3,7 +3,7 @@
 //! implements the channel (the Cloud API, the sandbox recorder) and the
 //! engine's `http_client` the HTTP request (reqwest).
 //!
-//! Errors say whether trying again may help ([`CallError::retryable`]); the
+//! Errors say whether trying again may help ([`CallError::kind`], a [`FailureKind`]); the
 //! runtime turns that into a new attempt with backoff or a failed step.
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! turns workflow files into stored versions.
 //!
 //! The engine knows the WhatsApp channel only through `kairo-core`'s traits
-//! (`Channel`, `Outbound`, `HttpCaller`); it never parses WhatsApp's wire
+//! (`Outbound`, `HttpCaller`); it never parses WhatsApp's wire
 //! format. Its state lives in `kairo-store` (the only crate that speaks SQL)
 //! and its time comes from `kairo_core::clock`.
 

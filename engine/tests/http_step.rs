@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use kairo_core::outbound::{HttpCall, HttpCaller};
 use kairo_engine::runtime::http_client::ReqwestHttp;
-use kairo_engine::runtime::{HttpCall, HttpCaller};
 
 fn call(url: String, timeout: Duration) -> HttpCall {
     HttpCall { method: "POST".into(), url, headers: vec![], body: Some(serde_json::json!({"a": 1})), timeout }
@@ -23,7 +23,7 @@ async fn a_refused_connection_is_named_and_retried() {
     let err = err.expect_err("nothing listens");
     assert!(err.message.contains("connection refused"), "{}", err.message);
     assert!(!err.message.contains("error sending request"), "{}", err.message);
-    assert_eq!(err.kind, kairo_engine::runtime::FailureKind::Temporary);
+    assert_eq!(err.kind, kairo_core::outbound::FailureKind::Temporary);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kairo_core::clock::FakeClock;
 use kairo_core::ids::*;
+use kairo_core::outbound::*;
 use kairo_core::status::*;
 use kairo_engine::runtime::*;
 use kairo_engine::testing::{RecordingHttp, RecordingOutbound};

@@ -1,4 +1,4 @@
-//! Durable state: the only module that speaks SQL.
+//! Durable state: the only crate that speaks SQL.
 //!
 //! One [`Store`] is opened from a URL, `sqlite://PATH` (the embedded default:
 //! the file is created if absent) or `postgres://…` (the scale-out path). Both

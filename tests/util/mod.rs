@@ -39,7 +39,12 @@ impl Server {
     /// Starts `kairo serve` on an ephemeral loopback port and waits for it to
     /// say where it listens.
     pub async fn start(dir: &Path, database_url: &str) -> Server {
-        Server::start_logging(dir, database_url, "info,kairo_engine=debug").await
+        Server::start_logging(
+            dir,
+            database_url,
+            "info,kairo_engine=debug,kairo_api=debug,kairo_store=debug,kairo_whatsapp=debug,kairo_workflow=debug",
+        )
+        .await
     }
 
     /// [`Server::start`] with this `RUST_LOG`.

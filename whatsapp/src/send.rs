@@ -1,5 +1,5 @@
 //! Sending through the Cloud API: the request bodies of API.md section 6
-//! (shapes as in `fixtures/send_*.json`) and the [`Outbound`] channel the
+//! (shapes as in `fixtures/whatsapp/send_*.json`) and the [`Outbound`] channel the
 //! runtime sends through.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! WhatsApp webhooks: the GET handshake, `X-Hub-Signature-256` over the raw
 //! body, and the envelope (`entry[].changes[].value`) turned into the
-//! engine's [`InboundEvent`]s.
+//! `kairo-core`'s [`InboundEvent`]s.
 //!
 //! Invariants:
 //! - The signature is checked over the bytes as received, never a

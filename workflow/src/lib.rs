@@ -1,5 +1,6 @@
 //! Workflows: the YAML model, parsing with positions, validation, content
-//! hashes, and registration of versions in the store.
+//! hashes, the catalogue sends are checked against, the compiled plan and the
+//! folder watch. Storing versions is the engine's `registry`.
 //!
 //! Invariants:
 //! - A file that fails validation is never stored or run; the previous version

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use super::Engine;
 use super::context::RunContext;
-use super::outbound::{CallError, FailureKind, ThrottleScope};
 use super::outcome::{FOREVER, Outcome, Then, failed, record};
 use super::send::SendAttempt;
 use super::send_gate::credentials_reason;
+use kairo_core::outbound::{CallError, FailureKind, ThrottleScope};
 use kairo_core::status::{EnrollmentStatus, StepState};
 use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;

@@ -31,7 +31,6 @@ mod enroll_queue;
 mod estimate;
 mod failures;
 pub mod http_client;
-pub use kairo_core::outbound;
 mod outcome;
 mod pacing;
 pub mod plan;
@@ -50,16 +49,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kairo_core::outbound::{HttpCaller, Outbound};
 use tokio::sync::Notify;
 
 pub use self::bulk::{BulkContact, BulkRow, BulkTarget, ROW_KEY_TTL};
 pub use self::enroll::{EnrollRequest, Enrolled, SkipReason};
 pub use self::enroll_queue::{EnrollQueue, QueueError};
 pub use self::estimate::SendEstimate;
-pub use self::outbound::{
-    CallError, FailureKind, HttpAnswer, HttpCall, HttpCaller, Outbound, OutboundTemplate, OutboundText, SendReceipt,
-    ThrottleScope,
-};
 pub use self::plan::Plan;
 pub use self::recording::{RecordingHttp, RecordingOutbound};
 pub use self::reply::{ReplyContent, ReplyError};

@@ -9,7 +9,7 @@ pub struct RecordingOutbound {
     /// default: most tests are about other things).
     pub paced: bool,
     sent: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-    failures: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<super::CallError>>>,
+    failures: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<kairo_core::outbound::CallError>>>,
     attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -31,28 +31,40 @@ impl RecordingOutbound {
     }
 
     /// Makes the next send fail with `error` (queued: call it again for more).
-    pub fn fail_next(&self, error: super::CallError) {
+    pub fn fail_next(&self, error: kairo_core::outbound::CallError) {
         self.failures.lock().expect("recorder lock is never poisoned").push_back(error);
     }
 
-    fn record(&self, message: serde_json::Value) -> Result<super::SendReceipt, super::CallError> {
+    fn record(
+        &self,
+        message: serde_json::Value,
+    ) -> Result<kairo_core::outbound::SendReceipt, kairo_core::outbound::CallError> {
         self.attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(error) = self.failures.lock().expect("recorder lock is never poisoned").pop_front() {
             return Err(error);
         }
         let mut sent = self.sent.lock().expect("recorder lock is never poisoned");
         sent.push(message);
-        Ok(super::SendReceipt { wamid: format!("wamid.test.{}", sent.len()), message_status: Some("accepted".into()) })
+        Ok(kairo_core::outbound::SendReceipt {
+            wamid: format!("wamid.test.{}", sent.len()),
+            message_status: Some("accepted".into()),
+        })
     }
 }
 
 #[async_trait::async_trait]
-impl super::Outbound for RecordingOutbound {
-    async fn send_template(&self, message: &super::OutboundTemplate) -> Result<super::SendReceipt, super::CallError> {
+impl kairo_core::outbound::Outbound for RecordingOutbound {
+    async fn send_template(
+        &self,
+        message: &kairo_core::outbound::OutboundTemplate,
+    ) -> Result<kairo_core::outbound::SendReceipt, kairo_core::outbound::CallError> {
         self.record(serde_json::to_value(message).expect("messages serialise"))
     }
 
-    async fn send_text(&self, message: &super::OutboundText) -> Result<super::SendReceipt, super::CallError> {
+    async fn send_text(
+        &self,
+        message: &kairo_core::outbound::OutboundText,
+    ) -> Result<kairo_core::outbound::SendReceipt, kairo_core::outbound::CallError> {
         self.record(serde_json::to_value(message).expect("messages serialise"))
     }
 
@@ -64,19 +76,22 @@ impl super::Outbound for RecordingOutbound {
 /// An HTTP client that records requests and answers 200 with `{"ok": true}`.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingHttp {
-    calls: std::sync::Arc<std::sync::Mutex<Vec<super::HttpCall>>>,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<kairo_core::outbound::HttpCall>>>,
 }
 
 impl RecordingHttp {
-    pub fn calls(&self) -> Vec<super::HttpCall> {
+    pub fn calls(&self) -> Vec<kairo_core::outbound::HttpCall> {
         self.calls.lock().expect("recorder lock is never poisoned").clone()
     }
 }
 
 #[async_trait::async_trait]
-impl super::HttpCaller for RecordingHttp {
-    async fn call(&self, request: &super::HttpCall) -> Result<super::HttpAnswer, super::CallError> {
+impl kairo_core::outbound::HttpCaller for RecordingHttp {
+    async fn call(
+        &self,
+        request: &kairo_core::outbound::HttpCall,
+    ) -> Result<kairo_core::outbound::HttpAnswer, kairo_core::outbound::CallError> {
         self.calls.lock().expect("recorder lock is never poisoned").push(request.clone());
-        Ok(super::HttpAnswer { status: 200, body: serde_json::json!({ "ok": true }) })
+        Ok(kairo_core::outbound::HttpAnswer { status: 200, body: serde_json::json!({ "ok": true }) })
     }
 }

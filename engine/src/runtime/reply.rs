@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
-use super::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
 use super::pacing::Pace;
 use super::send_gate::Held;
 use kairo_core::ids::{MessageId, ThreadId, Wamid};
+use kairo_core::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
 use kairo_core::status::{ConsentStatus, DeliveryStatus, Direction};
 use kairo_store::{Message, NewMessage, StoreError, Thread};
 
@@ -231,7 +231,7 @@ impl Engine {
     async fn settle_reply(
         &self,
         message: MessageId,
-        sent: Result<super::outbound::SendReceipt, CallError>,
+        sent: Result<kairo_core::outbound::SendReceipt, CallError>,
     ) -> Result<Message, ReplyError> {
         let now = self.now();
         match sent {

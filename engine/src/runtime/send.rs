@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 use super::Engine;
 use super::attempts::Stamp;
 use super::context::RunContext;
-use super::outbound::CallError;
 use super::outcome::{Effect, FOREVER, Outcome, RecordedSend, record};
 use super::pacing::{HORIZON, LATE, Pace};
 use super::send_gate::Held;
 use kairo_core::ids::PhoneNumberId;
+use kairo_core::outbound::CallError;
 use kairo_core::status::StepState;
 use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;
@@ -272,7 +272,7 @@ impl Engine {
         ctx: &RunContext,
         step: &CompiledStep,
         number: &PhoneNumber,
-        sent: Result<super::SendReceipt, CallError>,
+        sent: Result<kairo_core::outbound::SendReceipt, CallError>,
         attempt: SendAttempt,
     ) -> Outcome {
         let error = match sent {

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Engine;
-use super::outbound::{CallError, FailureKind, ThrottleScope};
+use kairo_core::outbound::{CallError, FailureKind, ThrottleScope};
 use kairo_store::{PauseScope, PhoneNumber, Reach};
 
 /// Why a send may not leave now.

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
-use crate::runtime::outbound::{CallError, FailureKind, HttpCall};
 use crate::runtime::outcome::{Outcome, failed, record};
+use kairo_core::outbound::{CallError, FailureKind, HttpCall};
 use kairo_core::status::StepState;
 use kairo_store::StepExecution;
 use kairo_workflow::compiled::{CompiledStep, HttpCallSpec};

@@ -7,11 +7,11 @@ use serde_json::{Map, Value, json};
 
 use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
-use crate::runtime::outbound::{OutboundTemplate, OutboundText};
 use crate::runtime::outcome::{Outcome, failed, record};
 use crate::runtime::plan::resolve_number;
 use crate::runtime::quiet::quiet_hours_wait;
 use crate::runtime::send::{SendAttempt, callback_data, held_outcome};
+use kairo_core::outbound::{OutboundTemplate, OutboundText};
 use kairo_core::status::StepState;
 use kairo_store::{PhoneNumber, StepExecution};
 use kairo_workflow::compiled::CompiledStep;
