@@ -1,6 +1,7 @@
 //! Kairo's engine: the durable runtime (workers, claims and commits,
-//! triggers, the send pipeline, one module per action) and the registry that
-//! turns workflow files into stored versions.
+//! triggers, the send pipeline, one module per action), the inbox rules and
+//! the webhook journal's tasks (`inbox`), and the registry that turns
+//! workflow files into stored versions.
 //!
 //! The engine knows the WhatsApp channel only through `kairo-core`'s traits
 //! (`Outbound`, `HttpCaller`); it never parses WhatsApp's wire
@@ -8,6 +9,7 @@
 //! and its time comes from `kairo_core::clock`.
 
 pub mod group_commit;
+pub mod inbox;
 pub mod registry;
 pub mod runtime;
 

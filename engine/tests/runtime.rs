@@ -11,6 +11,7 @@ use kairo_core::clock::FakeClock;
 use kairo_core::ids::*;
 use kairo_core::outbound::*;
 use kairo_core::status::*;
+use kairo_engine::inbox::Keywords;
 use kairo_engine::runtime::*;
 use kairo_engine::testing::{RecordingHttp, RecordingOutbound};
 use kairo_store::testing::{TestDb, connect_number};
@@ -1028,10 +1029,14 @@ async fn status_webhook(
         occurred_at: t.clock.now_utc(),
     };
     let keywords = Keywords::new(&[], &[]);
-    t.store
-        .ingest(&[vec![kairo_core::channel::InboundEvent::Status(update)]], &keywords, t.clock.now_utc())
-        .await
-        .expect("ingest");
+    kairo_engine::inbox::ingest(
+        &t.store,
+        &[vec![kairo_core::channel::InboundEvent::Status(update)]],
+        &keywords,
+        t.clock.now_utc(),
+    )
+    .await
+    .expect("ingest");
 }
 
 /// A template in the test number's catalogue.
@@ -1143,10 +1148,14 @@ engine_test!(a_quality_drop_pauses_marketing_sends_until_an_operator_resumes, |t
         occurred_at: t.clock.now_utc(),
     };
     let keywords = Keywords::new(&[], &[]);
-    t.store
-        .ingest(&[vec![kairo_core::channel::InboundEvent::NumberQuality(flagged)]], &keywords, t.clock.now_utc())
-        .await
-        .expect("ingest");
+    kairo_engine::inbox::ingest(
+        &t.store,
+        &[vec![kairo_core::channel::InboundEvent::NumberQuality(flagged)]],
+        &keywords,
+        t.clock.now_utc(),
+    )
+    .await
+    .expect("ingest");
     let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
     assert!(number.paused_at.is_some());
     assert_eq!(number.pause_scope.as_deref(), Some("marketing"));
@@ -1190,10 +1199,14 @@ engine_test!(an_account_restriction_pauses_every_send_of_its_numbers, |t| {
         occurred_at: t.clock.now_utc(),
     };
     let keywords = Keywords::new(&[], &[]);
-    t.store
-        .ingest(&[vec![kairo_core::channel::InboundEvent::Notice(notice)]], &keywords, t.clock.now_utc())
-        .await
-        .expect("ingest");
+    kairo_engine::inbox::ingest(
+        &t.store,
+        &[vec![kairo_core::channel::InboundEvent::Notice(notice)]],
+        &keywords,
+        t.clock.now_utc(),
+    )
+    .await
+    .expect("ingest");
     let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
     assert_eq!(number.pause_scope.as_deref(), Some("all"));
     assert_eq!(
@@ -1535,10 +1548,14 @@ async fn inbound_on(t: &TestEngine, number: &PhoneNumber, wamid: &str, from: &st
         payload: json!({ "type": "text", "text": { "body": text } }),
         occurred_at: t.clock.now_utc(),
     };
-    t.store
-        .ingest(&[vec![kairo_core::channel::InboundEvent::Message(message)]], &Keywords::default(), t.clock.now_utc())
-        .await
-        .expect("ingest");
+    kairo_engine::inbox::ingest(
+        &t.store,
+        &[vec![kairo_core::channel::InboundEvent::Message(message)]],
+        &Keywords::default(),
+        t.clock.now_utc(),
+    )
+    .await
+    .expect("ingest");
 }
 
 // 14.B9

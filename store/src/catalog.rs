@@ -7,7 +7,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{phone_number, template, whatsapp_account};
-use super::{Store, StoreError};
+use super::{Store, StoreError, Tx};
 use kairo_core::ids::{AccountId, TemplateId};
 
 pub type Template = template::Model;
@@ -187,5 +187,38 @@ impl Store {
             users: users.into_iter().map(|u| u.email).collect(),
             teams: teams.into_iter().map(|t| t.name).collect(),
         })
+    }
+}
+
+impl Tx {
+    /// Sets the status of an account's template in one language (a
+    /// `message_template_status_update`); an unknown account changes nothing.
+    pub async fn set_template_status(
+        &self,
+        waba_id: &str,
+        name: &str,
+        language: &str,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let q = |e| self.err(e);
+        let Some(account) = whatsapp_account::Entity::find()
+            .filter(whatsapp_account::Column::WabaId.eq(waba_id))
+            .one(&self.txn)
+            .await
+            .map_err(q)?
+        else {
+            return Ok(());
+        };
+        template::Entity::update_many()
+            .col_expr(template::Column::Status, sea_orm::sea_query::Expr::value(status))
+            .col_expr(template::Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
+            .filter(template::Column::AccountId.eq(account.id))
+            .filter(template::Column::Name.eq(name))
+            .filter(template::Column::Language.eq(language))
+            .exec(&self.txn)
+            .await
+            .map_err(q)?;
+        Ok(())
     }
 }

@@ -47,13 +47,25 @@ pub(super) async fn write_consent<C: sea_orm::ConnectionTrait>(
     change: ConsentChange,
     now: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
+    set_consent(db, change.contact_id, change.phone_number_id, change.status, now).await?;
+    audit_consent(db, change, now).await
+}
+
+/// The contact's consent on the number is `status` since `at`.
+async fn set_consent<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    contact: ContactId,
+    number: PhoneNumberId,
+    status: ConsentStatus,
+    at: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
     use consent::Column as C;
     let current = consent::ActiveModel {
         id: Set(Uuid::now_v7()),
-        contact_id: Set(change.contact_id),
-        phone_number_id: Set(change.phone_number_id),
-        status: Set(change.status),
-        changed_at: Set(now),
+        contact_id: Set(contact),
+        phone_number_id: Set(number),
+        status: Set(status),
+        changed_at: Set(at),
     };
     consent::Entity::insert(current)
         .on_conflict(
@@ -61,6 +73,15 @@ pub(super) async fn write_consent<C: sea_orm::ConnectionTrait>(
         )
         .exec_without_returning(db)
         .await?;
+    Ok(())
+}
+
+/// An entry of the audit trail: who said what, when.
+async fn audit_consent<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    change: ConsentChange,
+    occurred_at: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
     let audit = consent_event::ActiveModel {
         id: Set(Uuid::now_v7()),
         contact_id: Set(change.contact_id),
@@ -69,7 +90,7 @@ pub(super) async fn write_consent<C: sea_orm::ConnectionTrait>(
         source: Set(change.source),
         keyword: Set(change.keyword),
         wamid: Set(change.wamid),
-        occurred_at: Set(now),
+        occurred_at: Set(occurred_at),
     };
     consent_event::Entity::insert(audit).exec_without_returning(db).await?;
     Ok(())
@@ -115,6 +136,33 @@ impl Store {
 }
 
 impl Tx {
+    /// The contact's current consent on this number; `None` means never asked.
+    pub async fn consent(&self, contact: ContactId, number: PhoneNumberId) -> Result<Option<Consent>, StoreError> {
+        consent::Entity::find()
+            .filter(consent::Column::ContactId.eq(contact))
+            .filter(consent::Column::PhoneNumberId.eq(number))
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Sets the contact's consent on the number, held since `at`, without an
+    /// audit entry (see [`Tx::audit_consent`]).
+    pub async fn set_consent(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+        status: ConsentStatus,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        set_consent(&self.txn, contact, number, status, at).await.map_err(|e| self.err(e))
+    }
+
+    /// Adds a change to the audit trail, whether or not it changed the state.
+    pub async fn audit_consent(&self, change: ConsentChange, occurred_at: DateTime<Utc>) -> Result<(), StoreError> {
+        audit_consent(&self.txn, change, occurred_at).await.map_err(|e| self.err(e))
+    }
+
     pub async fn consents(&self, contact: ContactId) -> Result<Vec<Consent>, StoreError> {
         consent::Entity::find()
             .filter(consent::Column::ContactId.eq(contact))

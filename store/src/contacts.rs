@@ -43,6 +43,15 @@ pub fn merge_properties(
 
 pub type Contact = contact::Model;
 
+/// Ids a contact is known by on WhatsApp, learned from a message; `None`
+/// leaves one as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactIds {
+    pub phone: Option<String>,
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
 /// A contact to create. Phone numbers are already normalised (digits of the
 /// international form).
 #[derive(Debug, Clone, Default)]
@@ -216,6 +225,82 @@ impl Store {
 impl Tx {
     pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
         contact::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// The oldest contact with this WhatsApp id.
+    pub async fn contact_by_wa_id(&self, wa_id: &str) -> Result<Option<Contact>, StoreError> {
+        self.oldest_contact(Condition::all().add(contact::Column::WaId.eq(wa_id))).await
+    }
+
+    /// The oldest contact whose phone or mobile phone is these digits.
+    pub async fn contact_by_phone(&self, digits: &str) -> Result<Option<Contact>, StoreError> {
+        let either =
+            Condition::any().add(contact::Column::Phone.eq(digits)).add(contact::Column::MobilePhone.eq(digits));
+        self.oldest_contact(either).await
+    }
+
+    /// The oldest contact with this business-scoped WhatsApp user id.
+    pub async fn contact_by_user_id(&self, user_id: &str) -> Result<Option<Contact>, StoreError> {
+        self.oldest_contact(Condition::all().add(contact::Column::UserId.eq(user_id))).await
+    }
+
+    async fn oldest_contact(&self, condition: Condition) -> Result<Option<Contact>, StoreError> {
+        contact::Entity::find()
+            .filter(condition)
+            .order_by_asc(contact::Column::CreatedAt)
+            .order_by_asc(contact::Column::Id)
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Sets the ids given (the others stay as they are).
+    pub async fn set_contact_ids(
+        &self,
+        contact: Contact,
+        ids: ContactIds,
+        now: DateTime<Utc>,
+    ) -> Result<Contact, StoreError> {
+        use sea_orm::{ActiveModelTrait, IntoActiveModel};
+        let mut row = contact.into_active_model();
+        if let Some(phone) = ids.phone {
+            row.phone = Set(Some(phone));
+        }
+        if let Some(wa_id) = ids.wa_id {
+            row.wa_id = Set(Some(wa_id));
+        }
+        if let Some(user_id) = ids.user_id {
+            row.user_id = Set(Some(user_id));
+        }
+        row.updated_at = Set(now);
+        row.update(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Inserts a contact unless its phone is another's already (an API call
+    /// may have given the number a contact a moment ago): `None` then.
+    pub async fn insert_contact_unless_taken(
+        &self,
+        new: NewContact,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Contact>, StoreError> {
+        let id = ContactId::new();
+        let row = contact::ActiveModel {
+            id: Set(id),
+            name: Set(new.name),
+            phone: Set(new.phone),
+            mobile_phone: Set(new.mobile_phone),
+            wa_id: Set(new.wa_id),
+            user_id: Set(new.user_id),
+            properties: Set(if new.properties.is_null() { serde_json::json!({}) } else { new.properties }),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        contact::Entity::insert(row)
+            .on_conflict(sea_orm::sea_query::OnConflict::new().do_nothing().to_owned())
+            .exec_without_returning(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.contact(id).await
     }
 
     /// Merges `patch` into a contact's properties.

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::event;
@@ -27,25 +27,28 @@ pub struct NewEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
+fn event_row(new: NewEvent, now: DateTime<Utc>) -> event::ActiveModel {
+    event::ActiveModel {
+        id: Set(EventId::new()),
+        kind: Set(new.kind),
+        dedup_key: Set(new.dedup_key),
+        phone_number_id: Set(new.phone_number_id),
+        contact_id: Set(new.contact_id),
+        payload: Set(new.payload),
+        attempts: Set(0),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        occurred_at: Set(new.occurred_at),
+        created_at: Set(now),
+        applied_at: Set(None),
+    }
+}
+
 impl Store {
     /// Appends an event. Returns `None` when an event with the same dedup key
     /// is already in the log (a repeated delivery).
     pub async fn append_event(&self, new: NewEvent, now: DateTime<Utc>) -> Result<Option<Event>, StoreError> {
-        let row = event::ActiveModel {
-            id: Set(EventId::new()),
-            kind: Set(new.kind),
-            dedup_key: Set(new.dedup_key),
-            phone_number_id: Set(new.phone_number_id),
-            contact_id: Set(new.contact_id),
-            payload: Set(new.payload),
-            attempts: Set(0),
-            lease_owner: Set(None),
-            lease_expires_at: Set(None),
-            occurred_at: Set(new.occurred_at),
-            created_at: Set(now),
-            applied_at: Set(None),
-        };
-        match event::Entity::insert(row).exec_with_returning(&self.db).await {
+        match event::Entity::insert(event_row(new, now)).exec_with_returning(&self.db).await {
             Ok(event) => Ok(Some(event)),
             Err(e) => match self.insert_error(e, String::new) {
                 StoreError::Duplicate { .. } => Ok(None),
@@ -91,6 +94,17 @@ impl Store {
 }
 
 impl Tx {
+    /// Appends an event unless one with its dedup key is in the log; true
+    /// when appended.
+    pub async fn log_event(&self, new: NewEvent, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let inserted = event::Entity::insert(event_row(new, now))
+            .on_conflict(OnConflict::column(event::Column::DedupKey).do_nothing().to_owned())
+            .exec_without_returning(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(inserted == 1)
+    }
+
     /// Unapplied events, oldest first, locked for this transaction (other
     /// PostgreSQL appliers skip them).
     pub async fn unapplied_events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {

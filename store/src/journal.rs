@@ -7,21 +7,23 @@
 //! - A row is applied exactly once: its effects and its `applied_at` commit
 //!   in one transaction; on PostgreSQL concurrent appliers skip rows another
 //!   one holds (`FOR UPDATE SKIP LOCKED`).
-//! - A delivery that cannot be applied does not hold up the others: after a
-//!   failed batch each row is tried alone, and a row that keeps failing is
-//!   set aside after [`MAX_APPLY_ATTEMPTS`] with its error.
+//! - A row that keeps failing to apply is set aside after
+//!   [`MAX_APPLY_ATTEMPTS`] with its error.
+//!
+//! The applier that carries rows into the inbox is the engine's
+//! (`kairo_engine::inbox`).
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::entities::webhook_delivery;
-use super::{Backend, IngestReport, Keywords, Store, StoreError};
+use super::{Backend, Store, StoreError, Tx};
 use kairo_core::channel::InboundEvent;
+
+/// A journaled delivery.
+pub type JournaledDelivery = webhook_delivery::Model;
 
 /// Attempts after which a delivery that fails to apply is set aside.
 pub const MAX_APPLY_ATTEMPTS: i32 = 10;
@@ -86,115 +88,55 @@ impl Store {
             .map_err(|e| self.query_error(e))
     }
 
-    /// Applies up to `limit` journaled deliveries, oldest first, stopping
-    /// early once `limit` events have been applied. Returns how many
-    /// deliveries were applied (0: nothing was waiting).
-    pub async fn apply_journal(
-        &self,
-        keywords: &Keywords,
-        limit: u64,
-        now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
-        match self.apply_batch(keywords, limit, now).await {
-            Ok(applied) => Ok(applied),
-            Err(err) => {
-                tracing::warn!(%err, "applying a batch of webhook deliveries failed; trying them one by one");
-                self.apply_one_by_one(keywords, limit, now).await
-            }
-        }
-    }
-
-    async fn apply_batch(&self, keywords: &Keywords, limit: u64, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    /// Notes that a delivery failed to apply (its transaction rolled back):
+    /// one attempt more, and the error; after [`MAX_APPLY_ATTEMPTS`] it is
+    /// set aside.
+    pub async fn note_apply_failure(&self, delivery: Uuid, error: &str) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
-        let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
-        let rows = self.claim_deliveries(&txn, limit).await?;
-        // The budget counts events, not deliveries: a batch of 10-message
-        // deliveries must not hold the write lock ten times longer.
-        let (mut applied, mut events) = (0, 0);
-        for row in &rows {
-            events += self.apply_delivery(&txn, row, keywords, now).await?;
-            applied += 1;
-            if events >= limit as usize {
-                break;
-            }
-        }
-        txn.commit().await.map_err(|e| self.query_error(e))?;
-        Ok(applied)
+        webhook_delivery::Entity::update_many()
+            .col_expr(webhook_delivery::Column::Attempts, Expr::col(webhook_delivery::Column::Attempts).add(1))
+            .col_expr(webhook_delivery::Column::LastError, Expr::value(error))
+            .filter(webhook_delivery::Column::Id.eq(delivery))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        Ok(())
     }
+}
 
-    async fn apply_one_by_one(&self, keywords: &Keywords, limit: u64, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let mut applied = 0;
-        for _ in 0..limit {
-            let _turn = self.write_turn().await;
-            let txn = self.begin_write().await.map_err(|e| self.query_error(e))?;
-            let Some(row) = self.claim_deliveries(&txn, 1).await?.pop() else { break };
-            match self.apply_delivery(&txn, &row, keywords, now).await {
-                Ok(_) => {
-                    txn.commit().await.map_err(|e| self.query_error(e))?;
-                    applied += 1;
-                }
-                Err(err) => {
-                    txn.rollback().await.map_err(|e| self.query_error(e))?;
-                    tracing::error!(%err, delivery = %row.id, attempt = row.attempts + 1, "webhook delivery could not be applied");
-                    webhook_delivery::Entity::update_many()
-                        .col_expr(
-                            webhook_delivery::Column::Attempts,
-                            Expr::col(webhook_delivery::Column::Attempts).add(1),
-                        )
-                        .col_expr(webhook_delivery::Column::LastError, Expr::value(err.to_string()))
-                        .filter(webhook_delivery::Column::Id.eq(row.id))
-                        .exec(&self.db)
-                        .await
-                        .map_err(|e| self.query_error(e))?;
-                    // The rest waits for the next pass, so the database can recover.
-                    break;
-                }
-            }
-        }
-        Ok(applied)
-    }
-
+impl Tx {
     /// The oldest unapplied deliveries, locked for this transaction. SQLite
     /// has one writer at a time, so a plain select is enough there;
     /// PostgreSQL may run appliers in several processes, which skip each
     /// other's rows.
-    async fn claim_deliveries(
-        &self,
-        txn: &DatabaseTransaction,
-        limit: u64,
-    ) -> Result<Vec<webhook_delivery::Model>, StoreError> {
+    pub async fn claim_deliveries(&self, limit: u64) -> Result<Vec<JournaledDelivery>, StoreError> {
         let mut query = webhook_delivery::Entity::find()
             .filter(webhook_delivery::Column::AppliedAt.is_null())
             .filter(webhook_delivery::Column::Attempts.lt(MAX_APPLY_ATTEMPTS))
             .order_by_asc(webhook_delivery::Column::ReceivedAt)
             .order_by_asc(webhook_delivery::Column::Id)
             .limit(limit);
-        if self.backend == Backend::Postgres {
+        if self.store.backend == Backend::Postgres {
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
-        query.all(txn).await.map_err(|e| self.query_error(e))
+        query.all(&self.txn).await.map_err(|e| self.err(e))
     }
 
-    async fn apply_delivery(
-        &self,
-        txn: &DatabaseTransaction,
-        row: &webhook_delivery::Model,
-        keywords: &Keywords,
-        now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
-        let events: Vec<InboundEvent> = serde_json::from_value(row.events.clone()).map_err(|e| {
-            self.query_error(sea_orm::DbErr::Custom(format!("webhook delivery {} is unreadable: {e}", row.id)))
-        })?;
-        let mut report = IngestReport::default();
-        for event in &events {
-            self.apply(txn, event, keywords, now, &mut report).await?;
-        }
+    /// A delivery's events, as the channel parsed them.
+    pub fn events_of(&self, delivery: &JournaledDelivery) -> Result<Vec<InboundEvent>, StoreError> {
+        serde_json::from_value(delivery.events.clone()).map_err(|e| {
+            self.err(sea_orm::DbErr::Custom(format!("webhook delivery {} is unreadable: {e}", delivery.id)))
+        })
+    }
+
+    /// The delivery's effects are in this transaction.
+    pub async fn mark_delivery_applied(&self, delivery: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
         webhook_delivery::Entity::update_many()
             .col_expr(webhook_delivery::Column::AppliedAt, Expr::value(now))
-            .filter(webhook_delivery::Column::Id.eq(row.id))
-            .exec(txn)
+            .filter(webhook_delivery::Column::Id.eq(delivery))
+            .exec(&self.txn)
             .await
-            .map_err(|e| self.query_error(e))?;
-        Ok(events.len())
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }

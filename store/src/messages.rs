@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::entities::{assignment_rule, message, pending_status, thread};
 use super::tx::BATCH_CHUNK;
 use super::{Contact, Store, StoreError, Tx};
+use kairo_core::channel::StatusUpdate;
 use kairo_core::ids::{ContactId, EnrollmentId, MessageId, PhoneNumberId, StepExecutionId, ThreadId, Wamid};
 use kairo_core::status::{DeliveryStatus, Direction, ThreadStatus};
 
@@ -391,17 +392,66 @@ impl Tx {
     /// Records an outbound message (a send), once per wamid, and applies the
     /// statuses that arrived for it before this commit.
     pub async fn record_message(&self, new: super::NewMessage, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let wamid = new.wamid.clone();
+        let (wamid, outbound) = (new.wamid.clone(), new.direction == Direction::Outbound);
         let row = super::messages::message_row(new, now);
         message::Entity::insert(row)
             .on_conflict(OnConflict::column(message::Column::Wamid).do_nothing().to_owned())
             .exec_without_returning(&self.txn)
             .await
             .map_err(|e| self.err(e))?;
-        if let Some(wamid) = wamid {
+        // Statuses only ever come for the business's own messages.
+        if let Some(wamid) = wamid.filter(|_| outbound) {
             apply_pending_statuses(&self.txn, &wamid, now).await.map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// Whether a message with this wamid is recorded.
+    pub async fn has_message(&self, wamid: &Wamid) -> Result<bool, StoreError> {
+        let found = message::Entity::find()
+            .select_only()
+            .column(message::Column::Id)
+            .filter(message::Column::Wamid.eq(wamid.clone()))
+            .into_tuple::<MessageId>()
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(found.is_some())
+    }
+
+    /// Applies a delivery status to its message (forward only), or keeps it
+    /// until the message is recorded. True when applied now.
+    pub async fn apply_status_update(&self, update: &StatusUpdate, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let q = |e| self.err(e);
+        let wamid = Wamid(update.wamid.clone());
+        match message::Entity::find()
+            .filter(message::Column::Wamid.eq(wamid.clone()))
+            .one(&self.txn)
+            .await
+            .map_err(q)?
+        {
+            Some(found) => {
+                apply_status(&self.txn, found, update.status, update.error.as_ref(), update.occurred_at, now)
+                    .await
+                    .map_err(q)?;
+                Ok(true)
+            }
+            None => {
+                pending_status::Entity::insert(pending_status::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    wamid: Set(wamid),
+                    status: Set(update.status),
+                    payload: Set(serde_json::to_value(update).expect("events serialise")),
+                    occurred_at: Set(update.occurred_at),
+                    received_at: Set(now),
+                    callback_data: Set(update.callback_data.clone()),
+                })
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(q)?;
+                Ok(false)
+            }
+        }
     }
 
     /// Notes an outbound message on its thread (last outbound time, first response).
@@ -494,7 +544,7 @@ impl Tx {
                     ruled
                 }
             };
-            let owners = if ruled { self.store.assign_new_thread(&self.txn, send.number).await? } else { (None, None) };
+            let owners = if ruled { self.assign_new_thread(send.number).await? } else { (None, None) };
             let customer = send.contact.wa_id.clone().or_else(|| send.contact.phone.clone()).unwrap_or_default();
             let row = super::threads::new_thread_row(send.contact.id, send.number, customer, owners, now, now);
             threads.insert(key, *row.id.as_ref());

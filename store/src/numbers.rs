@@ -111,7 +111,7 @@ const TROUBLED_STATUSES: &[&str] = &["FLAGGED", "RESTRICTED"];
 /// Applies a `phone_number_quality_update` webhook inside the ingest
 /// transaction: the limit it names, and a marketing pause on a quality
 /// drop. Returns the number and pause reason when it paused now.
-pub(super) async fn apply_quality_change<C: ConnectionTrait>(
+async fn apply_quality_change<C: ConnectionTrait>(
     db: &C,
     account_waba_id: &str,
     change: &kairo_core::channel::NumberQualityChange,
@@ -143,7 +143,7 @@ pub(super) async fn apply_quality_change<C: ConnectionTrait>(
 
 /// Pauses every number of an account (an `account_update` restriction of
 /// business-initiated messaging). Returns the numbers paused now.
-pub(super) async fn pause_account<C: ConnectionTrait>(
+async fn pause_account<C: ConnectionTrait>(
     db: &C,
     account_waba_id: &str,
     reason: &str,
@@ -387,6 +387,37 @@ impl Store {
 }
 
 impl Tx {
+    /// The connected number with this Graph id.
+    pub async fn phone_number_by_graph_id(&self, graph_id: &str) -> Result<Option<PhoneNumber>, StoreError> {
+        phone_number::Entity::find()
+            .filter(phone_number::Column::GraphId.eq(graph_id))
+            .one(&self.txn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Applies a number's quality change: the limit it names, and a marketing
+    /// pause on a quality drop. Returns the number and pause reason when it
+    /// paused now.
+    pub async fn apply_quality_change(
+        &self,
+        account_waba_id: &str,
+        change: &kairo_core::channel::NumberQualityChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(PhoneNumber, String)>, StoreError> {
+        apply_quality_change(&self.txn, account_waba_id, change, now).await.map_err(|e| self.err(e))
+    }
+
+    /// Pauses every number of an account. Returns the numbers paused now.
+    pub async fn pause_account(
+        &self,
+        account_waba_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PhoneNumber>, StoreError> {
+        pause_account(&self.txn, account_waba_id, reason, now).await.map_err(|e| self.err(e))
+    }
+
     /// Every business number, for resolving the numbers workflows name.
     pub async fn phone_numbers(&self) -> Result<Vec<super::PhoneNumber>, StoreError> {
         phone_number::Entity::find().all(&self.txn).await.map_err(|e| self.err(e))

@@ -3,11 +3,11 @@
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use super::entities::{assignment_rule, team, team_member, user};
-use super::{Store, StoreError};
+use super::{Store, StoreError, Tx};
 use kairo_core::ids::{PhoneNumberId, TeamId, UserId};
 
 /// Who a thread goes to (the `assign_owner` step).
@@ -209,5 +209,74 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(|e| self.query_error(e))
+    }
+}
+
+impl Tx {
+    /// Applies the number's first assignment rule: a user, or the next active
+    /// member of a team after the one assigned last (round-robin).
+    pub(super) async fn assign_new_thread(
+        &self,
+        number: PhoneNumberId,
+    ) -> Result<(Option<UserId>, Option<TeamId>), StoreError> {
+        let q = |e| self.err(e);
+        let Some(rule) = assignment_rule::Entity::find()
+            .filter(assignment_rule::Column::PhoneNumberId.eq(number))
+            .order_by_asc(assignment_rule::Column::Position)
+            .one(&self.txn)
+            .await
+            .map_err(q)?
+        else {
+            return Ok((None, None));
+        };
+        if let Some(user) = rule.user_id {
+            return Ok((Some(user), None));
+        }
+        let Some(team_id) = rule.team_id else { return Ok((None, None)) };
+        self.round_robin(team_id).await
+    }
+
+    /// The next active member of a team after the one assigned last, and
+    /// the team; the team alone when no member is active.
+    pub(super) async fn round_robin(&self, team_id: TeamId) -> Result<(Option<UserId>, Option<TeamId>), StoreError> {
+        let q = |e| self.err(e);
+        let Some(team) = team::Entity::find_by_id(team_id).one(&self.txn).await.map_err(q)? else {
+            return Ok((None, None));
+        };
+        // A deactivated team takes no new threads.
+        if team.deactivated_at.is_some() {
+            return Ok((None, None));
+        }
+        let members: Vec<UserId> = team_member::Entity::find()
+            .filter(team_member::Column::TeamId.eq(team_id))
+            .order_by_asc(team_member::Column::AddedAt)
+            .order_by_asc(team_member::Column::UserId)
+            .all(&self.txn)
+            .await
+            .map_err(q)?
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
+        let active: Vec<UserId> = user::Entity::find()
+            .filter(user::Column::Id.is_in(members.clone()))
+            .filter(user::Column::DeactivatedAt.is_null())
+            .all(&self.txn)
+            .await
+            .map_err(q)?
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        let in_turn: Vec<UserId> = members.into_iter().filter(|m| active.contains(m)).collect();
+        if in_turn.is_empty() {
+            return Ok((None, Some(team_id)));
+        }
+        let next = match team.last_assigned_user_id.and_then(|last| in_turn.iter().position(|m| *m == last)) {
+            Some(i) => in_turn[(i + 1) % in_turn.len()],
+            None => in_turn[0],
+        };
+        let mut cursor = team.into_active_model();
+        cursor.last_assigned_user_id = Set(Some(next));
+        cursor.update(&self.txn).await.map_err(q)?;
+        Ok((Some(next), Some(team_id)))
     }
 }

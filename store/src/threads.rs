@@ -319,20 +319,73 @@ impl Tx {
         number: PhoneNumberId,
         now: DateTime<Utc>,
     ) -> Result<(super::Thread, bool), StoreError> {
-        let open = thread::Entity::find()
-            .filter(thread::Column::ContactId.eq(contact.id))
+        if let Some(open) = self.open_thread_of(contact.id, number).await? {
+            return Ok((open, false));
+        }
+        let customer = contact.wa_id.clone().or_else(|| contact.phone.clone()).unwrap_or_default();
+        Ok((self.open_assigned_thread(contact.id, number, customer, now, now).await?, true))
+    }
+
+    /// The contact's open thread on this number, if any.
+    pub async fn open_thread_of(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+    ) -> Result<Option<Thread>, StoreError> {
+        thread::Entity::find()
+            .filter(thread::Column::ContactId.eq(contact))
             .filter(thread::Column::PhoneNumberId.eq(number))
             .filter(thread::Column::Status.eq(ThreadStatus::Open))
             .one(&self.txn)
             .await
-            .map_err(|e| self.err(e))?;
-        if let Some(open) = open {
-            return Ok((open, false));
+            .map_err(|e| self.err(e))
+    }
+
+    /// Opens a thread owned by the number's assignment rules.
+    pub async fn open_assigned_thread(
+        &self,
+        contact: ContactId,
+        number: PhoneNumberId,
+        customer_wa_id: String,
+        opened_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Thread, StoreError> {
+        let owners = self.assign_new_thread(number).await?;
+        let row = new_thread_row(contact, number, customer_wa_id, owners, opened_at, now);
+        row.insert(&self.txn).await.map_err(|e| self.err(e))
+    }
+
+    /// Notes a contact's message on its thread: the times given (`None`
+    /// leaves one as it is) and the thread's last change.
+    pub async fn note_inbound(
+        &self,
+        thread: ThreadId,
+        last_inbound_at: Option<DateTime<Utc>>,
+        window_closes_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut update = thread::Entity::update_many().col_expr(thread::Column::UpdatedAt, Expr::value(now));
+        if let Some(at) = last_inbound_at {
+            update = update.col_expr(thread::Column::LastInboundAt, Expr::value(Some(at)));
         }
-        let owners = self.store.assign_new_thread(&self.txn, number).await?;
-        let customer = contact.wa_id.clone().or_else(|| contact.phone.clone()).unwrap_or_default();
-        let row = super::threads::new_thread_row(contact.id, number, customer, owners, now, now);
-        Ok((row.insert(&self.txn).await.map_err(|e| self.err(e))?, true))
+        if let Some(closes) = window_closes_at {
+            update = update.col_expr(thread::Column::WindowClosesAt, Expr::value(Some(closes)));
+        }
+        update.filter(thread::Column::Id.eq(thread)).exec(&self.txn).await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The contact's threads that answered to its old WhatsApp id answer to
+    /// the new one (the contact changed number).
+    pub async fn move_threads_to_wa_id(&self, contact: ContactId, old: &str, new: &str) -> Result<(), StoreError> {
+        thread::Entity::update_many()
+            .col_expr(thread::Column::CustomerWaId, Expr::value(new))
+            .filter(thread::Column::ContactId.eq(contact))
+            .filter(thread::Column::CustomerWaId.eq(old))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The contact's open threads (on any number), newest first.
@@ -375,7 +428,7 @@ impl Tx {
                     .map_err(|e| self.err(e))?;
                 let Some(team) = found else { return Ok(Err(UnknownOwner::Team(name.clone()))) };
                 match owner {
-                    OwnerChoice::RoundRobin(_) => self.store.round_robin(&self.txn, team.id).await?,
+                    OwnerChoice::RoundRobin(_) => self.round_robin(team.id).await?,
                     _ => (None, Some(team.id)),
                 }
             }

@@ -56,6 +56,16 @@ impl Tx {
         self.txn.commit().await.map_err(|e| self.store.query_error(e))
     }
 
+    /// The error for a row that should be there and is not.
+    pub fn missing(&self, what: &str) -> StoreError {
+        self.store.missing(what)
+    }
+
+    /// Rolls everything back now (dropping a [`Tx`] does too, later).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.txn.rollback().await.map_err(|e| self.store.query_error(e))
+    }
+
     pub(super) fn err(&self, e: sea_orm::DbErr) -> StoreError {
         self.store.query_error(e)
     }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use kairo_core::channel::{Channel, InboundEvent};
 use kairo_core::ids::*;
 use kairo_core::status::*;
+use kairo_engine::inbox::{IngestReport, Keywords};
 use kairo_store::store_test;
 use kairo_store::*;
 use kairo_whatsapp::WhatsAppWebhook;
@@ -68,7 +69,10 @@ fn arrival() -> DateTime<Utc> {
 }
 
 async fn ingest(store: &Store, name: &str) -> IngestReport {
-    store.ingest(&[events(name)], &Keywords::default(), arrival()).await.expect("ingest").remove(0)
+    kairo_engine::inbox::ingest(store, &[events(name)], &Keywords::default(), arrival())
+        .await
+        .expect("ingest")
+        .remove(0)
 }
 
 async fn ana(store: &Store) -> Contact {
@@ -171,7 +175,8 @@ store_test!(a_message_type_never_seen_before_is_stored_raw, |store| {
     message.as_object_mut().expect("object").remove("text");
     let events =
         WhatsAppWebhook { app_secret: None, verify_token: None }.parse(body.to_string().as_bytes()).expect("parse");
-    let report = store.ingest(&[events], &Keywords::default(), t0()).await.expect("ingest").remove(0);
+    let report =
+        kairo_engine::inbox::ingest(&store, &[events], &Keywords::default(), t0()).await.expect("ingest").remove(0);
     assert_eq!(report.messages, 1);
     let thread = store
         .open_thread_of(ana(&store).await.id, store.phone_number_by_graph_id(NUMBER_1).await.expect("q").expect("n").id)
@@ -190,14 +195,14 @@ store_test!(the_same_delivery_twice_is_stored_once, |store| {
     assert_eq!((first.messages, first.duplicates), (1, 0));
     assert_eq!((second.messages, second.duplicates), (0, 1));
     // Twice in one group commit, too.
-    let both = store
-        .ingest(
-            &[events("webhook_image_message.json"), events("webhook_image_message.json")],
-            &Keywords::default(),
-            t0(),
-        )
-        .await
-        .expect("ingest");
+    let both = kairo_engine::inbox::ingest(
+        &store,
+        &[events("webhook_image_message.json"), events("webhook_image_message.json")],
+        &Keywords::default(),
+        t0(),
+    )
+    .await
+    .expect("ingest");
     assert_eq!(both[0].messages + both[1].messages, 1);
     let inbound_events =
         store.unapplied_events(100).await.expect("events").into_iter().filter(|e| e.kind == "inbound_message").count();
@@ -243,7 +248,7 @@ store_test!(a_failed_status_records_its_error_and_wins_over_sent, |store| {
     body["entry"][0]["changes"][0]["value"]["statuses"][0]["id"] = TEMPLATE_WAMID.into();
     let events =
         WhatsAppWebhook { app_secret: None, verify_token: None }.parse(body.to_string().as_bytes()).expect("parse");
-    store.ingest(&[events], &Keywords::default(), t0()).await.expect("ingest");
+    kairo_engine::inbox::ingest(&store, &[events], &Keywords::default(), t0()).await.expect("ingest");
     let message = store.message_by_wamid(&Wamid(TEMPLATE_WAMID.into())).await.expect("q").expect("message");
     assert_eq!(message.status, DeliveryStatus::Failed);
     assert_eq!(message.error_code, Some(131026));
@@ -289,7 +294,9 @@ store_test!(a_late_keyword_does_not_undo_a_newer_one, |store| {
 store_test!(keywords_are_configurable, |store| {
     let (number, _) = connect(&store).await;
     let keywords = Keywords::new(&["OUI".to_string()], &["ARRET".to_string()]);
-    store.ingest(&[events("webhook_text_optin_yes.json")], &keywords, t0()).await.expect("ingest");
+    kairo_engine::inbox::ingest(&store, &[events("webhook_text_optin_yes.json")], &keywords, t0())
+        .await
+        .expect("ingest");
     assert_eq!(store.consent(ana(&store).await.id, number.id).await.expect("q"), None, "YES is not a keyword here");
 });
 
@@ -403,9 +410,18 @@ store_test!(journaled_deliveries_are_applied_once_in_order, |store| {
     ];
     store.journal_deliveries("whatsapp", &deliveries, t0()).await.expect("journal");
     assert_eq!(store.unapplied_deliveries().await.expect("count"), 3);
-    assert_eq!(store.apply_journal(&Keywords::default(), 2, t0()).await.expect("apply"), 2);
-    assert_eq!(store.apply_journal(&Keywords::default(), 10, t0()).await.expect("apply"), 1);
-    assert_eq!(store.apply_journal(&Keywords::default(), 10, t0()).await.expect("apply"), 0);
+    assert_eq!(
+        kairo_engine::inbox::journal::apply_journal(&store, &Keywords::default(), 2, t0()).await.expect("apply"),
+        2
+    );
+    assert_eq!(
+        kairo_engine::inbox::journal::apply_journal(&store, &Keywords::default(), 10, t0()).await.expect("apply"),
+        1
+    );
+    assert_eq!(
+        kairo_engine::inbox::journal::apply_journal(&store, &Keywords::default(), 10, t0()).await.expect("apply"),
+        0
+    );
     assert_eq!(store.unapplied_deliveries().await.expect("count"), 0);
     let ana = ana(&store).await;
     let number = store.phone_number_by_graph_id(NUMBER_1).await.expect("q").expect("n");
@@ -438,7 +454,7 @@ fn text(id: &str, from: &str, body: &str, timestamp: i64) -> serde_json::Value {
 }
 
 async fn apply(store: &Store, events: Vec<InboundEvent>) {
-    store.ingest(&[events], &Keywords::default(), t0()).await.expect("ingest");
+    kairo_engine::inbox::ingest(store, &[events], &Keywords::default(), t0()).await.expect("ingest");
 }
 
 // 14.C15
@@ -585,7 +601,7 @@ store_test!(a_delivery_with_nul_in_its_text_is_stored_and_fails_no_other, |store
     let bad = delivery(who.clone(), serde_json::json!([text("wamid.nul.1", ANA, "a\u{0}b", t0().timestamp())]));
     let good = delivery(who, serde_json::json!([text("wamid.nul.2", ANA, "fine", t0().timestamp() + 1)]));
     store.journal_deliveries("whatsapp", &[bad, good], t0()).await.expect("both are stored, in one group");
-    store.apply_journal(&Keywords::default(), 10, t0()).await.expect("apply");
+    kairo_engine::inbox::journal::apply_journal(&store, &Keywords::default(), 10, t0()).await.expect("apply");
     assert_eq!(store.unapplied_deliveries().await.expect("count"), 0);
     let thread = store.open_thread_of(ana(&store).await.id, number.id).await.expect("q").expect("thread");
     let bodies: Vec<String> =

@@ -336,7 +336,7 @@ async fn inject(
             })
         }
     };
-    store.ingest(&[vec![event]], &kairo_store::Keywords::default(), at).await?;
+    crate::inbox::ingest(store, &[vec![event]], &crate::inbox::Keywords::default(), at).await?;
     Ok(())
 }
 
