@@ -240,48 +240,12 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ConditionError> {
                 Token::Close
             }
             '"' => {
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => {
-                            return Err(ConditionError {
-                                offset: start,
-                                message: "unclosed string: add a closing `\"`".into(),
-                            });
-                        }
-                        Some('"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some('\\') if chars.get(i + 1).is_some() => {
-                            s.push(chars[i + 1]);
-                            i += 2;
-                        }
-                        Some(&other) => {
-                            s.push(other);
-                            i += 1;
-                        }
-                    }
-                }
-                Token::Str(s)
+                let (text, end) = string_at(&chars, start)?;
+                i = end;
+                Token::Str(text)
             }
             '=' | '!' | '<' | '>' => {
-                let next = chars.get(i + 1).copied();
-                let (op, len) = match (c, next) {
-                    ('=', Some('=')) => (Op::Eq, 2),
-                    ('!', Some('=')) => (Op::Ne, 2),
-                    ('<', Some('=')) => (Op::Le, 2),
-                    ('>', Some('=')) => (Op::Ge, 2),
-                    ('<', _) => (Op::Lt, 1),
-                    ('>', _) => (Op::Gt, 1),
-                    _ => {
-                        return Err(ConditionError {
-                            offset: start,
-                            message: format!("unknown operator `{c}`: use ==, !=, <, <=, >, >= or contains"),
-                        });
-                    }
-                };
+                let (op, len) = operator_at(&chars, start)?;
                 i += len;
                 Token::Op(op)
             }
@@ -310,6 +274,46 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ConditionError> {
         tokens.push((start, token));
     }
     Ok(tokens)
+}
+
+/// The string literal that opens at `start`, with `\` escapes, and the
+/// offset after its closing quote.
+fn string_at(chars: &[char], start: usize) -> Result<(String, usize), ConditionError> {
+    let mut s = String::new();
+    let mut i = start + 1;
+    loop {
+        match chars.get(i) {
+            None => {
+                return Err(ConditionError { offset: start, message: "unclosed string: add a closing `\"`".into() });
+            }
+            Some('"') => return Ok((s, i + 1)),
+            Some('\\') if chars.get(i + 1).is_some() => {
+                s.push(chars[i + 1]);
+                i += 2;
+            }
+            Some(&other) => {
+                s.push(other);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The comparison operator at `start` and its length.
+fn operator_at(chars: &[char], start: usize) -> Result<(Op, usize), ConditionError> {
+    let c = chars[start];
+    match (c, chars.get(start + 1).copied()) {
+        ('=', Some('=')) => Ok((Op::Eq, 2)),
+        ('!', Some('=')) => Ok((Op::Ne, 2)),
+        ('<', Some('=')) => Ok((Op::Le, 2)),
+        ('>', Some('=')) => Ok((Op::Ge, 2)),
+        ('<', _) => Ok((Op::Lt, 1)),
+        ('>', _) => Ok((Op::Gt, 1)),
+        _ => Err(ConditionError {
+            offset: start,
+            message: format!("unknown operator `{c}`: use ==, !=, <, <=, >, >= or contains"),
+        }),
+    }
 }
 
 struct Parser {

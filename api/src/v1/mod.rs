@@ -29,6 +29,7 @@ pub mod enrollments;
 pub mod inbox;
 pub mod openapi;
 pub mod people;
+pub mod views;
 pub mod workflows;
 
 /// How long an idempotency key is remembered.
@@ -96,10 +97,10 @@ pub fn router<S>(state: ApiState) -> Router<S> {
         .route("/threads/{id}/owner", needs(post(inbox::assign), &[Inbox]))
         .route("/threads/{id}/close", needs(post(inbox::close), &[Inbox]))
         .route("/threads/{id}/reopen", needs(post(inbox::reopen), &[Inbox]))
-        .route("/views", needs(post(inbox::create_view).get(inbox::list_views), &[Inbox]))
+        .route("/views", needs(post(views::create_view).get(views::list_views), &[Inbox]))
         .route(
             "/views/{id}",
-            needs(get(inbox::show_view).patch(inbox::update_view).delete(inbox::delete_view), &[Inbox]),
+            needs(get(views::show_view).patch(views::update_view).delete(views::delete_view), &[Inbox]),
         )
         .fallback(super::error::not_found)
         .layer(axum::middleware::from_fn(refuse_nul_in_url))

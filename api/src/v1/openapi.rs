@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{bulk, contacts, enrollments, inbox, people, workflows};
+use super::{bulk, contacts, enrollments, inbox, people, views, workflows};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -20,7 +20,7 @@ use super::{bulk, contacts, enrollments, inbox, people, workflows};
         people::create_user, people::list_users, people::deactivate_user,
         people::create_team, people::list_teams, people::deactivate_team,
         inbox::unmatched_statuses, inbox::list, inbox::show, inbox::reply, inbox::assign, inbox::close, inbox::reopen,
-        inbox::create_view, inbox::list_views, inbox::show_view, inbox::update_view, inbox::delete_view,
+        views::create_view, views::list_views, views::show_view, views::update_view, views::delete_view,
     ),
     components(schemas(kairo_store::ThreadSort, kairo_store::WindowFilter)),
     modifiers(&BearerAuth),

@@ -6,7 +6,7 @@
 //! enrollment, so a row is enrolled at most once per key, across uploads
 //! and across crashes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -92,59 +92,11 @@ impl Engine {
         let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
             return Err(EngineError::NotApiEnrollable { workflow: workflow.into() });
         };
-        let keys: Vec<String> = rows.iter().filter_map(|r| r.key.clone()).collect();
-        // Keys are claimed first, in this transaction: a key another upload
-        // holds (or recorded before) replays its result instead.
-        let claimed = match key_scope {
-            Some(scope) if !keys.is_empty() => tx.claim_row_keys(scope, &keys, now + ROW_KEY_TTL, now).await?,
-            _ => Default::default(),
-        };
-        let others: Vec<String> = keys.iter().filter(|k| !claimed.contains(*k)).cloned().collect();
-        let mut seen: HashMap<String, (String, Value)> = match key_scope {
-            Some(scope) if !others.is_empty() => tx
-                .row_keys(scope, &others)
-                .await?
-                .into_iter()
-                .map(|k| (k.key, (k.request_hash, k.response_body.unwrap_or(Value::Null))))
-                .collect(),
-            _ => HashMap::new(),
-        };
+        let (claimed, mut seen) = claim_keys(tx, key_scope, &rows, now).await?;
         let fresh: Vec<BulkRow> =
             rows.iter().filter(|r| r.key.as_ref().is_none_or(|k| !seen.contains_key(k))).cloned().collect();
         let contacts = self.chunk_contacts(tx, &fresh, now).await?;
-        let mut results = Vec::with_capacity(rows.len());
-        let mut admitted: Vec<(BulkRow, &Contact)> = Vec::new();
-        for row in rows {
-            if let Some(key) = &row.key
-                && let Some((hash, first)) = seen.get(key)
-            {
-                results.push(replayed(&row, hash, first));
-                continue;
-            }
-            let missing: Vec<&str> = api
-                .required
-                .iter()
-                .filter(|f| row.trigger.get(f.as_str()).is_none_or(Value::is_null))
-                .map(String::as_str)
-                .collect();
-            let contact = match &row.contact {
-                BulkContact::Id(id) => contacts.by_id.get(id),
-                BulkContact::Phone { phone, .. } => contacts.by_phone.get(phone),
-            };
-            match contact {
-                None => results.push(row_error(&row, format!("no contact {}", contact_label(&row.contact)))),
-                Some(_) if !missing.is_empty() => {
-                    results.push(row_error(&row, format!("trigger needs the field(s) {}", missing.join(", "))))
-                }
-                Some(contact) => {
-                    // A key repeated in this chunk replays the first row.
-                    if let Some(key) = &row.key {
-                        seen.insert(key.clone(), (row.content_hash.clone(), Value::Null));
-                    }
-                    admitted.push((row, contact));
-                }
-            }
-        }
+        let (mut results, admitted) = admit(rows, &api.required, &contacts, &mut seen);
         for (row, contact) in &admitted {
             for number in &row.opt_in {
                 tx.opt_in(contact.id, *number, now).await?;
@@ -164,15 +116,7 @@ impl Engine {
             }
             results.push(result);
         }
-        // Rows that repeated a key of this chunk replay its first result.
-        for result in results.iter_mut().filter(|r| r.outcome == "replayed" && r.enrollment_id.is_none()) {
-            if let Some(first) = result.row_key.as_ref().and_then(|k| firsts.get(k)) {
-                let text = |field: &str| first.get(field).and_then(Value::as_str).map(str::to_string);
-                result.contact_id = text("contact").and_then(|s| s.parse().ok());
-                result.enrollment_id = text("enrollment").and_then(|s| s.parse().ok());
-                result.reason = first.get("outcome").and_then(Value::as_str).map(|o| format!("first result: {o}"));
-            }
-        }
+        replay_repeats(&mut results, &firsts);
         if let Some(scope) = key_scope
             && !claimed.is_empty()
         {
@@ -322,5 +266,87 @@ fn row_error(row: &BulkRow, error: String) -> RowResult {
         enrollment_id: None,
         reason: None,
         error: Some(error),
+    }
+}
+
+/// The chunk's row keys claimed in this transaction, and the results of
+/// those another upload holds or recorded before (replayed instead).
+async fn claim_keys(
+    tx: &Tx,
+    key_scope: Option<&str>,
+    rows: &[BulkRow],
+    now: DateTime<Utc>,
+) -> Result<(HashSet<String>, HashMap<String, (String, Value)>), EngineError> {
+    let Some(scope) = key_scope else { return Ok(Default::default()) };
+    let keys: Vec<String> = rows.iter().filter_map(|r| r.key.clone()).collect();
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let claimed = tx.claim_row_keys(scope, &keys, now + ROW_KEY_TTL, now).await?;
+    let others: Vec<String> = keys.iter().filter(|k| !claimed.contains(*k)).cloned().collect();
+    if others.is_empty() {
+        return Ok((claimed, HashMap::new()));
+    }
+    let seen = tx
+        .row_keys(scope, &others)
+        .await?
+        .into_iter()
+        .map(|k| (k.key, (k.request_hash, k.response_body.unwrap_or(Value::Null))))
+        .collect();
+    Ok((claimed, seen))
+}
+
+/// Each row's fate before enrolling: replayed (its key was seen), refused
+/// (no such contact, a required trigger field missing) or admitted with its
+/// contact. A key repeated in the chunk replays the first row.
+fn admit<'c>(
+    rows: Vec<BulkRow>,
+    required: &[String],
+    contacts: &'c ChunkContacts,
+    seen: &mut HashMap<String, (String, Value)>,
+) -> (Vec<RowResult>, Vec<(BulkRow, &'c Contact)>) {
+    let mut results = Vec::with_capacity(rows.len());
+    let mut admitted = Vec::new();
+    for row in rows {
+        if let Some(key) = &row.key
+            && let Some((hash, first)) = seen.get(key)
+        {
+            results.push(replayed(&row, hash, first));
+            continue;
+        }
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|f| row.trigger.get(f.as_str()).is_none_or(Value::is_null))
+            .map(String::as_str)
+            .collect();
+        let contact = match &row.contact {
+            BulkContact::Id(id) => contacts.by_id.get(id),
+            BulkContact::Phone { phone, .. } => contacts.by_phone.get(phone),
+        };
+        match contact {
+            None => results.push(row_error(&row, format!("no contact {}", contact_label(&row.contact)))),
+            Some(_) if !missing.is_empty() => {
+                results.push(row_error(&row, format!("trigger needs the field(s) {}", missing.join(", "))))
+            }
+            Some(contact) => {
+                if let Some(key) = &row.key {
+                    seen.insert(key.clone(), (row.content_hash.clone(), Value::Null));
+                }
+                admitted.push((row, contact));
+            }
+        }
+    }
+    (results, admitted)
+}
+
+/// Rows that repeated a key of this chunk replay its first result.
+fn replay_repeats(results: &mut [RowResult], firsts: &HashMap<String, Value>) {
+    for result in results.iter_mut().filter(|r| r.outcome == "replayed" && r.enrollment_id.is_none()) {
+        if let Some(first) = result.row_key.as_ref().and_then(|k| firsts.get(k)) {
+            let text = |field: &str| first.get(field).and_then(Value::as_str).map(str::to_string);
+            result.contact_id = text("contact").and_then(|s| s.parse().ok());
+            result.enrollment_id = text("enrollment").and_then(|s| s.parse().ok());
+            result.reason = first.get("outcome").and_then(Value::as_str).map(|o| format!("first result: {o}"));
+        }
     }
 }

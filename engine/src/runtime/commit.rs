@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use super::Engine;
 use super::context::RunContext;
 use super::outcome::{Effect, Outcome, RecordedSend, Then};
+use kairo_core::ids::{ContactId, EnrollmentId, StepExecutionId};
 use kairo_core::status::{DeliveryStatus, Direction, EnrollmentStatus, StepState};
 use kairo_store::{
     EnrollmentChange, NewMessage, NewTimerRow, OutboundRecord, StepExecution, StepRecord, StoreError, Tx,
@@ -81,28 +82,12 @@ impl Engine {
     /// the batch; the rare outcomes (parking on a timer, deferring) row by row.
     async fn commit_batch(&self, batch: &[Finished]) -> Result<Vec<Claimed>, StoreError> {
         let now = self.now();
-        let lease_until = now + self.lease();
         let owner = self.owner();
         let tx = self.store.begin().await?;
-        let finishes: Vec<_> = batch
-            .iter()
-            .filter_map(|f| match &f.outcome {
-                Outcome::Done { record, .. } | Outcome::Retry { record, .. } => Some((f.claim.id, record.clone())),
-                // A parked step is written `waiting` the same way; its
-                // finished_at is set again when it is resumed.
-                Outcome::Park { output, .. } => Some((
-                    f.claim.id,
-                    StepRecord { state: StepState::Waiting, output: Some(output.clone()), error: None },
-                )),
-                Outcome::Lost | Outcome::Defer { .. } => None,
-            })
-            .collect();
-        let won = tx.finish_steps(Some(owner), &finishes, &[StepState::Claimed, StepState::Attempting], now).await?;
-        let mut timers = Vec::new();
-        let mut changes = Vec::new();
-        let mut successors: Vec<(StepExecution, Option<RunContext>)> = Vec::new();
-        let mut sends = Vec::new();
-        let mut patches = Vec::new();
+        let won = tx
+            .finish_steps(Some(owner), &step_records(batch), &[StepState::Claimed, StepState::Attempting], now)
+            .await?;
+        let mut w = Writes::default();
         for finished in batch {
             let claim = &finished.claim;
             let enrollment = claim.enrollment_id;
@@ -112,8 +97,8 @@ impl Engine {
                     tx.defer_step(claim.id, owner, *due_at, output.clone()).await?;
                 }
                 Outcome::Park { timer_kind, wake_at, .. } if won.contains(&claim.id) => {
-                    changes.push((enrollment, running(EnrollmentStatus::Waiting, &claim.step_id)));
-                    timers.push(NewTimerRow {
+                    w.changes.push((enrollment, running(EnrollmentStatus::Waiting, &claim.step_id)));
+                    w.timers.push(NewTimerRow {
                         enrollment_id: enrollment,
                         step_execution_id: claim.id,
                         kind: timer_kind.clone(),
@@ -122,46 +107,17 @@ impl Engine {
                     });
                 }
                 Outcome::Retry { due_at, .. } if won.contains(&claim.id) => {
-                    changes.push((enrollment, running(EnrollmentStatus::Active, &claim.step_id)));
+                    w.changes.push((enrollment, running(EnrollmentStatus::Active, &claim.step_id)));
                     let attempt = finished.ctx.last_attempt(&claim.step_id).max(claim.attempt) + 1;
-                    successors.push((new_step(claim, &claim.step_id, attempt, *due_at, None, now), None));
+                    w.successors.push((new_step(claim, &claim.step_id, attempt, *due_at, None, now), None));
                 }
                 Outcome::Done { record, then, effects } if won.contains(&claim.id) => {
-                    let mut ctx = finished.ctx.clone();
-                    for effect in effects {
-                        match effect {
-                            // Written for the whole batch below.
-                            Effect::RecordSend(send) => sends.push(outbound_record(&ctx.contact, claim, send, now)),
-                            Effect::SetProperties(patch) => {
-                                patches.push((ctx.contact.id, patch.clone()));
-                                merge_into(&mut ctx.contact.properties, patch);
-                            }
-                            other => self.apply_effect(&tx, &mut ctx, claim, other, now).await?,
-                        }
-                    }
-                    match then {
-                        Then::Step(next) => {
-                            changes.push((enrollment, running(EnrollmentStatus::Active, next)));
-                            let attempt = ctx.last_attempt(next) + 1;
-                            let row = new_step(claim, next, attempt, now, Some((owner, lease_until)), now);
-                            ctx.record(claim, record.output.clone());
-                            ctx.record_attempt(&row);
-                            successors.push((row, Some(ctx)));
-                        }
-                        Then::Finish { status, reason, error } => {
-                            let change = EnrollmentChange {
-                                status: *status,
-                                current_step: Some(claim.step_id.clone()),
-                                exit_reason: reason.clone(),
-                                error: error.clone(),
-                            };
-                            changes.push((enrollment, change));
-                        }
-                    }
+                    self.done(&tx, finished, record, then, effects, &mut w, now).await?;
                 }
                 Outcome::Retry { .. } | Outcome::Done { .. } | Outcome::Park { .. } => {}
             }
         }
+        let Writes { mut timers, changes, mut successors, sends, patches } = w;
         tx.record_sends(sends, now).await?;
         tx.set_properties_many(&patches, now).await?;
         let changed = tx.change_enrollments(&changes, now).await?;
@@ -181,6 +137,56 @@ impl Engine {
         tx.insert_steps(&rows).await?;
         tx.commit().await?;
         Ok(successors.into_iter().filter_map(|(claim, ctx)| ctx.map(|ctx| Claimed { claim, ctx })).collect())
+    }
+
+    /// A step done: its effects (sends and property patches gathered for the
+    /// whole batch) and what comes next, the next step or the end.
+    #[allow(clippy::too_many_arguments)] // one finished step's parts and the batch's writes
+    async fn done(
+        &self,
+        tx: &Tx,
+        finished: &Finished,
+        record: &StepRecord,
+        then: &Then,
+        effects: &[Effect],
+        w: &mut Writes,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let claim = &finished.claim;
+        let enrollment = claim.enrollment_id;
+        let (owner, lease_until) = (self.owner(), now + self.lease());
+        let mut ctx = finished.ctx.clone();
+        for effect in effects {
+            match effect {
+                // Written for the whole batch by `commit_batch`.
+                Effect::RecordSend(send) => w.sends.push(outbound_record(&ctx.contact, claim, send, now)),
+                Effect::SetProperties(patch) => {
+                    w.patches.push((ctx.contact.id, patch.clone()));
+                    merge_into(&mut ctx.contact.properties, patch);
+                }
+                other => self.apply_effect(tx, &mut ctx, claim, other, now).await?,
+            }
+        }
+        match then {
+            Then::Step(next) => {
+                w.changes.push((enrollment, running(EnrollmentStatus::Active, next)));
+                let attempt = ctx.last_attempt(next) + 1;
+                let row = new_step(claim, next, attempt, now, Some((owner, lease_until)), now);
+                ctx.record(claim, record.output.clone());
+                ctx.record_attempt(&row);
+                w.successors.push((row, Some(ctx)));
+            }
+            Then::Finish { status, reason, error } => {
+                let change = EnrollmentChange {
+                    status: *status,
+                    current_step: Some(claim.step_id.clone()),
+                    exit_reason: reason.clone(),
+                    error: error.clone(),
+                };
+                w.changes.push((enrollment, change));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn lease(&self) -> chrono::Duration {
@@ -319,4 +325,30 @@ fn new_step(
         finished_at: None,
         created_at: now,
     }
+}
+
+/// What a batch writes besides its steps' records, gathered as its steps are
+/// looked at and written in a few statements.
+#[derive(Default)]
+struct Writes {
+    timers: Vec<NewTimerRow>,
+    changes: Vec<(EnrollmentId, EnrollmentChange)>,
+    successors: Vec<(StepExecution, Option<RunContext>)>,
+    sends: Vec<OutboundRecord>,
+    patches: Vec<(ContactId, serde_json::Map<String, serde_json::Value>)>,
+}
+
+/// The record each finished step is written with; a parked step is written
+/// `waiting` the same way (its finished_at is set again when it is resumed).
+fn step_records(batch: &[Finished]) -> Vec<(StepExecutionId, StepRecord)> {
+    batch
+        .iter()
+        .filter_map(|f| match &f.outcome {
+            Outcome::Done { record, .. } | Outcome::Retry { record, .. } => Some((f.claim.id, record.clone())),
+            Outcome::Park { output, .. } => {
+                Some((f.claim.id, StepRecord { state: StepState::Waiting, output: Some(output.clone()), error: None }))
+            }
+            Outcome::Lost | Outcome::Defer { .. } => None,
+        })
+        .collect()
 }

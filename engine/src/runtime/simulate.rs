@@ -11,11 +11,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::recording::{RecordingHttp, RecordingOutbound};
-use super::{Engine, EngineConfig, EngineError};
+use super::{Engine, EngineConfig, EngineError, Plan};
 use kairo_core::clock::{Clock, FakeClock};
+use kairo_core::ids::AccountId;
 use kairo_core::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use kairo_store::delivery_status_name as status_name;
-use kairo_store::{ConsentChange, DatabaseUrl, NewAccount, NewContact, NewEnrollment, NewPhoneNumber, Store};
+use kairo_store::{
+    ConsentChange, Contact, DatabaseUrl, Enrollment, NewAccount, NewContact, NewEnrollment, NewPhoneNumber,
+    PhoneNumber, SavedVersion, Store,
+};
 use kairo_workflow::ValidWorkflow;
 
 /// What to simulate.
@@ -106,86 +110,9 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
     let account = store
         .upsert_account(NewAccount { waba_id: "simulation".into(), name: "Simulation".into(), portfolio_id: None }, now)
         .await?;
-    let mut numbers = Vec::new();
-    for written in named_numbers(&simulation.workflow) {
-        let digits = kairo_core::phone::PhoneDigits::of(&written).into_string();
-        let number = store
-            .upsert_phone_number(
-                NewPhoneNumber {
-                    account_id: account.id,
-                    graph_id: format!("sim-{digits}"),
-                    display_number: written.clone(),
-                    normalized_number: digits,
-                    verified_name: None,
-                    quality_rating: None,
-                    throughput_mps: 80,
-                    messaging_limit_tier: None,
-                },
-                now,
-            )
-            .await?;
-        numbers.push(number);
-    }
-    let contact_json = &simulation.contact;
-    let text = |key: &str| contact_json.get(key).and_then(Value::as_str).map(str::to_string);
-    if !contact_json.is_object() {
-        return Err(SimulateError::Contact("it must be a JSON object, e.g. {\"phone\": \"+1 555 0100\"}".into()));
-    }
-    let contact = store
-        .insert_contact(
-            NewContact {
-                name: text("name"),
-                // Stored as the API stores them: the digits of the
-                // international form, so that injected replies find the contact.
-                phone: normalized(text("phone"), "phone")?,
-                mobile_phone: normalized(text("mobile_phone"), "mobile_phone")?,
-                wa_id: text("wa_id"),
-                user_id: None,
-                properties: contact_json.get("properties").cloned().unwrap_or(Value::Null),
-            },
-            now,
-        )
-        .await?;
-    if contact_json.get("opted_in").and_then(Value::as_bool).unwrap_or(true) {
-        for number in &numbers {
-            let change = ConsentChange {
-                contact_id: contact.id,
-                phone_number_id: number.id,
-                status: ConsentStatus::OptedIn,
-                source: ConsentSource::Operator,
-                keyword: None,
-                wamid: None,
-            };
-            store.record_consent(change, now).await?;
-        }
-    }
-    // The users and teams the workflow assigns to exist here, as they do
-    // where it really runs (validation checks them there).
-    for owner in simulation
-        .workflow
-        .workflow
-        .steps
-        .iter()
-        .flat_map(|s| s.assign_owner.iter().chain(s.ensure_thread.as_ref().and_then(|e| e.owner.as_ref())))
-    {
-        if let Some(email) = &owner.user
-            && store.list_users().await?.iter().all(|u| u.email != email.value)
-        {
-            let new = kairo_store::NewUser { email: email.value.clone(), name: email.value.clone() };
-            store.insert_user(new, now).await?;
-        }
-        for team in [&owner.team, &owner.round_robin].into_iter().flatten() {
-            if store.list_teams().await?.iter().all(|(t, _)| t.name != team.value) {
-                let team = store.insert_team(&team.value, now).await?;
-                let agent = kairo_store::NewUser {
-                    email: format!("agent@{}.simulation", team.name.to_lowercase().replace(' ', "-")),
-                    name: format!("{} agent", team.name),
-                };
-                let agent = store.insert_user(agent, now).await?;
-                store.add_team_member(team.id, agent.id, now).await?;
-            }
-        }
-    }
+    let numbers = seed_numbers(&store, &simulation.workflow, account.id, now).await?;
+    let contact = seed_contact(&store, &simulation.contact, &numbers, now).await?;
+    seed_owners(&store, &simulation.workflow, now).await?;
     let saved = crate::registry::register_workflow(&store, &simulation.workflow, now).await?;
     let outbound = RecordingOutbound::default();
     let http = RecordingHttp::default();
@@ -197,25 +124,7 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
         EngineConfig { owner: "simulation".into(), ..EngineConfig::default() },
     );
     engine.refresh().await?;
-    let event = simulation.event.clone().unwrap_or_else(|| serde_json::json!({}));
-    let kind = event.get("kind").and_then(Value::as_str).unwrap_or("api").to_string();
-    let tx = store.begin().await?;
-    let enrollment = tx
-        .insert_enrollment(
-            NewEnrollment {
-                workflow_id: saved.workflow.id,
-                workflow_version_id: saved.version.id,
-                contact_id: contact.id,
-                trigger_kind: kind,
-                trigger_data: event,
-            },
-            now,
-        )
-        .await?;
-    let plan = engine.plan(saved.version.id).await?;
-    tx.insert_step(enrollment.id, plan.first_step(), 1, now, None, now).await?;
-    tx.commit().await?;
-
+    let (enrollment, plan) = start(&store, &engine, &saved, &contact, simulation.event.clone(), now).await?;
     let mut injections = simulation.injections.clone();
     injections.sort_by_key(|i| i.after);
     let mut injections: std::collections::VecDeque<Injection> = injections.into();
@@ -250,6 +159,140 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
         }
     }
     Err(SimulateError::Endless(MAX_ROUNDS))
+}
+
+/// The numbers the workflow names, connected to the simulation's account.
+async fn seed_numbers(
+    store: &Store,
+    workflow: &ValidWorkflow,
+    account: AccountId,
+    now: DateTime<Utc>,
+) -> Result<Vec<PhoneNumber>, SimulateError> {
+    let mut numbers = Vec::new();
+    for written in named_numbers(workflow) {
+        let digits = kairo_core::phone::PhoneDigits::of(&written).into_string();
+        let number = store
+            .upsert_phone_number(
+                NewPhoneNumber {
+                    account_id: account,
+                    graph_id: format!("sim-{digits}"),
+                    display_number: written.clone(),
+                    normalized_number: digits,
+                    verified_name: None,
+                    quality_rating: None,
+                    throughput_mps: 80,
+                    messaging_limit_tier: None,
+                },
+                now,
+            )
+            .await?;
+        numbers.push(number);
+    }
+    Ok(numbers)
+}
+
+/// The simulated contact, stored as the API stores one, opted in on every
+/// number unless `opted_in` is false.
+async fn seed_contact(
+    store: &Store,
+    contact_json: &Value,
+    numbers: &[PhoneNumber],
+    now: DateTime<Utc>,
+) -> Result<Contact, SimulateError> {
+    let text = |key: &str| contact_json.get(key).and_then(Value::as_str).map(str::to_string);
+    if !contact_json.is_object() {
+        return Err(SimulateError::Contact("it must be a JSON object, e.g. {\"phone\": \"+1 555 0100\"}".into()));
+    }
+    let contact = store
+        .insert_contact(
+            NewContact {
+                name: text("name"),
+                // Stored as the API stores them: the digits of the
+                // international form, so that injected replies find the contact.
+                phone: normalized(text("phone"), "phone")?,
+                mobile_phone: normalized(text("mobile_phone"), "mobile_phone")?,
+                wa_id: text("wa_id"),
+                user_id: None,
+                properties: contact_json.get("properties").cloned().unwrap_or(Value::Null),
+            },
+            now,
+        )
+        .await?;
+    if contact_json.get("opted_in").and_then(Value::as_bool).unwrap_or(true) {
+        for number in numbers {
+            let change = ConsentChange {
+                contact_id: contact.id,
+                phone_number_id: number.id,
+                status: ConsentStatus::OptedIn,
+                source: ConsentSource::Operator,
+                keyword: None,
+                wamid: None,
+            };
+            store.record_consent(change, now).await?;
+        }
+    }
+    Ok(contact)
+}
+
+/// The users and teams the workflow assigns to exist here, as they do where
+/// it really runs (validation checks them there).
+async fn seed_owners(store: &Store, workflow: &ValidWorkflow, now: DateTime<Utc>) -> Result<(), SimulateError> {
+    for owner in workflow
+        .workflow
+        .steps
+        .iter()
+        .flat_map(|s| s.assign_owner.iter().chain(s.ensure_thread.as_ref().and_then(|e| e.owner.as_ref())))
+    {
+        if let Some(email) = &owner.user
+            && store.list_users().await?.iter().all(|u| u.email != email.value)
+        {
+            let new = kairo_store::NewUser { email: email.value.clone(), name: email.value.clone() };
+            store.insert_user(new, now).await?;
+        }
+        for team in [&owner.team, &owner.round_robin].into_iter().flatten() {
+            if store.list_teams().await?.iter().all(|(t, _)| t.name != team.value) {
+                let team = store.insert_team(&team.value, now).await?;
+                let agent = kairo_store::NewUser {
+                    email: format!("agent@{}.simulation", team.name.to_lowercase().replace(' ', "-")),
+                    name: format!("{} agent", team.name),
+                };
+                let agent = store.insert_user(agent, now).await?;
+                store.add_team_member(team.id, agent.id, now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The enrollment the simulation follows, with its first step due now.
+async fn start(
+    store: &Store,
+    engine: &Engine,
+    saved: &SavedVersion,
+    contact: &Contact,
+    event: Option<Value>,
+    now: DateTime<Utc>,
+) -> Result<(Enrollment, Arc<Plan>), SimulateError> {
+    let event = event.unwrap_or_else(|| serde_json::json!({}));
+    let kind = event.get("kind").and_then(Value::as_str).unwrap_or("api").to_string();
+    let tx = store.begin().await?;
+    let enrollment = tx
+        .insert_enrollment(
+            NewEnrollment {
+                workflow_id: saved.workflow.id,
+                workflow_version_id: saved.version.id,
+                contact_id: contact.id,
+                trigger_kind: kind,
+                trigger_data: event,
+            },
+            now,
+        )
+        .await?;
+    let plan = engine.plan(saved.version.id).await?;
+    tx.insert_step(enrollment.id, plan.first_step(), 1, now, None, now).await?;
+    tx.commit().await?;
+
+    Ok((enrollment, plan))
 }
 
 fn normalized(phone: Option<String>, field: &str) -> Result<Option<String>, SimulateError> {

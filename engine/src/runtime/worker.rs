@@ -223,13 +223,8 @@ impl Engine {
         config: WorkerConfig,
         shutdown: CancellationToken,
     ) -> Result<WorkerReport, EngineError> {
-        // A database that is restarting now is back in a moment: wait for it.
-        while let Err(err) = self.refresh().await {
-            tracing::warn!(%err, "cannot read the workflows and numbers; retrying in a second");
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(WorkerReport::default()),
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+        if !self.wait_for_store(&shutdown).await {
+            return Ok(WorkerReport::default());
         }
         let slots = config.slots.max(1);
         let mut report = WorkerReport::default();
@@ -274,27 +269,7 @@ impl Engine {
                 }
                 continue;
             }
-            let mut finished = Vec::new();
-            tokio::select! {
-                joined = running.join_next() => finished.extend(joined.and_then(log_join)),
-                _ = tokio::time::sleep(config.poll_interval) => {}
-            }
-            // Steps that finish one by one (sends leaving in their slots)
-            // are gathered for a moment and committed together: one
-            // transaction per send would leave no time to claim more.
-            let gather_until = tokio::time::Instant::now() + COMMIT_GATHER;
-            loop {
-                while let Some(joined) = running.try_join_next() {
-                    finished.extend(log_join(joined));
-                }
-                if finished.is_empty() || running.is_empty() || finished.len() >= self.config.batch {
-                    break;
-                }
-                tokio::select! {
-                    joined = running.join_next() => finished.extend(joined.and_then(log_join)),
-                    _ = tokio::time::sleep_until(gather_until) => break,
-                }
-            }
+            let finished = self.gather_finished(&mut running, config.poll_interval).await;
             report.steps += finished.len() as u64;
             ready.extend(self.commit(finished, &mut unsaved).await);
         }
@@ -314,6 +289,44 @@ impl Engine {
         }
         tracing::info!(owner = self.owner(), steps = report.steps, "worker stopped");
         Ok(report)
+    }
+
+    /// Waits until the workflows and numbers can be read: a database that is
+    /// restarting now is back in a moment. False when shut down meanwhile.
+    async fn wait_for_store(&self, shutdown: &CancellationToken) -> bool {
+        while let Err(err) = self.refresh().await {
+            tracing::warn!(%err, "cannot read the workflows and numbers; retrying in a second");
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        true
+    }
+
+    /// The steps that finished: the first one to finish (or none within
+    /// `poll`), then those that finish one by one (sends leaving in their
+    /// slots) for a moment more, so they commit together: one transaction
+    /// per send would leave no time to claim more.
+    async fn gather_finished(&self, running: &mut JoinSet<Finished>, poll: Duration) -> Vec<Finished> {
+        let mut finished = Vec::new();
+        tokio::select! {
+            joined = running.join_next() => finished.extend(joined.and_then(log_join)),
+            _ = tokio::time::sleep(poll) => {}
+        }
+        let gather_until = tokio::time::Instant::now() + COMMIT_GATHER;
+        loop {
+            while let Some(joined) = running.try_join_next() {
+                finished.extend(log_join(joined));
+            }
+            if finished.is_empty() || running.is_empty() || finished.len() >= self.config.batch {
+                return finished;
+            }
+            tokio::select! {
+                joined = running.join_next() => finished.extend(joined.and_then(log_join)),
+                _ = tokio::time::sleep_until(gather_until) => return finished,
+            }
+        }
     }
 
     /// Periodic work every `every` until `shutdown`; the steps it leaves
