@@ -96,6 +96,39 @@ async fn audit_consent<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
+/// New contacts opted in on a number from the API, with their audit
+/// entries: a few multi-row statements (chunks keep each under the
+/// backends' bound-parameter limits).
+pub(super) async fn opt_in_new_contacts<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    ids: &[ContactId],
+    number: PhoneNumberId,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    for chunk in ids.chunks(500) {
+        let consents = chunk.iter().map(|id| consent::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(*id),
+            phone_number_id: Set(number),
+            status: Set(ConsentStatus::OptedIn),
+            changed_at: Set(now),
+        });
+        consent::Entity::insert_many(consents).exec_without_returning(db).await?;
+        let audits = chunk.iter().map(|id| consent_event::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            contact_id: Set(*id),
+            phone_number_id: Set(number),
+            status: Set(ConsentStatus::OptedIn),
+            source: Set(ConsentSource::Api),
+            keyword: Set(None),
+            wamid: Set(None),
+            occurred_at: Set(now),
+        });
+        consent_event::Entity::insert_many(audits).exec_without_returning(db).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Records a consent change and its audit entry in one transaction.
     /// Idempotent in effect: a change to the state already held still leaves
@@ -196,5 +229,15 @@ impl Tx {
             return Ok(());
         }
         self.record_api_consent(contact, number, ConsentStatus::OptedIn, now).await
+    }
+}
+
+impl Tx {
+    /// The consents of many contacts.
+    pub async fn consents_of_contacts(&self, contacts: &[ContactId]) -> Result<Vec<Consent>, StoreError> {
+        self.select_in_chunks(contacts, |chunk| {
+            consent::Entity::find().filter(consent::Column::ContactId.is_in(chunk.iter().copied()))
+        })
+        .await
     }
 }

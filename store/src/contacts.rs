@@ -1,16 +1,17 @@
 //! Contacts: who a business talks to, their phones and properties.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use uuid::Uuid;
 
-use super::entities::{consent, consent_event, contact};
+use super::entities::{consent, contact};
 use super::paging::{Page, page};
 use super::{Store, StoreError, Tx};
 use kairo_core::ids::{ContactId, PhoneNumberId};
-use kairo_core::status::{ConsentSource, ConsentStatus};
+use kairo_core::status::ConsentStatus;
 
 /// A change to a contact; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -170,33 +171,7 @@ impl Store {
                 .map_err(|e| self.query_error(e))?;
         }
         if let Some(number) = opted_in_on {
-            for chunk in ids.chunks(500) {
-                let consents = chunk.iter().map(|id| consent::ActiveModel {
-                    id: Set(Uuid::now_v7()),
-                    contact_id: Set(*id),
-                    phone_number_id: Set(number),
-                    status: Set(ConsentStatus::OptedIn),
-                    changed_at: Set(now),
-                });
-                consent::Entity::insert_many(consents)
-                    .exec_without_returning(&txn)
-                    .await
-                    .map_err(|e| self.query_error(e))?;
-                let audits = chunk.iter().map(|id| consent_event::ActiveModel {
-                    id: Set(Uuid::now_v7()),
-                    contact_id: Set(*id),
-                    phone_number_id: Set(number),
-                    status: Set(ConsentStatus::OptedIn),
-                    source: Set(ConsentSource::Api),
-                    keyword: Set(None),
-                    wamid: Set(None),
-                    occurred_at: Set(now),
-                });
-                consent_event::Entity::insert_many(audits)
-                    .exec_without_returning(&txn)
-                    .await
-                    .map_err(|e| self.query_error(e))?;
-            }
+            super::consents::opt_in_new_contacts(&txn, &ids, number, now).await.map_err(|e| self.query_error(e))?;
         }
         txn.commit().await.map_err(|e| self.query_error(e))?;
         Ok(ids)
@@ -350,5 +325,125 @@ impl Tx {
                     .map_err(|e| self.err(e))
             }
         }
+    }
+}
+
+impl Tx {
+    /// Contacts whose `phone` or `mobile_phone` is one of `phones`
+    /// (normalised), oldest first.
+    pub async fn contacts_by_phones(&self, phones: &[String]) -> Result<Vec<Contact>, StoreError> {
+        self.select_in_chunks(phones, |chunk| {
+            contact::Entity::find()
+                .filter(
+                    sea_orm::Condition::any()
+                        .add(contact::Column::Phone.is_in(chunk.iter().cloned()))
+                        .add(contact::Column::MobilePhone.is_in(chunk.iter().cloned())),
+                )
+                .order_by_asc(contact::Column::CreatedAt)
+        })
+        .await
+    }
+
+    /// Contacts by id.
+    pub async fn contacts_by_ids(&self, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError> {
+        self.select_in_chunks(ids, |chunk| {
+            contact::Entity::find().filter(contact::Column::Id.is_in(chunk.iter().copied()))
+        })
+        .await
+    }
+
+    /// Inserts contacts in multi-row statements; returns the contacts of
+    /// their phones. A phone another transaction gave a contact meanwhile
+    /// (phones are unique) is not inserted again: that contact is returned.
+    pub async fn insert_contacts(&self, news: Vec<NewContact>, now: DateTime<Utc>) -> Result<Vec<Contact>, StoreError> {
+        let rows: Vec<Contact> = news
+            .into_iter()
+            .map(|new| Contact {
+                id: ContactId::new(),
+                name: new.name,
+                phone: new.phone,
+                mobile_phone: new.mobile_phone,
+                wa_id: new.wa_id,
+                user_id: new.user_id,
+                properties: if new.properties.is_null() { serde_json::json!({}) } else { new.properties },
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
+            let models = chunk.iter().cloned().map(contact::ActiveModel::from);
+            contact::Entity::insert_many(models)
+                .on_conflict(OnConflict::new().do_nothing().to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let phones: Vec<String> = rows.iter().filter_map(|c| c.phone.clone()).collect();
+        let mut stored: HashMap<String, Contact> = HashMap::new();
+        for contact in self.contacts_by_phones(&phones).await? {
+            if let Some(phone) = contact.phone.clone() {
+                stored.insert(phone, contact);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| match row.phone.as_ref().and_then(|p| stored.get(p)) {
+                Some(found) => found.clone(),
+                None => row,
+            })
+            .collect())
+    }
+
+    /// Replaces a contact's properties, name and mobile phone (an upsert's
+    /// merge, done by the caller).
+    pub async fn replace_contact_fields(&self, contact: &Contact, now: DateTime<Utc>) -> Result<(), StoreError> {
+        contact::Entity::update_many()
+            .col_expr(contact::Column::Properties, Expr::value(contact.properties.clone()))
+            .col_expr(contact::Column::Name, Expr::value(contact.name.clone()))
+            .col_expr(contact::Column::MobilePhone, Expr::value(contact.mobile_phone.clone()))
+            .col_expr(contact::Column::UpdatedAt, Expr::value(now))
+            .filter(contact::Column::Id.eq(contact.id))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sets properties on many contacts: `patches` merged in order (a
+    /// contact named twice gets both), each contact written once, with one
+    /// statement per few hundred contacts.
+    pub async fn set_properties_many(
+        &self,
+        patches: &[(ContactId, serde_json::Map<String, serde_json::Value>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if patches.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ContactId> = patches.iter().map(|(id, _)| *id).collect();
+        let mut contacts: HashMap<ContactId, Contact> =
+            self.contacts_by_ids(&ids).await?.into_iter().map(|c| (c.id, c)).collect();
+        for (id, patch) in patches {
+            if let Some(contact) = contacts.get_mut(id) {
+                let mut properties = match std::mem::take(&mut contact.properties) {
+                    serde_json::Value::Object(map) => map,
+                    _ => serde_json::Map::new(),
+                };
+                properties.extend(patch.clone());
+                contact.properties = serde_json::Value::Object(properties);
+                contact.updated_at = now;
+            }
+        }
+        use contact::Column as C;
+        let rows: Vec<contact::ActiveModel> = contacts.into_values().map(contact::ActiveModel::from).collect();
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
+            // Every contact exists: the insert always turns into the update.
+            contact::Entity::insert_many(chunk.to_vec())
+                .on_conflict(OnConflict::column(C::Id).update_columns([C::Properties, C::UpdatedAt]).to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! Enrollments: a contact's run through one workflow version, its status and
 //! current step, and the counts the re-enrollment rules look at.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
@@ -9,11 +9,12 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value};
 use uuid::Uuid;
 
-use super::entities::{enrollment, step_execution, timer};
+use super::entities::{contact, enrollment};
 use super::paging::{Page, page};
+use super::tx::IN_LIST;
 use super::{Backend, Store, StoreError, Tx};
 use kairo_core::ids::{ContactId, EnrollmentId, WorkflowId, WorkflowVersionId};
-use kairo_core::status::{EnrollmentStatus, StepState, TimerState};
+use kairo_core::status::EnrollmentStatus;
 
 /// A change of an enrollment that is still running.
 #[derive(Debug, Clone)]
@@ -235,24 +236,8 @@ impl Tx {
     /// Ends what an enrollment still has scheduled: pending or parked steps
     /// become `cancelled` and pending timers are cancelled.
     pub async fn cancel_scheduled(&self, id: EnrollmentId, now: DateTime<Utc>) -> Result<(), StoreError> {
-        step_execution::Entity::update_many()
-            .col_expr(step_execution::Column::State, Expr::value(StepState::Cancelled))
-            .col_expr(step_execution::Column::FinishedAt, Expr::value(Some(now)))
-            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(step_execution::Column::EnrollmentId.eq(id))
-            .filter(step_execution::Column::State.is_in([StepState::Pending, StepState::Waiting, StepState::Claimed]))
-            .exec(&self.txn)
-            .await
-            .map_err(|e| self.err(e))?;
-        timer::Entity::update_many()
-            .col_expr(timer::Column::State, Expr::value(TimerState::Cancelled))
-            .filter(timer::Column::EnrollmentId.eq(id))
-            .filter(timer::Column::State.eq(TimerState::Pending))
-            .exec(&self.txn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.cancel_open_steps(id, now).await?;
+        self.cancel_pending_timers(id).await
     }
 
     /// Makes a failed enrollment active again at `step` (an operator retry).
@@ -292,5 +277,62 @@ impl Tx {
             .all(&self.txn)
             .await
             .map_err(|e| self.err(e))
+    }
+}
+
+impl Tx {
+    /// Each contact's enrollments in `workflow`, read at once; on
+    /// PostgreSQL the contacts are locked first (in id order, so two
+    /// uploads never deadlock), as one enrollment locks its contact.
+    pub async fn enrollment_histories(
+        &self,
+        contacts: &[ContactId],
+        workflow: WorkflowId,
+    ) -> Result<HashMap<ContactId, EnrollmentHistory>, StoreError> {
+        let mut ids = contacts.to_vec();
+        ids.sort();
+        ids.dedup();
+        let mut histories: HashMap<ContactId, EnrollmentHistory> = HashMap::new();
+        for chunk in ids.chunks(IN_LIST) {
+            if self.store.backend == Backend::Postgres {
+                contact::Entity::find()
+                    .filter(contact::Column::Id.is_in(chunk.iter().copied()))
+                    .order_by_asc(contact::Column::Id)
+                    .lock(sea_orm::sea_query::LockType::Update)
+                    .all(&self.txn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            let rows: Vec<(ContactId, EnrollmentStatus, DateTime<Utc>)> = enrollment::Entity::find()
+                .select_only()
+                .column(enrollment::Column::ContactId)
+                .column(enrollment::Column::Status)
+                .column(enrollment::Column::EnrolledAt)
+                .filter(enrollment::Column::ContactId.is_in(chunk.iter().copied()))
+                .filter(enrollment::Column::WorkflowId.eq(workflow))
+                .into_tuple()
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            for (contact, status, at) in rows {
+                let history = histories.entry(contact).or_default();
+                history.total += 1;
+                history.running += u64::from(super::enrollments::RUNNING.contains(&status));
+                history.last_enrolled_at = history.last_enrolled_at.max(Some(at));
+            }
+        }
+        Ok(histories)
+    }
+
+    /// Inserts new enrollments, built by the caller, in multi-row statements.
+    pub async fn insert_started_enrollments(&self, rows: Vec<Enrollment>) -> Result<(), StoreError> {
+        let models: Vec<enrollment::ActiveModel> = rows.into_iter().map(enrollment::ActiveModel::from).collect();
+        for chunk in models.chunks(self.store.rows_per_insert()) {
+            enrollment::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 }

@@ -1,13 +1,17 @@
 //! Idempotency keys of the HTTP API: a retried request answers what the
 //! first one did.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::entities::idempotency_key;
-use super::{Store, StoreError};
+use super::tx::IN_LIST;
+use super::{RowKey, Store, StoreError, Tx};
 
 pub type IdempotencyRecord = idempotency_key::Model;
 
@@ -89,5 +93,105 @@ impl Store {
             .await
             .map_err(|e| self.query_error(e))?;
         Ok(res.rows_affected)
+    }
+}
+
+impl Tx {
+    /// The row keys of `scope` among `keys` already recorded.
+    pub async fn row_keys(&self, scope: &str, keys: &[String]) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        self.select_in_chunks(keys, |chunk| {
+            idempotency_key::Entity::find()
+                .filter(idempotency_key::Column::Scope.eq(scope))
+                .filter(idempotency_key::Column::Key.is_in(chunk.iter().cloned()))
+        })
+        .await
+    }
+
+    /// Claims the row keys of `scope` among `keys` that nobody holds yet,
+    /// returning those this transaction now holds. A key another upload
+    /// is enrolling at this moment is waited for (its transaction commits
+    /// or rolls back first) and is then not claimed: so a row is enrolled
+    /// at most once per key, across concurrent uploads. Keys are claimed in
+    /// sorted order, so two uploads never wait on each other both ways.
+    pub async fn claim_row_keys(
+        &self,
+        scope: &str,
+        keys: &[String],
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
+        let ids: HashMap<Uuid, String> = keys.iter().map(|k| (Uuid::now_v7(), k.clone())).collect();
+        let mut rows: Vec<idempotency_key::ActiveModel> = ids
+            .iter()
+            .map(|(id, key)| idempotency_key::ActiveModel {
+                id: Set(*id),
+                scope: Set(scope.to_string()),
+                key: Set(key.clone()),
+                request_hash: Set(String::new()),
+                response_status: Set(None),
+                response_body: Set(None),
+                created_at: Set(now),
+                expires_at: Set(expires_at),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.key.as_ref().cmp(b.key.as_ref()));
+        self.insert_untaken_keys(rows).await?;
+        let held = self.row_keys(scope, &keys).await?;
+        Ok(held.into_iter().filter(|record| ids.contains_key(&record.id)).map(|record| record.key).collect())
+    }
+
+    /// Lets go of claimed row keys (those whose rows were not enrolled).
+    pub async fn release_row_keys(&self, scope: &str, keys: &[String]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(IN_LIST) {
+            idempotency_key::Entity::delete_many()
+                .filter(idempotency_key::Column::Scope.eq(scope))
+                .filter(idempotency_key::Column::Key.is_in(chunk.iter().cloned()))
+                .exec(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Records row keys with their results. A key another upload recorded
+    /// meanwhile is left as it is (its first result stands).
+    pub async fn insert_row_keys(
+        &self,
+        scope: &str,
+        keys: Vec<RowKey>,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<idempotency_key::ActiveModel> = keys
+            .into_iter()
+            .map(|k| idempotency_key::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                scope: Set(scope.to_string()),
+                key: Set(k.key),
+                request_hash: Set(k.request_hash),
+                response_status: Set(Some(200)),
+                response_body: Set(Some(k.result)),
+                created_at: Set(now),
+                expires_at: Set(expires_at),
+            })
+            .collect();
+        self.insert_untaken_keys(rows).await
+    }
+
+    /// Inserts key rows in multi-row statements; a key already there (of
+    /// another upload) is left as it is.
+    async fn insert_untaken_keys(&self, rows: Vec<idempotency_key::ActiveModel>) -> Result<(), StoreError> {
+        use idempotency_key::Column as C;
+        for chunk in rows.chunks(self.store.rows_per_insert()) {
+            idempotency_key::Entity::insert_many(chunk.to_vec())
+                .on_conflict(OnConflict::columns([C::Scope, C::Key]).do_nothing().to_owned())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 }

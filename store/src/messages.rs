@@ -1,7 +1,7 @@
 //! Messages of a thread, the replies agents send, the sends workflows record,
 //! and statuses that arrived before their message.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
@@ -12,12 +12,12 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{assignment_rule, message, pending_status, thread};
+use super::entities::{message, pending_status, thread};
 use super::tx::BATCH_CHUNK;
 use super::{Contact, Store, StoreError, Tx};
 use kairo_core::channel::StatusUpdate;
 use kairo_core::ids::{ContactId, EnrollmentId, MessageId, PhoneNumberId, StepExecutionId, ThreadId, Wamid};
-use kairo_core::status::{DeliveryStatus, Direction, ThreadStatus};
+use kairo_core::status::{DeliveryStatus, Direction};
 
 /// A delivery status as stored and as WhatsApp names it.
 pub fn status_name(status: DeliveryStatus) -> &'static str {
@@ -241,18 +241,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let thread = thread::Entity::find_by_id(row.thread_id).one(&txn).await.map_err(|e| self.query_error(e))?;
-        if let Some(thread) = thread {
-            let first_response = thread.first_response_at.or(thread.last_inbound_at.map(|_| now));
-            thread::Entity::update_many()
-                .col_expr(thread::Column::LastOutboundAt, Expr::value(Some(now)))
-                .col_expr(thread::Column::FirstResponseAt, Expr::value(first_response))
-                .col_expr(thread::Column::UpdatedAt, Expr::value(now))
-                .filter(thread::Column::Id.eq(thread.id))
-                .exec(&txn)
-                .await
-                .map_err(|e| self.query_error(e))?;
-        }
+        super::threads::note_reply(&txn, row.thread_id, now).await.map_err(|e| self.query_error(e))?;
         txn.commit().await.map_err(|e| self.query_error(e))?;
         message::Entity::find_by_id(message_id).one(&self.db).await.map_err(|e| self.query_error(e))
     }
@@ -464,7 +453,8 @@ impl Tx {
         if sends.is_empty() {
             return Ok(());
         }
-        let threads = self.threads_for_sends(&sends, now).await?;
+        let pairs: Vec<(&Contact, PhoneNumberId)> = sends.iter().map(|s| (&s.contact, s.number)).collect();
+        let threads = self.threads_for_sends(&pairs, now).await?;
         let touched: HashSet<ThreadId> = sends.iter().map(|s| threads[&(s.contact.id, s.number)]).collect();
         let wamids: Vec<Wamid> = sends.iter().filter_map(|s| s.message.wamid.clone()).collect();
         let rows: Vec<message::ActiveModel> = sends
@@ -494,68 +484,6 @@ impl Tx {
                 apply_pending_statuses(&self.txn, &wamid, now).await.map_err(|e| self.err(e))?;
             }
         }
-        for chunk in touched.into_iter().collect::<Vec<_>>().chunks(BATCH_CHUNK) {
-            thread::Entity::update_many()
-                .col_expr(thread::Column::LastOutboundAt, Expr::value(Some(now)))
-                .col_expr(thread::Column::UpdatedAt, Expr::value(now))
-                .filter(thread::Column::Id.is_in(chunk.iter().copied()))
-                .exec(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        Ok(())
-    }
-
-    /// The open thread of each send's contact and number, opened (and
-    /// assigned by the number's rules) where there is none.
-    async fn threads_for_sends(
-        &self,
-        sends: &[OutboundRecord],
-        now: DateTime<Utc>,
-    ) -> Result<HashMap<(ContactId, PhoneNumberId), ThreadId>, StoreError> {
-        let contacts: HashSet<ContactId> = sends.iter().map(|s| s.contact.id).collect();
-        let mut threads: HashMap<(ContactId, PhoneNumberId), ThreadId> = HashMap::new();
-        for chunk in contacts.into_iter().collect::<Vec<_>>().chunks(BATCH_CHUNK) {
-            let open = thread::Entity::find()
-                .filter(thread::Column::ContactId.is_in(chunk.iter().copied()))
-                .filter(thread::Column::Status.eq(ThreadStatus::Open))
-                .all(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-            threads.extend(open.into_iter().map(|t| ((t.contact_id, t.phone_number_id), t.id)));
-        }
-        let mut has_rules: HashMap<PhoneNumberId, bool> = HashMap::new();
-        let mut new_threads = Vec::new();
-        for send in sends {
-            let key = (send.contact.id, send.number);
-            if threads.contains_key(&key) {
-                continue;
-            }
-            let ruled = match has_rules.get(&send.number) {
-                Some(ruled) => *ruled,
-                None => {
-                    let ruled = assignment_rule::Entity::find()
-                        .filter(assignment_rule::Column::PhoneNumberId.eq(send.number))
-                        .one(&self.txn)
-                        .await
-                        .map_err(|e| self.err(e))?
-                        .is_some();
-                    has_rules.insert(send.number, ruled);
-                    ruled
-                }
-            };
-            let owners = if ruled { self.assign_new_thread(send.number).await? } else { (None, None) };
-            let customer = send.contact.wa_id.clone().or_else(|| send.contact.phone.clone()).unwrap_or_default();
-            let row = super::threads::new_thread_row(send.contact.id, send.number, customer, owners, now, now);
-            threads.insert(key, *row.id.as_ref());
-            new_threads.push(row);
-        }
-        for chunk in new_threads.chunks(BATCH_CHUNK) {
-            thread::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(&self.txn)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        Ok(threads)
+        self.touch_outbound_many(touched.into_iter().collect(), now).await
     }
 }

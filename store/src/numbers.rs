@@ -18,7 +18,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::entities::{business_portfolio, phone_number, whatsapp_account};
-use super::{Backend, Store, StoreError, Tx};
+use super::{Store, StoreError, Tx};
 use kairo_core::ids::{AccountId, PhoneNumberId, PortfolioId};
 
 pub type Portfolio = business_portfolio::Model;
@@ -336,22 +336,7 @@ impl Store {
         let display =
             phone_number::Entity::find_by_id(id).one(&tx.txn).await.map_err(|e| tx.err(e))?.map(|n| n.display_number);
         if let Some(display) = display {
-            let held = match self.backend {
-                Backend::Postgres => "output->>'waiting' = 'number_paused' AND output->>'number' = $2",
-                Backend::Sqlite => {
-                    "json_extract(output, '$.waiting') = 'number_paused' AND json_extract(output, '$.number') = $2"
-                }
-            };
-            let sql =
-                format!("UPDATE step_executions SET due_at = $1 WHERE state = 'pending' AND due_at > $1 AND {held}");
-            tx.txn
-                .execute_raw(sea_orm::Statement::from_sql_and_values(
-                    self.db_backend(),
-                    sql,
-                    [now.into(), display.into()],
-                ))
-                .await
-                .map_err(|e| tx.err(e))?;
+            tx.release_held_steps(&display, now).await?;
         }
         tx.commit().await?;
         Ok(res.rows_affected == 1)

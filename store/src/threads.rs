@@ -4,14 +4,17 @@
 //! Cursors are ids: every id is a UUID v7, so ordering by id is ordering by
 //! creation, and "the page after id X" is `id < X` in a descending list.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, Func, LikeExpr, Query};
 use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Serialize;
 
-use super::entities::{contact, message, team, thread, user};
+use super::entities::{assignment_rule, contact, message, team, thread, user};
 use super::paging::{Page, escape_like, page};
+use super::tx::BATCH_CHUNK;
 use super::{Contact, OwnerChoice, Store, StoreError, Tx, UnknownOwner};
 use kairo_core::ids::{ContactId, PhoneNumberId, TeamId, ThreadId, UserId};
 use kairo_core::status::ThreadStatus;
@@ -156,6 +159,25 @@ pub(super) fn new_thread_row(
         closed_at: Set(None),
         updated_at: Set(now),
     }
+}
+
+/// An agent's reply went out on the thread: its last outbound time, and its
+/// first response when the contact had written.
+pub(super) async fn note_reply<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    thread_id: ThreadId,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let Some(thread) = thread::Entity::find_by_id(thread_id).one(db).await? else { return Ok(()) };
+    let first_response = thread.first_response_at.or(thread.last_inbound_at.map(|_| now));
+    thread::Entity::update_many()
+        .col_expr(thread::Column::LastOutboundAt, Expr::value(Some(now)))
+        .col_expr(thread::Column::FirstResponseAt, Expr::value(first_response))
+        .col_expr(thread::Column::UpdatedAt, Expr::value(now))
+        .filter(thread::Column::Id.eq(thread.id))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 impl Store {
@@ -442,6 +464,78 @@ impl Tx {
             .await
             .map_err(|e| self.err(e))?;
         Ok(Ok(found))
+    }
+
+    /// The threads' last outbound message is now (sends recorded).
+    pub(super) async fn touch_outbound_many(
+        &self,
+        threads: Vec<ThreadId>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for chunk in threads.chunks(BATCH_CHUNK) {
+            thread::Entity::update_many()
+                .col_expr(thread::Column::LastOutboundAt, Expr::value(Some(now)))
+                .col_expr(thread::Column::UpdatedAt, Expr::value(now))
+                .filter(thread::Column::Id.is_in(chunk.iter().copied()))
+                .exec(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The open thread of each send's contact and number, opened (and
+    /// assigned by the number's rules) where there is none.
+    pub(super) async fn threads_for_sends(
+        &self,
+        sends: &[(&Contact, PhoneNumberId)],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<(ContactId, PhoneNumberId), ThreadId>, StoreError> {
+        let contacts: HashSet<ContactId> = sends.iter().map(|(c, _)| c.id).collect();
+        let mut threads: HashMap<(ContactId, PhoneNumberId), ThreadId> = HashMap::new();
+        for chunk in contacts.into_iter().collect::<Vec<_>>().chunks(BATCH_CHUNK) {
+            let open = thread::Entity::find()
+                .filter(thread::Column::ContactId.is_in(chunk.iter().copied()))
+                .filter(thread::Column::Status.eq(ThreadStatus::Open))
+                .all(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+            threads.extend(open.into_iter().map(|t| ((t.contact_id, t.phone_number_id), t.id)));
+        }
+        let mut has_rules: HashMap<PhoneNumberId, bool> = HashMap::new();
+        let mut new_threads = Vec::new();
+        for (contact, number) in sends {
+            let number = *number;
+            let key = (contact.id, number);
+            if threads.contains_key(&key) {
+                continue;
+            }
+            let ruled = match has_rules.get(&number) {
+                Some(ruled) => *ruled,
+                None => {
+                    let ruled = assignment_rule::Entity::find()
+                        .filter(assignment_rule::Column::PhoneNumberId.eq(number))
+                        .one(&self.txn)
+                        .await
+                        .map_err(|e| self.err(e))?
+                        .is_some();
+                    has_rules.insert(number, ruled);
+                    ruled
+                }
+            };
+            let owners = if ruled { self.assign_new_thread(number).await? } else { (None, None) };
+            let customer = contact.wa_id.clone().or_else(|| contact.phone.clone()).unwrap_or_default();
+            let row = new_thread_row(contact.id, number, customer, owners, now, now);
+            threads.insert(key, *row.id.as_ref());
+            new_threads.push(row);
+        }
+        for chunk in new_threads.chunks(BATCH_CHUNK) {
+            thread::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&self.txn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(threads)
     }
 
     pub async fn touch_outbound(&self, thread_id: ThreadId, at: DateTime<Utc>) -> Result<(), StoreError> {

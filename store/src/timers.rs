@@ -113,6 +113,18 @@ impl Store {
 }
 
 impl Tx {
+    /// An enrollment's pending timers are cancelled.
+    pub(crate) async fn cancel_pending_timers(&self, id: EnrollmentId) -> Result<(), StoreError> {
+        timer::Entity::update_many()
+            .col_expr(timer::Column::State, Expr::value(TimerState::Cancelled))
+            .filter(timer::Column::EnrollmentId.eq(id))
+            .filter(timer::Column::State.eq(TimerState::Pending))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Inserts many pending timers in one statement per chunk.
     pub async fn insert_timers(&self, timers: &[NewTimerRow]) -> Result<(), StoreError> {
         for chunk in timers.chunks(500) {

@@ -6,7 +6,7 @@
 //! store's write turn, so writers queue in the process instead of spinning on
 //! the file lock.
 
-use sea_orm::DatabaseTransaction;
+use sea_orm::{DatabaseTransaction, EntityTrait};
 
 use super::{Backend, Store, StoreError};
 
@@ -81,4 +81,25 @@ pub(super) fn take_sql(backend: Backend, table: &str, set: &str, pick: &str) -> 
         Backend::Sqlite => "",
     };
     format!("UPDATE {table} SET {set} WHERE id IN (SELECT id FROM {table} WHERE {pick}{lock}) RETURNING *")
+}
+
+/// Values per `IN (…)` list: well within both databases' parameter limits.
+pub(super) const IN_LIST: usize = 500;
+
+impl Tx {
+    /// The rows `query` selects for each [`IN_LIST`]-sized chunk of `values`.
+    pub(super) async fn select_in_chunks<V, E>(
+        &self,
+        values: &[V],
+        query: impl Fn(&[V]) -> sea_orm::Select<E>,
+    ) -> Result<Vec<E::Model>, StoreError>
+    where
+        E: EntityTrait,
+    {
+        let mut found = Vec::new();
+        for chunk in values.chunks(IN_LIST) {
+            found.extend(query(chunk).all(&self.txn).await.map_err(|e| self.err(e))?);
+        }
+        Ok(found)
+    }
 }

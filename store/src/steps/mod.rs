@@ -157,6 +157,42 @@ impl Store {
 }
 
 impl Tx {
+    /// An enrollment's pending, parked and claimed steps become `cancelled`.
+    pub(crate) async fn cancel_open_steps(&self, id: EnrollmentId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        step_execution::Entity::update_many()
+            .col_expr(step_execution::Column::State, Expr::value(StepState::Cancelled))
+            .col_expr(step_execution::Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(step_execution::Column::EnrollmentId.eq(id))
+            .filter(step_execution::Column::State.is_in([StepState::Pending, StepState::Waiting, StepState::Claimed]))
+            .exec(&self.txn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Pending steps held for a paused number (`waiting: number_paused` in
+    /// their output) are due now: the number was resumed.
+    pub(crate) async fn release_held_steps(&self, display_number: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let held = match self.store.backend {
+            Backend::Postgres => "output->>'waiting' = 'number_paused' AND output->>'number' = $2",
+            Backend::Sqlite => {
+                "json_extract(output, '$.waiting') = 'number_paused' AND json_extract(output, '$.number') = $2"
+            }
+        };
+        let sql = format!("UPDATE step_executions SET due_at = $1 WHERE state = 'pending' AND due_at > $1 AND {held}");
+        self.txn
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                self.store.db_backend(),
+                sql,
+                [now.into(), display_number.into()],
+            ))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Finishes a step execution that is in one of `from` (and, when `owner`
     /// is given, still held by it). False: someone else moved it first, and
     /// the caller must drop the whole completion.
