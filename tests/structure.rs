@@ -227,7 +227,7 @@ fn whatsapp_outside(file: &str, lines: &[String], out: &mut Vec<Finding>) {
     let fields = Regex::new(
         // A read is `value["field"]` or `.get("field")`; a list of column
         // names (`&["wa_id"]`) is not.
-        r#"(\.get\(|[\w\])]\[)"(restriction_info|current_limit|messaging_limit_tier|error_data|wa_id|conversation)""#,
+        r#"(\.get\(|[\w\])]\[)"(restriction_info|current_limit|messaging_limit_tier|error_data|wa_id|conversation|system|new_wa_id)""#,
     )
     .expect("regex");
     let code_count: usize = lines

@@ -75,6 +75,29 @@ pub struct InboundMessage {
     /// The message object as delivered.
     pub payload: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
+    /// A system message saying the sender changed number or user id: the
+    /// ids they are known by from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_change: Option<IdentityChange>,
+}
+
+impl InboundMessage {
+    /// The text the contact typed: a text message's body, and nothing else
+    /// (never a caption, a button title or an interactive reply).
+    pub fn typed_text(&self) -> Option<&str> {
+        if self.message_type != "text" {
+            return None;
+        }
+        self.text.as_deref()
+    }
+}
+
+/// The ids a sender is known by after changing number (`wa_id`, and a new
+/// user id when WhatsApp sends one) or user id; `None` where unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityChange {
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
 }
 
 /// A delivery status of a message the business sent.

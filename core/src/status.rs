@@ -130,6 +130,56 @@ pub enum StepState {
     Cancelled,
 }
 
+impl EnrollmentStatus {
+    /// The statuses of an enrollment that still runs: a step is due, running
+    /// or parked. Every other status is final.
+    pub const RUNNING: [EnrollmentStatus; 2] = [EnrollmentStatus::Active, EnrollmentStatus::Waiting];
+
+    pub fn is_running(self) -> bool {
+        EnrollmentStatus::RUNNING.contains(&self)
+    }
+
+    /// Whether an enrollment may move from this status to `next`: a running
+    /// one anywhere (its steps move it between active and waiting, and end
+    /// it); a failed one back to active (an operator's retry); a finished
+    /// one nowhere else.
+    pub fn may_become(self, next: EnrollmentStatus) -> bool {
+        self.is_running() || (self == EnrollmentStatus::Failed && next == EnrollmentStatus::Active)
+    }
+}
+
+impl StepState {
+    /// Held by a worker under its lease: the states its result finishes
+    /// (a step that is neither was taken over, or cancelled, meanwhile).
+    pub const HELD: [StepState; 2] = [StepState::Claimed, StepState::Attempting];
+    /// Not run yet, or parked: what ending an enrollment cancels.
+    pub const OPEN: [StepState; 3] = [StepState::Pending, StepState::Waiting, StepState::Claimed];
+
+    /// Whether a step may move from this state to `next`. The moves:
+    /// - pending → claimed (a worker's claim) or cancelled;
+    /// - claimed → attempting (an external call may leave), back to pending
+    ///   (given back, deferred), or to a result;
+    /// - attempting → claimed (the call did not leave), pending (given back
+    ///   at shutdown), or a result, `uncertain` included;
+    /// - waiting → succeeded (its timer or event) or cancelled;
+    /// - uncertain → succeeded (its status webhook proved the send).
+    ///
+    /// A result is succeeded, skipped, failed, uncertain, waiting (parked)
+    /// or cancelled; succeeded, skipped, failed and cancelled are final.
+    pub fn may_become(self, next: StepState) -> bool {
+        use StepState::*;
+        let result = matches!(next, Succeeded | Skipped | Failed | Uncertain | Waiting | Cancelled);
+        match self {
+            Pending => matches!(next, Claimed | Cancelled),
+            Claimed => matches!(next, Attempting | Pending) || result,
+            Attempting => matches!(next, Claimed | Pending) || result,
+            Waiting => matches!(next, Succeeded | Cancelled),
+            Uncertain => next == Succeeded,
+            Succeeded | Skipped | Failed | Cancelled => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize, utoipa::ToSchema)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]
@@ -179,8 +229,28 @@ impl std::fmt::Display for TimerKind {
 
 #[cfg(test)]
 mod tests {
-    use super::TimerKind;
+    use super::{EnrollmentStatus, StepState, TimerKind};
     use crate::ids::PhoneNumberId;
+    use sea_orm::Iterable;
+
+    #[test]
+    fn final_states_stay_final_and_the_named_sets_move_where_they_say() {
+        for state in [StepState::Succeeded, StepState::Skipped, StepState::Failed, StepState::Cancelled] {
+            assert!(StepState::iter().all(|next| !state.may_become(next)), "{state:?} is final");
+        }
+        for held in StepState::HELD {
+            for result in [StepState::Succeeded, StepState::Failed, StepState::Waiting, StepState::Uncertain] {
+                assert!(held.may_become(result), "{held:?} -> {result:?}");
+            }
+        }
+        assert!(StepState::OPEN.iter().all(|s| s.may_become(StepState::Cancelled)));
+        assert!(!StepState::Pending.may_become(StepState::Attempting), "a call leaves only from a claim");
+        assert!(!StepState::Uncertain.may_become(StepState::Pending), "an uncertain send is never sent again");
+        assert!(EnrollmentStatus::Failed.may_become(EnrollmentStatus::Active));
+        assert!(!EnrollmentStatus::Completed.may_become(EnrollmentStatus::Active));
+        let running: Vec<_> = EnrollmentStatus::iter().filter(|s| s.is_running()).collect();
+        assert_eq!(running, EnrollmentStatus::RUNNING);
+    }
 
     #[test]
     fn timer_kinds_read_back_what_they_write() {

@@ -1547,6 +1547,7 @@ async fn inbound_on(t: &TestEngine, number: &PhoneNumber, wamid: &str, from: &st
         text: Some(text.into()),
         payload: json!({ "type": "text", "text": { "body": text } }),
         occurred_at: t.clock.now_utc(),
+        identity_change: None,
     };
     kairo_engine::inbox::ingest(
         &t.store,

@@ -35,9 +35,6 @@ pub struct EnrollmentHistory {
     pub last_enrolled_at: Option<DateTime<Utc>>,
 }
 
-/// The running statuses: what "not finished" means.
-pub(super) const RUNNING: [EnrollmentStatus; 2] = [EnrollmentStatus::Active, EnrollmentStatus::Waiting];
-
 pub(super) fn enrollment_status_name(status: EnrollmentStatus) -> String {
     use sea_orm::ActiveEnum;
     status.to_value()
@@ -176,7 +173,7 @@ impl Tx {
                 } else {
                     format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
                 });
-                let finished = !RUNNING.contains(&change.status);
+                let finished = !change.status.is_running();
                 values.push(Value::Uuid(Some(id.as_uuid())));
                 values.push(enrollment_status_name(change.status).into());
                 values.push(change.current_step.clone().into());
@@ -216,13 +213,13 @@ impl Tx {
         change: EnrollmentChange,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let finished = !RUNNING.contains(&change.status);
+        let finished = !change.status.is_running();
         let mut update = enrollment::Entity::update_many()
             .col_expr(enrollment::Column::Status, Expr::value(change.status))
             .col_expr(enrollment::Column::CurrentStep, Expr::value(change.current_step))
             .col_expr(enrollment::Column::UpdatedAt, Expr::value(now))
             .filter(enrollment::Column::Id.eq(id))
-            .filter(enrollment::Column::Status.is_in(RUNNING));
+            .filter(enrollment::Column::Status.is_in(EnrollmentStatus::RUNNING));
         if finished {
             update = update
                 .col_expr(enrollment::Column::FinishedAt, Expr::value(Some(now)))
@@ -273,7 +270,7 @@ impl Tx {
     pub async fn running_enrollments(&self, contact: ContactId) -> Result<Vec<Enrollment>, StoreError> {
         enrollment::Entity::find()
             .filter(enrollment::Column::ContactId.eq(contact))
-            .filter(enrollment::Column::Status.is_in(RUNNING))
+            .filter(enrollment::Column::Status.is_in(EnrollmentStatus::RUNNING))
             .all(&self.txn)
             .await
             .map_err(|e| self.err(e))
@@ -317,7 +314,7 @@ impl Tx {
             for (contact, status, at) in rows {
                 let history = histories.entry(contact).or_default();
                 history.total += 1;
-                history.running += u64::from(super::enrollments::RUNNING.contains(&status));
+                history.running += u64::from(status.is_running());
                 history.last_enrolled_at = history.last_enrolled_at.max(Some(at));
             }
         }

@@ -12,8 +12,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{KeyInit, Mac};
 use kairo_core::channel::{
-    Channel, DeliveryError, InboundEvent, InboundMessage, Notice, NumberQualityChange, Restriction, StatusUpdate,
-    TemplateStatusChange, WebhookError,
+    Channel, DeliveryError, IdentityChange, InboundEvent, InboundMessage, Notice, NumberQualityChange, Restriction,
+    StatusUpdate, TemplateStatusChange, WebhookError,
 };
 use kairo_core::secret::Secret;
 use kairo_core::status::DeliveryStatus;
@@ -138,6 +138,7 @@ fn messages_change(
             from_user_id,
             profile_name,
             text: readable_text(&message_type, message),
+            identity_change: identity_change(&message_type, message),
             message_type,
             payload: message.clone(),
             occurred_at: timestamp(&message["timestamp"]).unwrap_or(entry_time),
@@ -240,6 +241,26 @@ fn readable_text(kind: &str, message: &Value) -> Option<String> {
         "system" => text(&message["system"]["body"]),
         _ => None,
     }
+}
+
+/// A system message saying the sender changed number
+/// (`user_changed_number`: the new one in `system.wa_id`, older versions
+/// `new_wa_id`, with user ids also `system.user_id`) or user id
+/// (`user_changed_user_id`).
+fn identity_change(kind: &str, message: &Value) -> Option<IdentityChange> {
+    if kind != "system" {
+        return None;
+    }
+    let system = &message["system"];
+    let field = |name: &str| text(&system[name]).map(|s| s.trim().to_string());
+    let change = match text(&system["type"]).as_deref() {
+        Some("user_changed_number") => {
+            IdentityChange { wa_id: field("wa_id").or_else(|| field("new_wa_id")), user_id: field("user_id") }
+        }
+        Some("user_changed_user_id") => IdentityChange { wa_id: None, user_id: field("user_id") },
+        _ => return None,
+    };
+    (change.wa_id.is_some() || change.user_id.is_some()).then_some(change)
 }
 
 /// A field's text; an empty string is absent (a sender shown by user id

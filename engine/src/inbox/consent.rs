@@ -18,14 +18,6 @@ use kairo_core::status::{ConsentSource, ConsentStatus};
 use kairo_core::text::normalize;
 use kairo_store::{ConsentChange, Contact, NewEvent, PhoneNumber, StoreError, Tx};
 
-/// The text a contact typed: a text message's body, and nothing else.
-fn typed_text(inbound: &InboundMessage) -> Option<&str> {
-    if inbound.message_type != "text" {
-        return None;
-    }
-    inbound.payload["text"]["body"].as_str().or(inbound.text.as_deref())
-}
-
 /// Applies the keyword the message is, if it is one.
 pub(super) async fn keyword(
     tx: &Tx,
@@ -36,7 +28,7 @@ pub(super) async fn keyword(
     wamid: &Wamid,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let Some(text) = typed_text(inbound) else { return Ok(()) };
+    let Some(text) = inbound.typed_text() else { return Ok(()) };
     let said = normalize(text);
     let status = if keywords.opt_in.contains(&said) {
         ConsentStatus::OptedIn

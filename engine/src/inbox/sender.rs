@@ -81,30 +81,17 @@ async fn new_contact(
     tx.set_contact_ids(existing, ContactIds { phone: None, wa_id: Some(digits), user_id }, now).await
 }
 
-/// A system message saying the contact changed number
-/// (`user_changed_number`: the new one in `system.wa_id`, older versions
-/// `new_wa_id`, with user ids also `system.user_id`) or user id
-/// (`user_changed_user_id`): the contact keeps its history and is known by
-/// the new ids from now on.
+/// A system message saying the contact changed number or user id: the
+/// contact keeps its history and is known by the new ids from now on.
 pub(super) async fn identity_change(
     tx: &Tx,
     contact: Contact,
     inbound: &InboundMessage,
     now: DateTime<Utc>,
 ) -> Result<Contact, StoreError> {
-    if inbound.message_type != "system" {
-        return Ok(contact);
-    }
-    let system = &inbound.payload["system"];
-    let field = |name: &str| system[name].as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-    let (wa_id, user_id) = match system["type"].as_str() {
-        Some("user_changed_number") => {
-            (field("wa_id").or_else(|| field("new_wa_id")).map(|w| PhoneDigits::of(&w).into_string()), field("user_id"))
-        }
-        Some("user_changed_user_id") => (None, field("user_id")),
-        _ => return Ok(contact),
-    };
-    let wa_id = wa_id.filter(|w| !w.is_empty());
+    let Some(change) = &inbound.identity_change else { return Ok(contact) };
+    let wa_id = change.wa_id.as_ref().map(|w| PhoneDigits::of(w).into_string()).filter(|w| !w.is_empty());
+    let user_id = change.user_id.clone();
     if wa_id.is_none() && user_id.is_none() {
         return Ok(contact);
     }

@@ -84,9 +84,7 @@ impl Engine {
         let now = self.now();
         let owner = self.owner();
         let tx = self.store.begin().await?;
-        let won = tx
-            .finish_steps(Some(owner), &step_records(batch), &[StepState::Claimed, StepState::Attempting], now)
-            .await?;
+        let won = tx.finish_steps(Some(owner), &step_records(batch), &StepState::HELD, now).await?;
         let mut w = Writes::default();
         for finished in batch {
             let claim = &finished.claim;

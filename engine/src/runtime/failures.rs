@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Engine;
 use super::context::RunContext;
 use super::outcome::{FOREVER, Outcome, Then, failed, record};
-use super::send::SendAttempt;
+use super::output::{self, SendAttempt, Waiting};
 use super::send_gate::credentials_reason;
 use kairo_core::outbound::{CallError, FailureKind, ThrottleScope};
 use kairo_core::status::{EnrollmentStatus, StepState};
@@ -55,11 +55,13 @@ impl Engine {
                 let wait = error.retry_after.unwrap_or(AUTH_WAIT);
                 Outcome::Defer {
                     due_at: self.now() + chrono::Duration::from_std(wait).unwrap_or(FOREVER),
-                    output: Some(json!({
-                        "waiting": "number_paused",
-                        "number": number.display_number,
-                        "reason": credentials_reason(&error),
-                    })),
+                    output: Some(
+                        Waiting::NumberPaused {
+                            number: number.display_number.clone(),
+                            reason: credentials_reason(&error),
+                        }
+                        .output(),
+                    ),
                 }
             }
             (FailureKind::Throttled, Some(ThrottleScope::Number)) => {
@@ -68,11 +70,9 @@ impl Engine {
             }
             (FailureKind::Throttled, Some(ThrottleScope::Recipient)) => {
                 // Each answer for the same recipient doubles the wait.
-                let mut output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
-                let waits = output.get("pair_rate_waits").and_then(Value::as_u64).unwrap_or(0) as u32;
+                let (waits, output) = output::pair_rate_wait(claim.output.as_ref());
                 let wait = PAIR_RATE_WAIT.saturating_mul(1 << waits.min(12)).min(MAX_PAIR_RATE_WAIT);
                 let due_at = self.now() + chrono::Duration::from_std(backoff(wait, claim)).unwrap_or(FOREVER);
-                output["pair_rate_waits"] = json!(waits + 1);
                 tracing::info!(step = %claim.id, %due_at, "WhatsApp says this recipient got too many messages; the send waits");
                 Outcome::Defer { due_at, output: Some(output) }
             }
@@ -132,10 +132,7 @@ impl Engine {
         let error = format!("outcome unknown: {why}");
         // What was being sent stays on the row, so that a status webhook
         // arriving later can settle it.
-        let output = match attempt {
-            Some(sending) => json!({ "policy": policy, "sending": sending }),
-            None => json!({ "policy": policy }),
-        };
+        let output = output::unknown_outcome(policy, attempt);
         match policy {
             UnknownOutcome::Continue => Outcome::Done {
                 record: record(StepState::Uncertain, output, Some(error)),

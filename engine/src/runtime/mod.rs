@@ -32,6 +32,7 @@ mod estimate;
 mod failures;
 pub mod http_client;
 mod outcome;
+mod output;
 mod pacing;
 pub mod plan;
 mod quiet;

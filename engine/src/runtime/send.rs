@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Engine;
 use super::attempts::Stamp;
 use super::context::RunContext;
 use super::outcome::{Effect, FOREVER, Outcome, RecordedSend, record};
+use super::output::{Marked, SendAttempt, Waiting};
 use super::pacing::{HORIZON, LATE, Pace};
 use super::send_gate::Held;
 use kairo_core::ids::PhoneNumberId;
@@ -38,49 +38,6 @@ pub(super) type TemplateCache = std::sync::Mutex<
 >;
 /// How often a send held back by a paused number looks again.
 const PAUSED_WAIT: Duration = Duration::from_secs(60);
-
-/// What a send is about to send, written on the step with `attempting`:
-/// enough to record the message when a status webhook later proves that a
-/// send whose answer never came did leave.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct SendAttempt {
-    pub number: PhoneNumberId,
-    pub message_type: String,
-    pub body: Option<String>,
-    /// Name, language and rendered parameters.
-    pub template: Option<(String, String, Value)>,
-    /// What the send puts in `biz_opaque_callback_data`.
-    pub callback_data: String,
-    /// Which worker wrote the mark, and when: on an `uncertain` send, the
-    /// worker that went silent after it (an operator's first question).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub marked: Option<Marked>,
-}
-
-/// The worker that marked a send `attempting`, and when it wrote the mark.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Marked {
-    pub by: String,
-    pub at: DateTime<Utc>,
-}
-
-impl SendAttempt {
-    pub(super) fn recorded(self, wamid: String, message_status: Option<String>) -> RecordedSend {
-        RecordedSend {
-            number: self.number,
-            wamid,
-            message_type: self.message_type,
-            body: self.body,
-            template: self.template,
-            message_status,
-        }
-    }
-
-    /// The attempt a step wrote when its call left, if it was a send.
-    pub(super) fn of(claim: &StepExecution) -> Option<SendAttempt> {
-        serde_json::from_value(claim.output.as_ref()?.get("sending")?.clone()).ok()
-    }
-}
 
 /// `biz_opaque_callback_data` of a send: its enrollment, step and attempt.
 pub(super) fn callback_data(claim: &StepExecution) -> String {
@@ -231,13 +188,11 @@ impl Engine {
     /// Writes `attempting`, with what is about to be sent, before a call
     /// leaves; false when the claim is gone.
     async fn attempt(&self, claim: &StepExecution, send: &SendAttempt) -> Attempt {
-        let output = claim.output.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        let output = claim.output.clone();
         let (send, by) = (send.clone(), self.owner().to_string());
         let stamp: Stamp = Box::new(move |at| {
-            let mut output = output.clone();
             let marked = Marked { by: by.clone(), at };
-            output["sending"] = json!(SendAttempt { marked: Some(marked), ..send.clone() });
-            output
+            super::output::with_sending(output.as_ref(), &SendAttempt { marked: Some(marked), ..send.clone() })
         });
         self.mark_attempting(claim, Some(stamp)).await
     }
@@ -360,10 +315,10 @@ pub(super) fn held_outcome(number: &PhoneNumber, held: Held, now: DateTime<Utc>)
     match held {
         Held::Paused { reason } => Outcome::Defer {
             due_at: now + chrono::Duration::from_std(PAUSED_WAIT).unwrap_or(FOREVER),
-            output: Some(json!({ "waiting": "number_paused", "number": number.display_number, "reason": reason })),
+            output: Some(Waiting::NumberPaused { number: number.display_number.clone(), reason }.output()),
         },
         Held::MessagingLimit { until } => {
-            Outcome::Defer { due_at: until, output: Some(json!({ "waiting": "messaging_limit", "until": until })) }
+            Outcome::Defer { due_at: until, output: Some(Waiting::MessagingLimit { until }.output()) }
         }
         Held::Unreadable => Outcome::defer(now + chrono::Duration::seconds(5)),
     }

@@ -132,7 +132,7 @@ pub async fn simulate(simulation: Simulation) -> Result<SimulationReport, Simula
     for _ in 0..MAX_ROUNDS {
         engine.tick().await?;
         let row = store.enrollment(enrollment.id).await?.expect("the simulated enrollment exists");
-        if !matches!(row.status, EnrollmentStatus::Active | EnrollmentStatus::Waiting) {
+        if !row.status.is_running() {
             return report(&store, &plan, row, simulation.at, outbound, http, injected).await;
         }
         let next_timer = store.next_timer().await?.map(|t| t.wake_at);
@@ -350,6 +350,7 @@ async fn inject(
             text: Some(text.clone()),
             payload: serde_json::json!({ "type": "text", "text": { "body": text } }),
             occurred_at: at,
+            identity_change: None,
         }),
         Injected::Button(title) => InboundEvent::Message(InboundMessage {
             number_id: number.graph_id.clone(),
@@ -361,6 +362,7 @@ async fn inject(
             text: Some(title.clone()),
             payload: serde_json::json!({ "type": "button", "button": { "text": title, "payload": title } }),
             occurred_at: at,
+            identity_change: None,
         }),
         Injected::Status(status) => {
             let sent = outbound.sent().len();

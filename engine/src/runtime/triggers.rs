@@ -20,8 +20,9 @@ use serde_json::{Value, json};
 
 use super::commit::{Claimed, Finished, outbound_record};
 use super::context::{RunContext, contact_json};
+use super::output::SendAttempt;
 use super::plan::{Plan, resolve_number};
-use super::send::{SendAttempt, parse_callback_data, send_output};
+use super::send::{parse_callback_data, send_output};
 use super::{Engine, EngineError};
 use kairo_core::ids::PhoneNumberId;
 use kairo_core::status::{EnrollmentStatus, StepState, TimerKind, TimerState};
@@ -414,7 +415,7 @@ impl Engine {
                 continue;
             };
             tracing::warn!(enrollment = %claim.enrollment_id, step = %claim.step_id, "a call's outcome is unknown: its worker stopped mid-call");
-            let attempt = super::send::SendAttempt::of(&claim);
+            let attempt = SendAttempt::of(&claim);
             let outcome =
                 self.settle_or_unknown(&claim, &ctx, attempt, "the worker stopped while the call was in flight").await;
             finished.push(Finished { claim, ctx, outcome });

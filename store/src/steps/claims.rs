@@ -73,7 +73,7 @@ impl Store {
             // Already `attempting` under this owner: its own mark, written by
             // a group whose answer was lost (a cut connection). Only the
             // owner marks its steps, so the mark holds.
-            .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
+            .filter(step_execution::Column::State.is_in(StepState::HELD))
             .filter(step_execution::Column::LeaseOwner.eq(owner))
             .filter(step_execution::Column::LeaseExpiresAt.gt(now))
             .exec(&self.db)
@@ -121,7 +121,7 @@ impl Store {
                 .from(step_execution::Entity)
                 .and_where(step_execution::Column::LeaseOwner.eq(owner))
                 .and_where(step_execution::Column::Id.is_in(chunk.iter().copied()))
-                .and_where(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]));
+                .and_where(step_execution::Column::State.is_in(StepState::HELD));
             if self.backend == Backend::Postgres {
                 // The lock a plain UPDATE of non-key columns takes, so rows
                 // whose foreign keys are being checked (a timer inserted for

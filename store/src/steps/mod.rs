@@ -165,7 +165,7 @@ impl Tx {
             .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(step_execution::Column::EnrollmentId.eq(id))
-            .filter(step_execution::Column::State.is_in([StepState::Pending, StepState::Waiting, StepState::Claimed]))
+            .filter(step_execution::Column::State.is_in(StepState::OPEN))
             .exec(&self.txn)
             .await
             .map_err(|e| self.err(e))?;
@@ -204,6 +204,7 @@ impl Tx {
         record: StepRecord,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        debug_assert!(from.iter().all(|f| f.may_become(record.state)), "{from:?} -> {:?}", record.state);
         let mut update = step_execution::Entity::update_many()
             .col_expr(step_execution::Column::State, Expr::value(record.state))
             .col_expr(step_execution::Column::Output, Expr::value(record.output))
@@ -232,6 +233,10 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<HashSet<StepExecutionId>, StoreError> {
         let mut won = HashSet::new();
+        debug_assert!(
+            finishes.iter().all(|(_, r)| from.iter().all(|f| f.may_become(r.state))),
+            "a step moved where it may not: from {from:?}"
+        );
         // Chunks keep the statement under SQLite's bound-parameter limit.
         // `id IN (SELECT id FROM v)` lets SQLite look rows up by key; with
         // the join alone it scans the whole table for every batch.
@@ -325,7 +330,7 @@ impl Tx {
             .col_expr(step_execution::Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(step_execution::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(step_execution::Column::Id.eq(step))
-            .filter(step_execution::Column::State.is_in([StepState::Claimed, StepState::Attempting]))
+            .filter(step_execution::Column::State.is_in(StepState::HELD))
             .filter(step_execution::Column::LeaseOwner.eq(owner))
             .exec(&self.txn)
             .await

@@ -8,9 +8,11 @@ use serde_json::{Map, Value, json};
 use crate::runtime::Engine;
 use crate::runtime::context::RunContext;
 use crate::runtime::outcome::{Outcome, failed, record};
+use crate::runtime::output::SendAttempt;
+use crate::runtime::output::Waiting;
 use crate::runtime::plan::resolve_number;
 use crate::runtime::quiet::quiet_hours_wait;
-use crate::runtime::send::{SendAttempt, callback_data, held_outcome};
+use crate::runtime::send::{callback_data, held_outcome};
 use kairo_core::outbound::{OutboundTemplate, OutboundText};
 use kairo_core::status::StepState;
 use kairo_store::{PhoneNumber, StepExecution};
@@ -40,7 +42,7 @@ impl Engine {
         if let Some(quiet) = &ctx.plan.compiled.quiet_hours
             && let Some(due_at) = quiet_hours_wait(quiet, ctx, now)
         {
-            return Outcome::Defer { due_at, output: Some(json!({ "waiting": "quiet_hours", "until": due_at })) };
+            return Outcome::Defer { due_at, output: Some(Waiting::QuietHours { until: due_at }.output()) };
         }
         let window_open = self.window_open(ctx, number.id, now).await;
         let sending = Sending {
