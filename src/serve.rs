@@ -48,8 +48,8 @@ pub async fn serve(config: &Config) -> Result<()> {
             None
         }
     };
+    cancel_on_signal(shutdown.clone());
     println!("kairo listening on http://{addr}");
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
     let engine = build_engine(&store, config)?;
     let synced = Arc::new(tokio::sync::Notify::new());
     if config.whatsapp.can_send() {
@@ -283,7 +283,7 @@ pub async fn worker(config: &Config, slots: Option<usize>) -> Result<()> {
     let mut settings = worker_config(config);
     settings.slots = slots.unwrap_or(settings.slots);
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    cancel_on_signal(shutdown.clone());
     println!("kairo worker {} running with {} slots", engine.owner(), settings.slots);
     let report = engine.run(settings, shutdown).await?;
     println!("kairo worker stopped after {} steps", report.steps);
@@ -351,27 +351,34 @@ fn worker_config(config: &Config) -> WorkerConfig {
     }
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Cancels `token` on SIGINT or SIGTERM. The handlers are installed before
+/// this returns: a signal that comes right after the start banner (a
+/// supervisor stopping what it just started) stops Kairo cleanly instead of
+/// killing it.
+fn cancel_on_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-                token.cancel();
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    tracing::info!("shutdown requested");
+                    token.cancel();
+                });
                 return;
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            (_, Err(err)) | (Err(err), _) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops Kairo");
+            }
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
-    token.cancel();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
 }

@@ -5,8 +5,8 @@
 //! Invariant: only the channel crate parses a channel's wire format. The
 //! `kairo-whatsapp` crate implements [`Channel`] for the WhatsApp Cloud API and
 //! turns webhook bodies into [`InboundEvent`]s, which `kairo-api`'s webhook
-//! endpoint journals and the store's ingest applies; everything after the
-//! channel speaks these types.
+//! endpoint journals and the engine's inbox rules (`kairo_engine::inbox`)
+//! apply; everything after the channel speaks these types.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

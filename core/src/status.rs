@@ -159,8 +159,9 @@ impl StepState {
     /// - pending → claimed (a worker's claim) or cancelled;
     /// - claimed → attempting (an external call may leave), back to pending
     ///   (given back, deferred), or to a result;
-    /// - attempting → claimed (the call did not leave), pending (given back
-    ///   at shutdown), or a result, `uncertain` included;
+    /// - attempting → claimed (the call did not leave), pending (deferred
+    ///   after a refused call: same attempt), or a result, `uncertain`
+    ///   included;
     /// - waiting → succeeded (its timer or event) or cancelled;
     /// - uncertain → succeeded (its status webhook proved the send).
     ///

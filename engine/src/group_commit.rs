@@ -1,7 +1,7 @@
 //! Group commit: requests that arrive together are written in one
 //! transaction, so that a burst costs one commit (one fsync on SQLite) per
-//! batch instead of one per request. `kairo-api`'s webhook journal writer
-//! (`Ingestor`) and the API's enroll queue use it; the workers' `attempting`
+//! batch instead of one per request. The webhook journal's writer
+//! (`inbox::journal::Ingestor`) and the API's enroll queue use it; the workers' `attempting`
 //! marks are grouped by their callers instead (`runtime/attempts.rs`).
 //!
 //! Invariants:

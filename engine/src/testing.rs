@@ -1,5 +1,5 @@
 //! Test support for the engine's tests: recording channels, enrolling through
-//! the API trigger, and a demo workspace. The database per test and
+//! the API trigger, and a broadcast prepared for the sending tests. The database per test and
 //! [`kairo_store::store_test`] live in [`kairo_store::testing`].
 
 use kairo_store::Store;

@@ -7,6 +7,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use super::entities::{consent, consent_event};
+use super::tx::On;
 use super::{Store, StoreError, Tx};
 use kairo_core::ids::{ContactId, PhoneNumberId, Wamid};
 use kairo_core::status::{ConsentSource, ConsentStatus};
@@ -129,6 +130,15 @@ pub(super) async fn opt_in_new_contacts<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
+async fn consent_of(on: &impl On, contact: ContactId, number: PhoneNumberId) -> Result<Option<Consent>, StoreError> {
+    consent::Entity::find()
+        .filter(consent::Column::ContactId.eq(contact))
+        .filter(consent::Column::PhoneNumberId.eq(number))
+        .one(on.conn())
+        .await
+        .map_err(|e| on.error(e))
+}
+
 impl Store {
     /// Records a consent change and its audit entry in one transaction.
     /// Idempotent in effect: a change to the state already held still leaves
@@ -143,12 +153,7 @@ impl Store {
 
     /// The contact's current consent on this number; `None` means never asked.
     pub async fn consent(&self, contact: ContactId, number: PhoneNumberId) -> Result<Option<Consent>, StoreError> {
-        consent::Entity::find()
-            .filter(consent::Column::ContactId.eq(contact))
-            .filter(consent::Column::PhoneNumberId.eq(number))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
+        consent_of(self, contact, number).await
     }
 
     /// The audit trail of the contact's consent on this number, oldest first.
@@ -171,12 +176,7 @@ impl Store {
 impl Tx {
     /// The contact's current consent on this number; `None` means never asked.
     pub async fn consent(&self, contact: ContactId, number: PhoneNumberId) -> Result<Option<Consent>, StoreError> {
-        consent::Entity::find()
-            .filter(consent::Column::ContactId.eq(contact))
-            .filter(consent::Column::PhoneNumberId.eq(number))
-            .one(&self.txn)
-            .await
-            .map_err(|e| self.err(e))
+        consent_of(self, contact, number).await
     }
 
     /// Sets the contact's consent on the number, held since `at`, without an

@@ -9,6 +9,7 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Quer
 
 use super::entities::{consent, contact};
 use super::paging::{Page, page};
+use super::tx::On;
 use super::{Store, StoreError, Tx};
 use kairo_core::ids::{ContactId, PhoneNumberId};
 use kairo_core::status::ConsentStatus;
@@ -63,6 +64,10 @@ pub struct NewContact {
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
     pub properties: serde_json::Value,
+}
+
+async fn contact_by_id(on: &impl On, id: ContactId) -> Result<Option<Contact>, StoreError> {
+    contact::Entity::find_by_id(id).one(on.conn()).await.map_err(|e| on.error(e))
 }
 
 impl Store {
@@ -178,7 +183,7 @@ impl Store {
     }
 
     pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
-        contact::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
+        contact_by_id(self, id).await
     }
 
     /// Contacts whose `phone` or `mobile_phone` is this normalised number,
@@ -199,7 +204,7 @@ impl Store {
 
 impl Tx {
     pub async fn contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
-        contact::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+        contact_by_id(self, id).await
     }
 
     /// The oldest contact with this WhatsApp id.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::entities::{contact, enrollment};
 use super::paging::{Page, page};
-use super::tx::IN_LIST;
+use super::tx::{IN_LIST, On};
 use super::{Backend, Store, StoreError, Tx};
 use kairo_core::ids::{ContactId, EnrollmentId, WorkflowId, WorkflowVersionId};
 use kairo_core::status::EnrollmentStatus;
@@ -82,6 +82,14 @@ pub(super) fn enrollment_row(new: NewEnrollment, now: DateTime<Utc>) -> enrollme
     }
 }
 
+async fn insert_enrollment(on: &impl On, new: NewEnrollment, now: DateTime<Utc>) -> Result<Enrollment, StoreError> {
+    enrollment::Entity::insert(enrollment_row(new, now)).exec_with_returning(on.conn()).await.map_err(|e| on.error(e))
+}
+
+async fn enrollment_by_id(on: &impl On, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
+    enrollment::Entity::find_by_id(id).one(on.conn()).await.map_err(|e| on.error(e))
+}
+
 impl Store {
     /// Counts of enrollments per status, for one workflow or all.
     pub async fn enrollment_counts(
@@ -134,14 +142,11 @@ impl Store {
     }
 
     pub async fn insert_enrollment(&self, new: NewEnrollment, now: DateTime<Utc>) -> Result<Enrollment, StoreError> {
-        enrollment::Entity::insert(enrollment_row(new, now))
-            .exec_with_returning(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
+        insert_enrollment(self, new, now).await
     }
 
     pub async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
-        enrollment::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
+        enrollment_by_id(self, id).await
     }
 }
 
@@ -230,8 +235,8 @@ impl Tx {
         Ok(res.rows_affected == 1)
     }
 
-    /// Ends what an enrollment still has scheduled: pending or parked steps
-    /// become `cancelled` and pending timers are cancelled.
+    /// Ends what an enrollment still has scheduled: its open steps (pending,
+    /// parked or claimed) become `cancelled` and pending timers are cancelled.
     pub async fn cancel_scheduled(&self, id: EnrollmentId, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.cancel_open_steps(id, now).await?;
         self.cancel_pending_timers(id).await
@@ -253,17 +258,12 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn insert_enrollment(
-        &self,
-        new: super::NewEnrollment,
-        now: DateTime<Utc>,
-    ) -> Result<Enrollment, StoreError> {
-        let row = super::enrollments::enrollment_row(new, now);
-        enrollment::Entity::insert(row).exec_with_returning(&self.txn).await.map_err(|e| self.err(e))
+    pub async fn insert_enrollment(&self, new: NewEnrollment, now: DateTime<Utc>) -> Result<Enrollment, StoreError> {
+        insert_enrollment(self, new, now).await
     }
 
     pub async fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StoreError> {
-        enrollment::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+        enrollment_by_id(self, id).await
     }
 
     /// Running enrollments of a contact.

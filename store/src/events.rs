@@ -1,5 +1,6 @@
 //! The event log: inbound events (messages, statuses, consent changes)
-//! appended by the webhook and applied to workflow triggers.
+//! appended by the inbox rules as the webhook journal is applied, and
+//! applied in turn to workflow triggers.
 //!
 //! Invariant: an event's `dedup_key` is unique, so a delivery Meta repeats is
 //! appended once; `applied_at` is set when its effects commit.
@@ -107,7 +108,7 @@ impl Tx {
 
     /// Unapplied events, oldest first, locked for this transaction (other
     /// PostgreSQL appliers skip them).
-    pub async fn unapplied_events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {
+    pub async fn lock_unapplied_events(&self, limit: u64) -> Result<Vec<Event>, StoreError> {
         let mut query = event::Entity::find()
             .filter(event::Column::AppliedAt.is_null())
             .order_by_asc(event::Column::CreatedAt)

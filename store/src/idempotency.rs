@@ -1,5 +1,6 @@
-//! Idempotency keys of the HTTP API: a retried request answers what the
-//! first one did.
+//! Idempotency keys of the HTTP API (a retried request answers what the
+//! first one did) and the row keys of bulk uploads (a row sent again is
+//! enrolled at most once, across concurrent uploads).
 
 use std::collections::HashMap;
 

@@ -378,9 +378,10 @@ impl Tx {
         }))
     }
 
-    /// Records an outbound message (a send), once per wamid, and applies the
-    /// statuses that arrived for it before this commit.
-    pub async fn record_message(&self, new: super::NewMessage, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Records a message once per wamid (a second time changes nothing) and,
+    /// for an outbound one, applies the statuses that arrived for it before
+    /// this commit.
+    pub async fn record_message_once(&self, new: super::NewMessage, now: DateTime<Utc>) -> Result<(), StoreError> {
         let (wamid, outbound) = (new.wamid.clone(), new.direction == Direction::Outbound);
         let row = super::messages::message_row(new, now);
         message::Entity::insert(row)

@@ -18,6 +18,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::entities::{business_portfolio, phone_number, whatsapp_account};
+use super::tx::On;
 use super::{Store, StoreError, Tx};
 use kairo_core::ids::{AccountId, PhoneNumberId, PortfolioId};
 
@@ -186,6 +187,22 @@ async fn pause<C: ConnectionTrait>(
     Ok(true)
 }
 
+async fn all_numbers(on: &impl On) -> Result<Vec<PhoneNumber>, StoreError> {
+    phone_number::Entity::find()
+        .order_by_asc(phone_number::Column::DisplayNumber)
+        .all(on.conn())
+        .await
+        .map_err(|e| on.error(e))
+}
+
+async fn number_by_graph_id(on: &impl On, graph_id: &str) -> Result<Option<PhoneNumber>, StoreError> {
+    phone_number::Entity::find()
+        .filter(phone_number::Column::GraphId.eq(graph_id))
+        .one(on.conn())
+        .await
+        .map_err(|e| on.error(e))
+}
+
 impl Store {
     /// Inserts a portfolio, or updates the one with the same business id.
     pub async fn upsert_portfolio(&self, new: NewPortfolio, now: DateTime<Utc>) -> Result<Portfolio, StoreError> {
@@ -288,20 +305,12 @@ impl Store {
 
     /// Every business number, by display number.
     pub async fn phone_numbers(&self) -> Result<Vec<PhoneNumber>, StoreError> {
-        phone_number::Entity::find()
-            .order_by_asc(phone_number::Column::DisplayNumber)
-            .all(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
+        all_numbers(self).await
     }
 
     /// The number with this Graph API id (what webhooks and sends name).
     pub async fn phone_number_by_graph_id(&self, graph_id: &str) -> Result<Option<PhoneNumber>, StoreError> {
-        phone_number::Entity::find()
-            .filter(phone_number::Column::GraphId.eq(graph_id))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
+        number_by_graph_id(self, graph_id).await
     }
 
     /// Pauses a number's sends. An existing pause keeps its time and reason
@@ -374,11 +383,7 @@ impl Store {
 impl Tx {
     /// The connected number with this Graph id.
     pub async fn phone_number_by_graph_id(&self, graph_id: &str) -> Result<Option<PhoneNumber>, StoreError> {
-        phone_number::Entity::find()
-            .filter(phone_number::Column::GraphId.eq(graph_id))
-            .one(&self.txn)
-            .await
-            .map_err(|e| self.err(e))
+        number_by_graph_id(self, graph_id).await
     }
 
     /// Applies a number's quality change: the limit it names, and a marketing
@@ -403,8 +408,8 @@ impl Tx {
         pause_account(&self.txn, account_waba_id, reason, now).await.map_err(|e| self.err(e))
     }
 
-    /// Every business number, for resolving the numbers workflows name.
-    pub async fn phone_numbers(&self) -> Result<Vec<super::PhoneNumber>, StoreError> {
-        phone_number::Entity::find().all(&self.txn).await.map_err(|e| self.err(e))
+    /// Every business number, by display number.
+    pub async fn phone_numbers(&self) -> Result<Vec<PhoneNumber>, StoreError> {
+        all_numbers(self).await
     }
 }

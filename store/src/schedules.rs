@@ -4,22 +4,23 @@
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::entities::schedule_tick;
+use super::tx::On;
 use super::{Store, StoreError, Tx};
 use kairo_core::ids::WorkflowId;
 
-/// Inserts a tick unless it is there: the one write of the table, for the
-/// pool and for a transaction. The number of rows inserted (0 or 1).
-async fn insert_tick<C: ConnectionTrait>(
-    db: &C,
+/// Records a tick unless it is there: the one write of the table, for the
+/// pool and for a transaction. True when recorded now.
+async fn record_tick(
+    on: &impl On,
     workflow: WorkflowId,
     trigger_key: &str,
     tick_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
+) -> Result<bool, StoreError> {
     let row = schedule_tick::ActiveModel {
         id: Set(Uuid::now_v7()),
         workflow_id: Set(workflow),
@@ -28,10 +29,12 @@ async fn insert_tick<C: ConnectionTrait>(
         fired_at: Set(now),
     };
     let unique = [schedule_tick::Column::WorkflowId, schedule_tick::Column::TriggerKey, schedule_tick::Column::TickAt];
-    schedule_tick::Entity::insert(row)
+    let inserted = schedule_tick::Entity::insert(row)
         .on_conflict(OnConflict::columns(unique).do_nothing().to_owned())
-        .exec_without_returning(db)
+        .exec_without_returning(on.conn())
         .await
+        .map_err(|e| on.error(e))?;
+    Ok(inserted == 1)
 }
 
 impl Store {
@@ -44,8 +47,7 @@ impl Store {
         tick_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let inserted = insert_tick(&self.db, workflow, trigger_key, tick_at, now).await;
-        Ok(inserted.map_err(|e| self.query_error(e))? == 1)
+        record_tick(self, workflow, trigger_key, tick_at, now).await
     }
 }
 
@@ -58,8 +60,7 @@ impl Tx {
         tick_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let inserted = insert_tick(&self.txn, workflow, trigger_key, tick_at, now).await;
-        Ok(inserted.map_err(|e| self.err(e))? == 1)
+        record_tick(self, workflow, trigger_key, tick_at, now).await
     }
 
     /// The latest tick recorded for a schedule trigger.

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::entities::{assignment_rule, contact, message, team, thread, user};
 use super::paging::{Page, escape_like, page};
-use super::tx::BATCH_CHUNK;
+use super::tx::{BATCH_CHUNK, On};
 use super::{Contact, OwnerChoice, Store, StoreError, Tx, UnknownOwner};
 use kairo_core::ids::{ContactId, PhoneNumberId, TeamId, ThreadId, UserId};
 use kairo_core::status::ThreadStatus;
@@ -180,6 +180,16 @@ pub(super) async fn note_reply<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
+async fn open_thread_of(on: &impl On, contact: ContactId, number: PhoneNumberId) -> Result<Option<Thread>, StoreError> {
+    thread::Entity::find()
+        .filter(thread::Column::ContactId.eq(contact))
+        .filter(thread::Column::PhoneNumberId.eq(number))
+        .filter(thread::Column::Status.eq(ThreadStatus::Open))
+        .one(on.conn())
+        .await
+        .map_err(|e| on.error(e))
+}
+
 impl Store {
     /// Threads matching `filter`, newest first.
     pub async fn search_threads(
@@ -322,13 +332,7 @@ impl Store {
         contact: ContactId,
         number: PhoneNumberId,
     ) -> Result<Option<Thread>, StoreError> {
-        thread::Entity::find()
-            .filter(thread::Column::ContactId.eq(contact))
-            .filter(thread::Column::PhoneNumberId.eq(number))
-            .filter(thread::Column::Status.eq(ThreadStatus::Open))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
+        open_thread_of(self, contact, number).await
     }
 }
 
@@ -354,13 +358,7 @@ impl Tx {
         contact: ContactId,
         number: PhoneNumberId,
     ) -> Result<Option<Thread>, StoreError> {
-        thread::Entity::find()
-            .filter(thread::Column::ContactId.eq(contact))
-            .filter(thread::Column::PhoneNumberId.eq(number))
-            .filter(thread::Column::Status.eq(ThreadStatus::Open))
-            .one(&self.txn)
-            .await
-            .map_err(|e| self.err(e))
+        open_thread_of(self, contact, number).await
     }
 
     /// Opens a thread owned by the number's assignment rules.

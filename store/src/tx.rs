@@ -21,6 +21,35 @@ pub struct Tx {
     pub(super) pending_steps: std::sync::atomic::AtomicBool,
 }
 
+/// Where an operation runs: the pool ([`Store`]) or a write transaction
+/// ([`Tx`]). An operation both need is written once over it, and `Store` and
+/// `Tx` each name it in one line.
+pub(super) trait On: Sync {
+    type Conn: sea_orm::ConnectionTrait + Sync;
+    fn conn(&self) -> &Self::Conn;
+    fn error(&self, e: sea_orm::DbErr) -> StoreError;
+}
+
+impl On for Store {
+    type Conn = sea_orm::DatabaseConnection;
+    fn conn(&self) -> &Self::Conn {
+        &self.db
+    }
+    fn error(&self, e: sea_orm::DbErr) -> StoreError {
+        self.query_error(e)
+    }
+}
+
+impl On for Tx {
+    type Conn = DatabaseTransaction;
+    fn conn(&self) -> &Self::Conn {
+        &self.txn
+    }
+    fn error(&self, e: sea_orm::DbErr) -> StoreError {
+        self.err(e)
+    }
+}
+
 /// Rows per statement in batched writes: well under SQLite's limit of
 /// bound parameters for the widest row.
 pub(super) const BATCH_CHUNK: usize = 100;

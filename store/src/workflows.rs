@@ -5,6 +5,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{workflow, workflow_version};
+use super::tx::On;
 use super::{Store, StoreError, Tx};
 use kairo_core::ids::{WorkflowId, WorkflowVersionId};
 
@@ -52,6 +53,10 @@ pub struct SavedVersion {
     pub version: WorkflowVersion,
     /// False when this content was already stored: nothing new was written.
     pub created: bool,
+}
+
+async fn version_by_id(on: &impl On, id: WorkflowVersionId) -> Result<Option<WorkflowVersion>, StoreError> {
+    workflow_version::Entity::find_by_id(id).one(on.conn()).await.map_err(|e| on.error(e))
 }
 
 impl Store {
@@ -188,16 +193,13 @@ impl Store {
     }
 
     pub async fn workflow_version(&self, id: WorkflowVersionId) -> Result<Option<WorkflowVersion>, StoreError> {
-        workflow_version::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
+        version_by_id(self, id).await
     }
 }
 
 impl Tx {
     /// The version an enrollment runs on.
-    pub async fn workflow_version(
-        &self,
-        id: kairo_core::ids::WorkflowVersionId,
-    ) -> Result<Option<super::WorkflowVersion>, StoreError> {
-        workflow_version::Entity::find_by_id(id).one(&self.txn).await.map_err(|e| self.err(e))
+    pub async fn workflow_version(&self, id: WorkflowVersionId) -> Result<Option<WorkflowVersion>, StoreError> {
+        version_by_id(self, id).await
     }
 }

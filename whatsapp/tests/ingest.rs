@@ -1,5 +1,5 @@
 //! Webhook fixtures, parsed by the WhatsApp channel and applied by the
-//! store's ingest, on SQLite and PostgreSQL: the inbox, the 24-hour window,
+//! engine's inbox rules (`kairo_engine::inbox`), on SQLite and PostgreSQL: the inbox, the 24-hour window,
 //! consent keywords, statuses in any order, duplicates.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};

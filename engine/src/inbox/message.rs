@@ -31,7 +31,7 @@ pub(super) async fn ingest(
     let contact = sender::contact_for_sender(tx, inbound, now).await?;
     let contact = sender::identity_change(tx, contact, inbound, now).await?;
     let (thread, opened) = thread_for(tx, &contact, &number, inbound, now).await?;
-    tx.record_message(inbound_row(&thread, inbound), now).await?;
+    tx.record_message_once(inbound_row(&thread, inbound), now).await?;
     open_window(tx, &thread, inbound, now).await?;
     report.messages += 1;
     log_message(tx, inbound, &thread, opened, &number, &contact, now).await?;

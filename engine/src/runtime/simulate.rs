@@ -316,7 +316,7 @@ fn describe_injection(what: &Injected) -> String {
     }
 }
 
-/// Feeds an injection through the store's ingest, as the webhook would.
+/// Feeds an injection through the inbox rules, as the webhook would.
 /// Replies come in on the number the workflow waits for a reply on (else
 /// the one its trigger names, else the first it names).
 async fn inject(

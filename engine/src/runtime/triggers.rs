@@ -127,7 +127,7 @@ impl Engine {
     pub(super) async fn apply_events(&self, limit: u64) -> Result<usize, EngineError> {
         let now = self.now();
         let tx = self.store.begin().await?;
-        let events = tx.unapplied_events(limit).await?;
+        let events = tx.lock_unapplied_events(limit).await?;
         for event in &events {
             self.apply_event(&tx, event, now).await?;
             tx.mark_event_applied(event.id, now).await?;

@@ -34,13 +34,32 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<StepExecution>, StoreError> {
-        let _turn = self.write_turn().await;
-        let sql = take_sql(
-            self.backend,
-            "step_executions",
-            "state = 'claimed', lease_owner = $1, lease_expires_at = $2, started_at = COALESCE(started_at, $3)",
+        let set = "state = 'claimed', lease_owner = $1, lease_expires_at = $2, started_at = COALESCE(started_at, $3)";
+        self.take_steps(
+            set,
             "state = 'pending' AND due_at <= $3 ORDER BY due_at LIMIT $4",
-        );
+            owner,
+            now,
+            lease_until,
+            limit,
+        )
+        .await
+    }
+
+    /// One statement that hands `owner` the steps `pick` chooses (`$3` is
+    /// now, `$4` the limit) with the lease `set` writes (`$1` the owner, `$2`
+    /// the lease's end).
+    async fn take_steps(
+        &self,
+        set: &str,
+        pick: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<StepExecution>, StoreError> {
+        let _turn = self.write_turn().await;
+        let sql = take_sql(self.backend, "step_executions", set, pick);
         let values: Vec<Value> =
             vec![owner.into(), lease_until.into(), now.into(), Value::BigInt(Some(limit.min(i64::MAX as u64) as i64))];
         step_execution::Entity::find()
@@ -202,20 +221,8 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<StepExecution>, StoreError> {
-        let _turn = self.write_turn().await;
-        let sql = take_sql(
-            self.backend,
-            "step_executions",
-            "lease_owner = $1, lease_expires_at = $2",
-            "state = 'attempting' AND lease_expires_at < $3 ORDER BY lease_expires_at LIMIT $4",
-        );
-        let values: Vec<Value> =
-            vec![owner.into(), lease_until.into(), now.into(), Value::BigInt(Some(limit.min(i64::MAX as u64) as i64))];
-        step_execution::Entity::find()
-            .from_raw_sql(Statement::from_sql_and_values(self.db_backend(), sql, values))
-            .all(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
+        let pick = "state = 'attempting' AND lease_expires_at < $3 ORDER BY lease_expires_at LIMIT $4";
+        self.take_steps("lease_owner = $1, lease_expires_at = $2", pick, owner, now, lease_until, limit).await
     }
 }
 
