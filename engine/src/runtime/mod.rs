@@ -225,9 +225,9 @@ impl Engine {
         }
         *self.current.write().expect("plan cache lock is never poisoned") = current;
         *self.inactive.write().expect("plan cache lock is never poisoned") = inactive;
-        let tx = self.store.begin().await?;
-        let numbers = tx.phone_numbers().await?;
-        drop(tx);
+        // A read of the pool: no write transaction (on SQLite it would wait
+        // for the write turn the workers' commits hold).
+        let numbers = self.store.phone_numbers().await?;
         *self.numbers.write().expect("number cache lock is never poisoned") = Arc::new(numbers);
         Ok(())
     }
