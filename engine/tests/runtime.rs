@@ -769,6 +769,33 @@ engine_test!(running_enrollments_finish_on_their_version, |t| {
     assert_eq!(old_send.output.expect("output")["template"], "welcome");
 });
 
+engine_test!(enrollments_take_the_version_the_database_shows_before_this_process_reloads, |t| {
+    // Another process (the folder watcher of `kairo serve`, a second API
+    // instance) registers a version; this engine has not reloaded yet.
+    let extra = "enrollment:\n  reenroll: always\n  concurrent: true\n";
+    t.load(&api_workflow("versioned", extra, SEND)).await;
+    let v2 = SEND.replace("template: welcome", "template: welcome_v2");
+    let valid = workflow::check(Path::new("test.yaml"), &api_workflow("versioned", extra, &v2), None)
+        .unwrap_or_else(|problems| panic!("test workflow is invalid: {problems:?}"));
+    let saved =
+        kairo_engine::registry::register_workflow(&t.store, &valid, t.clock.now_utc()).await.expect("registered");
+    let ada = t.contact("+1 555 0115", true).await;
+    let id = t.enrolled("versioned", &ada).await;
+    let row = t.store.enrollment(id).await.expect("read").expect("exists");
+    let current = t.store.workflow_by_key("versioned").await.expect("read").expect("exists");
+    assert_eq!(Some(row.workflow_version_id), current.current_version_id, "{saved:?}");
+    t.tick().await;
+    assert_eq!(t.outbound.sent()[0]["template"], "welcome_v2");
+    // A pause the database shows refuses new enrollments at once, too.
+    t.store.set_workflow_state("versioned", WorkflowState::Paused, t.clock.now_utc()).await.expect("paused");
+    let refused = t
+        .engine
+        .enroll(EnrollRequest { workflow: "versioned".into(), contact: ada.id, trigger_data: json!({}) })
+        .await
+        .expect_err("a paused workflow takes no enrollment");
+    assert!(matches!(refused, EngineError::WorkflowNotActive { .. }), "{refused:?}");
+});
+
 engine_test!(events_trigger_enrollments_exactly_once, |t| {
     let yaml = format!(
         "id: welcome\nname: Welcome\ntriggers:\n  - opt_in:\n      number: \"+1 555-000-1111\"\n  - inbound_message:\n      number: \"+1 555-000-1111\"\n      keywords: [PRICE]\nenrollment:\n  reenroll: always\n  concurrent: true\nsteps:{SEND}"

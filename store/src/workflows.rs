@@ -55,6 +55,10 @@ pub struct SavedVersion {
     pub created: bool,
 }
 
+async fn by_key(on: &impl On, key: &str) -> Result<Option<Workflow>, StoreError> {
+    workflow::Entity::find().filter(workflow::Column::Key.eq(key)).one(on.conn()).await.map_err(|e| on.error(e))
+}
+
 async fn version_by_id(on: &impl On, id: WorkflowVersionId) -> Result<Option<WorkflowVersion>, StoreError> {
     workflow_version::Entity::find_by_id(id).one(on.conn()).await.map_err(|e| on.error(e))
 }
@@ -185,11 +189,7 @@ impl Store {
     }
 
     pub async fn workflow_by_key(&self, key: &str) -> Result<Option<Workflow>, StoreError> {
-        workflow::Entity::find()
-            .filter(workflow::Column::Key.eq(key))
-            .one(&self.db)
-            .await
-            .map_err(|e| self.query_error(e))
+        by_key(self, key).await
     }
 
     pub async fn workflow_version(&self, id: WorkflowVersionId) -> Result<Option<WorkflowVersion>, StoreError> {
@@ -198,6 +198,13 @@ impl Store {
 }
 
 impl Tx {
+    /// The workflow `key` as this transaction sees it: enrolling reads its
+    /// current version and state here, so a version the database already
+    /// shows is the one new enrollments take, whatever this process cached.
+    pub async fn workflow_by_key(&self, key: &str) -> Result<Option<Workflow>, StoreError> {
+        by_key(self, key).await
+    }
+
     /// The version an enrollment runs on.
     pub async fn workflow_version(&self, id: WorkflowVersionId) -> Result<Option<WorkflowVersion>, StoreError> {
         version_by_id(self, id).await

@@ -88,7 +88,7 @@ impl Engine {
         rows: Vec<BulkRow>,
         now: DateTime<Utc>,
     ) -> Result<Vec<RowResult>, EngineError> {
-        let plan = self.enrollable_plan(workflow)?;
+        let plan = self.enrollable_plan_in(tx, workflow).await?;
         let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
             return Err(EngineError::NotApiEnrollable { workflow: workflow.into() });
         };

@@ -50,7 +50,9 @@ impl Engine {
     /// Enrolls a contact through the API trigger of the newest version of a
     /// workflow. The trigger's required fields must be in `trigger_data`.
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EngineError> {
-        let plan = self.enrollable_plan(&request.workflow)?;
+        let now = self.now();
+        let tx = self.store.begin().await?;
+        let plan = self.enrollable_plan_in(&tx, &request.workflow).await?;
         let Some(api) = plan.model.triggers.iter().find_map(|t| t.api.as_ref()) else {
             return Err(EngineError::NotApiEnrollable { workflow: request.workflow });
         };
@@ -63,8 +65,6 @@ impl Engine {
         if !missing.is_empty() {
             return Err(EngineError::MissingTriggerData { workflow: request.workflow, missing });
         }
-        let now = self.now();
-        let tx = self.store.begin().await?;
         let contact = tx.contact(request.contact).await?.ok_or(EngineError::UnknownContact(request.contact))?;
         let result = self.enroll_in(&tx, &plan, &contact, "api", request.trigger_data, now).await?;
         tx.commit().await?;
@@ -81,14 +81,14 @@ impl Engine {
         contacts: &[ContactId],
         trigger_data: serde_json::Value,
     ) -> Result<Vec<Enrolled>, EngineError> {
-        let plan = self.enrollable_plan(workflow)?;
-        if !plan.model.triggers.iter().any(|t| t.api.is_some()) {
-            return Err(EngineError::NotApiEnrollable { workflow: workflow.to_string() });
-        }
         let mut results = Vec::with_capacity(contacts.len());
         for chunk in contacts.chunks(500) {
             let now = self.now();
             let tx = self.store.begin().await?;
+            let plan = self.enrollable_plan_in(&tx, workflow).await?;
+            if !plan.model.triggers.iter().any(|t| t.api.is_some()) {
+                return Err(EngineError::NotApiEnrollable { workflow: workflow.to_string() });
+            }
             for id in chunk {
                 let contact = tx.contact(*id).await?.ok_or(EngineError::UnknownContact(*id))?;
                 results.push(self.enroll_in(&tx, &plan, &contact, "api", trigger_data.clone(), now).await?);

@@ -64,7 +64,7 @@ pub use self::worker::{TickReport, WorkerConfig, WorkerReport};
 use kairo_core::clock::Clock;
 use kairo_core::ids::{EnrollmentId, WorkflowVersionId};
 use kairo_core::status::{EnrollmentStatus, StepState};
-use kairo_store::{EnrollmentChange, PhoneNumber, Store, StoreError};
+use kairo_store::{EnrollmentChange, PhoneNumber, Store, StoreError, Tx};
 use kairo_workflow::expr::Renderer;
 
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +282,27 @@ impl Engine {
         match self.inactive.read().expect("plan cache lock is never poisoned").get(key) {
             Some(state) => Err(EngineError::WorkflowNotActive { workflow: key.to_string(), state: *state }),
             None => Err(EngineError::UnknownWorkflow(key.to_string())),
+        }
+    }
+
+    /// The version new enrollments of `key` go into, as `tx` sees the
+    /// workflow: the cache may lag a version the database already shows (a
+    /// file loaded a moment ago, here or by another process), and the API
+    /// must not answer with a version older than `GET /v1/workflows` names.
+    pub(super) async fn enrollable_plan_in(&self, tx: &Tx, key: &str) -> Result<Arc<Plan>, EngineError> {
+        let Some(workflow) = tx.workflow_by_key(key).await? else {
+            return Err(EngineError::UnknownWorkflow(key.to_string()));
+        };
+        let state = kairo_store::WorkflowState::of(&workflow);
+        if state != kairo_store::WorkflowState::Active {
+            return Err(EngineError::WorkflowNotActive { workflow: key.to_string(), state });
+        }
+        let Some(version) = workflow.current_version_id else {
+            return Err(EngineError::UnknownWorkflow(key.to_string()));
+        };
+        match self.current_plan(key) {
+            Some(plan) if plan.version_id == version => Ok(plan),
+            _ => self.plan(version).await,
         }
     }
 
