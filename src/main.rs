@@ -9,6 +9,7 @@ mod serve;
 mod simulate;
 mod sync;
 mod token;
+mod user;
 mod validate;
 
 use std::path::PathBuf;
@@ -108,6 +109,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Create the people who sign in to the inbox and give them passwords.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
     },
     /// Run a workflow for one contact on an in-memory store, with a fake
     /// clock: prints each step, its rendered parameters, each wait (skipped
@@ -229,6 +235,30 @@ pub(crate) enum TokenAction {
     Revoke { name: String },
 }
 
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum UserAction {
+    /// Create a user and print a one-time password (the first sign-in
+    /// chooses a new one).
+    Create {
+        /// Their e-mail: what they sign in with (unique).
+        #[arg(long)]
+        email: String,
+        /// Their name, as agents and contacts see it.
+        #[arg(long)]
+        name: String,
+        /// admin (manages people, teams and numbers too) or agent.
+        #[arg(long, default_value = "agent")]
+        role: String,
+    },
+    /// Print a new one-time password for a user and sign their browsers out.
+    Password {
+        /// The user's e-mail.
+        email: String,
+    },
+    /// List users: e-mail, name, role, state.
+    List,
+}
+
 #[derive(Debug, Clone, Copy, Subcommand)]
 enum MigrateAction {
     /// Apply every pending migration (the default).
@@ -316,6 +346,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { action } => token::token(&config, action).await,
+        Command::User { action } => user::user(&config, action).await,
         Command::Sandbox { action: SandboxAction::Inbound { from, text, to, name, url } } => {
             let args = sandbox::Inbound {
                 from: &from,

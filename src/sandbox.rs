@@ -19,7 +19,8 @@ use kairo_core::clock::Clock;
 use kairo_core::ids::{ThreadId, Wamid};
 use kairo_core::phone::PhoneDigits;
 use kairo_core::secret::Secret;
-use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate, NewUser, Store};
+use kairo_core::status::UserRole;
+use kairo_store::{NewAccount, NewPhoneNumber, NewTemplate, Store};
 use kairo_workflow::Catalog;
 
 /// The demo catalogue the sandbox registers.
@@ -75,23 +76,31 @@ pub async fn register(store: &Store) -> Result<()> {
     seed_people(store, now).await
 }
 
-/// The demo people: the teams the example workflows assign to, each with
-/// an agent, and an admin. (e-mail, name, team)
-pub const DEMO_PEOPLE: &[(&str, &str, Option<&str>)] = &[
-    ("admin@sandbox.kairo.test", "Ada Admin", None),
-    ("sam@sandbox.kairo.test", "Sam Support", Some("Support")),
-    ("sally@sandbox.kairo.test", "Sally Sales", Some("Sales")),
+/// The demo people: an admin and, in each team the example workflows
+/// assign to, an agent. (e-mail, name, role, team)
+pub const DEMO_PEOPLE: &[(&str, &str, UserRole, Option<&str>)] = &[
+    ("admin@sandbox.kairo.test", "Ada Admin", UserRole::Admin, None),
+    ("sam@sandbox.kairo.test", "Sam Support", UserRole::Agent, Some("Support")),
+    ("sally@sandbox.kairo.test", "Sally Sales", UserRole::Agent, Some("Sales")),
 ];
 
-/// Creates the demo users and teams that are missing; leaves the others.
+/// The demo people's password in the sandbox (printed in the banner; the
+/// sandbox listens on loopback by default and sends nothing anywhere).
+pub const DEMO_PASSWORD: &str = "kairo-sandbox";
+
+/// Creates the demo users and teams that are missing, and gives a demo
+/// user without a password the demo one; leaves the others.
 async fn seed_people(store: &Store, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
     let users = store.list_users().await?;
     let teams = store.list_teams().await?;
-    for (email, name, team) in DEMO_PEOPLE {
+    for (email, name, role, team) in DEMO_PEOPLE {
         let user = match users.iter().find(|u| u.email == *email) {
             Some(user) => user.clone(),
-            None => store.insert_user(NewUser { email: email.to_string(), name: name.to_string() }, now).await?,
+            None => kairo_engine::people::create_user(store, email, name, *role, now).await?,
         };
+        if store.password_of(user.id).await?.is_none() {
+            kairo_engine::people::choose_password(store, &user, DEMO_PASSWORD, now).await?;
+        }
         let Some(team_name) = team else { continue };
         let (team, members) = match teams.iter().find(|(t, _)| t.name == *team_name) {
             Some((team, members)) => (team.clone(), members.clone()),
@@ -112,15 +121,15 @@ pub fn announce(listen: &str) {
         "\n  SANDBOX MODE: no WhatsApp account is configured.\n  \
          Nothing is sent to WhatsApp: sends are recorded in the inbox (GET /v1/threads).\n  \
          Demo numbers: {}.\n  \
-         Demo people: {}.\n  \
+         Demo people (password {DEMO_PASSWORD}): {}.\n  \
          Try a contact opting in:  kairo sandbox inbound --from \"+44 7700 900123\" --text YES --url http://{listen}\n  \
          Configure [whatsapp] in kairo.toml (docs/operations.md) to send for real.\n",
         numbers.join(", "),
         DEMO_PEOPLE
             .iter()
-            .map(|(email, _, team)| match team {
-                Some(team) => format!("{email} ({team})"),
-                None => format!("{email} (admin)"),
+            .map(|(email, _, role, team)| match team {
+                Some(team) => format!("{email} ({}, {team})", role.as_str()),
+                None => format!("{email} ({})", role.as_str()),
             })
             .collect::<Vec<_>>()
             .join(", ")

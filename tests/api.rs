@@ -293,6 +293,20 @@ async fn threads_by_window_and_last_message_views_renamed_and_deleted_people_by_
     // People by email and by name.
     let sam = api.post("/v1/users", &api.admin, json!({"email": "sam@example.com", "name": "Sam"})).await;
     assert_eq!(sam.status, 201, "{}", sam.body);
+    // An agent unless asked otherwise, with a one-time password shown in
+    // this answer only (#17).
+    assert_eq!(sam.body["role"], "agent", "{}", sam.body);
+    let once = sam.body["one_time_password"].as_str().expect("a one-time password in the create answer");
+    assert_eq!(once.len(), 19, "{once}");
+    let ada =
+        api.post("/v1/users", &api.admin, json!({"email": "ada@example.com", "name": "Ada", "role": "admin"})).await;
+    assert_eq!((ada.status, &ada.body["role"]), (201, &json!("admin")), "{}", ada.body);
+    let bad_role =
+        api.post("/v1/users", &api.admin, json!({"email": "b@example.com", "name": "B", "role": "owner"})).await;
+    assert_eq!(bad_role.status, 422, "{}", bad_role.body);
+    let listed = api.get("/v1/users", &api.inbox).await;
+    assert!(!listed.body.to_string().contains("one_time_password"), "{}", listed.body);
+    assert!(!listed.body.to_string().contains(once), "the password is never listed: {}", listed.body);
     let team = api.post("/v1/teams", &api.admin, json!({"name": "Night shift", "members": ["SAM@example.com"]})).await;
     assert_eq!(team.status, 201, "{}", team.body);
     assert_eq!(team.body["members"][0], sam.body["id"]);

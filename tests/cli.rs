@@ -40,7 +40,7 @@ fn version_prints_the_package_version() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("kairo {}", env!("CARGO_PKG_VERSION")));
     // The schema version it promises: the number of migrations and the last one.
-    assert!(lines[1].starts_with("database schema ") && lines[1].contains("_unique_phone)"), "{text}");
+    assert!(lines[1].starts_with("database schema ") && lines[1].contains("_sign_in)"), "{text}");
 }
 
 #[test]
@@ -198,4 +198,67 @@ fn numbers_resume_takes_a_number_written_as_several_words() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no business number `+1 555-000-1111`"));
+}
+
+/// `kairo user` from an operator's shell (#17): the first admin of a new
+/// install, a reset, and the mistakes an operator makes; on both databases.
+async fn users_are_created_and_given_passwords_from_the_command_line(url: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| kairo(dir.path()).env("KAIRO_DATABASE_URL", url).args(args).output().expect("runs");
+    assert!(run(&["migrate"]).status.success());
+    let created = run(&["user", "create", "--email", "Ada@Example.com", "--name", "Ada", "--role", "admin"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let first = String::from_utf8(created.stdout).expect("utf-8").trim().to_string();
+    assert_eq!(first.len(), 19, "only the password on stdout: {first}");
+    let told = String::from_utf8_lossy(&created.stderr).to_string();
+    assert!(told.contains("ada@example.com") && told.contains("admin") && told.contains("one-time"), "{told}");
+
+    let store = kairo_store::Store::open(&kairo_store::DatabaseUrl::new(url)).await.expect("open");
+    let ada = store.user_by_email("ada@example.com").await.expect("read").expect("created");
+    assert_eq!(ada.role, kairo_core::status::UserRole::Admin);
+    let check = |password: String| {
+        let (store, ada) = (store.clone(), ada.clone());
+        async move { kairo_engine::people::check_password(&store, &ada, &password).await.expect("check") }
+    };
+    assert_eq!(check(first.clone()).await, Some(true), "the printed password signs in, once");
+    assert_eq!(check("not-the-password".into()).await, None);
+
+    let again = run(&["user", "create", "--email", "ada@example.com", "--name", "Ada"]);
+    assert_eq!(again.status.code(), Some(2));
+    let told = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(told.contains("already exists") && told.contains("kairo user password ada@example.com"), "{told}");
+    let bad = run(&["user", "create", "--email", "bo@example.com", "--name", "Bo", "--role", "owner"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use admin or agent"));
+    let bad = run(&["user", "create", "--email", "not-an-email", "--name", "Bo"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an e-mail address"));
+
+    let reset = run(&["user", "password", "ada@example.com"]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let second = String::from_utf8(reset.stdout).expect("utf-8").trim().to_string();
+    assert_ne!(second, first);
+    assert_eq!(check(first).await, None, "the old password no longer signs in");
+    assert_eq!(check(second).await, Some(true));
+    let unknown = run(&["user", "password", "nobody@example.com"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user with e-mail nobody@example.com"));
+
+    let listed = String::from_utf8(run(&["user", "list"]).stdout).expect("utf-8");
+    assert!(listed.contains("ada@example.com") && listed.contains("admin") && listed.contains("active"), "{listed}");
+    assert!(!listed.contains('$'), "no hash is listed: {listed}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn users_are_created_and_given_passwords_from_the_command_line_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    users_are_created_and_given_passwords_from_the_command_line(&url).await;
+}
+
+#[tokio::test]
+async fn users_are_created_and_given_passwords_from_the_command_line_on_postgres() {
+    let db = TestDb::postgres().await;
+    users_are_created_and_given_passwords_from_the_command_line(&db.raw_url()).await;
 }

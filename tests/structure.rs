@@ -62,6 +62,8 @@ const WRITERS: &[(&str, &str)] = &[
     ("teams", "people.rs"),
     ("team_members", "people.rs"),
     ("assignment_rules", "people.rs"),
+    ("user_passwords", "sessions.rs"),
+    ("web_sessions", "sessions.rs"),
     ("threads", "threads.rs"),
     ("messages", "messages.rs"),
     ("pending_statuses", "messages.rs"),

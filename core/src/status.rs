@@ -33,6 +33,36 @@ pub enum ConsentSource {
     Operator,
 }
 
+/// What a person may do in the web pages: an agent answers threads; an
+/// admin also manages people, teams and numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize, utoipa::ToSchema)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    #[sea_orm(string_value = "agent")]
+    Agent,
+    #[sea_orm(string_value = "admin")]
+    Admin,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Agent => "agent",
+            UserRole::Admin => "admin",
+        }
+    }
+
+    /// `agent` or `admin`, as typed on a command line or in a request.
+    pub fn parse(text: &str) -> Option<UserRole> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "agent" => Some(UserRole::Agent),
+            "admin" => Some(UserRole::Admin),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize, utoipa::ToSchema)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]

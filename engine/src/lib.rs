@@ -10,6 +10,7 @@
 
 pub mod group_commit;
 pub mod inbox;
+pub mod people;
 pub mod registry;
 pub mod runtime;
 

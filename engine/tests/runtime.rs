@@ -963,7 +963,14 @@ engine_test!(ensure_thread_and_round_robin_assign_an_owner, |t| {
     let now = t.clock.now_utc();
     let team = t.store.insert_team("Sales", now).await.expect("team");
     for email in ["ana@example.com", "ben@example.com"] {
-        let user = t.store.insert_user(NewUser { email: email.into(), name: email.into() }, now).await.expect("user");
+        let user = t
+            .store
+            .insert_user(
+                NewUser { email: email.into(), name: email.into(), role: kairo_core::status::UserRole::Agent },
+                now,
+            )
+            .await
+            .expect("user");
         t.store.add_team_member(team.id, user.id, now).await.expect("member");
     }
     let steps = r#"
@@ -1592,7 +1599,10 @@ engine_test!(assign_owner_assigns_the_thread_of_the_enrollments_own_conversation
     let team = t.store.insert_team("Support", t.clock.now_utc()).await.expect("team");
     let agent = t
         .store
-        .insert_user(NewUser { email: "sam@example.com".into(), name: "Sam".into() }, t.clock.now_utc())
+        .insert_user(
+            NewUser { email: "sam@example.com".into(), name: "Sam".into(), role: kairo_core::status::UserRole::Agent },
+            t.clock.now_utc(),
+        )
         .await
         .expect("user");
     t.store.add_team_member(team.id, agent.id, t.clock.now_utc()).await.expect("member");

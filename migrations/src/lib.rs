@@ -23,6 +23,7 @@ mod m20261125_000005_send_settlement;
 mod m20261127_000006_http_api;
 mod m20261201_000007_trust;
 mod m20261202_000008_unique_phone;
+mod m20261205_000009_sign_in;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000006_http_api::Migration),
             Box::new(m20261201_000007_trust::Migration),
             Box::new(m20261202_000008_unique_phone::Migration),
+            Box::new(m20261205_000009_sign_in::Migration),
         ]
     }
 }

@@ -123,6 +123,30 @@ entity!(user, "users", {
     pub name: String,
     pub created_at: DateTimeUtc,
     pub deactivated_at: Option<DateTimeUtc>,
+    pub role: UserRole,
+});
+
+entity!(user_password, "user_passwords", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: UserId,
+    /// An argon2id PHC string; never shown, never logged.
+    #[serde(skip)]
+    pub hash: String,
+    pub one_time: bool,
+    pub set_at: DateTimeUtc,
+});
+
+entity!(web_session, "web_sessions", {
+    /// SHA-256 (hex) of the cookie's secret; the secret itself is not kept.
+    #[sea_orm(primary_key, auto_increment = false)]
+    #[serde(skip)]
+    pub id: String,
+    pub user_id: UserId,
+    #[serde(skip)]
+    pub csrf_token: String,
+    pub created_at: DateTimeUtc,
+    pub last_seen_at: DateTimeUtc,
+    pub expires_at: DateTimeUtc,
 });
 
 entity!(team, "teams", {
@@ -195,6 +219,8 @@ entity!(message, "messages", {
     pub failed_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The agent who sent this reply; none for workflow sends and inbound messages.
+    pub sent_by_user_id: Option<UserId>,
 });
 
 entity!(pending_status, "pending_statuses", {

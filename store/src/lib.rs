@@ -30,6 +30,7 @@ mod people;
 mod reports;
 mod saved_views;
 mod schedules;
+mod sessions;
 mod steps;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -65,6 +66,7 @@ pub use self::paging::Page;
 pub use self::people::{AssignmentRule, NewAssignmentRule, NewUser, OwnerChoice, Team, UnknownOwner, User};
 pub use self::reports::{Funnel, HistoryEntry, StepCounts, UnfinishedSteps, VersionReport};
 pub use self::saved_views::{NewSavedView, SavedView};
+pub use self::sessions::{NewWebSession, UserPassword, WebSession};
 pub use self::steps::{NewStepExecution, RunRows, StepExecution, StepRecord, StepSpan};
 pub use self::threads::{NewThread, Thread, ThreadCursor, ThreadFilter, ThreadSort, WindowFilter};
 pub use self::timers::{DueTimer, NewTimer, NewTimerRow, Timer};

@@ -16,7 +16,7 @@ use super::entities::{message, pending_status, thread};
 use super::tx::BATCH_CHUNK;
 use super::{Contact, Store, StoreError, Tx};
 use kairo_core::channel::StatusUpdate;
-use kairo_core::ids::{ContactId, EnrollmentId, MessageId, PhoneNumberId, StepExecutionId, ThreadId, Wamid};
+use kairo_core::ids::{ContactId, EnrollmentId, MessageId, PhoneNumberId, StepExecutionId, ThreadId, UserId, Wamid};
 use kairo_core::status::{DeliveryStatus, Direction};
 
 /// A delivery status as stored and as WhatsApp names it.
@@ -163,6 +163,8 @@ pub struct NewMessage {
     pub enrollment_id: Option<EnrollmentId>,
     pub step_execution_id: Option<StepExecutionId>,
     pub occurred_at: DateTime<Utc>,
+    /// The agent who sent it (an inbox reply from the web pages or the API).
+    pub sent_by: Option<UserId>,
 }
 
 /// A new message row, in the state it is first recorded in.
@@ -191,6 +193,7 @@ pub(super) fn message_row(new: NewMessage, now: DateTime<Utc>) -> message::Activ
         failed_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        sent_by_user_id: Set(new.sent_by),
     }
 }
 

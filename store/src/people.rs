@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::entities::{assignment_rule, team, team_member, user};
 use super::{Store, StoreError, Tx};
 use kairo_core::ids::{PhoneNumberId, TeamId, UserId};
+use kairo_core::status::UserRole;
 
 /// Who a thread goes to (the `assign_owner` step).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,7 @@ pub type AssignmentRule = assignment_rule::Model;
 pub struct NewUser {
     pub email: String,
     pub name: String,
+    pub role: UserRole,
 }
 
 /// Assign new inbound threads on a number to a user, or round-robin within a team.
@@ -137,6 +139,7 @@ impl Store {
             name: Set(new.name),
             created_at: Set(now),
             deactivated_at: Set(None),
+            role: Set(new.role),
         };
         user::Entity::insert(row)
             .exec_with_returning(&self.db)
@@ -146,6 +149,26 @@ impl Store {
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         user::Entity::find_by_id(id).one(&self.db).await.map_err(|e| self.query_error(e))
+    }
+
+    /// The user with this e-mail (stored lowercased), active or not.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        user::Entity::find()
+            .filter(user::Column::Email.eq(email.trim().to_lowercase()))
+            .one(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// Changes what a user may do; returns the user, None when unknown.
+    pub async fn set_user_role(&self, id: UserId, role: UserRole) -> Result<Option<User>, StoreError> {
+        user::Entity::update_many()
+            .col_expr(user::Column::Role, Expr::value(role))
+            .filter(user::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        self.user(id).await
     }
 
     pub async fn insert_team(&self, name: &str, now: DateTime<Utc>) -> Result<Team, StoreError> {

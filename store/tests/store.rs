@@ -85,6 +85,7 @@ fn inbound(thread: ThreadId, wamid: &str) -> NewMessage {
         enrollment_id: None,
         step_execution_id: None,
         occurred_at: t0(),
+        sent_by: None,
     }
 }
 
@@ -161,8 +162,17 @@ store_test!(every_entity_round_trips, |store| {
     assert_eq!(history[0].keyword.as_deref(), Some("YES"));
     assert_eq!(history[0].wamid, Some(Wamid("wamid.in.1".into())));
 
-    let agent =
-        store.insert_user(NewUser { email: "agent@acme.test".into(), name: "Agent".into() }, t0()).await.expect("user");
+    let agent = store
+        .insert_user(
+            NewUser {
+                email: "agent@acme.test".into(),
+                name: "Agent".into(),
+                role: kairo_core::status::UserRole::Agent,
+            },
+            t0(),
+        )
+        .await
+        .expect("user");
     assert_eq!(store.user(agent.id).await.expect("get user"), Some(agent.clone()));
     let team = store.insert_team("Support", t0()).await.expect("team");
     store.add_team_member(team.id, agent.id, t0()).await.expect("member");
@@ -414,8 +424,19 @@ store_test!(contacts_are_found_by_phone_or_mobile_phone, |store| {
 });
 
 store_test!(unique_names_are_refused_with_a_duplicate_error, |store| {
-    store.insert_user(NewUser { email: "a@acme.test".into(), name: "A".into() }, t0()).await.expect("first");
-    let again = store.insert_user(NewUser { email: "a@acme.test".into(), name: "A2".into() }, t0()).await;
+    store
+        .insert_user(
+            NewUser { email: "a@acme.test".into(), name: "A".into(), role: kairo_core::status::UserRole::Agent },
+            t0(),
+        )
+        .await
+        .expect("first");
+    let again = store
+        .insert_user(
+            NewUser { email: "a@acme.test".into(), name: "A2".into(), role: kairo_core::status::UserRole::Agent },
+            t0(),
+        )
+        .await;
     match again {
         Err(err @ StoreError::Duplicate { .. }) => {
             assert!(err.to_string().contains("user a@acme.test already exists"), "{err}")

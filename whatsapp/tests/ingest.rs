@@ -114,6 +114,7 @@ async fn sent_template(store: &Store, number: &PhoneNumber) -> Message {
                 enrollment_id: None,
                 step_execution_id: None,
                 occurred_at: t0(),
+                sent_by: None,
             },
             t0(),
         )
@@ -327,7 +328,13 @@ store_test!(new_threads_are_assigned_round_robin_within_the_team, |store| {
     let team = store.insert_team("Support", t0()).await.expect("team");
     let mut agents = Vec::new();
     for email in ["a@acme.test", "b@acme.test"] {
-        let user = store.insert_user(NewUser { email: email.into(), name: email.into() }, t0()).await.expect("user");
+        let user = store
+            .insert_user(
+                NewUser { email: email.into(), name: email.into(), role: kairo_core::status::UserRole::Agent },
+                t0(),
+            )
+            .await
+            .expect("user");
         store.add_team_member(team.id, user.id, t0() + Duration::seconds(agents.len() as i64)).await.expect("member");
         agents.push(user.id);
     }

@@ -12,7 +12,8 @@ use super::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use kairo_core::ids::{TeamId, UserId};
-use kairo_store::{NewUser, StoreError, Team, User};
+use kairo_core::status::UserRole;
+use kairo_store::{StoreError, Team, User};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +22,9 @@ pub struct NewUserBody {
     pub email: String,
     #[schema(min_length = 1)]
     pub name: String,
+    /// `agent` (the default) or `admin`.
+    #[serde(default)]
+    pub role: Option<UserRole>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -28,9 +32,14 @@ pub struct UserView {
     pub id: UserId,
     pub email: String,
     pub name: String,
+    pub role: UserRole,
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub deactivated_at: Option<DateTime<Utc>>,
+    /// Only in the answer to a create: the password to sign in with once
+    /// (the first sign-in chooses a new one). Shown once, never kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_time_password: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -69,9 +78,11 @@ impl From<User> for UserView {
             id: u.id,
             email: u.email,
             name: u.name,
+            role: u.role,
             active: u.deactivated_at.is_none(),
             created_at: u.created_at,
             deactivated_at: u.deactivated_at,
+            one_time_password: None,
         }
     }
 }
@@ -87,7 +98,7 @@ fn team_view(t: Team, members: Vec<UserId>) -> TeamView {
     }
 }
 
-/// Create an inbox agent.
+/// Create an inbox agent or admin; the answer carries their one-time password (shown once).
 #[utoipa::path(post, path = "/v1/users", tag = "people", request_body = NewUserBody,
     responses((status = 201, body = UserView), (status = 409, description = "Email taken", body = ErrorBody),
         (status = 422, body = ErrorBody)),
@@ -97,31 +108,24 @@ pub async fn create_user(
     _caller: Caller,
     ApiJson(body): ApiJson<NewUserBody>,
 ) -> Result<(StatusCode, ApiJson<UserView>), ApiError> {
-    let email = body.email.trim().to_lowercase();
-    if !email.contains('@')
-        || email.starts_with('@')
-        || email.ends_with('@')
-        || email.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(ApiError::unprocessable("invalid_email", format!("`{}` is not an email address", body.email)));
-    }
-    if body.name.trim().is_empty() {
-        return Err(ApiError::unprocessable("invalid_name", "a user needs a name"));
-    }
-    if body.name.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "a user's name holds no control characters (line breaks, tabs…)",
-        ));
-    }
-    let new = NewUser { email: email.clone(), name: body.name.trim().to_string() };
-    match state.engine.store().insert_user(new, state.engine.now()).await {
-        Ok(user) => Ok((StatusCode::CREATED, ApiJson(user.into()))),
-        Err(StoreError::Duplicate { .. }) => {
-            Err(ApiError::conflict("email_taken", format!("a user with email {email} already exists")))
-        }
-        Err(err) => Err(err.into()),
-    }
+    use kairo_engine::people::{PeopleError, create_user, reset_password};
+    let store = state.engine.store();
+    let now = state.engine.now();
+    let role = body.role.unwrap_or(UserRole::Agent);
+    let user = create_user(store, &body.email, &body.name, role, now).await.map_err(|err| match err {
+        PeopleError::InvalidEmail(_) => ApiError::unprocessable("invalid_email", err.to_string()),
+        PeopleError::EmptyName | PeopleError::ControlInName => ApiError::unprocessable("invalid_name", err.to_string()),
+        PeopleError::EmailTaken(_) => ApiError::conflict("email_taken", err.to_string()),
+        PeopleError::Store(err) => err.into(),
+        other => ApiError::unprocessable("invalid_user", other.to_string()),
+    })?;
+    let password = reset_password(store, &user, now).await.map_err(|err| match err {
+        PeopleError::Store(err) => ApiError::from(err),
+        other => ApiError::unprocessable("invalid_user", other.to_string()),
+    })?;
+    let mut view = UserView::from(user);
+    view.one_time_password = Some(password.expose().to_string());
+    Ok((StatusCode::CREATED, ApiJson(view)))
 }
 
 /// Every user, by name.
@@ -132,7 +136,7 @@ pub async fn list_users(State(state): State<ApiState>, _caller: Caller) -> Resul
     Ok(ApiJson(UserList { items: users.into_iter().map(UserView::from).collect() }))
 }
 
-/// Deactivate a user: no new threads, out of every round robin.
+/// Deactivate a user: no new threads, out of every round robin, signed out of the web pages at once.
 #[utoipa::path(post, path = "/v1/users/{id}/deactivate", tag = "people", params(("id" = String, Path, description = "The user's id or email")),
     responses((status = 200, body = UserView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn deactivate_user(
@@ -142,6 +146,9 @@ pub async fn deactivate_user(
 ) -> Result<ApiJson<UserView>, ApiError> {
     let id = resolve_user(&state, &id, "the path").await.map_err(not_found_in_path)?.id;
     let user = state.engine.store().deactivate_user(id, state.engine.now()).await?;
+    // Their sessions would be refused anyway (a session is read with its
+    // user); ending them keeps the table tidy.
+    state.engine.store().end_web_sessions_of(id).await?;
     user.map(|u| ApiJson(u.into())).ok_or_else(|| ApiError::not_found(format_args!("user {id}")))
 }
 

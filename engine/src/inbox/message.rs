@@ -53,6 +53,7 @@ fn inbound_row(thread: &Thread, inbound: &InboundMessage) -> NewMessage {
         enrollment_id: None,
         step_execution_id: None,
         occurred_at: inbound.occurred_at,
+        sent_by: None,
     }
 }
 

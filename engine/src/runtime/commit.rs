@@ -286,6 +286,7 @@ pub(super) fn outbound_record(
         enrollment_id: Some(execution.enrollment_id),
         step_execution_id: Some(execution.id),
         occurred_at: now,
+        sent_by: None,
     };
     OutboundRecord { contact: contact.clone(), number: send.number, message }
 }

@@ -276,5 +276,6 @@ fn reply_row(thread: &Thread, content: &ReplyContent, now: DateTime<Utc>) -> New
         enrollment_id: None,
         step_execution_id: None,
         occurred_at: now,
+        sent_by: None,
     }
 }

@@ -246,7 +246,11 @@ async fn seed_owners(store: &Store, workflow: &ValidWorkflow, now: DateTime<Utc>
         if let Some(email) = &owner.user
             && store.list_users().await?.iter().all(|u| u.email != email.value)
         {
-            let new = kairo_store::NewUser { email: email.value.clone(), name: email.value.clone() };
+            let new = kairo_store::NewUser {
+                email: email.value.clone(),
+                name: email.value.clone(),
+                role: kairo_core::status::UserRole::Agent,
+            };
             store.insert_user(new, now).await?;
         }
         for team in [&owner.team, &owner.round_robin].into_iter().flatten() {
@@ -255,6 +259,7 @@ async fn seed_owners(store: &Store, workflow: &ValidWorkflow, now: DateTime<Utc>
                 let agent = kairo_store::NewUser {
                     email: format!("agent@{}.simulation", team.name.to_lowercase().replace(' ', "-")),
                     name: format!("{} agent", team.name),
+                    role: kairo_core::status::UserRole::Agent,
                 };
                 let agent = store.insert_user(agent, now).await?;
                 store.add_team_member(team.id, agent.id, now).await?;
