@@ -38,6 +38,7 @@ const SECRET_ENV_KEYS: &[(&str, &str)] = &[
     ("database_acquire_timeout_secs", "database.acquire_timeout_secs"),
     ("api_max_body_bytes", "api.max_body_bytes"),
     ("api_max_bulk_bytes", "api.max_bulk_bytes"),
+    ("api_secure_cookies", "api.secure_cookies"),
     ("whatsapp_graph_url", "whatsapp.graph_url"),
     ("whatsapp_graph_version", "whatsapp.graph_version"),
     ("whatsapp_timeout_secs", "whatsapp.timeout_secs"),

@@ -70,8 +70,14 @@ pub async fn serve(config: &Config) -> Result<()> {
         failed_auth: Default::default(),
         settings: config.api.clone(),
     };
-    let app =
-        api::router(api::AppState { store: store.clone(), webhook, api: Some(api_state), metrics: Some(metrics) });
+    let web = api::web::WebState::start(api_state.clone(), shutdown.clone());
+    let app = api::router(api::AppState {
+        store: store.clone(),
+        webhook,
+        api: Some(api_state),
+        metrics: Some(metrics),
+        web: Some(web),
+    });
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();

@@ -1,5 +1,6 @@
 //! The HTTP surface of `kairo serve`: health, readiness, metrics, the
-//! WhatsApp webhook endpoint and the `/v1` API with its OpenAPI document.
+//! WhatsApp webhook endpoint, the `/v1` API with its OpenAPI document, and
+//! the web pages (sign-in and the inbox).
 //!
 //! Invariant: handlers never send internals to clients; an error becomes a
 //! JSON body with a code and a message.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod metrics;
 mod settings;
 pub mod v1;
+pub mod web;
 pub mod webhook;
 
 pub use self::settings::ApiSettings;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub api: Option<v1::ApiState>,
     /// Prometheus metrics at `/metrics`, when a recorder is installed.
     pub metrics: Option<metrics::Metrics>,
+    /// The web pages (sign-in, the inbox); `None` serves no page.
+    pub web: Option<web::WebState>,
 }
 
 /// The whole HTTP application, ready to serve.
@@ -40,6 +44,9 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     if let Some(api) = state.api.clone() {
         router = router.nest("/v1", v1::router(api));
+    }
+    if let Some(web) = state.web.clone() {
+        router = router.merge(web::router(web));
     }
     router
         .route("/metrics", get(metrics::render))

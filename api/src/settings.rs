@@ -15,6 +15,10 @@ pub struct ApiSettings {
     /// The largest bulk enrollment body (NDJSON or CSV), in bytes.
     #[serde(default = "default_max_bulk_body")]
     pub max_bulk_bytes: u64,
+    /// The pages' cookies are `Secure` (sent over HTTPS only): set it when
+    /// Kairo is reached through HTTPS (a TLS-terminating proxy).
+    #[serde(default)]
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiSettings {
@@ -23,6 +27,7 @@ impl Default for ApiSettings {
             rate_limit: default_rate_limit(),
             max_body_bytes: default_max_body(),
             max_bulk_bytes: default_max_bulk_body(),
+            secure_cookies: false,
         }
     }
 }

@@ -8,13 +8,25 @@
 //! - A password printed by Kairo (a new user's, a reset) is `one_time`:
 //!   the first sign-in with it must choose a new one.
 //! - Setting a password ends the user's other sessions.
+//! - A browser session is known by a 256-bit secret in its cookie; the
+//!   database keeps only the secret's SHA-256, so a copy of the database
+//!   signs nobody in. A session ends at once when its user is deactivated.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
 
 use kairo_core::secret::Secret;
 use kairo_core::status::UserRole;
-use kairo_store::{NewUser, Store, StoreError, User};
+use kairo_store::{NewUser, NewWebSession, Store, StoreError, User, WebSession};
+use sha2::{Digest, Sha256};
+
+/// How long a browser stays signed in without being used: a working day
+/// and a night, as HubSpot's and Chatwoot's inboxes keep an agent in.
+pub const SESSION_IDLE: chrono::Duration = chrono::Duration::hours(16);
+
+/// A session's expiry moves on at most once a minute (a write per page
+/// view otherwise).
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The shortest password a person may choose.
 pub const MIN_PASSWORD_CHARS: usize = 10;
@@ -131,6 +143,97 @@ pub async fn hash_password(password: &str) -> String {
     })
     .await
     .expect("the hashing task does not panic")
+}
+
+/// Why a sign-in was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The same answer for an unknown e-mail and a wrong password, so that
+    /// sign-in does not tell which e-mails have an account.
+    #[error("the e-mail or the password is not right")]
+    WrongCredentials,
+    #[error("this account is deactivated: ask an admin to reactivate it")]
+    Deactivated,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Someone who gave the right password.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: User,
+    /// The password was a one-time one: a new one must be chosen first.
+    pub must_choose_password: bool,
+}
+
+/// Checks an e-mail and password.
+pub async fn sign_in(store: &Store, email: &str, password: &str) -> Result<SignedIn, SignInError> {
+    let Ok(email) = normalize_email(email) else {
+        let _ = hash_password(password).await;
+        return Err(SignInError::WrongCredentials);
+    };
+    let Some(user) = store.user_by_email(&email).await? else {
+        let _ = hash_password(password).await;
+        return Err(SignInError::WrongCredentials);
+    };
+    let checked = check_password(store, &user, password).await.map_err(|e| match e {
+        PeopleError::Store(e) => SignInError::Store(e),
+        _ => SignInError::WrongCredentials,
+    })?;
+    let Some(one_time) = checked else { return Err(SignInError::WrongCredentials) };
+    if user.deactivated_at.is_some() {
+        return Err(SignInError::Deactivated);
+    }
+    Ok(SignedIn { user, must_choose_password: one_time })
+}
+
+/// A new browser session: the cookie's secret (to set once, never kept)
+/// and the stored session with its CSRF token.
+pub async fn start_session(store: &Store, user: &User, now: DateTime<Utc>) -> Result<(Secret, WebSession), StoreError> {
+    let cookie = random_token();
+    let new = NewWebSession {
+        id_hash: session_hash(cookie.expose()),
+        user_id: user.id,
+        csrf_token: random_token().expose().to_string(),
+        expires_at: now + SESSION_IDLE,
+    };
+    let session = store.create_web_session(new, now).await?;
+    Ok((cookie, session))
+}
+
+/// The session a cookie's secret opens and its user, when it has not
+/// expired and the user is active; its expiry moves on as it is used.
+pub async fn session_of(
+    store: &Store,
+    cookie: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(WebSession, User)>, StoreError> {
+    let hash = session_hash(cookie);
+    let Some((session, user)) = store.web_session(&hash, now).await? else { return Ok(None) };
+    if now - session.last_seen_at >= TOUCH_EVERY {
+        store.touch_web_session(&hash, now + SESSION_IDLE, now).await?;
+    }
+    Ok(Some((session, user)))
+}
+
+/// Signs one browser out.
+pub async fn end_session(store: &Store, cookie: &str) -> Result<(), StoreError> {
+    store.end_web_session(&session_hash(cookie)).await
+}
+
+/// What the database keeps of a cookie's secret.
+pub fn session_hash(cookie: &str) -> String {
+    Sha256::digest(cookie.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 256 bits: three v4 UUIDs from the operating system's generator (366
+/// random bits) through SHA-256, as 64 hex digits.
+fn random_token() -> Secret {
+    let mut hasher = Sha256::new();
+    for _ in 0..3 {
+        hasher.update(uuid::Uuid::new_v4().as_bytes());
+    }
+    Secret::new(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// Sixteen characters from an alphabet without look-alikes (no 0/O, 1/l/I),

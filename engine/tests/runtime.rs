@@ -1547,17 +1547,17 @@ engine_test!(a_reply_makes_the_checks_a_workflow_send_makes, |t| {
             .expect("pause")
     );
     t.engine.refresh().await.expect("refresh");
-    let refused = t.engine.reply(thread.id, ReplyContent::Text { text: "hi".into() }).await;
+    let refused = t.engine.reply(thread.id, ReplyContent::Text { text: "hi".into() }, None).await;
     assert!(matches!(refused, Err(ReplyError::NumberPaused { .. })), "{refused:?}");
     assert!(t.outbound.sent().is_empty(), "nothing left a paused number");
     assert!(t.store.resume_number(t.number.id, t.clock.now_utc()).await.expect("resume"));
     t.engine.refresh().await.expect("refresh");
-    t.engine.reply(thread.id, ReplyContent::Text { text: "hi".into() }).await.expect("sent after the resume");
+    t.engine.reply(thread.id, ReplyContent::Text { text: "hi".into() }, None).await.expect("sent after the resume");
     assert_eq!(t.outbound.sent().len(), 1);
     // A credentials answer to a reply pauses the number as a step's would.
     t.outbound
         .fail_next(CallError { code: Some(190), ..CallError::new(FailureKind::Auth, "Invalid OAuth access token") });
-    let failed = t.engine.reply(thread.id, ReplyContent::Text { text: "again".into() }).await;
+    let failed = t.engine.reply(thread.id, ReplyContent::Text { text: "again".into() }, None).await;
     assert!(matches!(failed, Err(ReplyError::Refused(_))), "{failed:?}");
     let number = t.store.phone_number_by_graph_id(&t.number.graph_id).await.expect("read").expect("number");
     assert!(number.paused_at.is_some(), "the bad token paused the number");
@@ -1770,7 +1770,7 @@ engine_test!(a_reply_on_a_closed_thread_reopens_it, |t| {
     inbound_text(&t, "wamid.closed.1", "15550195", "thanks, all good").await;
     let thread = t.store.open_thread_of(ada.id, t.number.id).await.expect("q").expect("a thread");
     assert!(t.store.close_thread(thread.id, t.clock.now_utc()).await.expect("close"));
-    let sent = t.engine.reply(thread.id, ReplyContent::Text { text: "one more thing".into() }).await;
+    let sent = t.engine.reply(thread.id, ReplyContent::Text { text: "one more thing".into() }, None).await;
     assert!(sent.is_ok(), "{sent:?}");
     let reopened = t.store.thread(thread.id).await.expect("q").expect("thread");
     assert_eq!(reopened.status, ThreadStatus::Open);

@@ -24,6 +24,7 @@ mod m20261127_000006_http_api;
 mod m20261201_000007_trust;
 mod m20261202_000008_unique_phone;
 mod m20261205_000009_sign_in;
+mod m20261206_000010_inbox_live;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_trust::Migration),
             Box::new(m20261202_000008_unique_phone::Migration),
             Box::new(m20261205_000009_sign_in::Migration),
+            Box::new(m20261206_000010_inbox_live::Migration),
         ]
     }
 }

@@ -186,6 +186,21 @@ impl Store {
         contact_by_id(self, id).await
     }
 
+    /// Contacts by id (a page of the inbox's list names them), in chunks
+    /// that stay under SQLite's parameter limit.
+    pub async fn contacts_by_ids(&self, ids: &[ContactId]) -> Result<Vec<Contact>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let rows = contact::Entity::find()
+                .filter(contact::Column::Id.is_in(chunk.iter().copied()))
+                .all(&self.db)
+                .await
+                .map_err(|e| self.query_error(e))?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
     /// Contacts whose `phone` or `mobile_phone` is this normalised number,
     /// oldest first.
     pub async fn contacts_by_phone(&self, normalized: &str) -> Result<Vec<Contact>, StoreError> {

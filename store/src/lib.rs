@@ -15,6 +15,7 @@
 
 mod bulk;
 mod catalog;
+mod changes;
 mod consents;
 mod contacts;
 mod enrollments;

@@ -570,3 +570,32 @@ async fn duplicate_phones_from_before_are_kept_apart_by_the_unique_phone_migrati
         assert!(matches!(store.insert_contact(again, t0()).await, Err(StoreError::Duplicate { .. })));
     }
 }
+
+store_test!(the_live_inbox_reads_the_threads_changed_since_a_moment, |store| {
+    let (_, _, number) = number(&store).await;
+    let ada = contact(&store, "15550100200").await;
+    let bo = contact(&store, "15550100201").await;
+    let open = |contact: ContactId, wa: &str| NewThread {
+        contact_id: contact,
+        phone_number_id: number.id,
+        customer_wa_id: wa.to_string(),
+    };
+    let first = store.open_thread(open(ada.id, "15550100200"), t0()).await.expect("thread");
+    let second = store.open_thread(open(bo.id, "15550100201"), t0() + Duration::seconds(1)).await.expect("thread");
+    let all = store.threads_changed_since(t0() - Duration::seconds(1), 100).await.expect("changes");
+    assert_eq!(all, vec![(first.id, t0()), (second.id, t0() + Duration::seconds(1))], "oldest change first");
+    assert!(store.threads_changed_since(t0() + Duration::seconds(1), 100).await.expect("changes").is_empty());
+
+    // A message (or a status applied to one) is a change of its thread.
+    let later = t0() + Duration::seconds(5);
+    let mut message = inbound(first.id, "wamid.live.1");
+    message.occurred_at = later;
+    store.record_message(message, later).await.expect("message");
+    let after = store.threads_changed_since(t0() + Duration::seconds(2), 100).await.expect("changes");
+    assert_eq!(after, vec![(first.id, later)]);
+
+    // Past the limit, only what was read of each table is returned, so
+    // that going on from the newest time returned misses nothing.
+    let limited = store.threads_changed_since(t0() - Duration::seconds(1), 1).await.expect("changes");
+    assert_eq!(limited, vec![(first.id, t0())], "{limited:?}");
+});

@@ -155,3 +155,11 @@ pub fn worker_command(dir: &Path, url: &str) -> Command {
         .kill_on_drop(true);
     cmd
 }
+
+/// A form body, as a browser posts it (`.body(form(...))` with
+/// `FORM_TYPE`; reqwest is built without its `form` feature).
+pub fn form<T: serde::Serialize + ?Sized>(fields: &T) -> String {
+    serde_urlencoded::to_string(fields).expect("form fields encode")
+}
+
+pub const FORM_TYPE: &str = "application/x-www-form-urlencoded";

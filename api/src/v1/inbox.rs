@@ -47,6 +47,18 @@ pub struct MessageView {
     pub delivered_at: Option<DateTime<Utc>>,
     pub read_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
+    /// The agent who sent this reply from the inbox; none for workflow
+    /// sends, replies through an API token and inbound messages.
+    pub sent_by: Option<SentBy>,
+}
+
+/// The agent who sent a reply.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SentBy {
+    pub id: UserId,
+    /// Empty only when the user has been deleted since.
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 impl From<Message> for MessageView {
@@ -71,6 +83,7 @@ impl From<Message> for MessageView {
             delivered_at: m.delivered_at,
             read_at: m.read_at,
             failed_at: m.failed_at,
+            sent_by: m.sent_by_user_id.map(|id| SentBy { id, email: None, name: None }),
         }
     }
 }
@@ -207,11 +220,16 @@ pub async fn list(
     _caller: Caller,
     ApiQuery(query): ApiQuery<ThreadQuery>,
 ) -> Result<ApiJson<ThreadPage>, ApiError> {
+    Ok(ApiJson(search(&state, &query).await?))
+}
+
+/// The threads a query finds (the API's and the inbox page's one search).
+pub(crate) async fn search(state: &ApiState, query: &ThreadQuery) -> Result<ThreadPage, ApiError> {
     let mut filter = match query.view {
-        Some(id) => view_filter(&state, id).await?,
+        Some(id) => view_filter(state, id).await?,
         None => ThreadFilter::default(),
     };
-    narrow(&state, &mut filter, &query).await?;
+    narrow(state, &mut filter, query).await?;
     let paging = PageParams { cursor: query.cursor.clone(), limit: query.limit };
     let sort = query.sort.unwrap_or_default();
     let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -225,9 +243,9 @@ pub async fn list(
     let mut items = Vec::with_capacity(page.items.len());
     let numbers = state.engine.store().phone_numbers().await?;
     for thread in page.items {
-        items.push(thread_view(&state, thread, &numbers));
+        items.push(thread_view(state, thread, &numbers));
     }
-    Ok(ApiJson(ThreadPage { items, next_cursor: page.next_cursor }))
+    Ok(ThreadPage { items, next_cursor: page.next_cursor })
 }
 
 /// The filter a saved view holds.
@@ -310,7 +328,7 @@ pub async fn reply(
     let endpoint = format!("POST /v1/threads/{id}/replies");
     let task_state = state.clone();
     idempotent(&state, &caller, &headers, &endpoint, &body, move || async move {
-        let message = task_state.engine.reply(id, content).await?;
+        let message = task_state.engine.reply(id, content, None).await?;
         Ok((StatusCode::CREATED, serde_json::to_value(MessageView::from(message)).expect("a message serialises")))
     })
     .await
@@ -328,17 +346,22 @@ pub async fn assign(
     ApiPath(id): ApiPath<ThreadId>,
     ApiJson(body): ApiJson<OwnerBody>,
 ) -> Result<ApiJson<ThreadDetail>, ApiError> {
+    Ok(ApiJson(set_owner(&state, id, &body).await?))
+}
+
+/// Gives a thread a new owner (the API's and the inbox page's one rule).
+pub(crate) async fn set_owner(state: &ApiState, id: ThreadId, body: &OwnerBody) -> Result<ThreadDetail, ApiError> {
     let store = state.engine.store();
     let mut owner = (None, None);
     if let Some(user) = &body.user {
-        let user = super::people::resolve_user(&state, user, "user").await.map_err(ApiError::named_in_body)?;
+        let user = super::people::resolve_user(state, user, "user").await.map_err(ApiError::named_in_body)?;
         if user.deactivated_at.is_some() {
             return Err(ApiError::conflict("inactive_user", format!("user {} is deactivated", user.email)));
         }
         owner.0 = Some(user.id);
     }
     if let Some(team) = &body.team {
-        let team = super::people::resolve_team(&state, team, "team").await.map_err(ApiError::named_in_body)?;
+        let team = super::people::resolve_team(state, team, "team").await.map_err(ApiError::named_in_body)?;
         if team.deactivated_at.is_some() {
             return Err(ApiError::conflict("inactive_team", format!("team {} is deactivated", team.name)));
         }
@@ -348,7 +371,7 @@ pub async fn assign(
         .assign_thread(id, owner, state.engine.now())
         .await?
         .ok_or_else(|| ApiError::not_found(format_args!("thread {id}")))?;
-    Ok(ApiJson(detail(&state, id).await?))
+    detail(state, id).await
 }
 
 /// Close an open thread.
@@ -361,11 +384,16 @@ pub async fn close(
     _caller: Caller,
     ApiPath(id): ApiPath<ThreadId>,
 ) -> Result<ApiJson<ThreadDetail>, ApiError> {
-    let thread = find(&state, id).await?;
+    Ok(ApiJson(close_thread(&state, id).await?))
+}
+
+/// Closes an open thread.
+pub(crate) async fn close_thread(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError> {
+    let thread = find(state, id).await?;
     if !state.engine.store().close_thread(id, state.engine.now()).await? {
         return Err(ApiError::conflict("already_closed", format!("thread {} is already closed", thread.id)));
     }
-    Ok(ApiJson(detail(&state, id).await?))
+    detail(state, id).await
 }
 
 /// Reopen a closed thread (refused while the contact has another open
@@ -379,9 +407,14 @@ pub async fn reopen(
     _caller: Caller,
     ApiPath(id): ApiPath<ThreadId>,
 ) -> Result<ApiJson<ThreadDetail>, ApiError> {
-    find(&state, id).await?;
+    Ok(ApiJson(reopen_thread(&state, id).await?))
+}
+
+/// Reopens a closed thread.
+pub(crate) async fn reopen_thread(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError> {
+    find(state, id).await?;
     match state.engine.store().reopen_thread(id, state.engine.now()).await {
-        Ok(true) => Ok(ApiJson(detail(&state, id).await?)),
+        Ok(true) => detail(state, id).await,
         Ok(false) => Err(ApiError::conflict("already_open", format!("thread {id} is already open"))),
         Err(StoreError::Duplicate { .. }) => Err(ApiError::conflict(
             "another_thread_open",
@@ -397,12 +430,21 @@ async fn find(state: &ApiState, id: ThreadId) -> Result<Thread, ApiError> {
     state.engine.store().thread(id).await?.ok_or_else(|| ApiError::not_found(format_args!("thread {id}")))
 }
 
-async fn detail(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError> {
+pub(crate) async fn detail(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError> {
     let store = state.engine.store();
     let thread = find(state, id).await?;
     let numbers = store.phone_numbers().await?;
     let contact = store.contact(thread.contact_id).await?.map(ContactView::from);
-    let messages = store.messages(id).await?.into_iter().map(MessageView::from).collect();
+    let mut messages: Vec<MessageView> = store.messages(id).await?.into_iter().map(MessageView::from).collect();
+    if messages.iter().any(|m| m.sent_by.is_some()) {
+        let users = store.list_users().await?;
+        for by in messages.iter_mut().filter_map(|m| m.sent_by.as_mut()) {
+            if let Some(user) = users.iter().find(|u| u.id == by.id) {
+                by.email = Some(user.email.clone());
+                by.name = Some(user.name.clone());
+            }
+        }
+    }
     Ok(ThreadDetail { thread: thread_view(state, thread, &numbers), contact_detail: contact, messages })
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Engine;
 use super::pacing::Pace;
 use super::send_gate::Held;
-use kairo_core::ids::{MessageId, ThreadId, Wamid};
+use kairo_core::ids::{MessageId, ThreadId, UserId, Wamid};
 use kairo_core::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
 use kairo_core::status::{ConsentStatus, DeliveryStatus, Direction};
 use kairo_store::{Message, NewMessage, StoreError, Thread};
@@ -87,8 +87,14 @@ fn window_closed_message(closed_at: Option<DateTime<Utc>>) -> String {
 }
 
 impl Engine {
-    /// Sends `content` in `thread` and records it there.
-    pub async fn reply(&self, thread: ThreadId, content: ReplyContent) -> Result<Message, ReplyError> {
+    /// Sends `content` in `thread` and records it there, as sent by the
+    /// agent `sent_by` (none for a reply through an API token).
+    pub async fn reply(
+        &self,
+        thread: ThreadId,
+        content: ReplyContent,
+        sent_by: Option<UserId>,
+    ) -> Result<Message, ReplyError> {
         let row = self.store.thread(thread).await?.ok_or(ReplyError::UnknownThread(thread))?;
         let number = self
             .numbers()
@@ -120,7 +126,7 @@ impl Engine {
                 Err(err) => return Err(err.into()),
             }
         }
-        let message = self.store.record_message(reply_row(&row, &content, now), now).await?;
+        let message = self.store.record_message(reply_row(&row, &content, sent_by, now), now).await?;
         self.wait_for_slot(&number).await?;
         let callback_data = format!("kairo:reply:{}", message.id);
         let sent = match &content {
@@ -251,7 +257,7 @@ impl Engine {
 }
 
 /// The reply as first recorded: `sending`, no wamid yet.
-fn reply_row(thread: &Thread, content: &ReplyContent, now: DateTime<Utc>) -> NewMessage {
+fn reply_row(thread: &Thread, content: &ReplyContent, sent_by: Option<UserId>, now: DateTime<Utc>) -> NewMessage {
     let (message_type, body, template_name, template_language, template_params) = match content {
         ReplyContent::Text { text } => ("text", Some(text.clone()), None, None, None),
         ReplyContent::Template { name, language, header, body, buttons } => (
@@ -276,6 +282,6 @@ fn reply_row(thread: &Thread, content: &ReplyContent, now: DateTime<Utc>) -> New
         enrollment_id: None,
         step_execution_id: None,
         occurred_at: now,
-        sent_by: None,
+        sent_by,
     }
 }

@@ -1,0 +1,259 @@
+//! One conversation as the inbox shows it: the header with the window and
+//! the actions, every message, and the contact's panel beside it.
+
+use maud::{Markup, html};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::WebState;
+use super::composer::{ComposerState, composer};
+use super::session::Agent;
+use super::view::{Names, when};
+use crate::error::ApiError;
+use crate::v1::inbox::{MessageView, ThreadDetail, ThreadView};
+use kairo_core::status::{ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
+
+pub(super) async fn conversation(
+    state: &WebState,
+    agent: &Agent,
+    detail: &ThreadDetail,
+    names: &Names,
+    composer_state: &ComposerState,
+) -> Result<Markup, ApiError> {
+    let thread = &detail.thread;
+    let store = state.api.engine.store();
+    let number = names.numbers.iter().find(|n| n.id == thread.number);
+    let templates = match number {
+        Some(number) => store.templates(number.account_id).await?,
+        None => Vec::new(),
+    };
+    let consent = store.consent(thread.contact, thread.number).await?;
+    let opted_in = consent.as_ref().is_some_and(|c| c.status == ConsentStatus::OptedIn);
+    let now = state.api.engine.now();
+    let panel = panel(state, thread, names, consent.as_ref()).await?;
+    Ok(html! {
+        section.conversation #conversation aria-labelledby="conversation-title" data-thread=(thread.id)
+            data-owner=[thread.owner_user.map(|u| u.to_string())] {
+            header.thread-head {
+                h2 #conversation-title { (names.contact_name(thread)) }
+                p.meta {
+                    "on " (thread.display_number) " · " (names.owner(thread)) " · "
+                    @if thread.status == ThreadStatus::Open { "open" } @else { "closed" }
+                }
+                @if let Some(closes) = thread.window_closes_at.filter(|c| *c > now) {
+                    p.window.open #window data-closes-at=(closes.to_rfc3339()) {
+                        "Reply window open: closes " (when(closes))
+                        " (" span.countdown { (countdown(closes - now)) } " left)"
+                    }
+                } @else {
+                    p.window #window { "The 24-hour window is closed: only approved templates can be sent." }
+                }
+                (actions(agent, thread, names))
+            }
+            ol.messages aria-label="Messages" {
+                @for message in &detail.messages {
+                    (message_item(message))
+                }
+            }
+            (composer(agent, thread, &templates, opted_in, composer_state))
+        }
+        (panel)
+    })
+}
+
+/// The contact beside the conversation: who, consent on this number, the
+/// workflows they are in, their other threads.
+async fn panel(
+    state: &WebState,
+    thread: &ThreadView,
+    names: &Names,
+    consent: Option<&kairo_store::Consent>,
+) -> Result<Markup, ApiError> {
+    let store = state.api.engine.store();
+    let contact = names.contacts.get(&thread.contact);
+    let enrollments = store.enrollments_of(thread.contact).await?;
+    let workflows = store.workflows().await?;
+    let filter = kairo_store::ThreadFilter { contact: Some(thread.contact), ..Default::default() };
+    let others: Vec<kairo_store::Thread> = store
+        .search_threads(&filter, kairo_store::ThreadSort::LastMessage, None, 20, state.api.engine.now())
+        .await?
+        .items
+        .into_iter()
+        .filter(|t| t.id != thread.id)
+        .collect();
+    let workflow_name =
+        |id| workflows.iter().find(|w| w.id == id).map_or_else(|| "a workflow".to_string(), |w| w.name.clone());
+    let number_of = |id| names.numbers.iter().find(|n| n.id == id).map_or("", |n| n.display_number.as_str());
+    Ok(html! {
+        aside.panel #panel aria-label="Contact" {
+            h2 { "Contact" }
+            @if let Some(contact) = contact {
+                dl {
+                    dt { "Name" } dd { (contact.name.clone().unwrap_or_else(|| "—".into())) }
+                    dt { "Phone" } dd { (contact.phone.as_ref().map(|p| format!("+{p}")).unwrap_or_else(|| "—".into())) }
+                    @if let Some(mobile) = &contact.mobile_phone { dt { "Mobile phone" } dd { "+" (mobile) } }
+                    dt { "WhatsApp id" } dd { (contact.wa_id.clone().unwrap_or_else(|| thread.customer_wa_id.clone())) }
+                    @if let Some(map) = contact.properties.as_object() {
+                        @for (key, value) in map {
+                            dt { (key) } dd { (value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())) }
+                        }
+                    }
+                }
+            }
+            h3 { "Consent on " (thread.display_number) }
+            @match consent {
+                Some(c) => p.consent { (consent_name(c.status)) " since " (when(c.changed_at)) },
+                None => p.consent { "Never opted in on this number: templates are refused." },
+            }
+            h3 { "Workflows" }
+            @if enrollments.is_empty() { p { "Not enrolled in any." } }
+            ul.enrollments {
+                @for enrollment in &enrollments {
+                    li {
+                        (workflow_name(enrollment.workflow_id)) " · " (serde_name(&enrollment.status))
+                        @if let Some(step) = &enrollment.current_step { " at " code { (step) } }
+                    }
+                }
+            }
+            @if !others.is_empty() {
+                h3 { "Other conversations" }
+                ul {
+                    @for other in &others {
+                        li { a href={ "/inbox/" (other.id) } {
+                            (number_of(other.phone_number_id)) " · "
+                            @if other.status == ThreadStatus::Open { "open" } @else { "closed" }
+                        } }
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn countdown(left: chrono::Duration) -> String {
+    let minutes = left.num_minutes().max(0);
+    format!("{}h {:02}m", minutes / 60, minutes % 60)
+}
+
+fn consent_name(status: ConsentStatus) -> &'static str {
+    match status {
+        ConsentStatus::OptedIn => "Opted in",
+        ConsentStatus::OptedOut => "Opted out",
+    }
+}
+
+/// An enum's name as the API spells it.
+fn serde_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn actions(agent: &Agent, thread: &ThreadView, names: &Names) -> Markup {
+    let base = format!("/inbox/{}", thread.id);
+    html! {
+        div.actions role="group" aria-label="Thread actions" {
+            @if thread.owner_user != Some(agent.user.id) {
+                form method="post" action={ (base) "/owner" } data-post {
+                    input type="hidden" name="csrf" value=(agent.csrf());
+                    input type="hidden" name="user" value=(agent.user.id);
+                    button type="submit" { "Assign to me" }
+                }
+            }
+            form.assign method="post" action={ (base) "/owner" } data-post {
+                input type="hidden" name="csrf" value=(agent.csrf());
+                label for="assign-to" { "Assign to" }
+                select #assign-to name="owner" {
+                    option value="" { "Nobody (unassigned)" }
+                    @for user in names.users.iter().filter(|u| u.deactivated_at.is_none()) {
+                        option value={ "user:" (user.id) } selected[thread.owner_user == Some(user.id)] { (user.name) }
+                    }
+                    @for team in names.teams.iter().filter(|t| t.deactivated_at.is_none()) {
+                        option value={ "team:" (team.id) } selected[thread.owner_user.is_none() && thread.owner_team == Some(team.id)] {
+                            "Team " (team.name)
+                        }
+                    }
+                }
+                button type="submit" { "Assign" }
+            }
+            @if thread.status == ThreadStatus::Open {
+                form method="post" action={ (base) "/close" } data-post {
+                    input type="hidden" name="csrf" value=(agent.csrf());
+                    button type="submit" { "Close" }
+                }
+            } @else {
+                form method="post" action={ (base) "/reopen" } data-post {
+                    input type="hidden" name="csrf" value=(agent.csrf());
+                    button type="submit" { "Reopen" }
+                }
+            }
+        }
+    }
+}
+
+fn ticks(status: DeliveryStatus) -> Markup {
+    let (mark, label) = match status {
+        DeliveryStatus::Sending => ("…", "sending"),
+        DeliveryStatus::Sent => ("✓", "sent"),
+        DeliveryStatus::Delivered => ("✓✓", "delivered"),
+        DeliveryStatus::Read => ("✓✓", "read"),
+        DeliveryStatus::Failed => ("!", "failed"),
+        DeliveryStatus::Received => ("", "received"),
+    };
+    html! { span.ticks.(label) role="img" aria-label=(label) title=(label) { (mark) } }
+}
+
+fn message_item(message: &MessageView) -> Markup {
+    let outbound = message.direction == Direction::Outbound;
+    html! {
+        li.message.out[outbound].in[!outbound] #{ "m-" (message.id) } data-status=(serde_name(&message.status)) {
+            div.bubble {
+                @if message.message_type == "template" {
+                    p.template-name { "Template " code { (message.template_name.clone().unwrap_or_default()) }
+                        " (" (message.template_language.clone().unwrap_or_default()) ")" }
+                }
+                @match &message.body {
+                    Some(body) if !body.is_empty() => p.body { (body) },
+                    _ => p.body.kind { "[" (message.message_type) "]" },
+                }
+                @if message.message_type == "template" {
+                    @if let Some(params) = message.template_params.as_ref().and_then(|p| p.get("body")).filter(|b| !b.is_null()) {
+                        p.params { "Parameters: " (params_text(params)) }
+                    }
+                }
+            }
+            p.meta {
+                (when(message.occurred_at))
+                @if message.message_type != "text" { " · " (message.message_type) }
+                @if let Some(by) = &message.sent_by {
+                    " · sent by " (by.name.clone().unwrap_or_else(|| "a removed user".into()))
+                } @else if outbound && message.enrollment.is_some() {
+                    " · sent by a workflow"
+                }
+                @if outbound { " " (ticks(message.status)) }
+            }
+            @if message.status == DeliveryStatus::Failed {
+                p.error role="note" {
+                    "Not delivered"
+                    @if let Some(code) = message.error_code { " (WhatsApp code " (code) ")" }
+                    @if let Some(title) = &message.error_title { ": " (title) }
+                    @if let Some(details) = &message.error_details { ". " (details) }
+                }
+            }
+        }
+    }
+}
+
+fn params_text(params: &Value) -> String {
+    match params {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
