@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::session::Agent;
 use crate::v1::inbox::ThreadView;
-use kairo_engine::runtime::ReplyContent;
+use kairo_engine::runtime::{ReplyContent, template_needs};
 
 /// What the composer shows again after a refused send.
 #[derive(Debug, Default, Clone)]
@@ -93,7 +93,7 @@ pub(super) fn composer(
                             }
                         }
                         @for (index, template) in approved.iter().enumerate() {
-                            @let needs = needs_of(template);
+                            @let needs = template_needs(template);
                             @let text = template_text(&template.components);
                             fieldset.template-fields data-template={ (template.name) "|" (template.language) } hidden[index != 0]
                                 disabled[index != 0] {
@@ -123,18 +123,6 @@ pub(super) fn composer(
     }
 }
 
-fn needs_of(template: &kairo_store::Template) -> kairo_workflow::catalog::TemplateNeeds {
-    kairo_workflow::catalog::CatalogTemplate {
-        name: template.name.clone(),
-        language: template.language.clone(),
-        status: template.status.clone(),
-        category: template.category.clone(),
-        parameter_format: template.parameter_format.clone(),
-        components: template.components.as_array().cloned().unwrap_or_default(),
-    }
-    .needs()
-}
-
 /// The composer's form: `text`, or `template` (`name|language`) with its
 /// `header` and `body.N` (or `body.name`) fields.
 pub(super) fn reply_content(
@@ -144,7 +132,7 @@ pub(super) fn reply_content(
     if let Some(choice) = form.get("template").filter(|t| !t.is_empty()) {
         let (name, language) = choice.split_once('|').ok_or("pick a template")?;
         let template = templates.iter().find(|t| t.name == name && t.language == language);
-        let named = template.is_some_and(|t| needs_of(t).named);
+        let named = template.is_some_and(|t| template_needs(t).named);
         let mut fields: Vec<(&String, &String)> = form.iter().filter(|(k, _)| k.starts_with("body.")).collect();
         fields.sort_by_key(|(k, _)| {
             let key = &k["body.".len()..];

@@ -74,6 +74,21 @@ pub enum ReplyError {
     Store(#[from] StoreError),
 }
 
+/// What a stored template needs at send time (its header, body and button
+/// parameters), read from its components as the workflow catalogue reads
+/// them: the one reading the reply check and the inbox's composer share.
+pub fn template_needs(template: &kairo_store::Template) -> kairo_workflow::catalog::TemplateNeeds {
+    kairo_workflow::catalog::CatalogTemplate {
+        name: template.name.clone(),
+        language: template.language.clone(),
+        status: template.status.clone(),
+        category: template.category.clone(),
+        parameter_format: template.parameter_format.clone(),
+        components: template.components.as_array().cloned().unwrap_or_default(),
+    }
+    .needs()
+}
+
 fn window_closed_message(closed_at: Option<DateTime<Utc>>) -> String {
     match closed_at {
         Some(at) => format!(
@@ -195,15 +210,7 @@ impl Engine {
                         return Err(ReplyError::UnknownTemplate { name: name.clone(), language: language.clone() });
                     }
                 };
-                let needs = kairo_workflow::catalog::CatalogTemplate {
-                    name: template.name.clone(),
-                    language: template.language.clone(),
-                    status: template.status.clone(),
-                    category: template.category.clone(),
-                    parameter_format: template.parameter_format.clone(),
-                    components: template.components.as_array().cloned().unwrap_or_default(),
-                }
-                .needs();
+                let needs = template_needs(&template);
                 let problems = needs.problems(header.as_ref(), body.as_ref(), buttons);
                 if !problems.is_empty() {
                     return Err(ReplyError::TemplateParameters { name: name.clone(), problems });
