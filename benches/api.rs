@@ -98,6 +98,14 @@ fn num_cores() -> usize {
 }
 
 async fn create_token(dir: &Path, url: &str) -> String {
+    // `token create` opens an existing database only: migrate it first.
+    let migrated = Command::new(kairo())
+        .args(["--database", url, "migrate"])
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("kairo migrate");
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
     let out = Command::new(kairo())
         .args(["--database", url, "token", "create", "--name", "bench", "--scope", "admin"])
         .current_dir(dir)
