@@ -184,7 +184,121 @@ on_both!(
     scopes_are_checked_before_the_body_and_failed_tokens_are_limited,
     concurrent_creates_and_uploads_make_one_contact_per_phone_and_one_enrollment_per_key,
     threads_by_window_and_last_message_views_renamed_and_deleted_people_by_email,
+    conversations_keep_what_each_message_holds_and_the_threads_timeline,
 );
+
+/// A shared fixture, as WhatsApp would post it.
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/whatsapp/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("the fixture")).expect("JSON")
+}
+
+/// A photo, a place, a tapped button and a reaction are kept for what they
+/// are (the reaction naming the photo it reacts to); a template reply keeps
+/// its text as the customer read it; a failed send keeps what to do about
+/// it; the thread's timeline holds its opening, the opt-in, the owner
+/// changes, the close and the reopen; saved views count their threads (#17).
+async fn conversations_keep_what_each_message_holds_and_the_threads_timeline(db: &TestDb) {
+    let api = Api::start(db, "").await;
+    let image = fixture("webhook_image_message.json");
+    let image_wamid = image["entry"][0]["changes"][0]["value"]["messages"][0]["id"].clone();
+    let mut reaction = fixture("webhook_reaction.json");
+    reaction["entry"][0]["changes"][0]["value"]["messages"][0]["reaction"]["message_id"] = image_wamid.clone();
+    let posts = [
+        fixture("webhook_text_optin_yes.json"),
+        image,
+        fixture("webhook_location.json"),
+        reaction,
+        fixture("webhook_interactive_button_reply.json"),
+    ];
+    for body in &posts {
+        assert_eq!(signed_webhook(&api, body).await, 200);
+    }
+    let listed = api
+        .until("/v1/threads?limit=500", &api.inbox, |b| {
+            b["items"].as_array().is_some_and(|items| items.iter().any(|t| t["customer_wa_id"] == "15551234567"))
+        })
+        .await;
+    let thread = listed["items"].as_array().expect("items").iter().find(|t| t["customer_wa_id"] == "15551234567");
+    let id = thread.expect("Ana's thread")["id"].as_str().expect("an id").to_string();
+    let detail = api
+        .until(&format!("/v1/threads/{id}"), &api.inbox, |b| b["messages"].as_array().is_some_and(|m| m.len() == 5))
+        .await;
+    let of_kind = |kind: &str| -> Value {
+        detail["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .find(|m| m["content"]["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} message in {detail}"))
+    };
+    let photo = of_kind("media");
+    assert_eq!(
+        (
+            photo["content"]["media"].as_str(),
+            photo["content"]["caption"].as_str(),
+            photo["content"]["mime_type"].as_str()
+        ),
+        (Some("image"), Some("Is this the blue one?"), Some("image/jpeg")),
+    );
+    let place = of_kind("location");
+    assert_eq!(place["content"]["name"], "Kairo Demo Store Lisbon");
+    assert_eq!(place["content"]["latitude"], 38.7101);
+    assert_eq!(of_kind("reply")["content"]["title"], "Tomorrow 9-12");
+    let reacted = of_kind("reaction");
+    assert_eq!(
+        (reacted["content"]["message"].clone(), reacted["content"]["emoji"].as_str()),
+        (image_wamid, Some("\u{1f44d}"))
+    );
+    assert_eq!(of_kind("text")["content"]["body"], "YES");
+
+    // A template reply is kept as the customer read it.
+    let template =
+        json!({"template": {"name": "payment_due", "language": "en_US", "body": ["Ana", "$12.00", "May 1"]}});
+    let sent = api.post(&format!("/v1/threads/{id}/replies"), &api.inbox, template).await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    assert_eq!(sent.body["body"], "Hi Ana, a payment of $12.00 for your subscription is due on May 1.");
+    assert_eq!(sent.body["content"]["kind"], "template");
+    assert_eq!(sent.body["content"]["footer"], "Questions? Just reply to this message.");
+    let found = api.get("/v1/threads?q=payment%20of%20%2412", &api.inbox).await;
+    assert_eq!(found.body["items"][0]["id"], id.as_str(), "a template's text is found by a search: {}", found.body);
+    // WhatsApp refuses it later: the code, its title and what to do are kept.
+    let mut failed = fixture("webhook_status_failed_131047.json");
+    failed["entry"][0]["changes"][0]["value"]["statuses"][0]["id"] = sent.body["wamid"].clone();
+    assert_eq!(signed_webhook(&api, &failed).await, 200);
+    let detail = api
+        .until(&format!("/v1/threads/{id}"), &api.inbox, |b| {
+            b["messages"].as_array().is_some_and(|m| m.iter().any(|m| m["status"] == "failed"))
+        })
+        .await;
+    let refused = detail["messages"].as_array().expect("messages").iter().find(|m| m["status"] == "failed");
+    let refused = refused.expect("the failed reply");
+    assert_eq!(refused["error_code"], 131047);
+    assert!(refused["error_advice"].as_str().is_some_and(|a| a.contains("template")), "{refused}");
+
+    // Owners, close and reopen are in the timeline, after the opening and the opt-in.
+    let user = api.post("/v1/users", &api.admin, json!({"email": "dee@example.com", "name": "Dee"})).await;
+    let user = user.body["id"].as_str().expect("an id").to_string();
+    assert_eq!(api.post(&format!("/v1/threads/{id}/owner"), &api.inbox, json!({"user": user})).await.status, 200);
+    assert_eq!(api.post(&format!("/v1/threads/{id}/owner"), &api.inbox, json!({})).await.status, 200);
+    assert_eq!(api.post(&format!("/v1/threads/{id}/close"), &api.inbox, json!({})).await.status, 200);
+    let reopened = api.post(&format!("/v1/threads/{id}/reopen"), &api.inbox, json!({})).await;
+    assert_eq!(reopened.status, 200, "{}", reopened.body);
+    let kinds: Vec<&str> =
+        reopened.body["events"].as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["opened", "opted_in", "assigned", "unassigned", "closed", "reopened"], "{}", reopened.body);
+    let events = &reopened.body["events"];
+    assert_eq!(events[1]["keyword"], "YES");
+    assert_eq!(events[2]["owner_user"], user.as_str());
+    assert!(events[2]["by"].is_null(), "an API token is nobody: {}", events[2]);
+
+    // Saved views count their threads.
+    let view = api.post("/v1/views", &api.inbox, json!({"name": "Open", "filter": {"status": "open"}})).await;
+    assert_eq!((view.status, view.body["threads"].as_u64()), (201, Some(1)), "{}", view.body);
+    assert_eq!(api.get("/v1/views", &api.inbox).await.body["items"][0]["threads"], 1);
+    api.server.terminate().await;
+}
 
 /// Threads are filtered by window and sorted by their last message (paged
 /// with the cursor), saved views are shown, renamed, refiltered and

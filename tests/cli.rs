@@ -40,7 +40,7 @@ fn version_prints_the_package_version() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("kairo {}", env!("CARGO_PKG_VERSION")));
     // The schema version it promises: the number of migrations and the last one.
-    assert!(lines[1].starts_with("database schema ") && lines[1].contains("_inbox_live)"), "{text}");
+    assert!(lines[1].starts_with("database schema ") && lines[1].contains("_inbox_timeline)"), "{text}");
 }
 
 #[test]

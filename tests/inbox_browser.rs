@@ -210,10 +210,19 @@ impl Browser {
         }
     }
 
+    /// Clicks `css`; found again when a live update replaced it between
+    /// finding and clicking (the page refreshes parts of itself).
     async fn click(&self, css: &str) {
-        let element = self.find(css).await;
-        if let Err(err) = element.click().await {
-            self.fail(&format!("cannot click `{css}`: {err}")).await;
+        let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
+        loop {
+            let element = self.find(css).await;
+            match element.click().await {
+                Ok(()) => return,
+                Err(err) if err.to_string().contains("stale") && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => self.fail(&format!("cannot click `{css}`: {err}")).await,
+            }
         }
     }
 
@@ -284,6 +293,25 @@ impl Inbox {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// A delivery shaped as WhatsApp posts it, signed with the sandbox's
+    /// app secret.
+    async fn webhook(&self, body: &Value) {
+        use hmac::{KeyInit, Mac};
+        let bytes = body.to_string().into_bytes();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"kairo-sandbox-app-secret").expect("any key length");
+        mac.update(&bytes);
+        let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let answer = client()
+            .post(format!("{}/webhooks/whatsapp", self.server.base_url))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", format!("sha256={signature}"))
+            .body(bytes)
+            .send()
+            .await
+            .expect("the webhook answers");
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = client().request(method, format!("{}{path}", self.server.base_url)).bearer_auth(&self.admin);
         if let Some(body) = body {
@@ -320,7 +348,17 @@ macro_rules! on_both {
     };
 }
 
-on_both!(an_agent_signs_in_sees_a_message_arrive_live_answers_it_and_signs_out, templates_consent_and_a_second_agent);
+on_both!(
+    an_agent_signs_in_sees_a_message_arrive_live_answers_it_and_signs_out,
+    templates_consent_and_a_second_agent,
+    messages_shown_for_what_they_are_views_unread_markers_and_the_contact_edited,
+);
+
+/// A shared fixture, as WhatsApp would post it.
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/whatsapp").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("the fixture")).expect("JSON")
+}
 
 /// Sign in; a message arrives in the list without a reload; open it and
 /// answer inside the window (recorded as the agent's, in the page and in
@@ -502,6 +540,130 @@ async fn templates_consent_and_a_second_agent(db: &TestDb) {
     sally.until_path("/signin").await;
     sam.client.close().await.expect("closes");
     sally.client.close().await.expect("closes");
+}
+
+/// A photo, a place, a tapped button and a reaction show for what they
+/// are (the reaction on the photo); the thread is unread for the agent
+/// until opened; the timeline shows the opt-in and the assignment; a
+/// template is shown as the customer read it; a search is saved as a view
+/// with its count, renamed and deleted; the contact is edited in the panel.
+async fn messages_shown_for_what_they_are_views_unread_markers_and_the_contact_edited(db: &TestDb) {
+    let inbox = Inbox::start(db).await;
+    let driver = driver().await;
+    let sam = Browser::open(&driver, &inbox.server.base_url, &format!("{}-sam3", backend(db))).await;
+    sam.sign_in("sam@sandbox.kairo.test", "kairo-sandbox").await;
+
+    let image = fixture("webhook_image_message.json");
+    let mut reaction = fixture("webhook_reaction.json");
+    reaction["entry"][0]["changes"][0]["value"]["messages"][0]["reaction"]["message_id"] =
+        image["entry"][0]["changes"][0]["value"]["messages"][0]["id"].clone();
+    for body in [
+        fixture("webhook_text_optin_yes.json"),
+        image,
+        fixture("webhook_location.json"),
+        reaction,
+        fixture("webhook_interactive_button_reply.json"),
+    ] {
+        inbox.webhook(&body).await;
+    }
+    let thread = inbox.thread_of("15551234567").await;
+    let row = format!("#threads li[data-id='{thread}']");
+
+    // Unread for Sam until he opens it.
+    sam.goto("/inbox").await;
+    sam.until_text(&row, "unread").await;
+    sam.goto(&format!("/inbox/{thread}")).await;
+    sam.until_text("ol.messages", "Is this the blue one?").await;
+    // The journal applies the deliveries in turn: wait for the last ones.
+    sam.until_text("ol.messages", "Tomorrow 9-12").await;
+    sam.until_text("ol.messages li.message[data-kind='image'] .reactions", "\u{1f44d}").await;
+    let photo = sam.text_of("ol.messages li.message[data-kind='image']").await;
+    assert!(photo.contains("Photo") && photo.contains("image/jpeg"), "{photo}");
+    assert!(sam.text_of("ol.messages li.message[data-kind='image'] .reactions").await.contains('\u{1f44d}'));
+    assert!(sam.client.find(Locator::Css("li.message[data-kind='reaction']")).await.is_err(), "shown on the photo");
+    let place = sam.text_of("ol.messages .location").await;
+    assert!(place.contains("Kairo Demo Store Lisbon") && place.contains("38.71010, -9.13690"), "{place}");
+    assert!(sam.text_of("ol.messages .reply-choice").await.contains("Tomorrow 9-12"));
+    sam.until_text("ol.messages li.event[data-kind='opted_in']", "Opted in by writing YES").await;
+    assert!(sam.text_of("#panel .consent-trail").await.contains("Consent history (1)"));
+    sam.script("document.querySelector(\"li.message[data-kind='image']\").scrollIntoView(); return null;").await;
+    sam.shot("inbox-message-kinds").await;
+    sam.goto("/inbox").await;
+    sam.find(&row).await;
+    assert!(sam.client.find(Locator::Css(&format!("{row}.unread"))).await.is_err(), "read once opened");
+
+    // An assignment: the timeline says who did it.
+    sam.goto(&format!("/inbox/{thread}")).await;
+    let (_, teams) = inbox.api(reqwest::Method::GET, "/v1/teams", None).await;
+    let sales = teams["items"].as_array().expect("teams").iter().find(|t| t["name"] == "Sales").expect("Sales")["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    sam.find("select#assign-to").await.select_by_value(&format!("team:{sales}")).await.expect("pick Sales");
+    sam.click("form.assign button[type=submit]").await;
+    sam.until_text("ol.messages", "Sam Support assigned it to team Sales").await;
+
+    // The window is closed (the fixtures are old): a template, as Ana reads it.
+    sam.find("select#template").await.select_by_value("payment_due|en_US").await.expect("pick the template");
+    let fields = "fieldset[data-template='payment_due|en_US']";
+    sam.type_into(&format!("{fields} input[name='body.1']"), "Ana").await;
+    sam.type_into(&format!("{fields} input[name='body.2']"), "$12.00").await;
+    sam.type_into(&format!("{fields} input[name='body.3']"), "May 1").await;
+    sam.until_text(&format!("{fields} .preview"), "a payment of $12.00").await;
+    sam.click("form[data-template-form] button[type=submit]").await;
+    sam.until_text("ol.messages", "Hi Ana, a payment of $12.00 for your subscription is due on May 1.").await;
+    let seen = sam
+        .script("return Array.from(document.querySelectorAll('ol.messages .template-seen')).map(e => e.innerText).join('|');")
+        .await;
+    assert!(
+        seen.as_str()
+            .is_some_and(|s| s.split('|').any(|t| t.contains("due on May 1.") && t.contains("Questions? Just reply"))),
+        "the footer under the body: {seen}"
+    );
+
+    // The contact, edited in the panel.
+    sam.click("details.edit-contact summary").await;
+    let name = sam.find("#c-name").await;
+    name.clear().await.expect("clear the name");
+    name.send_keys("Ana Souza").await.expect("typing");
+    sam.type_into("#c-new-key", "city").await;
+    sam.type_into("#c-new-value", "Lisbon").await;
+    sam.click("form.contact-form button[type=submit]").await;
+    sam.until_text("#panel dl", "Lisbon").await;
+    let (_, detail) = inbox.api(reqwest::Method::GET, &format!("/v1/threads/{thread}"), None).await;
+    assert_eq!(detail["contact_detail"]["name"], "Ana Souza", "{detail}");
+    assert_eq!(detail["contact_detail"]["properties"]["city"], "Lisbon");
+    sam.click("details.edit-contact summary").await;
+    let bad = sam.find("#c-phone").await;
+    bad.clear().await.expect("clear");
+    bad.send_keys("not a phone").await.expect("typing");
+    sam.click("form.contact-form button[type=submit]").await;
+    sam.until_text("#panel .error", "phone").await;
+
+    // A search saved as a view, with its count; renamed; deleted.
+    sam.goto("/inbox?q=Lisbon").await;
+    sam.click("details.save-view summary").await;
+    sam.type_into("#view-name", "Lisbon").await;
+    sam.click("details.save-view button[type=submit]").await;
+    sam.until_path("/inbox?view=").await;
+    sam.until_text("ul.view-list a[aria-current]", "Lisbon").await;
+    assert_eq!(sam.text_of("ul.view-list a[aria-current] .count").await, "1");
+    assert!(sam.text_of("#threads").await.contains("Ana Souza"));
+    sam.shot("inbox-views").await;
+    sam.click("details.save-view summary").await;
+    sam.type_into("#view-name", "Lisbon").await;
+    sam.click("details.save-view button[type=submit]").await;
+    sam.until_text("#view-problem", "already exists").await;
+    sam.click("details.edit-view summary").await;
+    let rename = sam.find("#view-rename").await;
+    rename.clear().await.expect("clear");
+    rename.send_keys("Lisbon shop").await.expect("typing");
+    sam.click("details.edit-view form button[type=submit]").await;
+    sam.until_text("ul.view-list a[aria-current]", "Lisbon shop").await;
+    sam.click("details.edit-view summary").await;
+    sam.click("details.edit-view button.danger").await;
+    sam.until_text(".views", "No saved view yet.").await;
+    sam.client.close().await.expect("closes");
 }
 
 fn backend(db: &TestDb) -> &'static str {

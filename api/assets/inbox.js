@@ -67,6 +67,28 @@
     if (saved.focus) { var el = document.getElementById(saved.focus); if (el) { el.focus(); } }
   }
 
+  // What the agent changed in a part being replaced (a choice in the
+  // assign menu, a contact field being edited, an opened fold) is carried
+  // into its fresh copy, with the focus.
+  function carry(old, fresh) {
+    old.querySelectorAll("input[id], textarea[id], select[id]").forEach(function (el) {
+      var next = fresh.querySelector("#" + CSS.escape(el.id));
+      if (!next || el.type === "hidden") { return; }
+      var changed = el.tagName === "SELECT"
+        ? el.selectedIndex >= 0 && !el.options[el.selectedIndex].defaultSelected
+        : el.value !== el.defaultValue;
+      if (changed) { next.value = el.value; }
+    });
+    var folds = fresh.querySelectorAll("details");
+    old.querySelectorAll("details").forEach(function (d, i) { if (folds[i]) { folds[i].open = d.open; } });
+    var active = document.activeElement;
+    return active && active.id && old.contains(active) ? active.id : null;
+  }
+
+  function refocus(id) {
+    if (id) { var el = document.getElementById(id); if (el) { el.focus(); } }
+  }
+
   // A refresh replaces the header, the messages and the panel; the
   // composer stays (with what is typed and any error shown) unless its mode
   // changed (the window opened or closed, the consent changed).
@@ -82,7 +104,12 @@
         ["header.thread-head", "ol.messages"].forEach(function (part) {
           var next = fresh.querySelector(part);
           var before = old.querySelector(part);
-          if (next && before) { before.replaceWith(next); wire(next); }
+          if (next && before) {
+            var focus = carry(before, next);
+            before.replaceWith(next);
+            wire(next);
+            refocus(focus);
+          }
         });
         old.setAttribute("data-owner", fresh.getAttribute("data-owner") || "");
         var nextComposer = fresh.querySelector("#composer");
@@ -99,8 +126,16 @@
       }
       var panel = box.querySelector("#panel");
       var oldPanel = document.getElementById("panel");
-      if (panel && oldPanel) { oldPanel.replaceWith(panel); localTimes(panel); }
-      else if (panel && main) { main.appendChild(panel); localTimes(panel); }
+      // The agent editing the contact keeps the form as it is: the panel
+      // is refreshed once the edit is saved or folded away.
+      var editing = oldPanel && (oldPanel.querySelector("details.edit-contact[open]") || oldPanel.contains(document.activeElement));
+      if (panel && oldPanel && !editing) {
+        var focus = carry(oldPanel, panel);
+        oldPanel.replaceWith(panel);
+        wire(panel);
+        refocus(focus);
+      }
+      else if (panel && main) { main.appendChild(panel); wire(panel); }
       scrollToEnd();
     });
   }
@@ -109,6 +144,10 @@
     return Array.prototype.map.call(document.querySelectorAll("#threads li[data-mine]"), function (li) { return li.getAttribute("data-id"); });
   }
 
+  // Pages of the list shown: a refresh reads as many as the agent has
+  // scrolled through, so the list does not jump back to its first page.
+  var pagesShown = 1;
+
   function refreshList() {
     var list = document.getElementById("threads");
     if (!list) { return Promise.resolve(); }
@@ -116,17 +155,66 @@
     var selected = list.querySelector("li.selected");
     var selectedId = selected ? selected.getAttribute("data-id") : null;
     var q = filters();
-    return get("/inbox/threads" + (q ? "?" + q : "")).then(function (html) {
+    var paging = pagesShown > 1 ? "pages=" + pagesShown : "";
+    var query = [q, paging].filter(Boolean).join("&");
+    return get("/inbox/threads" + (query ? "?" + query : "")).then(function (html) {
       list.innerHTML = html;
-      var id = currentThread();
-      list.querySelectorAll("li.thread").forEach(function (li) {
-        if (li.getAttribute("data-id") === id) { li.classList.add("current"); }
-        if (li.getAttribute("data-id") === selectedId) { li.classList.add("selected"); }
-      });
+      markCurrent(list, selectedId);
       localTimes(list);
+      watchMore();
       var fresh = mineIds().filter(function (x) { return before.indexOf(x) < 0; });
       if (fresh.length) { notifyMine(fresh.length); }
     });
+  }
+
+  // The open conversation is being read: it is not unread in the list.
+  function markCurrent(root, selectedId) {
+    var id = currentThread();
+    root.querySelectorAll("li.thread").forEach(function (li) {
+      if (li.getAttribute("data-id") === id) {
+        li.classList.add("current");
+        li.classList.remove("unread");
+        var badge = li.querySelector(".badge.unread");
+        if (badge) { badge.remove(); }
+      }
+      if (selectedId && li.getAttribute("data-id") === selectedId) { li.classList.add("selected"); }
+    });
+  }
+
+  // Older conversations load as the list scrolls to its end (the link
+  // stays for keyboards and pages without this script).
+  var moreObserver = null;
+  function loadMore(link) {
+    if (link.getAttribute("data-loading")) { return; }
+    link.setAttribute("data-loading", "1");
+    var query = link.getAttribute("href").split("?")[1] || "";
+    get("/inbox/threads?" + query).then(function (html) {
+      var box = document.createElement("div");
+      box.innerHTML = html;
+      var list = document.querySelector("#threads ul.threads");
+      var known = {};
+      list.querySelectorAll("li.thread").forEach(function (li) { known[li.getAttribute("data-id")] = true; });
+      box.querySelectorAll("li.thread").forEach(function (li) {
+        if (!known[li.getAttribute("data-id")]) { list.appendChild(li); }
+      });
+      markCurrent(list, null);
+      localTimes(list);
+      var next = box.querySelector("a.more");
+      if (next) { link.replaceWith(next); } else { link.remove(); }
+      pagesShown += 1;
+      watchMore();
+    }).catch(function () { link.removeAttribute("data-loading"); });
+  }
+  function watchMore() {
+    var link = document.querySelector("#threads a.more[data-more]");
+    if (!link) { return; }
+    link.addEventListener("click", function (e) { e.preventDefault(); loadMore(link); });
+    if (!("IntersectionObserver" in window)) { return; }
+    if (moreObserver) { moreObserver.disconnect(); }
+    moreObserver = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) { if (entry.isIntersecting) { loadMore(entry.target); } });
+    });
+    moreObserver.observe(link);
   }
 
   function notifyMine(count) {
@@ -171,6 +259,11 @@
       if (r.ok) {
         if (form.hasAttribute("data-reply")) { form.reset(); }
         if (form.hasAttribute("data-template-form")) { form.querySelectorAll("input:not([type=hidden])").forEach(function (i) { i.value = ""; }); }
+        if (form.hasAttribute("data-contact")) {
+          form.reset();
+          var fold = form.closest("details");
+          if (fold) { fold.open = false; }
+        }
         var stale = document.querySelectorAll("#composer .error[data-posted]");
         stale.forEach(function (e) { e.remove(); });
         return Promise.all([refreshConversation(), refreshList()]);
@@ -297,6 +390,7 @@
 
   localTimes(document);
   wire(document);
+  watchMore();
   scrollToEnd();
   countdowns();
   setInterval(countdowns, 30000);

@@ -74,6 +74,10 @@ pub struct InboundMessage {
     pub text: Option<String>,
     /// The message object as delivered.
     pub payload: serde_json::Value,
+    /// What it holds, as the inbox shows it (read by the channel from the
+    /// payload; none in journal entries written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<crate::content::MessageContent>,
     pub occurred_at: DateTime<Utc>,
     /// A system message saying the sender changed number or user id: the
     /// ids they are known by from now on.
@@ -119,6 +123,10 @@ pub struct DeliveryError {
     pub code: i32,
     pub title: String,
     pub details: Option<String>,
+    /// What to do about it, where the channel knows better than its own
+    /// text (the channel's advice table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

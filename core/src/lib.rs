@@ -11,6 +11,7 @@
 
 pub mod channel;
 pub mod clock;
+pub mod content;
 pub mod ids;
 pub mod outbound;
 pub mod phone;

@@ -73,6 +73,28 @@ pub enum ThreadStatus {
     Closed,
 }
 
+/// What happened to a thread, as its timeline shows it. Written by the
+/// store's threads module in the transaction of the change itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize, utoipa::ToSchema)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadEventKind {
+    /// A contact's first message (or a workflow's send) opened it, owned as
+    /// the number's assignment rules said.
+    #[sea_orm(string_value = "opened")]
+    Opened,
+    /// An agent, a workflow or the API gave it an owner.
+    #[sea_orm(string_value = "assigned")]
+    Assigned,
+    /// Its owner was taken away.
+    #[sea_orm(string_value = "unassigned")]
+    Unassigned,
+    #[sea_orm(string_value = "closed")]
+    Closed,
+    #[sea_orm(string_value = "reopened")]
+    Reopened,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize, utoipa::ToSchema)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 #[serde(rename_all = "snake_case")]

@@ -1304,6 +1304,7 @@ engine_test!(failed_statuses_show_in_the_history_and_the_workflow_counts, |t| {
         code,
         title: title.into(),
         details: Some("from the fixture".into()),
+        advice: None,
     };
     status_webhook(&t, &wamid(ids[0]).await, DeliveryStatus::Delivered, None, None).await;
     status_webhook(
@@ -1580,6 +1581,7 @@ async fn inbound_on(t: &TestEngine, number: &PhoneNumber, wamid: &str, from: &st
         message_type: "text".into(),
         text: Some(text.into()),
         payload: json!({ "type": "text", "text": { "body": text } }),
+        content: None,
         occurred_at: t.clock.now_utc(),
         identity_change: None,
     };
@@ -1769,7 +1771,7 @@ engine_test!(a_reply_on_a_closed_thread_reopens_it, |t| {
     t.engine.refresh().await.expect("refresh");
     inbound_text(&t, "wamid.closed.1", "15550195", "thanks, all good").await;
     let thread = t.store.open_thread_of(ada.id, t.number.id).await.expect("q").expect("a thread");
-    assert!(t.store.close_thread(thread.id, t.clock.now_utc()).await.expect("close"));
+    assert!(t.store.close_thread(thread.id, None, t.clock.now_utc()).await.expect("close"));
     let sent = t.engine.reply(thread.id, ReplyContent::Text { text: "one more thing".into() }, None).await;
     assert!(sent.is_ok(), "{sent:?}");
     let reopened = t.store.thread(thread.id).await.expect("q").expect("thread");

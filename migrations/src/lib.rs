@@ -25,6 +25,7 @@ mod m20261201_000007_trust;
 mod m20261202_000008_unique_phone;
 mod m20261205_000009_sign_in;
 mod m20261206_000010_inbox_live;
+mod m20261207_000011_inbox_timeline;
 
 /// The ordered list of Kairo's migrations.
 #[derive(Debug)]
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_unique_phone::Migration),
             Box::new(m20261205_000009_sign_in::Migration),
             Box::new(m20261206_000010_inbox_live::Migration),
+            Box::new(m20261207_000011_inbox_timeline::Migration),
         ]
     }
 }

@@ -221,6 +221,32 @@ entity!(message, "messages", {
     pub updated_at: DateTimeUtc,
     /// The agent who sent this reply; none for workflow sends and inbound messages.
     pub sent_by_user_id: Option<UserId>,
+    /// What it holds as the inbox shows it (`kairo_core::content::MessageContent`);
+    /// none for messages recorded before it was kept.
+    pub content: Option<Json>,
+    /// What to do about a failure, from the channel's advice table.
+    pub error_advice: Option<String>,
+});
+
+entity!(thread_event, "thread_events", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub thread_id: ThreadId,
+    pub kind: ThreadEventKind,
+    /// The agent who did it; none for assignment rules, workflows and API tokens.
+    pub actor_user_id: Option<UserId>,
+    /// The owner after an assignment (or the rules' owner of a new thread).
+    pub owner_user_id: Option<UserId>,
+    pub owner_team_id: Option<TeamId>,
+    pub occurred_at: DateTimeUtc,
+});
+
+entity!(thread_read, "thread_reads", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub thread_id: ThreadId,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: UserId,
+    pub read_at: DateTimeUtc,
 });
 
 entity!(pending_status, "pending_statuses", {

@@ -69,7 +69,7 @@ pub use self::reports::{Funnel, HistoryEntry, StepCounts, UnfinishedSteps, Versi
 pub use self::saved_views::{NewSavedView, SavedView};
 pub use self::sessions::{NewWebSession, UserPassword, WebSession};
 pub use self::steps::{NewStepExecution, RunRows, StepExecution, StepRecord, StepSpan};
-pub use self::threads::{NewThread, Thread, ThreadCursor, ThreadFilter, ThreadSort, WindowFilter};
+pub use self::threads::{NewThread, Thread, ThreadCursor, ThreadEvent, ThreadFilter, ThreadSort, WindowFilter};
 pub use self::timers::{DueTimer, NewTimer, NewTimerRow, Timer};
 pub use self::tokens::{ApiToken, NewApiToken};
 pub use self::tx::Tx;

@@ -57,6 +57,7 @@ pub(super) async fn apply_pending_statuses<C: ConnectionTrait>(
             code: e.code,
             title: e.title,
             details: e.details,
+            advice: e.advice,
         });
         found = apply_status(db, found, status.status, error.as_ref(), status.occurred_at, now).await?;
     }
@@ -120,6 +121,7 @@ pub(super) async fn apply_status<C: ConnectionTrait>(
             row.error_code = Set(Some(error.code));
             row.error_title = Set(Some(error.title.clone()));
             row.error_details = Set(error.details.clone());
+            row.error_advice = Set(error.advice.clone());
         }
     }
     row.updated_at = Set(now);
@@ -165,6 +167,8 @@ pub struct NewMessage {
     pub occurred_at: DateTime<Utc>,
     /// The agent who sent it (an inbox reply from the web pages or the API).
     pub sent_by: Option<UserId>,
+    /// What it holds, as the inbox shows it.
+    pub content: Option<kairo_core::content::MessageContent>,
 }
 
 /// A new message row, in the state it is first recorded in.
@@ -181,6 +185,7 @@ pub(super) fn message_row(new: NewMessage, now: DateTime<Utc>) -> message::Activ
         error_code: Set(None),
         error_title: Set(None),
         error_details: Set(None),
+        error_advice: Set(None),
         template_name: Set(new.template_name),
         template_language: Set(new.template_language),
         template_params: Set(new.template_params),
@@ -194,6 +199,7 @@ pub(super) fn message_row(new: NewMessage, now: DateTime<Utc>) -> message::Activ
         created_at: Set(now),
         updated_at: Set(now),
         sent_by_user_id: Set(new.sent_by),
+        content: Set(new.content.and_then(|c| serde_json::to_value(c).ok())),
     }
 }
 
@@ -208,6 +214,8 @@ struct ErrorRecord {
     code: i32,
     title: String,
     details: Option<String>,
+    #[serde(default)]
+    advice: Option<String>,
 }
 
 impl Store {

@@ -86,6 +86,7 @@ fn inbound(thread: ThreadId, wamid: &str) -> NewMessage {
         step_execution_id: None,
         occurred_at: t0(),
         sent_by: None,
+        content: None,
     }
 }
 
@@ -598,4 +599,41 @@ store_test!(the_live_inbox_reads_the_threads_changed_since_a_moment, |store| {
     // that going on from the newest time returned misses nothing.
     let limited = store.threads_changed_since(t0() - Duration::seconds(1), 1).await.expect("changes");
     assert_eq!(limited, vec![(first.id, t0())], "{limited:?}");
+});
+
+store_test!(a_threads_changes_are_its_timeline_and_each_agent_reads_it_forward_only, |store| {
+    let (_, _, number) = number(&store).await;
+    let ada = contact(&store, "15550100300").await;
+    let new = NewThread { contact_id: ada.id, phone_number_id: number.id, customer_wa_id: "15550100300".into() };
+    let thread = store.open_thread(new, t0()).await.expect("thread");
+    let agent = store
+        .insert_user(NewUser { email: "t@acme.test".into(), name: "T".into(), role: UserRole::Agent }, t0())
+        .await
+        .expect("user");
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store.assign_thread(thread.id, (Some(agent.id), None), Some(agent.id), at(1)).await.expect("assign");
+    assert!(store.close_thread(thread.id, None, at(2)).await.expect("close"));
+    assert!(!store.close_thread(thread.id, None, at(3)).await.expect("close again"), "closed once");
+    assert!(store.reopen_thread(thread.id, Some(agent.id), at(4)).await.expect("reopen"));
+    store.assign_thread(thread.id, (None, None), None, at(5)).await.expect("unassign");
+    let events = store.thread_events(thread.id).await.expect("events");
+    let kinds: Vec<ThreadEventKind> = events.iter().map(|e| e.kind).collect();
+    use ThreadEventKind::*;
+    assert_eq!(kinds, vec![Opened, Assigned, Closed, Reopened, Unassigned], "no event for a close that did nothing");
+    assert_eq!((events[1].actor_user_id, events[1].owner_user_id), (Some(agent.id), Some(agent.id)));
+    assert_eq!(events[2].actor_user_id, None);
+    assert_eq!(events[3].occurred_at, at(4));
+
+    // Reads move forward only.
+    assert!(store.threads_read_by(agent.id, &[thread.id]).await.expect("reads").is_empty());
+    store.mark_thread_read(thread.id, agent.id, at(10)).await.expect("read");
+    store.mark_thread_read(thread.id, agent.id, at(7)).await.expect("an older read");
+    let reads = store.threads_read_by(agent.id, &[thread.id]).await.expect("reads");
+    assert_eq!(reads.get(&thread.id), Some(&at(10)));
+
+    // A filter counts what it lists.
+    let open = ThreadFilter { status: Some(ThreadStatus::Open), ..ThreadFilter::default() };
+    assert_eq!(store.count_threads(&open, at(11)).await.expect("count"), 1);
+    let closed = ThreadFilter { status: Some(ThreadStatus::Closed), ..ThreadFilter::default() };
+    assert_eq!(store.count_threads(&closed, at(11)).await.expect("count"), 0);
 });

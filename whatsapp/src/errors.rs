@@ -109,7 +109,7 @@ pub fn classify(code: i64, subcode: Option<i64>, http_status: u16) -> (FailureKi
 
 /// What an operator or author should do next, for the codes where Kairo
 /// knows better than Meta's text.
-fn advice(code: i64, subcode: Option<i64>) -> Option<&'static str> {
+pub(crate) fn advice(code: i64, subcode: Option<i64>) -> Option<&'static str> {
     Some(match code {
         0 | 190 => {
             "The access token is expired or revoked: set a new one (KAIRO_WHATSAPP_ACCESS_TOKEN or the account's access_token) and restart"

@@ -8,6 +8,7 @@
 //! other, and the `kairo` binary wires it in. It writes only through the
 //! store's operations (the sync's accounts, numbers and templates).
 
+mod content;
 pub mod errors;
 pub mod graph;
 pub mod sandbox;

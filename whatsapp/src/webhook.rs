@@ -138,6 +138,7 @@ fn messages_change(
             from_user_id,
             profile_name,
             text: readable_text(&message_type, message),
+            content: Some(super::content::content(&message_type, message)),
             identity_change: identity_change(&message_type, message),
             message_type,
             payload: message.clone(),
@@ -157,11 +158,7 @@ fn messages_change(
             }));
             continue;
         };
-        let error = status["errors"].as_array().and_then(|e| e.first()).map(|e| DeliveryError {
-            code: e["code"].as_i64().and_then(|c| i32::try_from(c).ok()).unwrap_or_default(),
-            title: text(&e["title"]).or_else(|| text(&e["message"])).unwrap_or_default(),
-            details: text(&e["error_data"]["details"]),
-        });
+        let error = status["errors"].as_array().and_then(|e| e.first()).map(delivery_error);
         events.push(InboundEvent::Status(StatusUpdate {
             number_id: number_id.clone(),
             wamid,
@@ -213,6 +210,18 @@ pub fn account_restrictions(field: &str, value: &Value) -> Option<Vec<Restrictio
         })
         .collect();
     Some(list)
+}
+
+/// A failed status's first error, with what to do about it where Kairo's
+/// advice table knows better than WhatsApp's title.
+fn delivery_error(error: &Value) -> DeliveryError {
+    let code = error["code"].as_i64().unwrap_or_default();
+    DeliveryError {
+        code: i32::try_from(code).unwrap_or_default(),
+        title: text(&error["title"]).or_else(|| text(&error["message"])).unwrap_or_default(),
+        details: text(&error["error_data"]["details"]),
+        advice: crate::errors::advice(code, error["error_subcode"].as_i64()).map(str::to_string),
+    }
 }
 
 fn delivery_status(name: &str) -> Option<DeliveryStatus> {

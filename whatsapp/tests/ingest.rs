@@ -115,6 +115,7 @@ async fn sent_template(store: &Store, number: &PhoneNumber) -> Message {
                 step_execution_id: None,
                 occurred_at: t0(),
                 sent_by: None,
+                content: None,
             },
             t0(),
         )

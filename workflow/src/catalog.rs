@@ -152,6 +152,67 @@ impl CatalogTemplate {
     }
 }
 
+impl CatalogTemplate {
+    /// The template as the customer sees it with these parameters (the
+    /// same shapes [`TemplateNeeds::problems`] checks): the header, the
+    /// body with its placeholders filled in, the footer and the buttons'
+    /// labels. A placeholder without a value is left as written; a media
+    /// header shows its kind (`[image]`).
+    pub fn as_seen(
+        &self,
+        header: Option<&serde_json::Value>,
+        body: Option<&serde_json::Value>,
+    ) -> kairo_core::content::MessageContent {
+        let mut seen_header = None;
+        let mut seen_body = String::new();
+        let mut footer = None;
+        let mut buttons = Vec::new();
+        for component in &self.components {
+            let kind = component["type"].as_str().unwrap_or_default().to_ascii_uppercase();
+            let text = component["text"].as_str().unwrap_or_default();
+            match kind.as_str() {
+                "HEADER" => {
+                    let format = component["format"].as_str().unwrap_or("TEXT").to_ascii_uppercase();
+                    seen_header = Some(if format == "TEXT" {
+                        // A reply sends the header's text as a string, a
+                        // workflow as `{"text": …}`.
+                        let value = header.and_then(|h| h.as_str().or_else(|| h["text"].as_str()));
+                        fill(text, |_| value.map(str::to_string))
+                    } else {
+                        format!("[{}]", format.to_lowercase())
+                    });
+                }
+                "BODY" => seen_body = fill(text, |name| body_value(body, name)),
+                "FOOTER" => footer = Some(text.to_string()).filter(|t| !t.is_empty()),
+                "BUTTONS" => {
+                    let list = component["buttons"].as_array().cloned().unwrap_or_default();
+                    buttons.extend(list.iter().filter_map(|b| b["text"].as_str().map(str::to_string)));
+                }
+                _ => {}
+            }
+        }
+        kairo_core::content::MessageContent::Template { header: seen_header, body: seen_body, footer, buttons }
+    }
+}
+
+/// `text` with each `{{name}}` replaced by its value, where there is one.
+fn fill(text: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    PLACEHOLDER
+        .replace_all(text, |c: &regex::Captures<'_>| value(&c[1]).unwrap_or_else(|| c[0].to_string()))
+        .into_owned()
+}
+
+/// A body parameter by placeholder: `{{2}}` is the second of a list, a
+/// name is the key of an object.
+fn body_value(body: Option<&serde_json::Value>, name: &str) -> Option<String> {
+    let value = match body? {
+        serde_json::Value::Array(values) => values.get(name.parse::<usize>().ok()?.checked_sub(1)?)?,
+        serde_json::Value::Object(values) => values.get(name)?,
+        _ => return None,
+    };
+    Some(value.as_str().map_or_else(|| value.to_string(), str::to_string))
+}
+
 impl TemplateNeeds {
     /// What is wrong with the parameters of a template sent as JSON (an
     /// inbox reply): `body` a list (positional) or an object (named),
@@ -306,5 +367,40 @@ mod tests {
         assert_eq!(needs.header, HeaderNeed::Media("IMAGE".into()));
         assert_eq!(needs.body, BTreeSet::from(["1".to_string(), "2".to_string()]));
         assert_eq!(needs.buttons, BTreeMap::from([(0, ButtonNeed::OptionalPayload), (1, ButtonNeed::UrlSuffix)]));
+    }
+
+    #[test]
+    fn a_template_is_seen_with_its_parameters_filled_in() {
+        let template: CatalogTemplate = serde_json::from_value(json!({
+            "name": "order_update", "language": "en_US", "status": "APPROVED",
+            "components": [
+                {"type": "HEADER", "format": "TEXT", "text": "Order {{1}}"},
+                {"type": "BODY", "text": "Hi {{1}}, order {{2}} ships {{3}}."},
+                {"type": "FOOTER", "text": "Kairo Demo Store"},
+                {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Talk to us"}]}
+            ]
+        }))
+        .expect("template");
+        let seen = template.as_seen(Some(&json!("A-17")), Some(&json!(["Ana", "A-17"])));
+        assert_eq!(
+            seen,
+            kairo_core::content::MessageContent::Template {
+                header: Some("Order A-17".into()),
+                body: "Hi Ana, order A-17 ships {{3}}.".into(),
+                footer: Some("Kairo Demo Store".into()),
+                buttons: vec!["Talk to us".into()],
+            }
+        );
+        let named: CatalogTemplate = serde_json::from_value(json!({
+            "name": "welcome", "language": "en", "status": "APPROVED", "parameter_format": "NAMED",
+            "components": [{"type": "HEADER", "format": "IMAGE"}, {"type": "BODY", "text": "Hello {{first_name}}!"}]
+        }))
+        .expect("template");
+        let kairo_core::content::MessageContent::Template { header, body, .. } =
+            named.as_seen(None, Some(&json!({"first_name": "Bruno"})))
+        else {
+            panic!("a template")
+        };
+        assert_eq!((header.as_deref(), body.as_str()), (Some("[image]"), "Hello Bruno!"));
     }
 }

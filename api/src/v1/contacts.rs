@@ -287,7 +287,14 @@ pub async fn update(
     ApiPath(id): ApiPath<ContactId>,
     ApiJson(input): ApiJson<ContactInput>,
 ) -> Result<ApiJson<ContactDetail>, ApiError> {
-    find(&state, id).await?;
+    let contact = change_contact(&state, id, input).await?;
+    Ok(ApiJson(contact_detail(&state, contact).await?))
+}
+
+/// Changes a contact's name, phones, properties and opt-ins (the API's and
+/// the inbox panel's one rule).
+pub(crate) async fn change_contact(state: &ApiState, id: ContactId, input: ContactInput) -> Result<Contact, ApiError> {
+    find(state, id).await?;
     if input.id.is_some_and(|other| other != id) {
         return Err(ApiError::unprocessable("invalid_body", "`id` in the body differs from the path"));
     }
@@ -304,9 +311,9 @@ pub async fn update(
         .ok_or_else(|| ApiError::not_found(format_args!("contact {id}")))?;
     let with_opt_ins = ContactInput { id: Some(id), opt_in: input.opt_in, ..Default::default() };
     if !with_opt_ins.opt_in.is_empty() {
-        upsert_contact(&state, &with_opt_ins, "body").await?;
+        upsert_contact(state, &with_opt_ins, "body").await?;
     }
-    Ok(ApiJson(contact_detail(&state, contact).await?))
+    Ok(contact)
 }
 
 /// Opt a contact in or out on a business number (audited as from the API).

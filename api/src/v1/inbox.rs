@@ -11,6 +11,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::contacts::ContactView;
+use super::timeline::SentBy;
 use super::{ApiState, PageParams, idempotent, resolve_number};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, parse_body};
@@ -30,11 +31,20 @@ pub struct MessageView {
     /// `text`, `template`, `image`, …
     #[serde(rename = "type")]
     pub message_type: String,
+    /// The words of the message: a text's body, a caption, a tapped
+    /// button's title, a template's body as the customer read it.
     pub body: Option<String>,
+    /// What the message holds, by `kind` (`text`, `media`, `location`,
+    /// `contacts`, `reply`, `reaction`, `template`, `other`); none for
+    /// messages recorded before it was kept.
+    pub content: Option<kairo_core::content::MessageContent>,
     pub status: DeliveryStatus,
     pub error_code: Option<i32>,
     pub error_title: Option<String>,
     pub error_details: Option<String>,
+    /// What to do about the failure, where Kairo knows better than
+    /// WhatsApp's title.
+    pub error_advice: Option<String>,
     pub template_name: Option<String>,
     pub template_language: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -52,15 +62,6 @@ pub struct MessageView {
     pub sent_by: Option<SentBy>,
 }
 
-/// The agent who sent a reply.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SentBy {
-    pub id: UserId,
-    /// Empty only when the user has been deleted since.
-    pub email: Option<String>,
-    pub name: Option<String>,
-}
-
 impl From<Message> for MessageView {
     fn from(m: Message) -> Self {
         MessageView {
@@ -69,10 +70,12 @@ impl From<Message> for MessageView {
             wamid: m.wamid,
             message_type: m.message_type,
             body: m.body,
+            content: m.content.and_then(|c| serde_json::from_value(c).ok()),
             status: m.status,
             error_code: m.error_code,
             error_title: m.error_title,
             error_details: m.error_details,
+            error_advice: m.error_advice,
             template_name: m.template_name,
             template_language: m.template_language,
             template_params: m.template_params,
@@ -118,6 +121,9 @@ pub struct ThreadDetail {
     pub thread: ThreadView,
     pub contact_detail: Option<ContactView>,
     pub messages: Vec<MessageView>,
+    /// Assignments, closes, reopens, consent changes and enrollments while
+    /// the thread was open, oldest first.
+    pub events: Vec<super::timeline::TimelineEvent>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -346,11 +352,17 @@ pub async fn assign(
     ApiPath(id): ApiPath<ThreadId>,
     ApiJson(body): ApiJson<OwnerBody>,
 ) -> Result<ApiJson<ThreadDetail>, ApiError> {
-    Ok(ApiJson(set_owner(&state, id, &body).await?))
+    Ok(ApiJson(set_owner(&state, id, &body, None).await?))
 }
 
-/// Gives a thread a new owner (the API's and the inbox page's one rule).
-pub(crate) async fn set_owner(state: &ApiState, id: ThreadId, body: &OwnerBody) -> Result<ThreadDetail, ApiError> {
+/// Gives a thread a new owner (the API's and the inbox page's one rule);
+/// `actor` is the agent who did it (none through an API token).
+pub(crate) async fn set_owner(
+    state: &ApiState,
+    id: ThreadId,
+    body: &OwnerBody,
+    actor: Option<UserId>,
+) -> Result<ThreadDetail, ApiError> {
     let store = state.engine.store();
     let mut owner = (None, None);
     if let Some(user) = &body.user {
@@ -368,7 +380,7 @@ pub(crate) async fn set_owner(state: &ApiState, id: ThreadId, body: &OwnerBody) 
         owner.1 = Some(team.id);
     }
     store
-        .assign_thread(id, owner, state.engine.now())
+        .assign_thread(id, owner, actor, state.engine.now())
         .await?
         .ok_or_else(|| ApiError::not_found(format_args!("thread {id}")))?;
     detail(state, id).await
@@ -384,13 +396,17 @@ pub async fn close(
     _caller: Caller,
     ApiPath(id): ApiPath<ThreadId>,
 ) -> Result<ApiJson<ThreadDetail>, ApiError> {
-    Ok(ApiJson(close_thread(&state, id).await?))
+    Ok(ApiJson(close_thread(&state, id, None).await?))
 }
 
-/// Closes an open thread.
-pub(crate) async fn close_thread(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError> {
+/// Closes an open thread, by `actor`.
+pub(crate) async fn close_thread(
+    state: &ApiState,
+    id: ThreadId,
+    actor: Option<UserId>,
+) -> Result<ThreadDetail, ApiError> {
     let thread = find(state, id).await?;
-    if !state.engine.store().close_thread(id, state.engine.now()).await? {
+    if !state.engine.store().close_thread(id, actor, state.engine.now()).await? {
         return Err(ApiError::conflict("already_closed", format!("thread {} is already closed", thread.id)));
     }
     detail(state, id).await
@@ -407,13 +423,17 @@ pub async fn reopen(
     _caller: Caller,
     ApiPath(id): ApiPath<ThreadId>,
 ) -> Result<ApiJson<ThreadDetail>, ApiError> {
-    Ok(ApiJson(reopen_thread(&state, id).await?))
+    Ok(ApiJson(reopen_thread(&state, id, None).await?))
 }
 
-/// Reopens a closed thread.
-pub(crate) async fn reopen_thread(state: &ApiState, id: ThreadId) -> Result<ThreadDetail, ApiError> {
+/// Reopens a closed thread, by `actor`.
+pub(crate) async fn reopen_thread(
+    state: &ApiState,
+    id: ThreadId,
+    actor: Option<UserId>,
+) -> Result<ThreadDetail, ApiError> {
     find(state, id).await?;
-    match state.engine.store().reopen_thread(id, state.engine.now()).await {
+    match state.engine.store().reopen_thread(id, actor, state.engine.now()).await {
         Ok(true) => detail(state, id).await,
         Ok(false) => Err(ApiError::conflict("already_open", format!("thread {id} is already open"))),
         Err(StoreError::Duplicate { .. }) => Err(ApiError::conflict(
@@ -436,16 +456,15 @@ pub(crate) async fn detail(state: &ApiState, id: ThreadId) -> Result<ThreadDetai
     let numbers = store.phone_numbers().await?;
     let contact = store.contact(thread.contact_id).await?.map(ContactView::from);
     let mut messages: Vec<MessageView> = store.messages(id).await?.into_iter().map(MessageView::from).collect();
-    if messages.iter().any(|m| m.sent_by.is_some()) {
-        let users = store.list_users().await?;
-        for by in messages.iter_mut().filter_map(|m| m.sent_by.as_mut()) {
-            if let Some(user) = users.iter().find(|u| u.id == by.id) {
-                by.email = Some(user.email.clone());
-                by.name = Some(user.name.clone());
-            }
+    let users = store.list_users().await?;
+    for by in messages.iter_mut().filter_map(|m| m.sent_by.as_mut()) {
+        if let Some(user) = users.iter().find(|u| u.id == by.id) {
+            by.email = Some(user.email.clone());
+            by.name = Some(user.name.clone());
         }
     }
-    Ok(ThreadDetail { thread: thread_view(state, thread, &numbers), contact_detail: contact, messages })
+    let events = super::timeline::timeline(store, &thread, &users).await?;
+    Ok(ThreadDetail { thread: thread_view(state, thread, &numbers), contact_detail: contact, messages, events })
 }
 
 fn thread_view(state: &ApiState, t: Thread, numbers: &[kairo_store::PhoneNumber]) -> ThreadView {

@@ -29,6 +29,7 @@ pub mod enrollments;
 pub mod inbox;
 pub mod openapi;
 pub mod people;
+pub mod timeline;
 pub mod views;
 pub mod workflows;
 

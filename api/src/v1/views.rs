@@ -29,6 +29,8 @@ pub struct ViewView {
     pub name: String,
     #[schema(value_type = Object)]
     pub filter: Value,
+    /// How many threads the view shows now.
+    pub threads: u64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -51,14 +53,19 @@ pub async fn create_view(
     _caller: Caller,
     ApiJson(body): ApiJson<NewViewBody>,
 ) -> Result<(StatusCode, ApiJson<ViewView>), ApiError> {
-    let name = body.name.trim();
+    Ok((StatusCode::CREATED, ApiJson(save_view(&state, &body.name, &body.filter).await?)))
+}
+
+/// Saves a named filter (the API's and the inbox page's one rule).
+pub(crate) async fn save_view(state: &ApiState, name: &str, query: &ThreadQuery) -> Result<ViewView, ApiError> {
+    let name = name.trim();
     if name.is_empty() {
         return Err(ApiError::unprocessable("invalid_name", "a saved view needs a name"));
     }
-    let filter = saved_filter(&state, &body.filter).await?;
+    let filter = saved_filter(state, query).await?;
     let new = NewSavedView { name: name.to_string(), owner_user_id: None, filter };
     match state.engine.store().insert_saved_view(new, state.engine.now()).await {
-        Ok(view) => Ok((StatusCode::CREATED, ApiJson(view_view(view)))),
+        Ok(view) => view_view(state, view).await,
         Err(StoreError::Duplicate { .. }) => {
             Err(ApiError::conflict("name_taken", format!("a saved view named `{name}` already exists")))
         }
@@ -84,7 +91,7 @@ pub async fn show_view(
     ApiPath(id): ApiPath<SavedViewId>,
 ) -> Result<ApiJson<ViewView>, ApiError> {
     let view = find_view(&state, id).await?;
-    Ok(ApiJson(view_view(view)))
+    Ok(ApiJson(view_view(&state, view).await?))
 }
 
 /// Rename a saved view, or replace its filter.
@@ -99,16 +106,26 @@ pub async fn update_view(
     ApiPath(id): ApiPath<SavedViewId>,
     ApiJson(body): ApiJson<ViewChange>,
 ) -> Result<ApiJson<ViewView>, ApiError> {
-    let name = match body.name.as_deref().map(str::trim) {
+    Ok(ApiJson(change_view(&state, id, body.name.as_deref(), body.filter.as_ref()).await?))
+}
+
+/// Renames a saved view or replaces its filter.
+pub(crate) async fn change_view(
+    state: &ApiState,
+    id: SavedViewId,
+    name: Option<&str>,
+    query: Option<&ThreadQuery>,
+) -> Result<ViewView, ApiError> {
+    let name = match name.map(str::trim) {
         Some("") => return Err(ApiError::unprocessable("invalid_name", "a saved view needs a name")),
         other => other.map(str::to_string),
     };
-    let filter = match &body.filter {
+    let filter = match query {
         None => None,
-        Some(query) => Some(saved_filter(&state, query).await?),
+        Some(query) => Some(saved_filter(state, query).await?),
     };
     match state.engine.store().update_saved_view(id, name.clone(), filter, state.engine.now()).await {
-        Ok(Some(view)) => Ok(ApiJson(view_view(view))),
+        Ok(Some(view)) => view_view(state, view).await,
         Ok(None) => Err(ApiError::not_found(format_args!("saved view {id}"))),
         Err(StoreError::Duplicate { .. }) => Err(ApiError::conflict(
             "name_taken",
@@ -126,8 +143,14 @@ pub async fn delete_view(
     _caller: Caller,
     ApiPath(id): ApiPath<SavedViewId>,
 ) -> Result<StatusCode, ApiError> {
+    remove_view(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a saved view.
+pub(crate) async fn remove_view(state: &ApiState, id: SavedViewId) -> Result<(), ApiError> {
     if state.engine.store().delete_saved_view(id).await? {
-        Ok(StatusCode::NO_CONTENT)
+        Ok(())
     } else {
         Err(ApiError::not_found(format_args!("saved view {id}")))
     }
@@ -150,10 +173,21 @@ async fn saved_filter(state: &ApiState, query: &ThreadQuery) -> Result<Value, Ap
 #[utoipa::path(get, path = "/v1/views", tag = "inbox", responses((status = 200, body = ViewList)),
     security(("bearer" = [])))]
 pub async fn list_views(State(state): State<ApiState>, _caller: Caller) -> Result<ApiJson<ViewList>, ApiError> {
-    let views = state.engine.store().saved_views().await?;
-    Ok(ApiJson(ViewList { items: views.into_iter().map(view_view).collect() }))
+    Ok(ApiJson(ViewList { items: views(&state).await? }))
 }
 
-fn view_view(v: SavedView) -> ViewView {
-    ViewView { id: v.id, name: v.name, filter: v.filter, created_at: v.created_at }
+/// Every saved view, by name, with how many threads each shows.
+pub(crate) async fn views(state: &ApiState) -> Result<Vec<ViewView>, ApiError> {
+    let mut out = Vec::new();
+    for view in state.engine.store().saved_views().await? {
+        out.push(view_view(state, view).await?);
+    }
+    Ok(out)
+}
+
+async fn view_view(state: &ApiState, v: SavedView) -> Result<ViewView, ApiError> {
+    let filter: ThreadFilter = serde_json::from_value(v.filter.clone())
+        .map_err(|e| ApiError::internal(&format!("saved view {} is unreadable: {e}", v.id)))?;
+    let threads = state.engine.store().count_threads(&filter, state.engine.now()).await?;
+    Ok(ViewView { id: v.id, name: v.name, filter: v.filter, threads, created_at: v.created_at })
 }

@@ -10,17 +10,12 @@ use serde_json::Value;
 
 use super::session::Agent;
 use crate::v1::inbox::ThreadView;
-use kairo_engine::runtime::{ReplyContent, template_needs};
+use kairo_core::content::MessageContent;
+use kairo_engine::runtime::{ReplyContent, template_as_seen, template_needs};
+use kairo_workflow::catalog::ButtonNeed;
 
-/// What the composer shows again after a refused send.
-#[derive(Debug, Default, Clone)]
-pub(super) struct ComposerState {
-    pub(super) text: String,
-    pub(super) error: Option<String>,
-    pub(super) notice: Option<String>,
-}
-
-/// A template's parts as the customer sees them.
+/// A template's parts as the customer sees them, placeholders as written
+/// (the preview fills them in as the agent types).
 struct TemplateText {
     header: Option<String>,
     body: String,
@@ -28,26 +23,52 @@ struct TemplateText {
     buttons: Vec<String>,
 }
 
-fn template_text(components: &Value) -> TemplateText {
-    let mut text = TemplateText { header: None, body: String::new(), footer: None, buttons: Vec::new() };
-    for component in components.as_array().into_iter().flatten() {
-        let kind = component["type"].as_str().unwrap_or_default().to_ascii_uppercase();
-        let words = component["text"].as_str().map(str::to_string);
-        match kind.as_str() {
-            "HEADER" => {
-                text.header = words.or_else(|| component["format"].as_str().map(|f| format!("[{}]", f.to_lowercase())))
+impl TemplateText {
+    fn of(template: &kairo_store::Template) -> TemplateText {
+        match template_as_seen(template, None, None) {
+            MessageContent::Template { header, body, footer, buttons } => {
+                TemplateText { header, body, footer, buttons }
             }
-            "BODY" => text.body = words.unwrap_or_default(),
-            "FOOTER" => text.footer = words,
-            "BUTTONS" => {
-                for button in component["buttons"].as_array().into_iter().flatten() {
-                    text.buttons.push(button["text"].as_str().unwrap_or_default().to_string());
-                }
-            }
-            _ => {}
+            other => TemplateText {
+                header: None,
+                body: other.summary().unwrap_or_default(),
+                footer: None,
+                buttons: Vec::new(),
+            },
         }
     }
-    text
+}
+
+/// `button.N.text|payload|coupon_code` fields as the API's button
+/// parameters (`{"index": N, "text": …}`), blank ones left out.
+fn button_fields(form: &HashMap<String, String>) -> Vec<Value> {
+    let mut buttons: Vec<(usize, &str, &String)> = form
+        .iter()
+        .filter(|(_, value)| !value.trim().is_empty())
+        .filter_map(|(key, value)| {
+            let (index, kind) = key.strip_prefix("button.")?.split_once('.')?;
+            Some((index.parse().ok()?, kind, value))
+        })
+        .filter(|(_, kind, _)| matches!(*kind, "text" | "payload" | "coupon_code"))
+        .collect();
+    buttons.sort();
+    buttons
+        .into_iter()
+        .map(|(index, kind, value)| {
+            let mut button = serde_json::Map::new();
+            button.insert("index".into(), Value::from(index));
+            button.insert(kind.into(), Value::String(value.trim().to_string()));
+            Value::Object(button)
+        })
+        .collect()
+}
+
+/// What the composer shows again after a refused send.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ComposerState {
+    pub(super) text: String,
+    pub(super) error: Option<String>,
+    pub(super) notice: Option<String>,
 }
 
 pub(super) fn composer(
@@ -94,7 +115,7 @@ pub(super) fn composer(
                         }
                         @for (index, template) in approved.iter().enumerate() {
                             @let needs = template_needs(template);
-                            @let text = template_text(&template.components);
+                            @let text = TemplateText::of(template);
                             fieldset.template-fields data-template={ (template.name) "|" (template.language) } hidden[index != 0]
                                 disabled[index != 0] {
                                 legend { "Parameters of " (template.name) }
@@ -106,6 +127,7 @@ pub(super) fn composer(
                                     label for={ "b-" (index) "-" (name) } { "Body " "{{" (name) "}}" }
                                     input id={ "b-" (index) "-" (name) } name={ "body." (name) } required data-param=(name);
                                 }
+                                (button_inputs(index, &needs, &text))
                                 div.preview aria-live="polite" {
                                     p.preview-title { "Preview" }
                                     @if let Some(header) = &text.header { p.preview-header data-text=(header) { (header) } }
@@ -119,6 +141,24 @@ pub(super) fn composer(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The fields a template's buttons take: a URL's ending, a code to copy,
+/// a quick reply's optional payload.
+fn button_inputs(index: usize, needs: &kairo_workflow::catalog::TemplateNeeds, text: &TemplateText) -> Markup {
+    html! {
+        @for (button, need) in &needs.buttons {
+            @let (field, what) = match need {
+                ButtonNeed::UrlSuffix => ("text", "the end of its link"),
+                ButtonNeed::CouponCode => ("coupon_code", "the code to copy"),
+                ButtonNeed::OptionalPayload => ("payload", "what a tap sends back (optional)"),
+            };
+            @let label = text.buttons.get(*button).cloned().unwrap_or_else(|| format!("{}", button + 1));
+            label for={ "btn-" (index) "-" (button) } { "Button " q { (label) } ": " (what) }
+            input id={ "btn-" (index) "-" (button) } name={ "button." (button) "." (field) }
+                required[*need != ButtonNeed::OptionalPayload];
         }
     }
 }
@@ -153,7 +193,7 @@ pub(super) fn reply_content(
             language: language.to_string(),
             header,
             body,
-            buttons: Vec::new(),
+            buttons: button_fields(form),
         });
     }
     match form.get("text").map(|t| t.trim()).filter(|t| !t.is_empty()) {

@@ -2,16 +2,16 @@
 //! the actions, every message, and the contact's panel beside it.
 
 use maud::{Markup, html};
-use serde::Serialize;
-use serde_json::Value;
 
 use super::WebState;
 use super::composer::{ComposerState, composer};
+use super::contact::contact_form;
+use super::message::items;
 use super::session::Agent;
-use super::view::{Names, when};
+use super::view::{Names, serde_name, when};
 use crate::error::ApiError;
-use crate::v1::inbox::{MessageView, ThreadDetail, ThreadView};
-use kairo_core::status::{ConsentStatus, DeliveryStatus, Direction, ThreadStatus};
+use crate::v1::inbox::{ThreadDetail, ThreadView};
+use kairo_core::status::{ConsentStatus, ThreadStatus};
 
 pub(super) async fn conversation(
     state: &WebState,
@@ -30,7 +30,7 @@ pub(super) async fn conversation(
     let consent = store.consent(thread.contact, thread.number).await?;
     let opted_in = consent.as_ref().is_some_and(|c| c.status == ConsentStatus::OptedIn);
     let now = state.api.engine.now();
-    let panel = panel(state, thread, names, consent.as_ref()).await?;
+    let panel = panel(state, agent, thread, names, consent.as_ref()).await?;
     Ok(html! {
         section.conversation #conversation aria-labelledby="conversation-title" data-thread=(thread.id)
             data-owner=[thread.owner_user.map(|u| u.to_string())] {
@@ -51,9 +51,7 @@ pub(super) async fn conversation(
                 (actions(agent, thread, names))
             }
             ol.messages aria-label="Messages" {
-                @for message in &detail.messages {
-                    (message_item(message))
-                }
+                (items(&detail.messages, &detail.events, names))
             }
             (composer(agent, thread, &templates, opted_in, composer_state))
         }
@@ -65,6 +63,7 @@ pub(super) async fn conversation(
 /// workflows they are in, their other threads.
 async fn panel(
     state: &WebState,
+    agent: &Agent,
     thread: &ThreadView,
     names: &Names,
     consent: Option<&kairo_store::Consent>,
@@ -72,6 +71,7 @@ async fn panel(
     let store = state.api.engine.store();
     let contact = names.contacts.get(&thread.contact);
     let enrollments = store.enrollments_of(thread.contact).await?;
+    let consent_trail = store.consent_history(thread.contact, thread.number).await?;
     let workflows = store.workflows().await?;
     let filter = kairo_store::ThreadFilter { contact: Some(thread.contact), ..Default::default() };
     let others: Vec<kairo_store::Thread> = store
@@ -92,19 +92,17 @@ async fn panel(
                     dt { "Name" } dd { (contact.name.clone().unwrap_or_else(|| "—".into())) }
                     dt { "Phone" } dd { (contact.phone.as_ref().map(|p| format!("+{p}")).unwrap_or_else(|| "—".into())) }
                     @if let Some(mobile) = &contact.mobile_phone { dt { "Mobile phone" } dd { "+" (mobile) } }
-                    dt { "WhatsApp id" } dd { (contact.wa_id.clone().unwrap_or_else(|| thread.customer_wa_id.clone())) }
+                    dt { "WhatsApp id" } dd { (contact.wa_id.clone().unwrap_or_else(|| "—".into())) }
+                    @if let Some(user_id) = &contact.user_id { dt { "WhatsApp user id" } dd { (user_id) } }
                     @if let Some(map) = contact.properties.as_object() {
                         @for (key, value) in map {
                             dt { (key) } dd { (value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())) }
                         }
                     }
                 }
+                (contact_form(agent, thread.id, contact))
             }
-            h3 { "Consent on " (thread.display_number) }
-            @match consent {
-                Some(c) => p.consent { (consent_name(c.status)) " since " (when(c.changed_at)) },
-                None => p.consent { "Never opted in on this number: templates are refused." },
-            }
+            (consent_section(thread, consent, &consent_trail))
             h3 { "Workflows" }
             @if enrollments.is_empty() { p { "Not enrolled in any." } }
             ul.enrollments {
@@ -130,6 +128,37 @@ async fn panel(
     })
 }
 
+/// Consent on the thread's number, with its history (newest first).
+fn consent_section(
+    thread: &ThreadView,
+    consent: Option<&kairo_store::Consent>,
+    consent_trail: &[kairo_store::ConsentEvent],
+) -> Markup {
+    html! {
+        h3 { "Consent on " (thread.display_number) }
+        @match consent {
+            Some(c) => p.consent { (consent_name(c.status)) " since " (when(c.changed_at)) },
+            None => p.consent { "Never opted in on this number: templates are refused." },
+        }
+        @if !consent_trail.is_empty() {
+            details.consent-trail {
+                summary { "Consent history (" (consent_trail.len()) ")" }
+                ol {
+                    @for change in consent_trail.iter().rev() {
+                        li {
+                            (consent_name(change.status)) " · " (when(change.occurred_at)) " · "
+                            @match &change.keyword {
+                                Some(keyword) => { "wrote " q { (keyword) } },
+                                None => { "by " (serde_name(&change.source)) },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn countdown(left: chrono::Duration) -> String {
     let minutes = left.num_minutes().max(0);
     format!("{}h {:02}m", minutes / 60, minutes % 60)
@@ -140,11 +169,6 @@ fn consent_name(status: ConsentStatus) -> &'static str {
         ConsentStatus::OptedIn => "Opted in",
         ConsentStatus::OptedOut => "Opted out",
     }
-}
-
-/// An enum's name as the API spells it.
-fn serde_name<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn actions(agent: &Agent, thread: &ThreadView, names: &Names) -> Markup {
@@ -186,74 +210,5 @@ fn actions(agent: &Agent, thread: &ThreadView, names: &Names) -> Markup {
                 }
             }
         }
-    }
-}
-
-fn ticks(status: DeliveryStatus) -> Markup {
-    let (mark, label) = match status {
-        DeliveryStatus::Sending => ("…", "sending"),
-        DeliveryStatus::Sent => ("✓", "sent"),
-        DeliveryStatus::Delivered => ("✓✓", "delivered"),
-        DeliveryStatus::Read => ("✓✓", "read"),
-        DeliveryStatus::Failed => ("!", "failed"),
-        DeliveryStatus::Received => ("", "received"),
-    };
-    html! { span.ticks.(label) role="img" aria-label=(label) title=(label) { (mark) } }
-}
-
-fn message_item(message: &MessageView) -> Markup {
-    let outbound = message.direction == Direction::Outbound;
-    html! {
-        li.message.out[outbound].in[!outbound] #{ "m-" (message.id) } data-status=(serde_name(&message.status)) {
-            div.bubble {
-                @if message.message_type == "template" {
-                    p.template-name { "Template " code { (message.template_name.clone().unwrap_or_default()) }
-                        " (" (message.template_language.clone().unwrap_or_default()) ")" }
-                }
-                @match &message.body {
-                    Some(body) if !body.is_empty() => p.body { (body) },
-                    _ => p.body.kind { "[" (message.message_type) "]" },
-                }
-                @if message.message_type == "template" {
-                    @if let Some(params) = message.template_params.as_ref().and_then(|p| p.get("body")).filter(|b| !b.is_null()) {
-                        p.params { "Parameters: " (params_text(params)) }
-                    }
-                }
-            }
-            p.meta {
-                (when(message.occurred_at))
-                @if message.message_type != "text" { " · " (message.message_type) }
-                @if let Some(by) = &message.sent_by {
-                    " · sent by " (by.name.clone().unwrap_or_else(|| "a removed user".into()))
-                } @else if outbound && message.enrollment.is_some() {
-                    " · sent by a workflow"
-                }
-                @if outbound { " " (ticks(message.status)) }
-            }
-            @if message.status == DeliveryStatus::Failed {
-                p.error role="note" {
-                    "Not delivered"
-                    @if let Some(code) = message.error_code { " (WhatsApp code " (code) ")" }
-                    @if let Some(title) = &message.error_title { ": " (title) }
-                    @if let Some(details) = &message.error_details { ". " (details) }
-                }
-            }
-        }
-    }
-}
-
-fn params_text(params: &Value) -> String {
-    match params {
-        Value::Array(items) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
     }
 }

@@ -16,101 +16,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, html};
-use serde::{Deserialize, Serialize};
 
 use super::WebState;
 use super::composer::{ComposerState, reply_content};
 use super::conversation::conversation;
 use super::layout;
+use super::query::{ListQuery, given};
 use super::session::{Agent, Posted};
 use super::view::{Names, failed, when};
+use super::views::views_box;
 use crate::error::ApiError;
-use crate::v1::inbox::{self as api_inbox, OwnerBody, ThreadDetail, ThreadQuery, ThreadView};
+use crate::v1::inbox::{self as api_inbox, OwnerBody, ThreadDetail, ThreadView};
 use kairo_core::ids::{ContactId, ThreadId};
 use kairo_core::status::ThreadStatus;
-
-/// Threads per page of the list.
-const PAGE_SIZE: u64 = 50;
-
-/// The list's filters, as the page's form sends them.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct ListQuery {
-    #[serde(default, skip_serializing_if = "is_blank")]
-    q: Option<String>,
-    /// `open` (default), `closed` or `all`.
-    #[serde(default, skip_serializing_if = "is_blank")]
-    status: Option<String>,
-    /// `open` or `closed`.
-    #[serde(default, skip_serializing_if = "is_blank")]
-    window: Option<String>,
-    /// `mine`, `unassigned` or a user's id.
-    #[serde(default, skip_serializing_if = "is_blank")]
-    owner: Option<String>,
-    #[serde(default, skip_serializing_if = "is_blank")]
-    team: Option<String>,
-    #[serde(default, skip_serializing_if = "is_blank")]
-    number: Option<String>,
-    /// `known` or `unknown` contacts.
-    #[serde(default, skip_serializing_if = "is_blank")]
-    contact: Option<String>,
-    #[serde(default, skip_serializing_if = "is_blank")]
-    view: Option<String>,
-    #[serde(default, skip_serializing_if = "is_blank")]
-    cursor: Option<String>,
-}
-
-fn is_blank(value: &Option<String>) -> bool {
-    value.as_deref().is_none_or(|v| v.trim().is_empty())
-}
-
-fn given(value: &Option<String>) -> Option<&str> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
-impl ListQuery {
-    /// The API's query for these filters.
-    fn to_api(&self, agent: &Agent) -> Result<ThreadQuery, ApiError> {
-        let mut query = ThreadQuery { q: given(&self.q).map(str::to_string), ..ThreadQuery::default() };
-        query.status = match given(&self.status) {
-            None | Some("open") => Some(ThreadStatus::Open),
-            Some("closed") => Some(ThreadStatus::Closed),
-            Some(_) => None,
-        };
-        query.window = match given(&self.window) {
-            Some("open") => Some(kairo_store::WindowFilter::Open),
-            Some("closed") => Some(kairo_store::WindowFilter::Closed),
-            _ => None,
-        };
-        match given(&self.owner) {
-            Some("mine") => query.owner = Some(agent.user.id.to_string()),
-            Some("unassigned") => query.unassigned = Some(true),
-            Some(user) => query.owner = Some(user.to_string()),
-            None => {}
-        }
-        query.team = given(&self.team).map(str::to_string);
-        query.number = given(&self.number).map(str::to_string);
-        query.associated = match given(&self.contact) {
-            Some("known") => Some(true),
-            Some("unknown") => Some(false),
-            _ => None,
-        };
-        if let Some(view) = given(&self.view) {
-            query.view = Some(
-                view.parse().map_err(|_| ApiError::bad_request("invalid_view", "the saved view is not one of ours"))?,
-            );
-        }
-        query.cursor = given(&self.cursor).map(str::to_string);
-        query.limit = Some(PAGE_SIZE);
-        query.sort = Some(kairo_store::ThreadSort::LastMessage);
-        Ok(query)
-    }
-
-    /// The query string that keeps these filters (without the cursor).
-    fn keep(&self) -> String {
-        let kept = ListQuery { cursor: None, ..self.clone() };
-        serde_urlencoded::to_string(&kept).unwrap_or_default()
-    }
-}
 
 /// `GET /inbox`: the list (and no conversation yet).
 pub async fn page(State(state): State<WebState>, agent: Agent, Query(query): Query<ListQuery>) -> Response {
@@ -142,14 +60,16 @@ async fn inbox_page(
     query: &ListQuery,
     open: Option<ThreadId>,
 ) -> Result<Html<String>, ApiError> {
-    let list = api_inbox::search(&state.api, &query.to_api(agent)?).await?;
     let detail = match open {
-        Some(id) => Some(api_inbox::detail(&state.api, id).await?),
+        Some(id) => Some(read_thread(state, agent, id).await?),
         None => None,
     };
+    let list = api_inbox::search(&state.api, &query.to_api(agent)?).await?;
     let mut contacts: Vec<ContactId> = list.items.iter().map(|t| t.contact).collect();
     contacts.extend(detail.as_ref().map(|d| d.thread.contact));
     let names = Names::load(state, &contacts).await?;
+    let reads = Reads::load(state, agent, &list.items).await?;
+    let views = crate::v1::views::views(&state.api).await?;
     let conversation = match &detail {
         Some(detail) => Some(conversation(state, agent, detail, &names, &ComposerState::default()).await?),
         None => None,
@@ -162,8 +82,9 @@ async fn inbox_page(
         main #main .inbox data-thread=[open.map(|id| id.to_string())] data-filters=(query.keep()) {
             section.list aria-labelledby="list-title" {
                 h1 #list-title .visually-hidden { "Conversations" }
+                (views_box(agent, query, &views))
                 (filters(agent, query, &names))
-                div #threads { (thread_list(agent, &list.items, list.next_cursor.as_deref(), query, &names, open)) }
+                div #threads { (thread_list(agent, &list, query, &names, &reads, open)) }
             }
             @if let Some(conversation) = conversation {
                 (conversation)
@@ -184,7 +105,8 @@ pub async fn list_fragment(State(state): State<WebState>, agent: Agent, Query(qu
         let list = api_inbox::search(&state.api, &query.to_api(&agent)?).await?;
         let contacts: Vec<ContactId> = list.items.iter().map(|t| t.contact).collect();
         let names = Names::load(&state, &contacts).await?;
-        Ok::<_, ApiError>(thread_list(&agent, &list.items, list.next_cursor.as_deref(), &query, &names, None))
+        let reads = Reads::load(&state, &agent, &list.items).await?;
+        Ok::<_, ApiError>(thread_list(&agent, &list, &query, &names, &reads, None))
     };
     match result.await {
         Ok(markup) => Html(markup.into_string()).into_response(),
@@ -196,7 +118,7 @@ pub async fn list_fragment(State(state): State<WebState>, agent: Agent, Query(qu
 pub async fn conversation_fragment(State(state): State<WebState>, agent: Agent, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<ThreadId>() else { return (StatusCode::NOT_FOUND, "no such conversation").into_response() };
     let result = async {
-        let detail = api_inbox::detail(&state.api, id).await?;
+        let detail = read_thread(&state, &agent, id).await?;
         let names = Names::load(&state, &[detail.thread.contact]).await?;
         conversation(&state, &agent, &detail, &names, &ComposerState::default()).await
     };
@@ -220,8 +142,7 @@ fn filters(agent: &Agent, query: &ListQuery, names: &Names) -> Markup {
             label for="q" { "Search" }
             input #q type="search" name="q" value=[given(&query.q)] placeholder="Message, name or phone" accesskey="s";
             details open[given(&query.owner).is_some() || given(&query.window).is_some() || given(&query.team).is_some()
-                || given(&query.number).is_some() || given(&query.contact).is_some() || given(&query.view).is_some()
-                || !status_all] {
+                || given(&query.number).is_some() || given(&query.contact).is_some() || !status_all] {
                 summary { "Filters" }
                 label for="f-status" { "Status" }
                 select #f-status name="status" {
@@ -264,43 +185,62 @@ fn filters(agent: &Agent, query: &ListQuery, names: &Names) -> Markup {
                     option value="known" selected[selected(&query.contact, "known")] { "Known (a phone on record)" }
                     option value="unknown" selected[selected(&query.contact, "unknown")] { "From a WhatsApp profile only" }
                 }
-                @if !names.views.is_empty() {
-                    label for="f-view" { "Saved view" }
-                    select #f-view name="view" {
-                        option value="" { "None" }
-                        @for view in &names.views {
-                            option value=(view.id) selected[selected(&query.view, &view.id.to_string())] { (view.name) }
-                        }
-                    }
-                }
             }
+            // Filters chosen here narrow the saved view being shown.
+            @if let Some(view) = given(&query.view) { input type="hidden" name="view" value=(view); }
             button type="submit" { "Show" }
         }
     }
 }
 
+/// One conversation, as the agent opens it: read from now on (for this
+/// agent's unread markers).
+async fn read_thread(state: &WebState, agent: &Agent, id: ThreadId) -> Result<ThreadDetail, ApiError> {
+    let detail = api_inbox::detail(&state.api, id).await?;
+    state.api.engine.store().mark_thread_read(id, agent.user.id, state.api.engine.now()).await?;
+    Ok(detail)
+}
+
+/// When the agent last read each listed thread.
+struct Reads(HashMap<ThreadId, chrono::DateTime<chrono::Utc>>);
+
+impl Reads {
+    async fn load(state: &WebState, agent: &Agent, threads: &[ThreadView]) -> Result<Reads, ApiError> {
+        let ids: Vec<ThreadId> = threads.iter().map(|t| t.id).collect();
+        Ok(Reads(state.api.engine.store().threads_read_by(agent.user.id, &ids).await?))
+    }
+
+    /// The contact wrote after the agent last read the thread (or the agent
+    /// never opened it).
+    fn unread(&self, thread: &ThreadView) -> bool {
+        thread.last_inbound_at.is_some_and(|wrote| self.0.get(&thread.id).is_none_or(|read| *read < wrote))
+    }
+}
+
 fn thread_list(
     agent: &Agent,
-    threads: &[ThreadView],
-    next_cursor: Option<&str>,
+    list: &api_inbox::ThreadPage,
     query: &ListQuery,
     names: &Names,
+    reads: &Reads,
     open: Option<ThreadId>,
 ) -> Markup {
     let keep = query.keep();
     let suffix = if keep.is_empty() { String::new() } else { format!("?{keep}") };
     html! {
-        @if threads.is_empty() {
+        @if list.items.is_empty() {
             p.none { "No conversation matches." }
         }
         ul.threads {
-            @for thread in threads {
+            @for thread in &list.items {
                 @let awaiting = thread.last_inbound_at.is_some_and(|i| thread.last_outbound_at.is_none_or(|o| o < i));
-                li.thread.awaiting[awaiting] .current[open == Some(thread.id)] data-id=(thread.id)
+                @let unread = reads.unread(thread) && open != Some(thread.id);
+                li.thread.awaiting[awaiting] .unread[unread] .current[open == Some(thread.id)] data-id=(thread.id)
                     data-mine[thread.owner_user == Some(agent.user.id)] {
                     a href={ "/inbox/" (thread.id) (suffix) } aria-current=[(open == Some(thread.id)).then_some("true")] {
                         span.name { (names.contact_name(thread)) }
-                        @if awaiting { span.badge.unread title="The contact wrote last" { "new" } }
+                        @if unread { span.badge.unread title="New messages since you last opened it" { "unread" } }
+                        @else if awaiting { span.badge.awaiting title="The contact wrote last" { "awaiting reply" } }
                         span.meta {
                             (thread.display_number) " · " (names.owner(thread))
                             @if thread.status == ThreadStatus::Closed { " · closed" }
@@ -313,7 +253,7 @@ fn thread_list(
                 }
             }
         }
-        @if let Some(cursor) = next_cursor {
+        @if let Some(cursor) = list.next_cursor.as_deref() {
             @let older = ListQuery { cursor: Some(cursor.to_string()), ..query.clone() };
             a.more href={ "/inbox?" (serde_urlencoded::to_string(&older).unwrap_or_default()) } data-more {
                 "Older conversations"
@@ -352,7 +292,7 @@ pub async fn assign(
             _ => return (StatusCode::UNPROCESSABLE_ENTITY, "pick a user or a team").into_response(),
         }
     }
-    after_action(id, posted.fetch, api_inbox::set_owner(&state.api, id, &owner).await)
+    after_action(id, posted.fetch, api_inbox::set_owner(&state.api, id, &owner, Some(posted.agent.user.id)).await)
 }
 
 /// `POST /inbox/{id}/close`.
@@ -362,7 +302,7 @@ pub async fn close(
     posted: Posted<HashMap<String, String>>,
 ) -> Response {
     let Ok(id) = id.parse::<ThreadId>() else { return (StatusCode::NOT_FOUND, "no such conversation").into_response() };
-    after_action(id, posted.fetch, api_inbox::close_thread(&state.api, id).await)
+    after_action(id, posted.fetch, api_inbox::close_thread(&state.api, id, Some(posted.agent.user.id)).await)
 }
 
 /// `POST /inbox/{id}/reopen`.
@@ -372,7 +312,7 @@ pub async fn reopen(
     posted: Posted<HashMap<String, String>>,
 ) -> Response {
     let Ok(id) = id.parse::<ThreadId>() else { return (StatusCode::NOT_FOUND, "no such conversation").into_response() };
-    after_action(id, posted.fetch, api_inbox::reopen_thread(&state.api, id).await)
+    after_action(id, posted.fetch, api_inbox::reopen_thread(&state.api, id, Some(posted.agent.user.id)).await)
 }
 
 /// `POST /inbox/{id}/reply`: the composer's send.

@@ -30,14 +30,18 @@ use crate::v1::ApiState;
 
 pub mod assets;
 mod composer;
+mod contact;
 mod conversation;
 mod cookies;
 mod inbox;
 mod layout;
 pub mod live;
+mod message;
+mod query;
 mod session;
 mod signin;
 mod view;
+mod views;
 
 /// What the pages reach.
 #[derive(Clone)]
@@ -75,11 +79,15 @@ pub fn router<S>(state: WebState) -> Router<S> {
         .route("/inbox/threads", get(inbox::list_fragment))
         .route("/inbox/events", get(live::events))
         .route("/inbox/session", get(inbox::session_check))
+        .route("/inbox/views", post(views::create))
+        .route("/inbox/views/{id}", post(views::rename))
+        .route("/inbox/views/{id}/delete", post(views::delete))
         .route("/inbox/{id}", get(inbox::thread_page))
         .route("/inbox/{id}/conversation", get(inbox::conversation_fragment))
         .route("/inbox/{id}/reply", post(inbox::reply))
         .route("/inbox/{id}/owner", post(inbox::assign))
         .route("/inbox/{id}/close", post(inbox::close))
+        .route("/inbox/{id}/contact", post(contact::save))
         .route("/inbox/{id}/reopen", post(inbox::reopen))
         .route("/assets/{name}", get(assets::serve))
         .layer(axum::middleware::from_fn(security_headers))

@@ -19,7 +19,6 @@ pub(super) struct Names {
     pub(super) teams: Vec<Team>,
     pub(super) numbers: Vec<kairo_store::PhoneNumber>,
     pub(super) contacts: HashMap<ContactId, Contact>,
-    pub(super) views: Vec<kairo_store::SavedView>,
 }
 
 impl Names {
@@ -29,8 +28,7 @@ impl Names {
         let teams = store.list_teams().await?.into_iter().map(|(team, _)| team).collect();
         let numbers = store.phone_numbers().await?;
         let contacts = store.contacts_by_ids(contacts).await?.into_iter().map(|c| (c.id, c)).collect();
-        let views = store.saved_views().await?;
-        Ok(Names { users, teams, numbers, contacts, views })
+        Ok(Names { users, teams, numbers, contacts })
     }
 
     fn user(&self, id: UserId) -> String {
@@ -38,7 +36,12 @@ impl Names {
     }
 
     pub(super) fn owner(&self, thread: &ThreadView) -> String {
-        match (thread.owner_user, thread.owner_team) {
+        self.owner_of(thread.owner_user, thread.owner_team)
+    }
+
+    /// A user's name, `team NAME`, or `unassigned`.
+    pub(super) fn owner_of(&self, user: Option<UserId>, team: Option<kairo_core::ids::TeamId>) -> String {
+        match (user, team) {
             (Some(user), _) => self.user(user),
             (None, Some(team)) => self
                 .teams
@@ -66,4 +69,9 @@ pub(super) fn failed(err: ApiError) -> Response {
 /// A time as the page shows it (UTC; the script turns it into local time).
 pub(super) fn when(at: DateTime<Utc>) -> Markup {
     html! { time datetime=(at.to_rfc3339()) { (at.format("%Y-%m-%d %H:%M UTC")) } }
+}
+
+/// An enum's name as the API spells it.
+pub(super) fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }

@@ -54,6 +54,7 @@ fn inbound_row(thread: &Thread, inbound: &InboundMessage) -> NewMessage {
         step_execution_id: None,
         occurred_at: inbound.occurred_at,
         sent_by: None,
+        content: inbound.content.clone(),
     }
 }
 

@@ -287,6 +287,7 @@ pub(super) fn outbound_record(
         step_execution_id: Some(execution.id),
         occurred_at: now,
         sent_by: None,
+        content: send.content.clone(),
     };
     OutboundRecord { contact: contact.clone(), number: send.number, message }
 }

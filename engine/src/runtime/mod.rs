@@ -59,7 +59,7 @@ pub use self::enroll_queue::{EnrollQueue, QueueError};
 pub use self::estimate::SendEstimate;
 pub use self::plan::Plan;
 pub use self::recording::{RecordingHttp, RecordingOutbound};
-pub use self::reply::{ReplyContent, ReplyError, template_needs};
+pub use self::reply::{ReplyContent, ReplyError, template_as_seen, template_needs};
 pub use self::worker::{TickReport, WorkerConfig, WorkerReport};
 use kairo_core::clock::Clock;
 use kairo_core::ids::{EnrollmentId, WorkflowVersionId};

@@ -50,7 +50,7 @@ pub(super) enum Effect {
         owner: OwnerChoice,
         number: PhoneNumberId,
     },
-    RecordSend(RecordedSend),
+    RecordSend(Box<RecordedSend>),
 }
 
 impl Outcome {
@@ -78,6 +78,7 @@ pub(super) struct RecordedSend {
     pub wamid: String,
     pub message_type: String,
     pub body: Option<String>,
+    pub content: Option<kairo_core::content::MessageContent>,
     pub template: Option<(String, String, Value)>,
     /// How the channel took it (`accepted`, `held_for_quality_assessment`).
     pub message_status: Option<String>,

@@ -42,6 +42,10 @@ pub(crate) struct SendAttempt {
     pub number: PhoneNumberId,
     pub message_type: String,
     pub body: Option<String>,
+    /// What the message holds as the customer sees it (a template with its
+    /// parameters filled in); absent on marks written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<kairo_core::content::MessageContent>,
     /// Name, language and rendered parameters.
     pub template: Option<(String, String, Value)>,
     /// What the send puts in `biz_opaque_callback_data`.
@@ -66,6 +70,7 @@ impl SendAttempt {
             wamid,
             message_type: self.message_type,
             body: self.body,
+            content: self.content,
             template: self.template,
             message_status,
         }

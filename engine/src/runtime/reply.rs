@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Engine;
 use super::pacing::Pace;
 use super::send_gate::Held;
+use kairo_core::content::MessageContent;
 use kairo_core::ids::{MessageId, ThreadId, UserId, Wamid};
 use kairo_core::outbound::{CallError, FailureKind, OutboundTemplate, OutboundText};
 use kairo_core::status::{ConsentStatus, DeliveryStatus, Direction};
@@ -78,6 +79,20 @@ pub enum ReplyError {
 /// parameters), read from its components as the workflow catalogue reads
 /// them: the one reading the reply check and the inbox's composer share.
 pub fn template_needs(template: &kairo_store::Template) -> kairo_workflow::catalog::TemplateNeeds {
+    catalog_template(template).needs()
+}
+
+/// A stored template as the customer sees it with these parameters: what
+/// the inbox keeps of a template it sends, and the composer's preview.
+pub fn template_as_seen(
+    template: &kairo_store::Template,
+    header: Option<&serde_json::Value>,
+    body: Option<&serde_json::Value>,
+) -> MessageContent {
+    catalog_template(template).as_seen(header, body)
+}
+
+fn catalog_template(template: &kairo_store::Template) -> kairo_workflow::catalog::CatalogTemplate {
     kairo_workflow::catalog::CatalogTemplate {
         name: template.name.clone(),
         language: template.language.clone(),
@@ -86,7 +101,6 @@ pub fn template_needs(template: &kairo_store::Template) -> kairo_workflow::catal
         parameter_format: template.parameter_format.clone(),
         components: template.components.as_array().cloned().unwrap_or_default(),
     }
-    .needs()
 }
 
 fn window_closed_message(closed_at: Option<DateTime<Utc>>) -> String {
@@ -118,7 +132,7 @@ impl Engine {
             .cloned()
             .ok_or(ReplyError::UnknownNumber { thread })?;
         let now = self.now();
-        let category = self.check_reply(&row, number.account_id, &content, now).await?;
+        let (category, seen) = self.check_reply(&row, number.account_id, &content, now).await?;
         let to = row.customer_wa_id.clone();
         // The checks a workflow's send makes: the number's pause and the
         // messaging limit (a template outside the window reaches someone).
@@ -135,13 +149,13 @@ impl Engine {
         // resolved conversation does in any inbox; refused while the contact
         // has another open thread on the number (one open thread each).
         if row.status == kairo_core::status::ThreadStatus::Closed {
-            match self.store.reopen_thread(row.id, now).await {
+            match self.store.reopen_thread(row.id, sent_by, now).await {
                 Ok(_) => tracing::info!(thread = %row.id, "a reply reopened the thread"),
                 Err(StoreError::Duplicate { .. }) => return Err(ReplyError::AnotherThreadOpen { thread }),
                 Err(err) => return Err(err.into()),
             }
         }
-        let message = self.store.record_message(reply_row(&row, &content, sent_by, now), now).await?;
+        let message = self.store.record_message(reply_row(&row, &content, seen, sent_by, now), now).await?;
         self.wait_for_slot(&number).await?;
         let callback_data = format!("kairo:reply:{}", message.id);
         let sent = match &content {
@@ -183,10 +197,10 @@ impl Engine {
         account: kairo_core::ids::AccountId,
         content: &ReplyContent,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>, ReplyError> {
+    ) -> Result<(Option<String>, MessageContent), ReplyError> {
         match content {
-            ReplyContent::Text { .. } => match thread.window_closes_at {
-                Some(closes) if closes > now => Ok(None),
+            ReplyContent::Text { text } => match thread.window_closes_at {
+                Some(closes) if closes > now => Ok((None, MessageContent::Text { body: text.clone() })),
                 closed_at => Err(ReplyError::WindowClosed { closed_at }),
             },
             ReplyContent::Template { name, language, header, body, buttons } => {
@@ -215,7 +229,8 @@ impl Engine {
                 if !problems.is_empty() {
                     return Err(ReplyError::TemplateParameters { name: name.clone(), problems });
                 }
-                Ok(Some(template.category))
+                let seen = template_as_seen(&template, header.as_ref(), body.as_ref());
+                Ok((Some(template.category), seen))
             }
         }
     }
@@ -263,13 +278,20 @@ impl Engine {
     }
 }
 
-/// The reply as first recorded: `sending`, no wamid yet.
-fn reply_row(thread: &Thread, content: &ReplyContent, sent_by: Option<UserId>, now: DateTime<Utc>) -> NewMessage {
+/// The reply as first recorded: `sending`, no wamid yet; a template with
+/// its text as the customer sees it (its body is what a search finds).
+fn reply_row(
+    thread: &Thread,
+    content: &ReplyContent,
+    seen: MessageContent,
+    sent_by: Option<UserId>,
+    now: DateTime<Utc>,
+) -> NewMessage {
     let (message_type, body, template_name, template_language, template_params) = match content {
         ReplyContent::Text { text } => ("text", Some(text.clone()), None, None, None),
         ReplyContent::Template { name, language, header, body, buttons } => (
             "template",
-            None,
+            seen.summary(),
             Some(name.clone()),
             Some(language.clone()),
             Some(serde_json::json!({ "header": header, "body": body, "buttons": buttons })),
@@ -290,5 +312,6 @@ fn reply_row(thread: &Thread, content: &ReplyContent, sent_by: Option<UserId>, n
         step_execution_id: None,
         occurred_at: now,
         sent_by,
+        content: Some(seen),
     }
 }

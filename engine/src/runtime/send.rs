@@ -28,12 +28,11 @@ const LATE_AFTER_MARK: chrono::Duration = LATE;
 /// How old a template's cached catalogue status may be (a status webhook
 /// or a sync reaches sends within this).
 const TEMPLATE_TTL: Duration = Duration::from_secs(5);
-/// Template statuses and categories by (account, name, language), with when
-/// they were read.
+/// Templates by (account, name, language), with when they were read.
 pub(super) type TemplateCache = std::sync::Mutex<
     std::collections::HashMap<
         (kairo_core::ids::AccountId, String, String),
-        (std::time::Instant, Option<(String, String)>),
+        (std::time::Instant, Option<std::sync::Arc<kairo_store::Template>>),
     >,
 >;
 /// How often a send held back by a paused number looks again.
@@ -122,15 +121,15 @@ impl Engine {
         Ok(())
     }
 
-    /// A template's catalogue status and category, from a cache that is
-    /// at most [`TEMPLATE_TTL`] old: a broadcast reads it once, not once per
-    /// message.
-    pub(super) async fn template_status(
+    /// A template of the catalogue (its status, category and components),
+    /// from a cache that is at most [`TEMPLATE_TTL`] old: a broadcast reads
+    /// it once, not once per message.
+    pub(super) async fn catalog_template(
         &self,
         number: &PhoneNumber,
         name: &str,
         language: &str,
-    ) -> Result<Option<(String, String)>, kairo_store::StoreError> {
+    ) -> Result<Option<std::sync::Arc<kairo_store::Template>>, kairo_store::StoreError> {
         let key = (number.account_id, name.to_string(), language.to_string());
         let now = std::time::Instant::now();
         if let Some((at, found)) = self.templates.lock().expect("template cache lock is never poisoned").get(&key)
@@ -138,7 +137,7 @@ impl Engine {
         {
             return Ok(found.clone());
         }
-        let found = self.store.template_status(number.account_id, name, language).await?;
+        let found = self.store.template(number.account_id, name, language).await?.map(std::sync::Arc::new);
         self.templates.lock().expect("template cache lock is never poisoned").insert(key, (now, found.clone()));
         Ok(found)
     }
@@ -249,7 +248,7 @@ impl Engine {
         Outcome::Done {
             record: record(StepState::Succeeded, send_output(&send, settled_by), None),
             then: self.then_after(ctx, step_id),
-            effects: vec![Effect::RecordSend(send)],
+            effects: vec![Effect::RecordSend(Box::new(send))],
         }
     }
 

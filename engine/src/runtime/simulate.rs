@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::recording::{RecordingHttp, RecordingOutbound};
 use super::{Engine, EngineConfig, EngineError, Plan};
 use kairo_core::clock::{Clock, FakeClock};
+use kairo_core::content::MessageContent;
 use kairo_core::ids::AccountId;
 use kairo_core::status::{ConsentSource, ConsentStatus, DeliveryStatus, EnrollmentStatus, StepState};
 use kairo_store::delivery_status_name as status_name;
@@ -354,6 +355,7 @@ async fn inject(
             message_type: "text".into(),
             text: Some(text.clone()),
             payload: serde_json::json!({ "type": "text", "text": { "body": text } }),
+            content: Some(MessageContent::Text { body: text.clone() }),
             occurred_at: at,
             identity_change: None,
         }),
@@ -366,6 +368,12 @@ async fn inject(
             message_type: "button".into(),
             text: Some(title.clone()),
             payload: serde_json::json!({ "type": "button", "button": { "text": title, "payload": title } }),
+            content: Some(MessageContent::Reply {
+                reply: "button".into(),
+                title: title.clone(),
+                description: None,
+                id: Some(title.clone()),
+            }),
             occurred_at: at,
             identity_change: None,
         }),

@@ -2,6 +2,8 @@
 //! step's free-form text) to the contact, through the send pipeline, after
 //! the consent, recipient, quiet-hour, catalogue and number checks.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -87,6 +89,7 @@ impl Engine {
         let attempt = SendAttempt {
             number: s.number.id,
             message_type: "text".into(),
+            content: Some(kairo_core::content::MessageContent::Text { body: text.clone() }),
             body: Some(text),
             template: None,
             callback_data: message.callback_data.clone(),
@@ -104,8 +107,8 @@ impl Engine {
 
     /// The template itself, when the catalogue and the number allow it.
     async fn send_approved_template(&self, s: Sending<'_>, send: &SendTemplate, window_open: bool) -> Outcome {
-        let category = match self.template_category(&s, send).await {
-            Ok(category) => category,
+        let (category, template) = match self.template_category(&s, send).await {
+            Ok(found) => found,
             Err(instead) => return instead,
         };
         if let Err(held) = self.may_send(&s.number, Some(&category), window_open, &s.to, s.now).await {
@@ -127,10 +130,15 @@ impl Engine {
             callback_data: callback_data(s.claim),
         };
         let params = json!({ "header": message.header, "body": message.body, "buttons": message.buttons });
+        // What the customer reads, kept with the message: the catalogue's
+        // text may change after the send.
+        let seen =
+            template.map(|t| crate::runtime::template_as_seen(&t, message.header.as_ref(), message.body.as_ref()));
         let attempt = SendAttempt {
             number: s.number.id,
             message_type: "template".into(),
-            body: None,
+            body: seen.as_ref().and_then(|c| c.summary()),
+            content: seen,
             template: Some((message.template.clone(), message.language.clone(), params)),
             callback_data: message.callback_data.clone(),
             marked: None,
@@ -142,12 +150,18 @@ impl Engine {
         self.sent(s.claim, s.ctx, s.step, &s.number, sent, attempt).await
     }
 
-    /// The template's category from the catalogue, or what the step does
-    /// instead: a template that is not approved fails it, and so does an
-    /// authentication template to a contact known only by its user id.
-    async fn template_category(&self, s: &Sending<'_>, send: &SendTemplate) -> Result<String, Outcome> {
-        let category = match self.template_status(&s.number, &send.template.value, &send.language.value).await {
-            Ok(Some((status, _))) if status != "APPROVED" => {
+    /// The template's category from the catalogue (and the template, when
+    /// the catalogue has it), or what the step does instead: a template
+    /// that is not approved fails it, and so does an authentication
+    /// template to a contact known only by its user id.
+    async fn template_category(
+        &self,
+        s: &Sending<'_>,
+        send: &SendTemplate,
+    ) -> Result<(String, Option<Arc<kairo_store::Template>>), Outcome> {
+        let found = match self.catalog_template(&s.number, &send.template.value, &send.language.value).await {
+            Ok(Some(template)) if template.status != "APPROVED" => {
+                let status = &template.status;
                 return Err(failed(
                     Value::Null,
                     format!(
@@ -156,7 +170,7 @@ impl Engine {
                     ),
                 ));
             }
-            Ok(found) => found.map(|(_, category)| category),
+            Ok(found) => found,
             Err(err) => {
                 tracing::warn!(%err, step = %s.claim.id, "cannot read the template's status; the send waits");
                 return Err(Outcome::defer(s.now + chrono::Duration::seconds(5)));
@@ -167,7 +181,7 @@ impl Engine {
         // service window a template reaches a recipient and counts against
         // the portfolio's messaging limit; a used-up limit makes the send
         // wait for the moving window, never fail.
-        let category = category.unwrap_or_else(|| "MARKETING".to_string());
+        let category = found.as_ref().map_or_else(|| "MARKETING".to_string(), |t| t.category.clone());
         if s.by_user_id && category.eq_ignore_ascii_case("AUTHENTICATION") {
             return Err(failed(
                 Value::Null,
@@ -177,7 +191,7 @@ impl Engine {
                 ),
             ));
         }
-        Ok(category)
+        Ok((category, found))
     }
 
     /// Header, body and button parameters, rendered.
