@@ -663,6 +663,40 @@ async fn messages_shown_for_what_they_are_views_unread_markers_and_the_contact_e
     sam.click("details.edit-view summary").await;
     sam.click("details.edit-view button.danger").await;
     sam.until_text(".views", "No saved view yet.").await;
+
+    // Sixty more conversations: the list loads the older ones as it
+    // scrolls to its end, without a reload.
+    let mut batch = fixture("webhook_text_message.json");
+    let value = &mut batch["entry"][0]["changes"][0]["value"];
+    let message = value["messages"][0].clone();
+    let (mut messages, mut contacts) = (Vec::new(), Vec::new());
+    for n in 0..60 {
+        let sender = format!("4477009{n:05}");
+        let mut one = message.clone();
+        one["id"] = json!(format!("wamid.scroll.{n}"));
+        one["from"] = json!(sender);
+        one["text"] = json!({ "body": format!("scroll test {n}") });
+        messages.push(one);
+        contacts.push(json!({ "profile": { "name": format!("Scroll {n}") }, "wa_id": sender }));
+    }
+    value["messages"] = json!(messages);
+    value["contacts"] = json!(contacts);
+    inbox.webhook(&batch).await;
+    inbox.thread_of("447700900059").await;
+    sam.goto("/inbox").await;
+    let count = "return document.querySelectorAll('#threads li.thread').length;";
+    assert_eq!(sam.script(count).await, json!(50), "one page first");
+    sam.mark().await;
+    sam.script("document.querySelector('#threads a.more').scrollIntoView(); return null;").await;
+    let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
+    while sam.script(count).await.as_u64().unwrap_or_default() <= 50 {
+        if tokio::time::Instant::now() > deadline {
+            sam.fail("older conversations never loaded on scrolling").await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sam.still_marked().await, "loaded without a reload");
+    assert_eq!(sam.script(count).await, json!(61), "every conversation, once");
     sam.client.close().await.expect("closes");
 }
 

@@ -72,6 +72,7 @@ async fn panel(
     let contact = names.contacts.get(&thread.contact);
     let enrollments = store.enrollments_of(thread.contact).await?;
     let consent_trail = store.consent_history(thread.contact, thread.number).await?;
+    let elsewhere = other_consents(state, thread, names).await?;
     let workflows = store.workflows().await?;
     let filter = kairo_store::ThreadFilter { contact: Some(thread.contact), ..Default::default() };
     let others: Vec<kairo_store::Thread> = store
@@ -102,7 +103,7 @@ async fn panel(
                 }
                 (contact_form(agent, thread.id, contact))
             }
-            (consent_section(thread, consent, &consent_trail))
+            (consent_section(thread, consent, &consent_trail, &elsewhere))
             h3 { "Workflows" }
             @if enrollments.is_empty() { p { "Not enrolled in any." } }
             ul.enrollments {
@@ -128,11 +129,28 @@ async fn panel(
     })
 }
 
-/// Consent on the thread's number, with its history (newest first).
+/// The contact's consent on the other business numbers: (number, consent).
+async fn other_consents(
+    state: &WebState,
+    thread: &ThreadView,
+    names: &Names,
+) -> Result<Vec<(String, kairo_store::Consent)>, ApiError> {
+    let mut out = Vec::new();
+    for number in names.numbers.iter().filter(|n| n.id != thread.number) {
+        if let Some(consent) = state.api.engine.store().consent(thread.contact, number.id).await? {
+            out.push((number.display_number.clone(), consent));
+        }
+    }
+    Ok(out)
+}
+
+/// Consent on the thread's number, with its history (newest first), and
+/// on the other numbers.
 fn consent_section(
     thread: &ThreadView,
     consent: Option<&kairo_store::Consent>,
     consent_trail: &[kairo_store::ConsentEvent],
+    elsewhere: &[(String, kairo_store::Consent)],
 ) -> Markup {
     html! {
         h3 { "Consent on " (thread.display_number) }
@@ -153,6 +171,14 @@ fn consent_section(
                             }
                         }
                     }
+                }
+            }
+        }
+        @if !elsewhere.is_empty() {
+            p.hint { "On other numbers:" }
+            ul.consent-elsewhere {
+                @for (number, c) in elsewhere {
+                    li { (number) ": " (consent_name(c.status)) " since " (when(c.changed_at)) }
                 }
             }
         }
