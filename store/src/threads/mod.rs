@@ -124,24 +124,7 @@ impl Store {
         actor: Option<UserId>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let q = |e| self.query_error(e);
-        let txn = self.begin_write().await.map_err(q)?;
-        let res = thread::Entity::update_many()
-            .col_expr(thread::Column::Status, Expr::value(ThreadStatus::Closed))
-            .col_expr(thread::Column::ClosedAt, Expr::value(now))
-            .col_expr(thread::Column::UpdatedAt, Expr::value(now))
-            .filter(thread::Column::Id.eq(id))
-            .filter(thread::Column::Status.eq(ThreadStatus::Open))
-            .exec(&txn)
-            .await
-            .map_err(q)?;
-        let closed = res.rows_affected == 1;
-        if closed {
-            let change = ThreadChange { actor, ..ThreadChange::default() };
-            history::record(&txn, id, ThreadEventKind::Closed, change, now).await.map_err(q)?;
-        }
-        txn.commit().await.map_err(q)?;
-        Ok(closed)
+        self.move_thread(id, (ThreadStatus::Open, ThreadStatus::Closed), actor, now).await
     }
 
     /// Reopens a closed thread, by `actor`. Refused with
@@ -154,24 +137,39 @@ impl Store {
         actor: Option<UserId>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.move_thread(id, (ThreadStatus::Closed, ThreadStatus::Open), actor, now).await
+    }
+
+    /// Moves a thread from one status to the other (a single conditional
+    /// UPDATE: `false` when it was not in `from`), with its event, in one
+    /// transaction.
+    async fn move_thread(
+        &self,
+        id: ThreadId,
+        (from, to): (ThreadStatus, ThreadStatus),
+        actor: Option<UserId>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let q = |e| self.query_error(e);
+        let closed_at = (to == ThreadStatus::Closed).then_some(now);
         let txn = self.begin_write().await.map_err(q)?;
         let res = thread::Entity::update_many()
-            .col_expr(thread::Column::Status, Expr::value(ThreadStatus::Open))
-            .col_expr(thread::Column::ClosedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(thread::Column::Status, Expr::value(to))
+            .col_expr(thread::Column::ClosedAt, Expr::value(closed_at))
             .col_expr(thread::Column::UpdatedAt, Expr::value(now))
             .filter(thread::Column::Id.eq(id))
-            .filter(thread::Column::Status.eq(ThreadStatus::Closed))
+            .filter(thread::Column::Status.eq(from))
             .exec(&txn)
             .await
             .map_err(|e| self.insert_error(e, || format!("an open thread of the contact beside thread {id}")))?;
-        let reopened = res.rows_affected == 1;
-        if reopened {
+        let moved = res.rows_affected == 1;
+        if moved {
+            let kind = if to == ThreadStatus::Closed { ThreadEventKind::Closed } else { ThreadEventKind::Reopened };
             let change = ThreadChange { actor, ..ThreadChange::default() };
-            history::record(&txn, id, ThreadEventKind::Reopened, change, now).await.map_err(q)?;
+            history::record(&txn, id, kind, change, now).await.map_err(q)?;
         }
         txn.commit().await.map_err(q)?;
-        Ok(reopened)
+        Ok(moved)
     }
 
     /// Opens a thread. A contact has at most one open thread per number: a
